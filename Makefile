@@ -1,0 +1,36 @@
+# The two README commands: `make run` and `make test`.
+BUILD ?= build
+CAIRN_WERROR ?= OFF
+DATA ?= ./data
+APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbuffers-dev \
+  flatbuffers-compiler libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
+  libcli11-dev libvalijson-dev python3-grpcio python3-protobuf
+
+.PHONY: deps configure build test run bench clean
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+configure: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCAIRN_WERROR=$(CAIRN_WERROR)
+
+build: configure
+	cmake --build $(BUILD)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j2 --timeout 900
+
+run: build
+	$(BUILD)/engine/cairn_demo $(DATA)
+
+bench: build
+	$(BUILD)/bench/engine_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+
+clean:
+	rm -rf $(BUILD)

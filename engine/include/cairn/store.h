@@ -1,0 +1,131 @@
+// cairn::Store — the embedded event-sourced state store.
+//
+// Thread safety: a Store is safe for concurrent use by any number of threads.
+// Ingest calls from many threads are merged by a group-commit queue (one
+// thread at a time folds events, so every batch sees the effects of the
+// batches committed before it); reads never block ingest and see a consistent
+// RocksDB snapshot. Cursors and Subscriptions are used by one thread at a
+// time, may outlive nothing: destroy them before the Store.
+#ifndef CAIRN_STORE_H_
+#define CAIRN_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cairn/event.h"
+#include "cairn/options.h"
+
+namespace cairn {
+
+// Streams entities of a snapshot in (collection, key) order.
+class SnapshotCursor {
+ public:
+  virtual ~SnapshotCursor() = default;
+  // Advances to the next entity. Returns false at the end.
+  virtual absl::StatusOr<bool> Next() = 0;
+  // REQUIRES: the last Next() returned true.
+  virtual const Entity& entity() const = 0;
+  // The seq this snapshot is consistent with (as_of_seq, or the store's last
+  // committed seq when the cursor was created).
+  virtual uint64_t seq() const = 0;
+};
+
+// What a subscription delivers, in this order for Start::kSnapshot:
+// kSnapshotEntity*, kSnapshotEnd (seq = N), then kChange with seq > N; a
+// kCaughtUp marker each time the stream reaches the last committed seq after
+// having been behind (always once, first time it is caught up).
+struct SubscriptionItem {
+  enum class Kind { kSnapshotEntity, kSnapshotEnd, kChange, kCaughtUp };
+  Kind kind = Kind::kChange;
+  Entity entity;    // kSnapshotEntity
+  Change change;    // kChange
+  uint64_t seq = 0; // kSnapshotEnd: N; kCaughtUp: last committed seq
+};
+
+// A pull subscription. Memory is bounded whatever the consumer's speed: it
+// reads the stored change feed from its own cursor and is only woken by
+// commits, so a slow subscriber costs nothing and never loses a change.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+  // Waits up to `timeout` for the next item. Returns false on timeout (the
+  // caller may simply call again), CANCELLED after Cancel(), OUT_OF_RANGE when
+  // retention removed changes the subscription has not read yet.
+  virtual absl::StatusOr<bool> Next(absl::Duration timeout,
+                                    SubscriptionItem* item) = 0;
+  // Wakes a blocked Next(); later calls return CANCELLED. Thread-safe.
+  virtual void Cancel() = 0;
+  // Seq of the last change delivered (or skipped by the filter).
+  virtual uint64_t position() const = 0;
+};
+
+struct SourceStats {
+  uint64_t accepted = 0;
+  uint64_t duplicates = 0;
+  uint64_t conflicts = 0;
+  uint64_t rejected_batches = 0;
+  Position last_position;
+};
+
+struct StoreStats {
+  uint64_t last_seq = 0;
+  // Oldest seq / position still answerable (the retention horizon).
+  uint64_t oldest_seq = 0;
+  Position oldest_position;
+  std::map<std::string, SourceStats> sources;
+};
+
+class Store {
+ public:
+  // Opens (creating if allowed) the store in directory `path`.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(std::string_view path,
+                                                     const Options& options);
+  // Closes cleanly: stops background work, flushes nothing that is not
+  // already durable-safe (the WAL holds every acknowledged batch).
+  virtual ~Store() = default;
+
+  // Ingests one batch atomically: validates every event first (any invalid
+  // event rejects the whole batch with INVALID_ARGUMENT naming its index and
+  // field, and nothing is applied), then appends, folds and commits the batch
+  // in one RocksDB write. Events older than the retention window are
+  // rejected with OUT_OF_RANGE.
+  virtual absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
+                                              const IngestOptions& options) = 0;
+
+  // Current state. NOT_FOUND when the entity never existed or is deleted.
+  virtual absl::StatusOr<Entity> Get(std::string_view collection,
+                                     std::string_view key) = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
+      const SnapshotOptions& options) = 0;
+  // Convenience: calls `fn` per entity until it returns false.
+  absl::Status Snapshot(const SnapshotOptions& options,
+                        const std::function<bool(const Entity&)>& fn);
+
+  virtual absl::StatusOr<std::vector<Version>> History(
+      std::string_view collection, std::string_view key,
+      const HistoryOptions& options) = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      const SubscribeOptions& options) = 0;
+
+  // Seq of the last committed change.
+  virtual uint64_t LastSeq() const = 0;
+  virtual StoreStats Stats() = 0;
+
+  // Recomputes the retention horizon and compacts every column family now,
+  // so expired entries are removed before it returns.
+  virtual absl::Status CompactNow() = 0;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_STORE_H_

@@ -1,0 +1,31 @@
+#include "cairn/event.h"
+
+namespace cairn {
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kUpsert:
+      return "upsert";
+    case Op::kPatch:
+      return "patch";
+    case Op::kDelete:
+      return "delete";
+    case Op::kTruncate:
+      return "truncate";
+  }
+  return "unknown";
+}
+
+const char* OutcomeName(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kApplied:
+      return "applied";
+    case Outcome::kDuplicate:
+      return "duplicate";
+    case Outcome::kConflict:
+      return "conflict";
+  }
+  return "unknown";
+}
+
+}  // namespace cairn

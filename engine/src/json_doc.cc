@@ -1,0 +1,176 @@
+#include "json_doc.h"
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/reader.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace cairn::json {
+namespace {
+
+constexpr unsigned kParseFlags = rapidjson::kParseNumbersAsStringsFlag |
+                                 rapidjson::kParseValidateEncodingFlag |
+                                 rapidjson::kParseStopWhenDoneFlag;
+
+// Forwards SAX events into a Document, turning raw number text into marked
+// strings (see the header).
+class MarkingHandler {
+ public:
+  explicit MarkingHandler(Document& doc) : doc_(doc) {}
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned i) { return doc_.Uint(i); }
+  bool Int64(int64_t i) { return doc_.Int64(i); }
+  bool Uint64(uint64_t i) { return doc_.Uint64(i); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    scratch_.assign(1, kNumberMark);
+    scratch_.append(s, n);
+    return doc_.String(scratch_.data(),
+                       static_cast<rapidjson::SizeType>(scratch_.size()), true);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_.String(s, n, copy);
+  }
+  bool StartObject() { return doc_.StartObject(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_.Key(s, n, copy);
+  }
+  bool EndObject(rapidjson::SizeType n) { return doc_.EndObject(n); }
+  bool StartArray() { return doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return doc_.EndArray(n); }
+
+ private:
+  Document& doc_;
+  std::string scratch_;
+};
+
+// Writes marked strings back as raw numbers.
+class UnmarkingWriter {
+ public:
+  explicit UnmarkingWriter(rapidjson::Writer<rapidjson::StringBuffer>& w)
+      : w_(w) {}
+  bool Null() { return w_.Null(); }
+  bool Bool(bool b) { return w_.Bool(b); }
+  bool Int(int i) { return w_.Int(i); }
+  bool Uint(unsigned i) { return w_.Uint(i); }
+  bool Int64(int64_t i) { return w_.Int64(i); }
+  bool Uint64(uint64_t i) { return w_.Uint64(i); }
+  bool Double(double d) { return w_.Double(d); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy = false) {
+    if (n > 0 && s[0] == kNumberMark) {
+      return w_.RawValue(s + 1, n - 1, rapidjson::kNumberType);
+    }
+    return w_.String(s, n, copy);
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy = false) {
+    return w_.Key(s, n, copy);
+  }
+  bool StartObject() { return w_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n = 0) { return w_.EndObject(n); }
+  bool StartArray() { return w_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n = 0) { return w_.EndArray(n); }
+
+ private:
+  rapidjson::Writer<rapidjson::StringBuffer>& w_;
+};
+
+}  // namespace
+
+absl::StatusOr<Document> Parse(std::string_view text) {
+  Document doc;
+  rapidjson::MemoryStream ms(text.data(), text.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(ms);
+  rapidjson::Reader reader;
+  rapidjson::ParseResult result;
+  auto generate = [&](Document& d) {
+    MarkingHandler handler(d);
+    result = reader.Parse<kParseFlags>(in, handler);
+    return !result.IsError();
+  };
+  doc.Populate(generate);
+  if (result.IsError()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at offset ", result.Offset(), ": ",
+                     rapidjson::GetParseError_En(result.Code())));
+  }
+  // kParseStopWhenDoneFlag stops after one value; anything but whitespace
+  // after it is an error.
+  for (size_t i = in.Tell(); i < text.size(); ++i) {
+    char c = text[i];
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid JSON at offset ", i, ": unexpected text after the value"));
+    }
+  }
+  return doc;
+}
+
+std::string Serialize(const Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  UnmarkingWriter u(w);
+  v.Accept(u);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+bool IsNumber(const Value& v) {
+  return v.IsNumber() ||
+         (v.IsString() && v.GetStringLength() > 0 && v.GetString()[0] == kNumberMark);
+}
+
+std::string_view NumberText(const Value& v) {
+  return std::string_view(v.GetString() + 1, v.GetStringLength() - 1);
+}
+
+void MergePatch(Value& target, const Value& patch, Document::AllocatorType& alloc) {
+  if (!patch.IsObject()) {
+    target.CopyFrom(patch, alloc);
+    return;
+  }
+  if (!target.IsObject()) target.SetObject();
+  for (auto m = patch.MemberBegin(); m != patch.MemberEnd(); ++m) {
+    auto existing = target.FindMember(m->name);
+    if (m->value.IsNull()) {
+      // EraseMember keeps member order (RemoveMember would swap in the last).
+      if (existing != target.MemberEnd()) target.EraseMember(existing);
+      continue;
+    }
+    if (existing != target.MemberEnd()) {
+      MergePatch(existing->value, m->value, alloc);
+    } else {
+      Value v;
+      MergePatch(v, m->value, alloc);
+      target.AddMember(Value(m->name, alloc), v, alloc);
+    }
+  }
+}
+
+absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc,
+                                            std::string_view patch) {
+  Document target;
+  if (!doc.empty()) {
+    auto parsed = Parse(doc);
+    if (!parsed.ok()) return parsed.status();
+    target = std::move(*parsed);
+  } else {
+    target.SetObject();
+  }
+  auto p = Parse(patch);
+  if (!p.ok()) return p.status();
+  MergePatch(target, *p, target.GetAllocator());
+  return Serialize(target);
+}
+
+absl::StatusOr<std::string> CanonicalObject(std::string_view text) {
+  auto doc = Parse(text);
+  if (!doc.ok()) return doc.status();
+  if (!doc->IsObject()) {
+    return absl::InvalidArgumentError("must be a JSON object");
+  }
+  return Serialize(*doc);
+}
+
+}  // namespace cairn::json

@@ -1,0 +1,247 @@
+#include "records.h"
+
+#include "absl/strings/str_cat.h"
+#include "flatbuffers/flatbuffers.h"
+
+namespace cairn::records {
+namespace {
+
+std::string Finish(flatbuffers::FlatBufferBuilder& b) {
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()),
+                     b.GetSize());
+}
+
+flatbuffers::Offset<flatbuffers::String> OptString(
+    flatbuffers::FlatBufferBuilder& b, const Doc& d) {
+  return d ? b.CreateString(*d) : 0;
+}
+
+std::string Str(const flatbuffers::String* s) {
+  return s ? std::string(s->data(), s->size()) : std::string();
+}
+
+Doc OptDoc(const flatbuffers::String* s) {
+  if (!s) return std::nullopt;
+  return std::string(s->data(), s->size());
+}
+
+fbs::Op ToFbs(Op op) { return static_cast<fbs::Op>(op); }
+
+absl::StatusOr<Op> FromFbs(fbs::Op op, const char* what) {
+  switch (op) {
+    case fbs::Op::Upsert:
+    case fbs::Op::Patch:
+    case fbs::Op::Delete:
+    case fbs::Op::Truncate:
+      return static_cast<Op>(op);
+    default:
+      return absl::DataLossError(absl::StrCat(what, " record has an unknown op"));
+  }
+}
+
+template <typename T>
+absl::StatusOr<const T*> Verified(std::string_view bytes, const char* identifier,
+                                  const char* what) {
+  flatbuffers::Verifier v(reinterpret_cast<const uint8_t*>(bytes.data()),
+                          bytes.size());
+  if (!v.VerifyBuffer<T>(identifier)) {
+    return absl::DataLossError(
+        absl::StrCat(what, " record does not verify (", bytes.size(), " bytes)"));
+  }
+  return flatbuffers::GetRoot<T>(bytes.data());
+}
+
+}  // namespace
+
+std::string Encode(const LogValue& v) {
+  flatbuffers::FlatBufferBuilder b(256 + v.payload.size() + v.raw.size());
+  auto payload = b.CreateString(v.payload);
+  auto raw = b.CreateVector(reinterpret_cast<const uint8_t*>(v.raw.data()),
+                            v.raw.size());
+  auto id = v.event_id.empty() ? 0 : b.CreateString(v.event_id);
+  fbs::LogRecordBuilder r(b);
+  r.add_op(ToFbs(v.op));
+  r.add_payload(payload);
+  r.add_raw(raw);
+  if (!v.event_id.empty()) r.add_event_id(id);
+  r.add_snapshot(v.snapshot);
+  r.add_seq(v.seq);
+  r.add_ingest_micros(v.ingest_micros);
+  b.Finish(r.Finish(), fbs::LogRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const StateValue& v) {
+  flatbuffers::FlatBufferBuilder b(128 + (v.doc ? v.doc->size() : 0));
+  auto doc = OptString(b, v.doc);
+  auto source = b.CreateString(v.source);
+  fbs::StateRecordBuilder r(b);
+  if (v.doc) r.add_doc(doc);
+  r.add_complete(v.complete);
+  r.add_timestamp(v.position.timestamp);
+  r.add_tick(v.position.tick);
+  r.add_source(source);
+  r.add_seq(v.seq);
+  r.add_versions(v.versions);
+  r.add_last_change_seq(v.last_change_seq);
+  b.Finish(r.Finish(), fbs::StateRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const VersionValue& v) {
+  flatbuffers::FlatBufferBuilder b(128 + v.patch.size() +
+                                   (v.after ? v.after->size() : 0));
+  auto patch = v.patch.empty() ? 0 : b.CreateString(v.patch);
+  auto after = OptString(b, v.after);
+  fbs::VersionRecordBuilder r(b);
+  r.add_op(ToFbs(v.op));
+  r.add_seq(v.seq);
+  if (!v.patch.empty()) r.add_patch(patch);
+  if (v.after) r.add_after(after);
+  r.add_complete(v.complete);
+  r.add_snapshot(v.snapshot);
+  r.add_next_timestamp(v.next_timestamp);
+  b.Finish(r.Finish(), fbs::VersionRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const ChangeValue& v) {
+  flatbuffers::FlatBufferBuilder b(
+      192 + (v.before ? v.before->size() : 0) + (v.after ? v.after->size() : 0));
+  auto collection = b.CreateString(v.collection);
+  auto key = b.CreateVector(reinterpret_cast<const uint8_t*>(v.key_bytes.data()),
+                            v.key_bytes.size());
+  auto before = OptString(b, v.before);
+  auto after = OptString(b, v.after);
+  auto source = b.CreateString(v.source);
+  fbs::ChangeRecordBuilder r(b);
+  r.add_collection(collection);
+  r.add_key(key);
+  r.add_op(ToFbs(v.op));
+  if (v.before) r.add_before(before);
+  if (v.after) r.add_after(after);
+  r.add_timestamp(v.position.timestamp);
+  r.add_tick(v.position.tick);
+  r.add_source(source);
+  r.add_commit_micros(v.commit_micros);
+  r.add_complete(v.complete);
+  b.Finish(r.Finish(), fbs::ChangeRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const EntitySeqValue& v) {
+  flatbuffers::FlatBufferBuilder b(128 + (v.doc ? v.doc->size() : 0));
+  auto doc = OptString(b, v.doc);
+  auto source = b.CreateString(v.source);
+  fbs::EntitySeqRecordBuilder r(b);
+  if (v.doc) r.add_doc(doc);
+  r.add_complete(v.complete);
+  r.add_timestamp(v.position.timestamp);
+  r.add_tick(v.position.tick);
+  r.add_source(source);
+  r.add_superseded_seq(v.superseded_seq);
+  b.Finish(r.Finish(), fbs::EntitySeqRecordIdentifier());
+  return Finish(b);
+}
+
+absl::StatusOr<LogValue> DecodeLog(std::string_view bytes) {
+  auto r = Verified<fbs::LogRecord>(bytes, fbs::LogRecordIdentifier(), "log");
+  if (!r.ok()) return r.status();
+  const fbs::LogRecord* p = *r;
+  LogValue v;
+  auto op = FromFbs(p->op(), "log");
+  if (!op.ok()) return op.status();
+  v.op = *op;
+  v.payload = Str(p->payload());
+  if (p->raw()) v.raw.assign(reinterpret_cast<const char*>(p->raw()->data()),
+                             p->raw()->size());
+  v.event_id = Str(p->event_id());
+  v.snapshot = p->snapshot();
+  v.seq = p->seq();
+  v.ingest_micros = p->ingest_micros();
+  return v;
+}
+
+absl::StatusOr<StateValue> DecodeState(std::string_view bytes) {
+  auto r = Verified<fbs::StateRecord>(bytes, fbs::StateRecordIdentifier(), "state");
+  if (!r.ok()) return r.status();
+  const fbs::StateRecord* p = *r;
+  StateValue v;
+  v.doc = OptDoc(p->doc());
+  v.complete = p->complete();
+  v.position = {p->timestamp(), p->tick()};
+  v.source = Str(p->source());
+  v.seq = p->seq();
+  v.versions = p->versions();
+  v.last_change_seq = p->last_change_seq();
+  return v;
+}
+
+absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
+  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(),
+                                        "history");
+  if (!r.ok()) return r.status();
+  const fbs::VersionRecord* p = *r;
+  VersionValue v;
+  auto op = FromFbs(p->op(), "history");
+  if (!op.ok()) return op.status();
+  v.op = *op;
+  v.seq = p->seq();
+  v.patch = Str(p->patch());
+  v.after = OptDoc(p->after());
+  v.complete = p->complete();
+  v.snapshot = p->snapshot();
+  v.next_timestamp = p->next_timestamp();
+  return v;
+}
+
+absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes) {
+  auto r = Verified<fbs::ChangeRecord>(bytes, fbs::ChangeRecordIdentifier(),
+                                       "changes");
+  if (!r.ok()) return r.status();
+  const fbs::ChangeRecord* p = *r;
+  ChangeValue v;
+  v.collection = Str(p->collection());
+  if (p->key()) v.key_bytes.assign(reinterpret_cast<const char*>(p->key()->data()),
+                                   p->key()->size());
+  auto op = FromFbs(p->op(), "changes");
+  if (!op.ok()) return op.status();
+  v.op = *op;
+  v.before = OptDoc(p->before());
+  v.after = OptDoc(p->after());
+  v.position = {p->timestamp(), p->tick()};
+  v.source = Str(p->source());
+  v.commit_micros = p->commit_micros();
+  v.complete = p->complete();
+  return v;
+}
+
+absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes) {
+  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(),
+                                          "entity_seq");
+  if (!r.ok()) return r.status();
+  const fbs::EntitySeqRecord* p = *r;
+  EntitySeqValue v;
+  v.doc = OptDoc(p->doc());
+  v.complete = p->complete();
+  v.position = {p->timestamp(), p->tick()};
+  v.source = Str(p->source());
+  v.superseded_seq = p->superseded_seq();
+  return v;
+}
+
+std::optional<uint64_t> PeekVersionNext(std::string_view bytes) {
+  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(),
+                                        "history");
+  if (!r.ok()) return std::nullopt;
+  return (*r)->next_timestamp();
+}
+
+std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes) {
+  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(),
+                                          "entity_seq");
+  if (!r.ok()) return std::nullopt;
+  return (*r)->superseded_seq();
+}
+
+}  // namespace cairn::records

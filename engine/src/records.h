@@ -1,0 +1,97 @@
+// Encoding and verified decoding of the FlatBuffers records in fbs/. Every
+// stored value passes through here: Read* verifies the buffer (including its
+// file identifier) before any field is touched, and reports DATA_LOSS naming
+// the column family when it does not verify.
+#ifndef CAIRN_ENGINE_SRC_RECORDS_H_
+#define CAIRN_ENGINE_SRC_RECORDS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "cairn/event.h"
+#include "cairn/fbs/change_generated.h"
+#include "cairn/fbs/entity_seq_generated.h"
+#include "cairn/fbs/log_generated.h"
+#include "cairn/fbs/state_generated.h"
+#include "cairn/fbs/version_generated.h"
+
+namespace cairn::records {
+
+// An optional JSON document: nullopt means "no document" (absent/deleted).
+using Doc = std::optional<std::string>;
+
+inline constexpr uint64_t kNone = UINT64_MAX;
+
+struct LogValue {
+  Op op = Op::kUpsert;
+  std::string payload;
+  std::string raw;
+  std::string event_id;
+  bool snapshot = false;
+  uint64_t seq = 0;
+  uint64_t ingest_micros = 0;
+};
+
+struct StateValue {
+  Doc doc;
+  bool complete = true;
+  Position position;
+  std::string source;
+  uint64_t seq = 0;
+  uint64_t versions = 0;
+  uint64_t last_change_seq = 0;
+};
+
+struct VersionValue {
+  Op op = Op::kUpsert;
+  uint64_t seq = 0;
+  std::string patch;
+  Doc after;
+  bool complete = true;
+  bool snapshot = false;
+  uint64_t next_timestamp = kNone;
+};
+
+struct ChangeValue {
+  std::string collection;
+  std::string key_bytes;
+  Op op = Op::kUpsert;
+  Doc before;
+  Doc after;
+  Position position;
+  std::string source;
+  uint64_t commit_micros = 0;
+  bool complete = true;
+};
+
+struct EntitySeqValue {
+  Doc doc;
+  bool complete = true;
+  Position position;
+  std::string source;
+  uint64_t superseded_seq = kNone;
+};
+
+std::string Encode(const LogValue& v);
+std::string Encode(const StateValue& v);
+std::string Encode(const VersionValue& v);
+std::string Encode(const ChangeValue& v);
+std::string Encode(const EntitySeqValue& v);
+
+absl::StatusOr<LogValue> DecodeLog(std::string_view bytes);
+absl::StatusOr<StateValue> DecodeState(std::string_view bytes);
+absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes);
+absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes);
+absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
+
+// Single-field reads for the compaction filter; nullopt when the buffer does
+// not verify (the filter then keeps the entry).
+std::optional<uint64_t> PeekVersionNext(std::string_view bytes);
+std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes);
+
+}  // namespace cairn::records
+
+#endif  // CAIRN_ENGINE_SRC_RECORDS_H_

@@ -1,0 +1,1494 @@
+// cairn::Store on RocksDB.
+//
+// Write path. Ingest() validates and canonicalizes a batch on the caller's
+// thread, then joins a LevelDB-style writer queue. The writer at the front
+// (the leader) takes every queued batch, folds them one after another into a
+// single WriteBatchWithIndex (so each batch reads the effects of the ones
+// before it), and commits the group in one RocksDB write, fsynced when any
+// batch in it asked for durability: concurrent durable writers share fsyncs.
+// A batch that fails while being folded is rolled back to its save point
+// without disturbing the rest of the group. Only the leader touches the
+// materializer's in-memory state (next seq, counters, truncate markers).
+//
+// Materialization of an event on an entity (see README "Materialization"):
+//  * in order (its position is after the entity's newest version): one new
+//    history version, the predecessor's `next_timestamp` updated, new state;
+//  * late: the version is inserted in position order and the later versions
+//    are re-folded until the first upsert or delete (whose after-image does
+//    not depend on what came before), so the cost is bounded by the entity's
+//    versions after that position, not by the store.
+// When the state (document, existence, completeness) changes, the commit gets
+// the next seq, a change record, and an entity_seq entry (the previous entry
+// is marked superseded so retention knows when it stops being needed).
+//
+// Reads take a RocksDB snapshot; the published last seq is updated only after
+// the write returns, so every read sees whole groups.
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "cairn/status.h"
+#include "cairn/store.h"
+#include "json_doc.h"
+#include "key_codec.h"
+#include "records.h"
+#include "rocksdb/compaction_filter.h"
+#include "rocksdb/db.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/table.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
+
+namespace cairn {
+namespace {
+
+using records::Doc;
+
+// ---------------------------------------------------------------------------
+// Column-family registry: every family, its purpose, and its index.
+enum Cf : size_t { kMeta = 0, kLog, kState, kHistory, kEntitySeq, kChanges, kNumCfs };
+// kMeta is RocksDB's default family ("default").
+constexpr const char* kCfNames[kNumCfs] = {"default", "log", "state",
+                                           "history", "entity_seq", "changes"};
+
+std::string CfName(size_t cf) { return kCfNames[cf]; }
+
+// Meta keys (default column family).
+constexpr std::string_view kMetaLastSeq = "last_seq";
+constexpr std::string_view kMetaHorizon = "horizon";
+constexpr std::string_view kMetaSourcePrefix = "source/";
+constexpr std::string_view kMetaTruncatePrefix = "truncate/";
+
+// The one place a rocksdb::Status becomes an absl::Status.
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(Av(what), ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  return absl::InternalError(msg);
+}
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    }
+    if (n == 2 && c < 0xC2) return false;
+    i += n;
+  }
+  return true;
+}
+
+// A version's place in an entity's order: position, then source name.
+struct VersionPos {
+  Position position;
+  std::string source;
+  auto operator<=>(const VersionPos&) const = default;
+};
+
+// Retention horizon shared with the compaction filters.
+struct Horizon {
+  std::atomic<uint64_t> oldest_seq{0};        // seqs >= this are answerable
+  std::atomic<uint64_t> oldest_timestamp{0};  // positions with ts >= this are
+};
+
+class RetentionFilter : public rocksdb::CompactionFilter {
+ public:
+  RetentionFilter(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value,
+              std::string*, bool*) const override {
+    std::string_view k(key.data(), key.size());
+    std::string_view v(value.data(), value.size());
+    uint64_t oldest_seq = horizon_->oldest_seq.load(std::memory_order_relaxed);
+    uint64_t oldest_ts = horizon_->oldest_timestamp.load(std::memory_order_relaxed);
+    switch (cf_) {
+      case kLog: {
+        std::string source;
+        uint64_t ts;
+        return keys::ConsumeEscaped(&k, &source) && keys::ConsumeU64(&k, &ts) &&
+               ts < oldest_ts;
+      }
+      case kChanges: {
+        uint64_t seq;
+        return keys::ConsumeU64(&k, &seq) && seq < oldest_seq;
+      }
+      case kHistory: {
+        // Keep a version while a point inside the window can still see it:
+        // its successor must itself be older than the window.
+        auto next = records::PeekVersionNext(v);
+        if (!next) return false;
+        if (*next != records::kNone) return *next < oldest_ts;
+        // The newest version: removable only as an expired tombstone.
+        auto ver = records::DecodeVersion(v);
+        size_t n = keys::EntityPrefixLength(k);
+        uint64_t ts;
+        std::string_view rest = k.substr(n);
+        return ver.ok() && !ver->after && n > 0 && keys::ConsumeU64(&rest, &ts) &&
+               ts < oldest_ts;
+      }
+      case kEntitySeq: {
+        auto superseded = records::PeekEntitySeqSuperseded(v);
+        if (!superseded) return false;
+        if (*superseded != records::kNone) return *superseded <= oldest_seq;
+        auto e = records::DecodeEntitySeq(v);
+        std::string_view rest = k.substr(keys::EntityPrefixLength(k));
+        uint64_t seq;
+        return e.ok() && !e->doc && keys::ConsumeU64(&rest, &seq) && seq < oldest_seq &&
+               e->position.timestamp < oldest_ts;
+      }
+      case kState: {
+        // Tombstones leave once the delete is older than the window on both
+        // axes; live state is never removed.
+        auto s = records::DecodeState(v);
+        return s.ok() && !s->doc && s->seq < oldest_seq &&
+               s->position.timestamp < oldest_ts;
+      }
+      default:
+        return false;
+    }
+  }
+  const char* Name() const override { return "cairn.RetentionFilter"; }
+
+ private:
+  Cf cf_;
+  const Horizon* horizon_;
+};
+
+std::string EncodeSourceStats(const SourceStats& s) {
+  std::string out;
+  for (uint64_t v : {s.accepted, s.duplicates, s.conflicts, s.rejected_batches,
+                     s.last_position.timestamp, s.last_position.tick}) {
+    keys::AppendU64(v, &out);
+  }
+  return out;
+}
+
+SourceStats DecodeSourceStats(std::string_view in) {
+  SourceStats s;
+  uint64_t* fields[] = {&s.accepted, &s.duplicates, &s.conflicts, &s.rejected_batches,
+                        &s.last_position.timestamp, &s.last_position.tick};
+  for (uint64_t* f : fields) {
+    if (!keys::ConsumeU64(&in, f)) break;
+  }
+  return s;
+}
+
+// An event after validation: canonical key and payload, encoded keys.
+struct Prepared {
+  Event event;
+  std::string key_bytes;
+  std::string entity;   // collection | key
+  std::string log_key;
+};
+
+struct Marker {
+  VersionPos at;
+  auto operator<=>(const Marker&) const = default;
+};
+
+Entity MakeEntity(std::string collection, std::string key_json, const Doc& doc,
+                  bool complete, Position pos, std::string source, uint64_t seq) {
+  Entity e;
+  e.collection = std::move(collection);
+  e.key = std::move(key_json);
+  e.document = doc ? *doc : std::string();
+  e.complete = complete;
+  e.position = pos;
+  e.source = std::move(source);
+  e.seq = seq;
+  return e;
+}
+
+class StoreImpl;
+
+// ---------------------------------------------------------------------------
+// Snapshot cursors.
+
+// Iterates one column family between bounds, with the store's read snapshot.
+struct ScanRange {
+  std::string lower;
+  std::string upper;  // empty: unbounded
+};
+
+absl::StatusOr<ScanRange> SnapshotRange(const SnapshotOptions& o) {
+  ScanRange r;
+  if (o.collection.empty()) {
+    if (!o.key_prefix.empty()) {
+      return absl::InvalidArgumentError("key_prefix requires a collection");
+    }
+    return r;
+  }
+  keys::AppendEscaped(o.collection, &r.lower);
+  if (!o.key_prefix.empty()) r.lower += keys::StringKeyPrefix(o.key_prefix);
+  r.upper = keys::PrefixSuccessor(r.lower);
+  return r;
+}
+
+absl::Status SplitEntity(std::string_view entity, std::string* collection,
+                         std::string* key_json) {
+  std::string_view in = entity;
+  if (!keys::ConsumeEscaped(&in, collection)) {
+    return absl::DataLossError("malformed entity key");
+  }
+  CAIRN_ASSIGN_OR_RETURN(*key_json, keys::KeyToJson(in));
+  return absl::OkStatus();
+}
+
+class SnapshotCursorImpl : public SnapshotCursor {
+ public:
+  enum class Mode { kCurrent, kAsOfSeq, kAsOfPosition };
+
+  SnapshotCursorImpl(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+                     const rocksdb::Snapshot* snap, Mode mode, ScanRange range,
+                     uint64_t seq, Position pos, bool include_incomplete)
+      : db_(db), snap_(snap), mode_(mode), range_(std::move(range)), seq_(seq),
+        pos_(pos), include_incomplete_(include_incomplete) {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap_;
+    if (!range_.upper.empty()) {
+      upper_slice_ = rocksdb::Slice(range_.upper);
+      ro.iterate_upper_bound = &upper_slice_;
+    }
+    it_.reset(db_->NewIterator(ro, cf));
+    it_->Seek(range_.lower);
+  }
+  ~SnapshotCursorImpl() override {
+    it_.reset();
+    db_->ReleaseSnapshot(snap_);
+  }
+
+  absl::StatusOr<bool> Next() override {
+    while (true) {
+      if (!it_->Valid()) {
+        CAIRN_RETURN_IF_ERROR(FromRocks(it_->status(), "snapshot scan"));
+        return false;
+      }
+      CAIRN_ASSIGN_OR_RETURN(bool found, Step());
+      if (found && (include_incomplete_ || entity_.complete)) return true;
+    }
+  }
+  const Entity& entity() const override { return entity_; }
+  uint64_t seq() const override { return seq_; }
+
+ private:
+  // Reads the entity at the iterator and leaves the iterator on the next one.
+  absl::StatusOr<bool> Step() {
+    std::string_view key(it_->key().data(), it_->key().size());
+    if (mode_ == Mode::kCurrent) {
+      CAIRN_ASSIGN_OR_RETURN(records::StateValue s,
+                             records::DecodeState(it_->value().ToStringView()));
+      bool found = s.doc.has_value();
+      if (found) CAIRN_RETURN_IF_ERROR(Fill(key, s.doc, s.complete, s.position,
+                                            s.source, s.seq));
+      it_->Next();
+      return found;
+    }
+    size_t n = keys::EntityPrefixLength(key);
+    if (n == 0) return absl::DataLossError("malformed key in snapshot scan");
+    std::string entity(key.substr(0, n));
+    std::string target = entity;
+    if (mode_ == Mode::kAsOfSeq) {
+      keys::AppendU64(seq_, &target);
+    } else {
+      keys::AppendU64(pos_.timestamp, &target);
+      keys::AppendU64(pos_.tick, &target);
+      target.push_back('\xFF');  // after every source at exactly this position
+    }
+    it_->SeekForPrev(target);
+    bool found = false;
+    if (it_->Valid() && it_->key().starts_with(entity)) {
+      std::string_view k(it_->key().data(), it_->key().size());
+      std::string_view rest = k.substr(n);
+      if (mode_ == Mode::kAsOfSeq) {
+        CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue e,
+                               records::DecodeEntitySeq(it_->value().ToStringView()));
+        uint64_t seq;
+        keys::ConsumeU64(&rest, &seq);
+        found = e.doc.has_value();
+        if (found) CAIRN_RETURN_IF_ERROR(Fill(entity, e.doc, e.complete, e.position,
+                                              e.source, seq));
+      } else {
+        CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
+                               records::DecodeVersion(it_->value().ToStringView()));
+        Position p;
+        std::string source;
+        if (!keys::ConsumeU64(&rest, &p.timestamp) || !keys::ConsumeU64(&rest, &p.tick) ||
+            !keys::ConsumeEscaped(&rest, &source)) {
+          return absl::DataLossError("malformed history key");
+        }
+        found = v.after.has_value();
+        if (found) CAIRN_RETURN_IF_ERROR(Fill(entity, v.after, v.complete, p,
+                                              std::move(source), v.seq));
+      }
+    }
+    it_->Seek(keys::PrefixSuccessor(entity));
+    return found;
+  }
+
+  absl::Status Fill(std::string_view entity, const Doc& doc, bool complete,
+                    Position pos, std::string source, uint64_t seq) {
+    std::string collection, key_json;
+    CAIRN_RETURN_IF_ERROR(SplitEntity(entity, &collection, &key_json));
+    entity_ = MakeEntity(std::move(collection), std::move(key_json), doc, complete,
+                         pos, std::move(source), seq);
+    return absl::OkStatus();
+  }
+
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snap_;
+  Mode mode_;
+  ScanRange range_;
+  rocksdb::Slice upper_slice_;
+  uint64_t seq_;
+  Position pos_;
+  bool include_incomplete_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+  Entity entity_;
+};
+
+// ---------------------------------------------------------------------------
+
+class StoreImpl : public Store {
+ public:
+  StoreImpl(const Options& options, std::string path)
+      : options_(options), path_(std::move(path)) {
+    if (!options_.now_micros) {
+      options_.now_micros = [] { return static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())); };
+    }
+  }
+  ~StoreImpl() override;
+
+  absl::Status Init();
+
+  absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
+                                      const IngestOptions& options) override;
+  absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override;
+  absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
+      const SnapshotOptions& options) override;
+  absl::StatusOr<std::vector<Version>> History(std::string_view collection,
+                                               std::string_view key,
+                                               const HistoryOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      const SubscribeOptions& options) override;
+  uint64_t LastSeq() const override { return last_seq_.load(std::memory_order_acquire); }
+  StoreStats Stats() override;
+  absl::Status CompactNow() override;
+
+  // For subscriptions.
+  absl::Status ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
+                           uint64_t* last_read);
+  // Waits until LastSeq() > seq, the deadline passes, or *cancelled.
+  void WaitForCommit(uint64_t seq, absl::Time deadline, const std::atomic<bool>* cancelled);
+  void WakeWaiters() {
+    absl::MutexLock l(&notify_mu_);
+    notify_cv_.SignalAll();
+  }
+  Horizon& horizon() { return horizon_; }
+
+ private:
+  struct Writer {
+    std::vector<Prepared>* events = nullptr;
+    bool durable = false;
+    bool done = false;
+    absl::Status status;
+    IngestResult result;
+    absl::CondVar cv;
+  };
+
+  // State the leader mutates while folding one batch; merged into the
+  // store's state only when the batch succeeds.
+  struct BatchState {
+    uint64_t next_seq = 0;
+    std::map<std::string, SourceStats> sources;
+    std::vector<std::pair<std::string, Marker>> markers;  // collection, marker
+  };
+
+  absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
+  absl::Status CommitGroup(std::vector<Writer*>& group);
+  absl::Status ApplyBatch(Writer* w, BatchState* bs);
+  absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
+  absl::Status ApplyTruncate(const Prepared& p, BatchState* bs);
+  absl::Status ApplyToEntity(std::string_view collection, std::string_view key_bytes,
+                             const std::string& entity, const VersionPos& at, Op op,
+                             const std::string& payload, bool snapshot, BatchState* bs,
+                             bool check_markers);
+  absl::Status EnforceMarkers(std::string_view collection, std::string_view key_bytes,
+                              const std::string& entity, const VersionPos& at,
+                              BatchState* bs);
+  absl::StatusOr<std::optional<std::string>> BatchGet(Cf cf, const std::string& key);
+  SourceStats& StatsFor(BatchState* bs, const std::string& source);
+
+  absl::Status LoadMeta();
+  absl::Status UpdateHorizon();
+  void RetentionLoop();
+
+  Options options_;
+  std::string path_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  std::vector<std::unique_ptr<RetentionFilter>> filters_;
+  Horizon horizon_;
+
+  // Writer queue (group commit).
+  absl::Mutex mu_;
+  std::deque<Writer*> writers_ ABSL_GUARDED_BY(mu_);
+
+  // Leader-only state (see the file comment).
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;
+  uint64_t next_seq_ = 1;
+  std::map<std::string, SourceStats> sources_;
+  std::map<std::string, std::set<Marker>> markers_;
+  uint64_t group_commit_micros_ = 0;
+
+  absl::Mutex stats_mu_;  // guards published copies for Stats()
+  std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
+
+  std::atomic<uint64_t> last_seq_{0};
+  absl::Mutex notify_mu_;
+  absl::CondVar notify_cv_;
+
+  absl::Mutex retention_mu_;
+  absl::CondVar retention_cv_;
+  bool stopping_ ABSL_GUARDED_BY(retention_mu_) = false;
+  std::thread retention_thread_;
+};
+
+// ---------------------------------------------------------------------------
+// Subscriptions.
+
+bool Contains(const std::vector<std::string>& v, std::string_view s) {
+  return v.empty() || std::find(v.begin(), v.end(), s) != v.end();
+}
+
+class SubscriptionImpl : public Subscription {
+ public:
+  static constexpr size_t kChunk = 256;
+
+  SubscriptionImpl(StoreImpl* store, SubscribeOptions options,
+                   std::vector<std::string> key_bytes, std::string prefix_bytes,
+                   std::unique_ptr<SnapshotCursor> snapshot, uint64_t start_seq)
+      : store_(store), options_(std::move(options)), key_bytes_(std::move(key_bytes)),
+        prefix_bytes_(std::move(prefix_bytes)), snapshot_(std::move(snapshot)),
+        cursor_(start_seq) {}
+
+  absl::StatusOr<bool> Next(absl::Duration timeout, SubscriptionItem* item) override {
+    absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      if (cancelled_.load()) return absl::CancelledError("subscription cancelled");
+      if (snapshot_) {
+        CAIRN_ASSIGN_OR_RETURN(bool more, snapshot_->Next());
+        if (more) {
+          const Entity& e = snapshot_->entity();
+          if (!MatchesEntity(e.collection, e.key)) continue;
+          item->kind = SubscriptionItem::Kind::kSnapshotEntity;
+          item->entity = e;
+          return true;
+        }
+        item->kind = SubscriptionItem::Kind::kSnapshotEnd;
+        item->seq = snapshot_->seq();
+        snapshot_.reset();
+        return true;
+      }
+      if (!buffer_.empty()) {
+        item->kind = SubscriptionItem::Kind::kChange;
+        item->change = std::move(buffer_.front());
+        buffer_.pop_front();
+        delivered_.store(item->change.seq);
+        return true;
+      }
+      uint64_t last = store_->LastSeq();
+      if (cursor_ < last) {
+        uint64_t oldest = store_->horizon().oldest_seq.load();
+        if (cursor_ + 1 < oldest) {
+          return absl::OutOfRangeError(absl::StrCat(
+              "changes after seq ", cursor_, " were removed by retention; oldest ",
+              "available seq is ", oldest));
+        }
+        std::vector<Change> chunk;
+        uint64_t read_to = cursor_;
+        CAIRN_RETURN_IF_ERROR(store_->ReadChanges(cursor_, kChunk, &chunk, &read_to));
+        if (read_to - cursor_ >= kChunk) behind_ = true;
+        cursor_ = read_to;
+        for (Change& c : chunk) {
+          if (Matches(c)) buffer_.push_back(std::move(c));
+        }
+        if (buffer_.empty()) delivered_.store(cursor_);
+        continue;
+      }
+      if (!caught_up_sent_ || behind_) {
+        caught_up_sent_ = true;
+        behind_ = false;
+        item->kind = SubscriptionItem::Kind::kCaughtUp;
+        item->seq = cursor_;
+        return true;
+      }
+      if (absl::Now() >= deadline) return false;
+      store_->WaitForCommit(cursor_, deadline, &cancelled_);
+    }
+  }
+
+  void Cancel() override {
+    cancelled_.store(true);
+    store_->WakeWaiters();
+  }
+  uint64_t position() const override { return delivered_.load(); }
+
+ private:
+  bool MatchesEntity(std::string_view collection, std::string_view key_json) {
+    if (!Contains(options_.filter.collections, collection)) return false;
+    if (key_bytes_.empty() && prefix_bytes_.empty()) return true;
+    auto kb = keys::EncodeKey(key_json);
+    if (!kb.ok()) return false;
+    return MatchesKey(*kb);
+  }
+  bool MatchesKey(std::string_view kb) {
+    if (!prefix_bytes_.empty() && !kb.starts_with(prefix_bytes_)) return false;
+    return key_bytes_.empty() ||
+           std::find(key_bytes_.begin(), key_bytes_.end(), kb) != key_bytes_.end();
+  }
+  bool Matches(const Change& c) {
+    if (!Contains(options_.filter.sources, c.source)) return false;
+    return MatchesEntity(c.collection, c.key);
+  }
+
+  StoreImpl* store_;
+  SubscribeOptions options_;
+  std::vector<std::string> key_bytes_;
+  std::string prefix_bytes_;
+  std::unique_ptr<SnapshotCursor> snapshot_;
+  uint64_t cursor_;  // last seq read from the change feed
+  std::deque<Change> buffer_;
+  bool caught_up_sent_ = false;
+  bool behind_ = false;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<uint64_t> delivered_{0};
+};
+
+// ---------------------------------------------------------------------------
+// Open / close.
+
+absl::Status StoreImpl::Init() {
+  rocksdb::Options opts;
+  opts.create_if_missing = options_.create_if_missing;
+  opts.create_missing_column_families = true;
+  opts.IncreaseParallelism(2);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.whole_key_filtering = true;
+  auto table_factory = std::shared_ptr<rocksdb::TableFactory>(
+      rocksdb::NewBlockBasedTableFactory(table));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    rocksdb::ColumnFamilyOptions cfo(opts);
+    cfo.table_factory = table_factory;
+    filters_.push_back(std::make_unique<RetentionFilter>(static_cast<Cf>(cf), &horizon_));
+    if (cf != kMeta) cfo.compaction_filter = filters_.back().get();
+    descriptors.emplace_back(CfName(cf), cfo);
+  }
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  CAIRN_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::Open(rocksdb::DBOptions(opts), path_, descriptors, &handles, &raw),
+      absl::StrCat("open ", path_)));
+  db_.reset(raw);
+  cfs_ = std::move(handles);
+  batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(
+      rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
+  CAIRN_RETURN_IF_ERROR(LoadMeta());
+  if (options_.retention.max_age || options_.retention.max_commits) {
+    CAIRN_RETURN_IF_ERROR(UpdateHorizon());
+    retention_thread_ = std::thread([this] { RetentionLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+StoreImpl::~StoreImpl() {
+  {
+    absl::MutexLock l(&retention_mu_);
+    stopping_ = true;
+    retention_cv_.SignalAll();
+  }
+  if (retention_thread_.joinable()) retention_thread_.join();
+  if (db_) {
+    for (auto* h : cfs_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db_->Close().PermitUncheckedError();
+  }
+}
+
+absl::Status StoreImpl::LoadMeta() {
+  rocksdb::ReadOptions ro;
+  std::string v;
+  rocksdb::Status s = db_->Get(ro, cfs_[kMeta], kMetaLastSeq, &v);
+  if (s.ok()) {
+    std::string_view in = v;
+    uint64_t last = 0;
+    if (!keys::ConsumeU64(&in, &last)) return absl::DataLossError("meta last_seq");
+    last_seq_.store(last);
+    next_seq_ = last + 1;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read last_seq");
+  }
+  s = db_->Get(ro, cfs_[kMeta], kMetaHorizon, &v);
+  if (s.ok()) {
+    std::string_view in = v;
+    uint64_t seq = 0, ts = 0;
+    keys::ConsumeU64(&in, &seq);
+    keys::ConsumeU64(&in, &ts);
+    horizon_.oldest_seq.store(seq);
+    horizon_.oldest_timestamp.store(ts);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read horizon");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kMeta]));
+  for (it->Seek(kMetaSourcePrefix); it->Valid() && it->key().starts_with(kMetaSourcePrefix);
+       it->Next()) {
+    std::string name(it->key().ToStringView().substr(kMetaSourcePrefix.size()));
+    sources_[name] = DecodeSourceStats(it->value().ToStringView());
+  }
+  for (it->Seek(kMetaTruncatePrefix);
+       it->Valid() && it->key().starts_with(kMetaTruncatePrefix); it->Next()) {
+    std::string_view in = it->key().ToStringView().substr(kMetaTruncatePrefix.size());
+    std::string collection;
+    Marker m;
+    if (!keys::ConsumeEscaped(&in, &collection) ||
+        !keys::ConsumeU64(&in, &m.at.position.timestamp) ||
+        !keys::ConsumeU64(&in, &m.at.position.tick) ||
+        !keys::ConsumeEscaped(&in, &m.at.source)) {
+      return absl::DataLossError("malformed truncate marker");
+    }
+    markers_[collection].insert(m);
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "read meta"));
+  absl::MutexLock l(&stats_mu_);
+  published_sources_ = sources_;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Ingest.
+
+absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepared>* out) {
+  out->reserve(events.size());
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  for (size_t i = 0; i < events.size(); ++i) {
+    Event& e = events[i];
+    auto bad = [i](std::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": ", Av(what)));
+    };
+    if (e.source.empty()) return bad("source is empty");
+    if (!IsValidUtf8(e.source)) return bad("source is not valid UTF-8");
+    if (e.collection.empty()) return bad("collection is empty");
+    if (!IsValidUtf8(e.collection)) return bad("collection is not valid UTF-8");
+    if (e.position.timestamp == UINT64_MAX || e.position.tick == UINT64_MAX) {
+      return bad("position overflow: timestamp and tick must be below 2^64-1");
+    }
+    if (e.position.timestamp < oldest_ts) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "event ", i, ": position timestamp ", e.position.timestamp,
+          " is older than the retention window; oldest available timestamp is ",
+          oldest_ts));
+    }
+    Prepared p;
+    switch (e.op) {
+      case Op::kUpsert:
+      case Op::kPatch: {
+        auto canon = json::CanonicalObject(e.payload);
+        if (!canon.ok()) {
+          return bad(absl::StrCat("payload of ", OpName(e.op), ": ",
+                                  canon.status().message()));
+        }
+        e.payload = *std::move(canon);
+        break;
+      }
+      case Op::kDelete:
+        e.payload.clear();
+        break;
+      case Op::kTruncate:
+        if (!e.key.empty()) return bad("key must be empty for truncate");
+        e.payload.clear();
+        break;
+      default:
+        return bad(absl::StrCat("unknown op ", static_cast<int>(e.op)));
+    }
+    if (e.op != Op::kTruncate) {
+      auto kb = keys::EncodeKey(e.key);
+      if (!kb.ok()) return bad(Sv(kb.status().message()));
+      p.key_bytes = *std::move(kb);
+    }
+    p.entity = keys::EntityPrefix(e.collection, p.key_bytes);
+    p.log_key = keys::LogKey(e.source, e.position, e.collection, p.key_bytes);
+    p.event = std::move(e);
+    out->push_back(std::move(p));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
+                                               const IngestOptions& options) {
+  std::vector<Prepared> prepared;
+  if (absl::Status s = Validate(events, &prepared); !s.ok()) {
+    // Count the rejection against the sources named in the batch; it is
+    // persisted with the next commit.
+    absl::MutexLock l(&stats_mu_);
+    std::set<std::string> seen;
+    for (const Event& e : events) {
+      if (!e.source.empty() && IsValidUtf8(e.source) && seen.insert(e.source).second) {
+        published_sources_[e.source].rejected_batches++;
+      }
+    }
+    return s;
+  }
+  Writer w;
+  w.events = &prepared;
+  w.durable = options.durable;
+
+  absl::MutexLock l(&mu_);
+  writers_.push_back(&w);
+  while (!w.done && &w != writers_.front()) w.cv.Wait(&mu_);
+  if (w.done) {
+    if (!w.status.ok()) return w.status;
+    return std::move(w.result);
+  }
+  // Leader: take the whole queue (bounded so one group stays reasonable).
+  std::vector<Writer*> group;
+  size_t total = 0;
+  for (Writer* x : writers_) {
+    if (!group.empty() && total + x->events->size() > 20000) break;
+    group.push_back(x);
+    total += x->events->size();
+  }
+  mu_.Unlock();
+  absl::Status group_status = CommitGroup(group);
+  mu_.Lock();
+  for (Writer* x : group) {
+    if (!group_status.ok() && x->status.ok()) x->status = group_status;
+    writers_.pop_front();
+    x->done = true;
+    if (x != &w) x->cv.Signal();
+  }
+  if (!writers_.empty()) writers_.front()->cv.Signal();
+  if (!w.status.ok()) return w.status;
+  return std::move(w.result);
+}
+
+SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
+  auto it = bs->sources.find(source);
+  if (it != bs->sources.end()) return it->second;
+  auto base = sources_.find(source);
+  return bs->sources[source] = base == sources_.end() ? SourceStats{} : base->second;
+}
+
+absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
+  batch_->Clear();
+  group_commit_micros_ = options_.now_micros();
+  bool sync = false;
+  bool any_ok = false;
+  std::vector<BatchState> states(group.size());
+  for (size_t g = 0; g < group.size(); ++g) {
+    Writer* w = group[g];
+    BatchState& bs = states[g];
+    bs.next_seq = next_seq_;
+    batch_->SetSavePoint();
+    w->result = IngestResult{};
+    w->status = ApplyBatch(w, &bs);
+    if (!w->status.ok()) {
+      CAIRN_RETURN_IF_ERROR(FromRocks(batch_->RollbackToSavePoint(), "rollback"));
+      continue;
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(batch_->PopSavePoint(), "pop save point"));
+    // Merge the batch's state into the leader's.
+    next_seq_ = bs.next_seq;
+    for (auto& [name, s] : bs.sources) sources_[name] = s;
+    for (auto& [collection, m] : bs.markers) markers_[collection].insert(m);
+    sync |= w->durable;
+    any_ok = true;
+  }
+  if (!any_ok) return absl::OkStatus();
+  {
+    // Rejected-batch counts recorded since the last commit ride along.
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, pub] : published_sources_) {
+      if (pub.rejected_batches > sources_[name].rejected_batches) {
+        sources_[name].rejected_batches = pub.rejected_batches;
+      }
+    }
+  }
+  std::string last;
+  keys::AppendU64(next_seq_ - 1, &last);
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], kMetaLastSeq, last), "put"));
+  for (auto& [name, s] : sources_) {
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        batch_->Put(cfs_[kMeta], absl::StrCat(Av(kMetaSourcePrefix), name), EncodeSourceStats(s)),
+        "put"));
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  absl::Status s = FromRocks(db_->Write(wo, batch_->GetWriteBatch()), "commit");
+  if (!s.ok()) {
+    // Nothing of the group is visible; reload the leader state from disk.
+    sources_.clear();
+    markers_.clear();
+    next_seq_ = last_seq_.load() + 1;
+    LoadMeta().IgnoreError();
+    return s;
+  }
+  {
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, st] : sources_) published_sources_[name] = st;
+  }
+  {
+    absl::MutexLock l(&notify_mu_);
+    last_seq_.store(next_seq_ - 1, std::memory_order_release);
+    notify_cv_.SignalAll();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ApplyBatch(Writer* w, BatchState* bs) {
+  IngestResult& r = w->result;
+  r.outcomes.reserve(w->events->size());
+  uint64_t first = bs->next_seq;
+  for (Prepared& p : *w->events) {
+    CAIRN_RETURN_IF_ERROR(ApplyEvent(p, bs, &r));
+  }
+  if (bs->next_seq > first) {
+    r.first_seq = first;
+    r.last_seq = bs->next_seq - 1;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> StoreImpl::BatchGet(Cf cf,
+                                                               const std::string& key) {
+  std::string value;
+  rocksdb::Status s =
+      batch_->GetFromBatchAndDB(db_.get(), rocksdb::ReadOptions(), cfs_[cf], key, &value);
+  if (s.IsNotFound()) return std::nullopt;
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read ", CfName(cf))));
+  return value;
+}
+
+absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result) {
+  const Event& e = p.event;
+  SourceStats& stats = StatsFor(bs, e.source);
+  CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> existing, BatchGet(kLog, p.log_key));
+  if (existing) {
+    CAIRN_ASSIGN_OR_RETURN(records::LogValue logged, records::DecodeLog(*existing));
+    bool same = logged.op == e.op && logged.payload == e.payload &&
+                logged.snapshot == e.snapshot;
+    result->outcomes.push_back(same ? Outcome::kDuplicate : Outcome::kConflict);
+    (same ? result->duplicates : result->conflicts)++;
+    (same ? stats.duplicates : stats.conflicts)++;
+    return absl::OkStatus();
+  }
+  if (e.op == Op::kTruncate) {
+    CAIRN_RETURN_IF_ERROR(ApplyTruncate(p, bs));
+  } else {
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity,
+                                        {e.position, e.source}, e.op, e.payload,
+                                        e.snapshot, bs, /*check_markers=*/true));
+  }
+  records::LogValue log;
+  log.op = e.op;
+  log.payload = e.payload;
+  log.raw = e.raw;
+  log.event_id = e.event_id;
+  log.snapshot = e.snapshot;
+  log.seq = bs->next_seq - 1;
+  log.ingest_micros = group_commit_micros_;
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kLog], p.log_key, records::Encode(log)),
+                                  "put log"));
+  result->outcomes.push_back(Outcome::kApplied);
+  result->applied++;
+  stats.accepted++;
+  stats.last_position = std::max(stats.last_position, e.position);
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
+  const Event& e = p.event;
+  Marker m{{e.position, e.source}};
+  std::string marker_key(kMetaTruncatePrefix);
+  keys::AppendEscaped(e.collection, &marker_key);
+  keys::AppendU64(e.position.timestamp, &marker_key);
+  keys::AppendU64(e.position.tick, &marker_key);
+  keys::AppendEscaped(e.source, &marker_key);
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], marker_key, ""), "put marker"));
+  bs->markers.emplace_back(e.collection, m);
+
+  // Every entity the collection has ever had gets a truncate version at the
+  // marker; entities first seen later get theirs in EnforceMarkers.
+  std::string lower;
+  keys::AppendEscaped(e.collection, &lower);
+  std::string upper = keys::PrefixSuccessor(lower);
+  std::vector<std::string> entities;
+  {
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice ub(upper);
+    ro.iterate_upper_bound = &ub;
+    std::unique_ptr<rocksdb::Iterator> it(
+        batch_->NewIteratorWithBase(cfs_[kState], db_->NewIterator(ro, cfs_[kState])));
+    for (it->Seek(lower); it->Valid() && it->key().compare(upper) < 0; it->Next()) {
+      entities.emplace_back(it->key().ToString());
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "scan state for truncate"));
+  }
+  for (const std::string& entity : entities) {
+    std::string_view key_bytes = std::string_view(entity).substr(lower.size());
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, key_bytes, entity, m.at,
+                                        Op::kTruncate, "", false, bs,
+                                        /*check_markers=*/false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::EnforceMarkers(std::string_view collection,
+                                       std::string_view key_bytes,
+                                       const std::string& entity, const VersionPos& at,
+                                       BatchState* bs) {
+  std::vector<Marker> pending;
+  auto consider = [&](const Marker& m) {
+    if (at < m.at) pending.push_back(m);
+  };
+  if (auto it = markers_.find(std::string(collection)); it != markers_.end()) {
+    for (const Marker& m : it->second) consider(m);
+  }
+  for (const auto& [c, m] : bs->markers) {
+    if (c == collection) consider(m);
+  }
+  for (const Marker& m : pending) {
+    CAIRN_ASSIGN_OR_RETURN(
+        std::optional<std::string> v,
+        BatchGet(kHistory, keys::HistoryKey(entity, m.at.position, m.at.source)));
+    if (v) continue;
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(collection, key_bytes, entity, m.at,
+                                        Op::kTruncate, "", false, bs, false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
+                                      std::string_view key_bytes,
+                                      const std::string& entity, const VersionPos& at,
+                                      Op op, const std::string& payload, bool snapshot,
+                                      BatchState* bs, bool check_markers) {
+  const std::string state_key = entity;
+  CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> state_raw, BatchGet(kState, state_key));
+  std::optional<records::StateValue> state;
+  if (state_raw) {
+    CAIRN_ASSIGN_OR_RETURN(state, records::DecodeState(*state_raw));
+  }
+
+  // Folds one version onto (doc, complete).
+  auto fold = [](Op vop, const std::string& vpayload, const Doc& before,
+                 bool before_complete, Doc* after, bool* complete) -> absl::Status {
+    switch (vop) {
+      case Op::kUpsert:
+        *after = vpayload;
+        *complete = true;
+        return absl::OkStatus();
+      case Op::kPatch: {
+        CAIRN_ASSIGN_OR_RETURN(std::string merged,
+                               json::ApplyMergePatch(before ? *before : "", vpayload));
+        *after = std::move(merged);
+        *complete = before ? before_complete : false;
+        return absl::OkStatus();
+      }
+      default:
+        *after = std::nullopt;
+        *complete = true;
+        return absl::OkStatus();
+    }
+  };
+
+  records::VersionValue nv;
+  nv.op = op;
+  nv.snapshot = snapshot;
+  if (op == Op::kPatch) nv.patch = payload;
+  const std::string new_key = keys::HistoryKey(entity, at.position, at.source);
+
+  records::StateValue ns = state ? *state : records::StateValue{};
+  ns.versions++;
+  // Versions whose records must be rewritten, with their new values.
+  std::vector<std::pair<std::string, records::VersionValue>> rewrites;
+
+  VersionPos newest = state ? VersionPos{state->position, state->source} : VersionPos{};
+  if (!state || newest < at) {
+    // In order: fold onto the current state.
+    CAIRN_RETURN_IF_ERROR(fold(op, payload, state ? state->doc : std::nullopt,
+                               state ? state->complete : true, &nv.after, &nv.complete));
+    if (state) {
+      std::string pred_key = keys::HistoryKey(entity, state->position, state->source);
+      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> pred_raw, BatchGet(kHistory, pred_key));
+      if (pred_raw) {
+        CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred, records::DecodeVersion(*pred_raw));
+        pred.next_timestamp = at.position.timestamp;
+        rewrites.emplace_back(std::move(pred_key), std::move(pred));
+      }
+    }
+    ns.doc = nv.after;
+    ns.complete = nv.complete;
+    ns.position = at.position;
+    ns.source = at.source;
+  } else {
+    // Late: insert in order and re-fold the versions after it.
+    rocksdb::ReadOptions ro;
+    std::string upper = keys::PrefixSuccessor(entity);
+    rocksdb::Slice ub(upper);
+    ro.iterate_upper_bound = &ub;
+    std::unique_ptr<rocksdb::Iterator> it(
+        batch_->NewIteratorWithBase(cfs_[kHistory], db_->NewIterator(ro, cfs_[kHistory])));
+    Doc before;
+    bool before_complete = true;
+    it->SeekForPrev(new_key);
+    if (it->Valid() && it->key().starts_with(entity)) {
+      CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred,
+                             records::DecodeVersion(it->value().ToStringView()));
+      before = pred.after;
+      before_complete = pred.complete;
+      pred.next_timestamp = at.position.timestamp;
+      rewrites.emplace_back(it->key().ToString(), std::move(pred));
+    }
+    CAIRN_RETURN_IF_ERROR(fold(op, payload, before, before_complete, &nv.after, &nv.complete));
+    Doc running = nv.after;
+    bool running_complete = nv.complete;
+    bool reached_end = true;
+    it->Seek(new_key);
+    if (it->Valid() && it->key().compare(new_key) == 0) {
+      return absl::InternalError("history version exists for an event not in the log");
+    }
+    bool first = true;
+    for (; it->Valid() && it->key().starts_with(entity); it->Next()) {
+      std::string_view rest = it->key().ToStringView().substr(entity.size());
+      uint64_t ts = 0;
+      keys::ConsumeU64(&rest, &ts);
+      if (first) {
+        nv.next_timestamp = ts;
+        first = false;
+      }
+      CAIRN_ASSIGN_OR_RETURN(records::VersionValue later,
+                             records::DecodeVersion(it->value().ToStringView()));
+      if (later.op != Op::kPatch) {
+        // Its after-image does not depend on what came before: stop here.
+        running = later.after;
+        running_complete = later.complete;
+        reached_end = false;
+        break;
+      }
+      Doc after;
+      bool complete;
+      CAIRN_RETURN_IF_ERROR(fold(later.op, later.patch, running, running_complete, &after,
+                                 &complete));
+      if (after != later.after || complete != later.complete) {
+        later.after = after;
+        later.complete = complete;
+        rewrites.emplace_back(it->key().ToString(), later);
+      }
+      running = std::move(after);
+      running_complete = complete;
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "scan history"));
+    if (reached_end) {
+      ns.doc = running;
+      ns.complete = running_complete;
+    }
+  }
+
+  // A change iff the visible state changed.
+  bool existed = state && state->doc.has_value();
+  bool changed = !state || ns.doc != state->doc || ns.complete != state->complete;
+  if (!state && !ns.doc) changed = false;  // deleting what never existed
+  uint64_t seq = bs->next_seq - 1;
+  if (changed) {
+    seq = bs->next_seq++;
+    records::ChangeValue c;
+    c.collection = std::string(collection);
+    c.key_bytes = std::string(key_bytes);
+    c.op = !ns.doc ? Op::kDelete : (op == Op::kPatch && existed ? Op::kPatch : Op::kUpsert);
+    c.before = state ? state->doc : std::nullopt;
+    c.after = ns.doc;
+    c.position = at.position;
+    c.source = at.source;
+    c.commit_micros = group_commit_micros_;
+    c.complete = ns.complete;
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        batch_->Put(cfs_[kChanges], keys::SeqKey(seq), records::Encode(c)), "put change"));
+    if (state && state->last_change_seq != 0) {
+      std::string prev_key = keys::EntitySeqKey(entity, state->last_change_seq);
+      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> prev_raw, BatchGet(kEntitySeq, prev_key));
+      if (prev_raw) {
+        CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue prev,
+                               records::DecodeEntitySeq(*prev_raw));
+        prev.superseded_seq = seq;
+        CAIRN_RETURN_IF_ERROR(FromRocks(
+            batch_->Put(cfs_[kEntitySeq], prev_key, records::Encode(prev)), "put entity_seq"));
+      }
+    }
+    records::EntitySeqValue es;
+    es.doc = ns.doc;
+    es.complete = ns.complete;
+    es.position = ns.position;
+    es.source = ns.source;
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        batch_->Put(cfs_[kEntitySeq], keys::EntitySeqKey(entity, seq), records::Encode(es)),
+        "put entity_seq"));
+    ns.seq = seq;
+    ns.last_change_seq = seq;
+  }
+  nv.seq = seq;
+  for (auto& [k, v] : rewrites) {
+    CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kHistory], k, records::Encode(v)),
+                                    "put history"));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kHistory], new_key, records::Encode(nv)),
+                                  "put history"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kState], state_key, records::Encode(ns)),
+                                  "put state"));
+  if (check_markers) {
+    CAIRN_RETURN_IF_ERROR(EnforceMarkers(collection, key_bytes, entity, at, bs));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+absl::StatusOr<Entity> StoreImpl::Get(std::string_view collection, std::string_view key) {
+  auto kb = keys::EncodeKey(key);
+  if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
+  std::string entity = keys::EntityPrefix(collection, *kb);
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kState], entity, &v);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no entity ", Av(key), " in ", Av(collection)));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "get"));
+  CAIRN_ASSIGN_OR_RETURN(records::StateValue st, records::DecodeState(v));
+  if (!st.doc) {
+    return absl::NotFoundError(absl::StrCat("entity ", Av(key), " in ", Av(collection),
+                                            " was deleted at seq ", st.seq));
+  }
+  CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(*kb));
+  return MakeEntity(std::string(collection), std::move(key_json), st.doc, st.complete,
+                    st.position, st.source, st.seq);
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
+    const SnapshotOptions& o) {
+  if (o.as_of_seq && o.as_of_position) {
+    return absl::InvalidArgumentError("as_of_seq and as_of_position are exclusive");
+  }
+  CAIRN_ASSIGN_OR_RETURN(ScanRange range, SnapshotRange(o));
+  uint64_t last = LastSeq();
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  auto mode = SnapshotCursorImpl::Mode::kCurrent;
+  Cf cf = kState;
+  uint64_t seq = last;
+  Position pos;
+  if (o.as_of_seq) {
+    uint64_t oldest = horizon_.oldest_seq.load();
+    if (*o.as_of_seq < oldest || *o.as_of_seq > last) {
+      db_->ReleaseSnapshot(snap);
+      return absl::OutOfRangeError(absl::StrCat(
+          "seq ", *o.as_of_seq, " is outside the available range: oldest available seq is ",
+          oldest, ", last committed seq is ", last));
+    }
+    mode = SnapshotCursorImpl::Mode::kAsOfSeq;
+    cf = kEntitySeq;
+    seq = *o.as_of_seq;
+  } else if (o.as_of_position) {
+    uint64_t oldest = horizon_.oldest_timestamp.load();
+    if (o.as_of_position->timestamp < oldest) {
+      db_->ReleaseSnapshot(snap);
+      return absl::OutOfRangeError(absl::StrCat(
+          "position timestamp ", o.as_of_position->timestamp,
+          " is older than the retention window; oldest available timestamp is ", oldest));
+    }
+    if (*o.as_of_position == Position{UINT64_MAX, UINT64_MAX}) {
+      db_->ReleaseSnapshot(snap);
+      return absl::InvalidArgumentError("position overflow");
+    }
+    mode = SnapshotCursorImpl::Mode::kAsOfPosition;
+    cf = kHistory;
+    pos = *o.as_of_position;
+  }
+  return std::unique_ptr<SnapshotCursor>(new SnapshotCursorImpl(
+      db_.get(), cfs_[cf], snap, mode, std::move(range), seq, pos, o.include_incomplete));
+}
+
+absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collection,
+                                                        std::string_view key,
+                                                        const HistoryOptions& o) {
+  auto kb = keys::EncodeKey(key);
+  if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  uint64_t oldest_seq = horizon_.oldest_seq.load();
+  if (o.from_position && o.from_position->timestamp < oldest_ts) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "from_position timestamp ", o.from_position->timestamp,
+        " is older than the retention window; oldest available timestamp is ", oldest_ts));
+  }
+  if (o.from_seq && *o.from_seq < oldest_seq) {
+    return absl::OutOfRangeError(absl::StrCat("from_seq ", *o.from_seq,
+                                              " is older than the retention window; ",
+                                              "oldest available seq is ", oldest_seq));
+  }
+  std::string entity = keys::EntityPrefix(collection, *kb);
+  std::string upper = keys::PrefixSuccessor(entity);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kHistory]));
+  Doc prev;
+  if (o.from_position) {
+    std::string start = keys::HistoryKey(entity, *o.from_position, "");
+    it->SeekForPrev(start);
+    if (it->Valid() && it->key().starts_with(entity) && it->key().compare(start) < 0) {
+      CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
+                             records::DecodeVersion(it->value().ToStringView()));
+      prev = v.after;
+    }
+    it->Seek(start);
+  } else {
+    it->Seek(entity);
+  }
+  std::vector<Version> out;
+  for (; it->Valid(); it->Next()) {
+    std::string_view rest = it->key().ToStringView().substr(entity.size());
+    Version ver;
+    if (!keys::ConsumeU64(&rest, &ver.position.timestamp) ||
+        !keys::ConsumeU64(&rest, &ver.position.tick) ||
+        !keys::ConsumeEscaped(&rest, &ver.source)) {
+      return absl::DataLossError("malformed history key");
+    }
+    if (o.to_position && ver.position > *o.to_position) break;
+    CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
+                           records::DecodeVersion(it->value().ToStringView()));
+    Doc before = std::exchange(prev, v.after);
+    // Versions below the window only seed `before` for the first one inside.
+    if (ver.position.timestamp < oldest_ts) continue;
+    if (o.from_seq && v.seq < *o.from_seq) continue;
+    if (o.to_seq && v.seq > *o.to_seq) continue;
+    ver.op = v.op;
+    ver.seq = v.seq;
+    ver.snapshot = v.snapshot;
+    ver.complete = v.complete;
+    ver.before = before ? *before : "";
+    ver.after = v.after ? *v.after : "";
+    out.push_back(std::move(ver));
+    if (!o.reverse && o.limit && out.size() >= o.limit) break;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
+  if (o.reverse) {
+    std::reverse(out.begin(), out.end());
+    if (o.limit && out.size() > o.limit) out.resize(o.limit);
+  }
+  return out;
+}
+
+absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max,
+                                    std::vector<Change>* out, uint64_t* last_read) {
+  uint64_t last = LastSeq();
+  std::string lower = keys::SeqKey(after_seq + 1);
+  std::string upper = keys::SeqKey(last + 1);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kChanges]));
+  *last_read = after_seq;
+  size_t n = 0;
+  for (it->Seek(lower); it->Valid() && n < max; it->Next(), ++n) {
+    std::string_view k = it->key().ToStringView();
+    uint64_t seq;
+    keys::ConsumeU64(&k, &seq);
+    CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c,
+                           records::DecodeChange(it->value().ToStringView()));
+    Change ch;
+    ch.seq = seq;
+    ch.collection = std::move(c.collection);
+    CAIRN_ASSIGN_OR_RETURN(ch.key, keys::KeyToJson(c.key_bytes));
+    ch.op = c.op;
+    ch.before = c.before ? *c.before : "";
+    ch.after = c.after ? *c.after : "";
+    ch.position = c.position;
+    ch.source = std::move(c.source);
+    ch.complete = c.complete;
+    out->push_back(std::move(ch));
+    *last_read = seq;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "change feed scan"));
+  // Seqs are dense: reaching `last` with fewer than `max` means we are done.
+  if (n < max) *last_read = last;
+  return absl::OkStatus();
+}
+
+void StoreImpl::WaitForCommit(uint64_t seq, absl::Time deadline,
+                              const std::atomic<bool>* cancelled) {
+  absl::MutexLock l(&notify_mu_);
+  while (last_seq_.load() <= seq && !cancelled->load()) {
+    if (notify_cv_.WaitWithDeadline(&notify_mu_, deadline)) return;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(
+    const SubscribeOptions& o) {
+  std::vector<std::string> key_bytes;
+  for (size_t i = 0; i < o.filter.keys.size(); ++i) {
+    auto kb = keys::EncodeKey(o.filter.keys[i]);
+    if (!kb.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.keys[", i, "]: ", kb.status().message()));
+    }
+    key_bytes.push_back(*std::move(kb));
+  }
+  std::string prefix_bytes =
+      o.filter.key_prefix.empty() ? "" : keys::StringKeyPrefix(o.filter.key_prefix);
+  std::unique_ptr<SnapshotCursor> snapshot;
+  uint64_t start = 0;
+  switch (o.start) {
+    case SubscribeOptions::Start::kFromSeq: {
+      uint64_t oldest = horizon_.oldest_seq.load();
+      if (o.from_seq + 1 < oldest) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "from_seq ", o.from_seq, " is older than the retention window; oldest ",
+            "available seq is ", oldest));
+      }
+      start = o.from_seq;
+      break;
+    }
+    case SubscribeOptions::Start::kNow:
+      start = LastSeq();
+      break;
+    case SubscribeOptions::Start::kSnapshot: {
+      uint64_t n = LastSeq();
+      SnapshotOptions so;
+      so.as_of_seq = n;
+      so.include_incomplete = o.include_incomplete;
+      if (o.filter.collections.size() == 1) so.collection = o.filter.collections[0];
+      if (!so.collection.empty()) so.key_prefix = o.filter.key_prefix;
+      if (n == 0) so.as_of_seq.reset();  // empty store: nothing to read as of 0
+      CAIRN_ASSIGN_OR_RETURN(snapshot, NewSnapshot(so));
+      start = n;
+      break;
+    }
+  }
+  return std::unique_ptr<Subscription>(new SubscriptionImpl(
+      this, o, std::move(key_bytes), std::move(prefix_bytes), std::move(snapshot), start));
+}
+
+StoreStats StoreImpl::Stats() {
+  StoreStats s;
+  s.last_seq = LastSeq();
+  s.oldest_seq = horizon_.oldest_seq.load();
+  s.oldest_position = {horizon_.oldest_timestamp.load(), 0};
+  absl::MutexLock l(&stats_mu_);
+  s.sources = published_sources_;
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Retention.
+
+absl::Status StoreImpl::UpdateHorizon() {
+  const RetentionOptions& r = options_.retention;
+  uint64_t last = LastSeq();
+  uint64_t oldest_seq = horizon_.oldest_seq.load();
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  if (r.max_commits && last > *r.max_commits) {
+    oldest_seq = std::max(oldest_seq, last - *r.max_commits + 1);
+  }
+  if (r.max_age) {
+    uint64_t now = options_.now_micros();
+    uint64_t age = static_cast<uint64_t>(absl::ToInt64Microseconds(*r.max_age));
+    uint64_t cutoff = now > age ? now - age : 0;
+    oldest_ts = std::max(oldest_ts, cutoff);
+    // Seqs are committed in time order: binary search the first change
+    // committed at or after the cutoff.
+    uint64_t lo = std::max<uint64_t>(oldest_seq, 1), hi = last + 1;
+    while (lo < hi) {
+      uint64_t mid = lo + (hi - lo) / 2;
+      std::string v;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kChanges], keys::SeqKey(mid), &v);
+      if (s.IsNotFound()) {
+        lo = mid + 1;  // already removed: older than any earlier cutoff
+        continue;
+      }
+      CAIRN_RETURN_IF_ERROR(FromRocks(s, "retention search"));
+      CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c, records::DecodeChange(v));
+      if (c.commit_micros < cutoff) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    oldest_seq = std::max(oldest_seq, lo);
+  }
+  std::string v;
+  keys::AppendU64(oldest_seq, &v);
+  keys::AppendU64(oldest_ts, &v);
+  // Persist before compaction may act on it, so a restart never answers a
+  // point whose data is already gone.
+  CAIRN_RETURN_IF_ERROR(FromRocks(
+      db_->Put(rocksdb::WriteOptions(), cfs_[kMeta], kMetaHorizon, v), "put horizon"));
+  horizon_.oldest_seq.store(oldest_seq);
+  horizon_.oldest_timestamp.store(oldest_ts);
+  return absl::OkStatus();
+}
+
+void StoreImpl::RetentionLoop() {
+  absl::MutexLock l(&retention_mu_);
+  while (!stopping_) {
+    retention_cv_.WaitWithTimeout(&retention_mu_, options_.retention_interval);
+    if (stopping_) break;
+    retention_mu_.Unlock();
+    UpdateHorizon().IgnoreError();  // retried next interval
+    retention_mu_.Lock();
+  }
+}
+
+absl::Status StoreImpl::CompactNow() {
+  CAIRN_RETURN_IF_ERROR(UpdateHorizon());
+  rocksdb::CompactRangeOptions cro;
+  cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(db_->CompactRange(cro, cfs_[cf], nullptr, nullptr), "compact"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(std::string_view path,
+                                                   const Options& options) {
+  auto store = std::make_unique<StoreImpl>(options, std::string(path));
+  CAIRN_RETURN_IF_ERROR(store->Init());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+absl::Status Store::Snapshot(const SnapshotOptions& options,
+                             const std::function<bool(const Entity&)>& fn) {
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotCursor> cursor, NewSnapshot(options));
+  while (true) {
+    CAIRN_ASSIGN_OR_RETURN(bool more, cursor->Next());
+    if (!more || !fn(cursor->entity())) return absl::OkStatus();
+  }
+}
+
+}  // namespace cairn
