@@ -1,4 +1,5 @@
 #include "cairn/event.h"
+#include "cairn/source.h"
 
 namespace cairn {
 
@@ -24,6 +25,18 @@ const char* OutcomeName(Outcome outcome) {
       return "duplicate";
     case Outcome::kConflict:
       return "conflict";
+  }
+  return "unknown";
+}
+
+const char* SessionModeName(SessionMode mode) {
+  switch (mode) {
+    case SessionMode::kStream:
+      return "stream";
+    case SessionMode::kAccrue:
+      return "accrue";
+    case SessionMode::kReplace:
+      return "replace";
   }
   return "unknown";
 }

@@ -230,6 +230,107 @@ absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes) {
   return v;
 }
 
+std::string Encode(const SourceDefinition& v) {
+  flatbuffers::FlatBufferBuilder b(256);
+  std::vector<flatbuffers::Offset<fbs::CollectionKeys>> keys;
+  for (const auto& [collection, fields] : v.key_fields) {
+    keys.push_back(fbs::CreateCollectionKeys(b, b.CreateString(collection),
+                                             b.CreateVectorOfStrings(fields)));
+  }
+  std::vector<flatbuffers::Offset<fbs::CollectionMapping>> mapping;
+  for (const auto& [from, to] : v.collection_map) {
+    mapping.push_back(
+        fbs::CreateCollectionMapping(b, b.CreateString(from), b.CreateString(to)));
+  }
+  std::vector<flatbuffers::Offset<fbs::CollectionSchema>> schemas;
+  for (const auto& [collection, schema] : v.json_schemas) {
+    schemas.push_back(fbs::CreateCollectionSchema(b, b.CreateString(collection),
+                                                  b.CreateString(schema)));
+  }
+  auto root = fbs::CreateSourceRecord(
+      b, b.CreateString(v.name), b.CreateString(v.format), b.CreateVector(keys),
+      b.CreateVector(mapping), b.CreateString(v.default_collection),
+      b.CreateVectorOfStrings(v.write_scopes), b.CreateVector(schemas));
+  b.Finish(root, fbs::SourceRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const SessionValue& v) {
+  flatbuffers::FlatBufferBuilder b(128);
+  auto root = fbs::CreateSessionRecord(
+      b, b.CreateString(v.source), b.CreateString(v.collection),
+      static_cast<fbs::SessionMode>(v.mode), static_cast<fbs::SessionState>(v.state),
+      v.opened_micros, v.records);
+  b.Finish(root, fbs::SessionRecordIdentifier());
+  return Finish(b);
+}
+
+std::string Encode(const StagedValue& v) {
+  flatbuffers::FlatBufferBuilder b(64 + v.doc.size());
+  auto doc = v.op == Op::kUpsert ? b.CreateString(v.doc) : 0;
+  fbs::StagedRecordBuilder r(b);
+  r.add_op(ToFbs(v.op));
+  if (v.op == Op::kUpsert) r.add_doc(doc);
+  b.Finish(r.Finish(), fbs::StagedRecordIdentifier());
+  return Finish(b);
+}
+
+absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes) {
+  auto r = Verified<fbs::SourceRecord>(bytes, fbs::SourceRecordIdentifier(), "source");
+  if (!r.ok()) return r.status();
+  const fbs::SourceRecord* p = *r;
+  SourceDefinition v;
+  v.name = Str(p->name());
+  v.format = Str(p->format());
+  if (p->key_fields()) {
+    for (const auto* k : *p->key_fields()) {
+      auto& fields = v.key_fields[Str(k->collection())];
+      if (k->fields()) {
+        for (const auto* f : *k->fields()) fields.push_back(Str(f));
+      }
+    }
+  }
+  if (p->collection_map()) {
+    for (const auto* m : *p->collection_map()) v.collection_map[Str(m->from())] = Str(m->to());
+  }
+  v.default_collection = Str(p->default_collection());
+  if (p->write_scopes()) {
+    for (const auto* s : *p->write_scopes()) v.write_scopes.push_back(Str(s));
+  }
+  if (p->schemas()) {
+    for (const auto* s : *p->schemas()) v.json_schemas[Str(s->collection())] = Str(s->json_schema());
+  }
+  return v;
+}
+
+absl::StatusOr<SessionValue> DecodeSession(std::string_view bytes) {
+  auto r = Verified<fbs::SessionRecord>(bytes, fbs::SessionRecordIdentifier(), "session");
+  if (!r.ok()) return r.status();
+  const fbs::SessionRecord* p = *r;
+  if (static_cast<int>(p->mode()) > 2 || static_cast<int>(p->state()) > 2) {
+    return absl::DataLossError("session record has an unknown mode or state");
+  }
+  SessionValue v;
+  v.source = Str(p->source());
+  v.collection = Str(p->collection());
+  v.mode = static_cast<SessionMode>(p->mode());
+  v.state = static_cast<SessionState>(p->state());
+  v.opened_micros = p->opened_micros();
+  v.records = p->records();
+  return v;
+}
+
+absl::StatusOr<StagedValue> DecodeStaged(std::string_view bytes) {
+  auto r = Verified<fbs::StagedRecord>(bytes, fbs::StagedRecordIdentifier(), "staging");
+  if (!r.ok()) return r.status();
+  StagedValue v;
+  auto op = FromFbs((*r)->op(), "staging");
+  if (!op.ok()) return op.status();
+  v.op = *op;
+  v.doc = Str((*r)->doc());
+  return v;
+}
+
 std::optional<uint64_t> PeekVersionNext(std::string_view bytes) {
   auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(),
                                         "history");

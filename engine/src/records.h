@@ -12,9 +12,13 @@
 
 #include "absl/status/statusor.h"
 #include "cairn/event.h"
+#include "cairn/source.h"
 #include "cairn/fbs/change_generated.h"
 #include "cairn/fbs/entity_seq_generated.h"
 #include "cairn/fbs/log_generated.h"
+#include "cairn/fbs/session_generated.h"
+#include "cairn/fbs/source_generated.h"
+#include "cairn/fbs/staged_generated.h"
 #include "cairn/fbs/state_generated.h"
 #include "cairn/fbs/version_generated.h"
 
@@ -75,13 +79,35 @@ struct EntitySeqValue {
   uint64_t superseded_seq = kNone;
 };
 
+enum class SessionState : uint8_t { kOpen = 0, kCommitted = 1, kDiscarded = 2 };
+
+struct SessionValue {
+  std::string source;
+  std::string collection;
+  SessionMode mode = SessionMode::kStream;
+  SessionState state = SessionState::kOpen;
+  uint64_t opened_micros = 0;
+  uint64_t records = 0;
+};
+
+struct StagedValue {
+  Op op = Op::kUpsert;  // kUpsert or kDelete
+  std::string doc;
+};
+
 std::string Encode(const LogValue& v);
+std::string Encode(const SourceDefinition& v);
+std::string Encode(const SessionValue& v);
+std::string Encode(const StagedValue& v);
 std::string Encode(const StateValue& v);
 std::string Encode(const VersionValue& v);
 std::string Encode(const ChangeValue& v);
 std::string Encode(const EntitySeqValue& v);
 
 absl::StatusOr<LogValue> DecodeLog(std::string_view bytes);
+absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes);
+absl::StatusOr<SessionValue> DecodeSession(std::string_view bytes);
+absl::StatusOr<StagedValue> DecodeStaged(std::string_view bytes);
 absl::StatusOr<StateValue> DecodeState(std::string_view bytes);
 absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes);
 absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes);

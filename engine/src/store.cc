@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "cairn/status.h"
@@ -51,10 +52,18 @@ using records::Doc;
 
 // ---------------------------------------------------------------------------
 // Column-family registry: every family, its purpose, and its index.
-enum Cf : size_t { kMeta = 0, kLog, kState, kHistory, kEntitySeq, kChanges, kNumCfs };
-// kMeta is RocksDB's default family ("default").
-constexpr const char* kCfNames[kNumCfs] = {"default", "log", "state",
-                                           "history", "entity_seq", "changes"};
+enum Cf : size_t {
+  kMeta = 0,   // RocksDB's default family: counters, horizon, registry, sessions
+  kLog,        // the event log
+  kState,      // current state per entity
+  kHistory,    // versions per entity in position order
+  kEntitySeq,  // state per entity per change (transaction time)
+  kChanges,    // the change feed by seq
+  kStaging,    // records of open accrue/replace sessions
+  kNumCfs
+};
+constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
+                                           "entity_seq", "changes", "staging"};
 
 std::string CfName(size_t cf) { return kCfNames[cf]; }
 
@@ -63,6 +72,11 @@ constexpr std::string_view kMetaLastSeq = "last_seq";
 constexpr std::string_view kMetaHorizon = "horizon";
 constexpr std::string_view kMetaSourcePrefix = "source/";
 constexpr std::string_view kMetaTruncatePrefix = "truncate/";
+constexpr std::string_view kMetaRegistryPrefix = "registry/";
+constexpr std::string_view kMetaSessionPrefix = "session/";
+
+constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
+                                    "datapoints", "bitbroker",  "canonical"};
 
 // The one place a rocksdb::Status becomes an absl::Status.
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
@@ -388,6 +402,21 @@ class StoreImpl : public Store {
   StoreStats Stats() override;
   absl::Status CompactNow() override;
 
+  absl::Status PutSource(const SourceDefinition& source) override;
+  absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override;
+  absl::StatusOr<std::vector<SourceDefinition>> ListSources() override;
+  absl::Status RemoveSource(std::string_view name) override;
+  absl::StatusOr<std::string> OpenSession(std::string_view source,
+                                          std::string_view collection,
+                                          SessionMode mode) override;
+  absl::StatusOr<std::vector<std::string>> SessionUpsert(
+      std::string_view session_id, std::vector<SessionRecord> records) override;
+  absl::StatusOr<std::vector<std::string>> SessionDelete(
+      std::string_view session_id, std::vector<std::string> keys) override;
+  absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
+                                            bool commit) override;
+  absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
+
   // For subscriptions.
   absl::Status ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
                            uint64_t* last_read);
@@ -400,8 +429,12 @@ class StoreImpl : public Store {
   Horizon& horizon() { return horizon_; }
 
  private:
+  struct BatchState;
   struct Writer {
     std::vector<Prepared>* events = nullptr;
+    // Instead of events: work folded by the leader like a batch (session
+    // commits), with the same save-point atomicity.
+    std::function<absl::Status(BatchState*, IngestResult*)> task;
     bool durable = false;
     bool done = false;
     absl::Status status;
@@ -418,6 +451,16 @@ class StoreImpl : public Store {
   };
 
   absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
+  // Queues `w` and returns once its batch is committed or failed.
+  absl::StatusOr<IngestResult> Enqueue(Writer& w);
+  absl::Status ValidateSource(const SourceDefinition& s);
+  absl::StatusOr<records::SessionValue> LoadSession(std::string_view id);
+  absl::Status PutSession(std::string_view id, const records::SessionValue& v);
+  absl::StatusOr<records::SessionValue> OpenSessionFor(std::string_view id);
+  absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
+                             BatchState* bs, IngestResult* result);
+  absl::Status DropStaging(std::string_view id);
+  Position NextSessionPosition(const std::string& source, uint64_t count);
   absl::Status CommitGroup(std::vector<Writer*>& group);
   absl::Status ApplyBatch(Writer* w, BatchState* bs);
   absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
@@ -433,6 +476,7 @@ class StoreImpl : public Store {
   SourceStats& StatsFor(BatchState* bs, const std::string& source);
 
   absl::Status LoadMeta();
+  absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();
   void RetentionLoop();
 
@@ -458,6 +502,9 @@ class StoreImpl : public Store {
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
 
   std::atomic<uint64_t> last_seq_{0};
+  // Serializes session bookkeeping (record counts, position assignment).
+  absl::Mutex sessions_mu_;
+  std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);
   absl::Mutex notify_mu_;
   absl::CondVar notify_cv_;
 
@@ -611,6 +658,7 @@ absl::Status StoreImpl::Init() {
   batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(
       rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
   CAIRN_RETURN_IF_ERROR(LoadMeta());
+  CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
   if (options_.retention.max_age || options_.retention.max_commits) {
     CAIRN_RETURN_IF_ERROR(UpdateHorizon());
     retention_thread_ = std::thread([this] { RetentionLoop(); });
@@ -757,7 +805,10 @@ absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
   Writer w;
   w.events = &prepared;
   w.durable = options.durable;
+  return Enqueue(w);
+}
 
+absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
   absl::MutexLock l(&mu_);
   writers_.push_back(&w);
   while (!w.done && &w != writers_.front()) w.cv.Wait(&mu_);
@@ -769,9 +820,10 @@ absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
   std::vector<Writer*> group;
   size_t total = 0;
   for (Writer* x : writers_) {
-    if (!group.empty() && total + x->events->size() > 20000) break;
+    size_t n = x->events ? x->events->size() : 1;
+    if (!group.empty() && total + n > 20000) break;
     group.push_back(x);
-    total += x->events->size();
+    total += n;
   }
   mu_.Unlock();
   absl::Status group_status = CommitGroup(group);
@@ -862,10 +914,14 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
 
 absl::Status StoreImpl::ApplyBatch(Writer* w, BatchState* bs) {
   IngestResult& r = w->result;
-  r.outcomes.reserve(w->events->size());
   uint64_t first = bs->next_seq;
-  for (Prepared& p : *w->events) {
-    CAIRN_RETURN_IF_ERROR(ApplyEvent(p, bs, &r));
+  if (w->task) {
+    CAIRN_RETURN_IF_ERROR(w->task(bs, &r));
+  } else {
+    r.outcomes.reserve(w->events->size());
+    for (Prepared& p : *w->events) {
+      CAIRN_RETURN_IF_ERROR(ApplyEvent(p, bs, &r));
+    }
   }
   if (bs->next_seq > first) {
     r.first_seq = first;
@@ -1471,6 +1527,369 @@ absl::Status StoreImpl::CompactNow() {
         FromRocks(db_->CompactRange(cro, cfs_[cf], nullptr, nullptr), "compact"));
   }
   return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Source registry.
+
+absl::Status StoreImpl::ValidateSource(const SourceDefinition& s) {
+  if (s.name.empty()) return absl::InvalidArgumentError("source name is empty");
+  if (!IsValidUtf8(s.name)) return absl::InvalidArgumentError("source name is not valid UTF-8");
+  if (std::find_if(std::begin(kFormats), std::end(kFormats),
+                   [&](const char* f) { return s.format == f; }) == std::end(kFormats)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "source '", s.name, "': unknown format '", s.format,
+        "' (debezium, goldengate, infosphere, sse-feed, datapoints, bitbroker, canonical)"));
+  }
+  for (const auto& [collection, fields] : s.key_fields) {
+    if (collection.empty() || fields.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "source '", s.name, "': key_fields needs a collection and at least one field"));
+    }
+  }
+  for (const auto& [collection, schema] : s.json_schemas) {
+    auto doc = json::Parse(schema);
+    if (!doc.ok() || !doc->IsObject()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "source '", s.name, "': json_schemas[", collection, "] is not a JSON object"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::PutSource(const SourceDefinition& source) {
+  CAIRN_RETURN_IF_ERROR(ValidateSource(source));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), source.name),
+                            records::Encode(source)),
+                   "put source");
+}
+
+absl::StatusOr<SourceDefinition> StoreImpl::GetSource(std::string_view name) {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
+                               absl::StrCat(Av(kMetaRegistryPrefix), Av(name)), &v);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("source '", Av(name), "' is not registered"));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "get source"));
+  return records::DecodeSource(v);
+}
+
+absl::StatusOr<std::vector<SourceDefinition>> StoreImpl::ListSources() {
+  std::vector<SourceDefinition> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
+  for (it->Seek(kMetaRegistryPrefix);
+       it->Valid() && it->key().starts_with(kMetaRegistryPrefix); it->Next()) {
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition d, records::DecodeSource(it->value().ToStringView()));
+    out.push_back(std::move(d));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "list sources"));
+  return out;
+}
+
+absl::Status StoreImpl::RemoveSource(std::string_view name) {
+  CAIRN_RETURN_IF_ERROR(GetSource(name).status());
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(
+      db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), Av(name))),
+      "remove source");
+}
+
+// ---------------------------------------------------------------------------
+// Contribution sessions. Stream sessions ingest as records are posted.
+// Accrue/replace sessions stage records in the staging CF (key: esc(session
+// id) | canonical key; the last write of a key wins) and fold them at commit
+// as one task in the writer queue, i.e. in one atomic RocksDB write.
+
+std::string SessionKey(std::string_view id) {
+  return absl::StrCat(Av(kMetaSessionPrefix), Av(id));
+}
+
+std::string StagingPrefix(std::string_view id) {
+  std::string out;
+  keys::AppendEscaped(id, &out);
+  return out;
+}
+
+absl::StatusOr<records::SessionValue> StoreImpl::LoadSession(std::string_view id) {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], SessionKey(id), &v);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("unknown session '", Av(id), "'"));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "get session"));
+  return records::DecodeSession(v);
+}
+
+absl::StatusOr<records::SessionValue> StoreImpl::OpenSessionFor(std::string_view id) {
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue v, LoadSession(id));
+  if (v.state != records::SessionState::kOpen) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", Av(id), "' is already closed (",
+        v.state == records::SessionState::kCommitted ? "committed" : "discarded", ")"));
+  }
+  return v;
+}
+
+absl::Status StoreImpl::PutSession(std::string_view id, const records::SessionValue& v) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->Put(wo, cfs_[kMeta], SessionKey(id), records::Encode(v)),
+                   "put session");
+}
+
+absl::Status StoreImpl::DropStaging(std::string_view id) {
+  std::string lower = StagingPrefix(id);
+  return FromRocks(db_->DeleteRange(rocksdb::WriteOptions(), cfs_[kStaging], lower,
+                                    keys::PrefixSuccessor(lower)),
+                   "drop staging");
+}
+
+absl::Status StoreImpl::CleanClosedSessions() {
+  // A crash between a session's commit (or discard) and the removal of its
+  // staged records leaves them behind; the session record says which.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
+  for (it->Seek(kMetaSessionPrefix); it->Valid() && it->key().starts_with(kMetaSessionPrefix);
+       it->Next()) {
+    CAIRN_ASSIGN_OR_RETURN(records::SessionValue v,
+                           records::DecodeSession(it->value().ToStringView()));
+    if (v.state != records::SessionState::kOpen) {
+      CAIRN_RETURN_IF_ERROR(
+          DropStaging(it->key().ToStringView().substr(kMetaSessionPrefix.size())));
+    }
+  }
+  return FromRocks(it->status(), "scan sessions");
+}
+
+Position StoreImpl::NextSessionPosition(const std::string& source, uint64_t count) {
+  absl::MutexLock l(&sessions_mu_);
+  Position& last = session_positions_[source];
+  uint64_t now = options_.now_micros();
+  Position p = now > last.timestamp ? Position{now, 0} : Position{last.timestamp, last.tick};
+  last = {p.timestamp, p.tick + count};
+  return p;
+}
+
+absl::StatusOr<std::string> StoreImpl::OpenSession(std::string_view source,
+                                                   std::string_view collection,
+                                                   SessionMode mode) {
+  CAIRN_RETURN_IF_ERROR(GetSource(source).status());
+  if (collection.empty() || !IsValidUtf8(collection)) {
+    return absl::InvalidArgumentError("session collection is empty or not valid UTF-8");
+  }
+  if (mode != SessionMode::kStream && mode != SessionMode::kAccrue &&
+      mode != SessionMode::kReplace) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown session mode ", static_cast<int>(mode)));
+  }
+  static std::atomic<uint64_t> counter{0};
+  std::string id = absl::StrCat(absl::Hex(options_.now_micros(), absl::kZeroPad16),
+                                absl::Hex(counter.fetch_add(1) ^ reinterpret_cast<uintptr_t>(this),
+                                          absl::kZeroPad16));
+  records::SessionValue v;
+  v.source = std::string(source);
+  v.collection = std::string(collection);
+  v.mode = mode;
+  v.opened_micros = options_.now_micros();
+  CAIRN_RETURN_IF_ERROR(PutSession(id, v));
+  return id;
+}
+
+absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
+    std::string_view session_id, std::vector<SessionRecord> records) {
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
+  std::vector<std::string> key_bytes(records.size()), key_json(records.size());
+  std::string errors;
+  size_t bad = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto kb = keys::EncodeKey(records[i].key);
+    auto doc = json::CanonicalObject(records[i].document);
+    if (!kb.ok() || !doc.ok()) {
+      absl::StrAppend(&errors, bad++ ? "; " : "", "record ", i, ": ",
+                      !kb.ok() ? kb.status().message() : "document ",
+                      !kb.ok() ? "" : doc.status().message());
+      continue;
+    }
+    key_bytes[i] = *std::move(kb);
+    key_json[i] = *keys::KeyToJson(key_bytes[i]);
+    records[i].document = *std::move(doc);
+  }
+  if (bad) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(bad, " of ", records.size(), " records rejected: ", errors));
+  }
+  if (session.mode == SessionMode::kStream) {
+    Position p = NextSessionPosition(session.source, records.size());
+    std::vector<Event> events(records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      events[i] = Event{.source = session.source, .collection = session.collection,
+                        .key = key_json[i], .position = {p.timestamp, p.tick + i},
+                        .op = Op::kUpsert, .payload = std::move(records[i].document)};
+    }
+    CAIRN_RETURN_IF_ERROR(Ingest(std::move(events), {}).status());
+    return key_json;
+  }
+  absl::MutexLock l(&sessions_mu_);
+  CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(session_id));
+  rocksdb::WriteBatch wb;
+  std::string prefix = StagingPrefix(session_id);
+  for (size_t i = 0; i < records.size(); ++i) {
+    records::StagedValue sv{.op = Op::kUpsert, .doc = std::move(records[i].document)};
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(wb.Put(cfs_[kStaging], prefix + key_bytes[i], records::Encode(sv)), "stage"));
+  }
+  session.records += records.size();
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
+  return key_json;
+}
+
+absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(
+    std::string_view session_id, std::vector<std::string> ids) {
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
+  std::vector<std::string> key_bytes(ids.size()), key_json(ids.size());
+  std::string errors;
+  size_t bad = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto kb = keys::EncodeKey(ids[i]);
+    if (!kb.ok()) {
+      absl::StrAppend(&errors, bad++ ? "; " : "", "record ", i, ": ", kb.status().message());
+      continue;
+    }
+    key_bytes[i] = *std::move(kb);
+    key_json[i] = *keys::KeyToJson(key_bytes[i]);
+  }
+  if (bad) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(bad, " of ", ids.size(), " records rejected: ", errors));
+  }
+  if (session.mode == SessionMode::kStream) {
+    Position p = NextSessionPosition(session.source, ids.size());
+    std::vector<Event> events(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      events[i] = Event{.source = session.source, .collection = session.collection,
+                        .key = key_json[i], .position = {p.timestamp, p.tick + i},
+                        .op = Op::kDelete};
+    }
+    CAIRN_RETURN_IF_ERROR(Ingest(std::move(events), {}).status());
+    return key_json;
+  }
+  absl::MutexLock l(&sessions_mu_);
+  CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(session_id));
+  rocksdb::WriteBatch wb;
+  std::string prefix = StagingPrefix(session_id);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    records::StagedValue sv{.op = Op::kDelete};
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(wb.Put(cfs_[kStaging], prefix + key_bytes[i], records::Encode(sv)), "stage"));
+  }
+  session.records += ids.size();
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
+  return key_json;
+}
+
+absl::Status StoreImpl::CommitSession(const std::string& id,
+                                      const records::SessionValue& session,
+                                      BatchState* bs, IngestResult* result) {
+  // Staged keys and the collection's state share the canonical key order, so
+  // a replace commit finds the records not re-sent with one merge pass.
+  std::string prefix = StagingPrefix(id);
+  std::string staging_upper = keys::PrefixSuccessor(prefix);
+  rocksdb::ReadOptions sro;
+  rocksdb::Slice sub(staging_upper);
+  sro.iterate_upper_bound = &sub;
+  std::unique_ptr<rocksdb::Iterator> staged(db_->NewIterator(sro, cfs_[kStaging]));
+  staged->Seek(prefix);
+
+  std::string coll_prefix;
+  keys::AppendEscaped(session.collection, &coll_prefix);
+  std::string state_upper = keys::PrefixSuccessor(coll_prefix);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(state_upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> state;
+  if (session.mode == SessionMode::kReplace) {
+    state.reset(db_->NewIterator(ro, cfs_[kState]));
+    state->Seek(coll_prefix);
+  }
+  Position base = NextSessionPosition(session.source, session.records + 1);
+  uint64_t tick = 0;
+  auto apply = [&](std::string_view key_bytes, Op op, std::string doc) -> absl::Status {
+    CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(key_bytes));
+    std::vector<Event> one(1);
+    one[0] = Event{.source = session.source, .collection = session.collection,
+                   .key = std::move(key_json), .position = {base.timestamp, base.tick + tick++},
+                   .op = op, .payload = std::move(doc)};
+    std::vector<Prepared> prepared;
+    CAIRN_RETURN_IF_ERROR(Validate(one, &prepared));
+    return ApplyEvent(prepared[0], bs, result);
+  };
+  while (staged->Valid() || (state && state->Valid())) {
+    std::string_view skey = staged->Valid()
+                                ? staged->key().ToStringView().substr(prefix.size())
+                                : std::string_view();
+    if (state && state->Valid()) {
+      std::string_view ekey = state->key().ToStringView().substr(coll_prefix.size());
+      if (!staged->Valid() || ekey < skey) {
+        // Not re-sent: delete it if this source wrote it last and it exists.
+        CAIRN_ASSIGN_OR_RETURN(records::StateValue sv,
+                               records::DecodeState(state->value().ToStringView()));
+        std::string k(ekey);
+        state->Next();
+        if (sv.doc && sv.source == session.source) {
+          CAIRN_RETURN_IF_ERROR(apply(k, Op::kDelete, ""));
+        }
+        continue;
+      }
+      if (ekey == skey) state->Next();
+    }
+    CAIRN_ASSIGN_OR_RETURN(records::StagedValue v,
+                           records::DecodeStaged(staged->value().ToStringView()));
+    std::string k(skey);
+    staged->Next();
+    CAIRN_RETURN_IF_ERROR(apply(k, v.op, std::move(v.doc)));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(staged->status(), "scan staging"));
+  if (state) CAIRN_RETURN_IF_ERROR(FromRocks(state->status(), "scan state"));
+  records::SessionValue closed = session;
+  closed.state = records::SessionState::kCommitted;
+  return FromRocks(batch_->Put(cfs_[kMeta], SessionKey(id), records::Encode(closed)),
+                   "close session");
+}
+
+absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id,
+                                                     bool commit) {
+  std::string id(session_id);
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(id));
+  records::SessionValue closed = session;
+  closed.state = commit ? records::SessionState::kCommitted : records::SessionState::kDiscarded;
+  if (session.mode == SessionMode::kStream || !commit) {
+    CAIRN_RETURN_IF_ERROR(PutSession(id, closed));
+    CAIRN_RETURN_IF_ERROR(DropStaging(id));
+    return IngestResult{};
+  }
+  Writer w;
+  w.durable = true;
+  w.task = [&](BatchState* bs, IngestResult* result) {
+    // Re-check inside the queue: a concurrent close may have won.
+    CAIRN_ASSIGN_OR_RETURN(records::SessionValue current, OpenSessionFor(id));
+    return CommitSession(id, current, bs, result);
+  };
+  CAIRN_ASSIGN_OR_RETURN(IngestResult result, Enqueue(w));
+  CAIRN_RETURN_IF_ERROR(DropStaging(id));
+  return result;
+}
+
+absl::StatusOr<SessionInfo> StoreImpl::GetSession(std::string_view session_id) {
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue v, LoadSession(session_id));
+  return SessionInfo{.id = std::string(session_id), .source = v.source,
+                     .collection = v.collection, .mode = v.mode, .records = v.records};
 }
 
 }  // namespace

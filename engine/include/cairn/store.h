@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
+#include "cairn/source.h"
 
 namespace cairn {
 
@@ -116,6 +117,36 @@ class Store {
 
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       const SubscribeOptions& options) = 0;
+
+  // --- Source registry (persisted). PutSource registers or replaces.
+  virtual absl::Status PutSource(const SourceDefinition& source) = 0;
+  // NOT_FOUND when no source has that name.
+  virtual absl::StatusOr<SourceDefinition> GetSource(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<SourceDefinition>> ListSources() = 0;
+  virtual absl::Status RemoveSource(std::string_view name) = 0;
+
+  // --- Contribution sessions (DESIGN §6). Sessions are persisted: an open
+  // accrue/replace session survives a restart and can still be committed.
+  // Staged records live on disk, not in memory. Positions of session records
+  // are assigned at commit: (commit time in µs, index), never older than the
+  // source's previous session position.
+  virtual absl::StatusOr<std::string> OpenSession(std::string_view source,
+                                                  std::string_view collection,
+                                                  SessionMode mode) = 0;
+  // Returns the canonical key of each record, in order. Any invalid record
+  // rejects the call with INVALID_ARGUMENT listing every bad record by index;
+  // nothing of it is staged or applied. NOT_FOUND for unknown session ids,
+  // FAILED_PRECONDITION for closed ones.
+  virtual absl::StatusOr<std::vector<std::string>> SessionUpsert(
+      std::string_view session_id, std::vector<SessionRecord> records) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> SessionDelete(
+      std::string_view session_id, std::vector<std::string> keys) = 0;
+  // commit=true applies an accrue/replace session atomically (a snapshot or
+  // subscriber never sees half of it); commit=false discards what is staged.
+  // For stream sessions, close only ends the session.
+  virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
+                                                    bool commit) = 0;
+  virtual absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) = 0;
 
   // Seq of the last committed change.
   virtual uint64_t LastSeq() const = 0;
