@@ -74,6 +74,8 @@ constexpr std::string_view kMetaSourcePrefix = "source/";
 constexpr std::string_view kMetaTruncatePrefix = "truncate/";
 constexpr std::string_view kMetaRegistryPrefix = "registry/";
 constexpr std::string_view kMetaSessionPrefix = "session/";
+constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
+constexpr std::string_view kMetaRetention = "retention";
 
 constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
                                     "datapoints", "bitbroker",  "canonical"};
@@ -416,6 +418,12 @@ class StoreImpl : public Store {
   absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
                                             bool commit) override;
   absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
+  absl::Status PutCheckpoint(std::string_view name, uint64_t seq) override;
+  absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) override;
+  absl::StatusOr<std::map<std::string, uint64_t>> ListCheckpoints() override;
+  absl::Status SetRetention(const RetentionOptions& retention) override;
+  RetentionOptions Retention() override;
+  void CountRejectedBatch(std::string_view source) override;
 
   // For subscriptions.
   absl::Status ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
@@ -508,6 +516,7 @@ class StoreImpl : public Store {
   absl::Mutex notify_mu_;
   absl::CondVar notify_cv_;
 
+  absl::Mutex retention_opts_mu_;  // guards options_.retention after Init
   absl::Mutex retention_mu_;
   absl::CondVar retention_cv_;
   bool stopping_ ABSL_GUARDED_BY(retention_mu_) = false;
@@ -659,10 +668,23 @@ absl::Status StoreImpl::Init() {
       rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
-  if (options_.retention.max_age || options_.retention.max_commits) {
-    CAIRN_RETURN_IF_ERROR(UpdateHorizon());
-    retention_thread_ = std::thread([this] { RetentionLoop(); });
+  // Retention given at open wins; otherwise the one last set at runtime.
+  if (!options_.retention.max_age && !options_.retention.max_commits) {
+    std::string v;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], kMetaRetention, &v);
+    if (s.ok()) {
+      std::string_view in = v;
+      uint64_t age = 0, commits = 0;
+      keys::ConsumeU64(&in, &age);
+      keys::ConsumeU64(&in, &commits);
+      if (age) options_.retention.max_age = absl::Microseconds(age);
+      if (commits) options_.retention.max_commits = commits;
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, "read retention");
+    }
   }
+  CAIRN_RETURN_IF_ERROR(UpdateHorizon());
+  retention_thread_ = std::thread([this] { RetentionLoop(); });
   return absl::OkStatus();
 }
 
@@ -1462,7 +1484,8 @@ StoreStats StoreImpl::Stats() {
 // Retention.
 
 absl::Status StoreImpl::UpdateHorizon() {
-  const RetentionOptions& r = options_.retention;
+  const RetentionOptions r = Retention();
+  if (!r.max_age && !r.max_commits) return absl::OkStatus();
   uint64_t last = LastSeq();
   uint64_t oldest_seq = horizon_.oldest_seq.load();
   uint64_t oldest_ts = horizon_.oldest_timestamp.load();
@@ -1890,6 +1913,83 @@ absl::StatusOr<SessionInfo> StoreImpl::GetSession(std::string_view session_id) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue v, LoadSession(session_id));
   return SessionInfo{.id = std::string(session_id), .source = v.source,
                      .collection = v.collection, .mode = v.mode, .records = v.records};
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints, runtime retention, rejected-batch counting.
+
+absl::Status StoreImpl::PutCheckpoint(std::string_view name, uint64_t seq) {
+  if (name.empty() || !IsValidUtf8(name)) {
+    return absl::InvalidArgumentError("checkpoint name is empty or not valid UTF-8");
+  }
+  if (seq > LastSeq()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint seq ", seq, " is beyond the last committed seq ", LastSeq()));
+  }
+  std::string v;
+  keys::AppendU64(seq, &v);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(
+      db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)), v),
+      "put checkpoint");
+}
+
+absl::StatusOr<uint64_t> StoreImpl::GetCheckpoint(std::string_view name) {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
+                               absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)), &v);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no checkpoint named '", Av(name), "'"));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "get checkpoint"));
+  std::string_view in = v;
+  uint64_t seq = 0;
+  if (!keys::ConsumeU64(&in, &seq)) return absl::DataLossError("malformed checkpoint");
+  return seq;
+}
+
+absl::StatusOr<std::map<std::string, uint64_t>> StoreImpl::ListCheckpoints() {
+  std::map<std::string, uint64_t> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
+  for (it->Seek(kMetaCheckpointPrefix);
+       it->Valid() && it->key().starts_with(kMetaCheckpointPrefix); it->Next()) {
+    std::string_view in = it->value().ToStringView();
+    uint64_t seq = 0;
+    if (!keys::ConsumeU64(&in, &seq)) return absl::DataLossError("malformed checkpoint");
+    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] = seq;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "list checkpoints"));
+  return out;
+}
+
+absl::Status StoreImpl::SetRetention(const RetentionOptions& retention) {
+  if (retention.max_age && *retention.max_age <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("retention max_age must be positive");
+  }
+  if (retention.max_commits && *retention.max_commits == 0) {
+    return absl::InvalidArgumentError("retention max_commits must be positive");
+  }
+  std::string v;
+  keys::AppendU64(retention.max_age ? absl::ToInt64Microseconds(*retention.max_age) : 0, &v);
+  keys::AppendU64(retention.max_commits.value_or(0), &v);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(db_->Put(wo, cfs_[kMeta], kMetaRetention, v), "put retention"));
+  absl::MutexLock l(&retention_opts_mu_);
+  options_.retention = retention;
+  return absl::OkStatus();
+}
+
+RetentionOptions StoreImpl::Retention() {
+  absl::MutexLock l(&retention_opts_mu_);
+  return options_.retention;
+}
+
+void StoreImpl::CountRejectedBatch(std::string_view source) {
+  absl::MutexLock l(&stats_mu_);
+  published_sources_[std::string(source)].rejected_batches++;
 }
 
 }  // namespace

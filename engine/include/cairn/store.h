@@ -148,6 +148,22 @@ class Store {
                                                     bool commit) = 0;
   virtual absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) = 0;
 
+  // --- Named subscription checkpoints (persisted): the seq a consumer has
+  // fully processed. Subscribe with Start::kFromSeq at GetCheckpoint() to
+  // resume exactly after it. NOT_FOUND for unknown names.
+  virtual absl::Status PutCheckpoint(std::string_view name, uint64_t seq) = 0;
+  virtual absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) = 0;
+  virtual absl::StatusOr<std::map<std::string, uint64_t>> ListCheckpoints() = 0;
+
+  // Replaces the retention window at runtime (persisted; takes effect at the
+  // next horizon update or CompactNow()).
+  virtual absl::Status SetRetention(const RetentionOptions& retention) = 0;
+  virtual RetentionOptions Retention() = 0;
+
+  // Counts a batch rejected before it reached Ingest (e.g. a payload its
+  // decoder refused) against the source's `rejected_batches`.
+  virtual void CountRejectedBatch(std::string_view source) = 0;
+
   // Seq of the last committed change.
   virtual uint64_t LastSeq() const = 0;
   virtual StoreStats Stats() = 0;
