@@ -401,6 +401,11 @@ class StoreImpl : public Store {
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       const SubscribeOptions& options) override;
   uint64_t LastSeq() const override { return last_seq_.load(std::memory_order_acquire); }
+  bool AwaitCommit(uint64_t after_seq, absl::Duration timeout) override {
+    std::atomic<bool> never{false};
+    WaitForCommit(after_seq, absl::Now() + timeout, &never);
+    return LastSeq() > after_seq;
+  }
   StoreStats Stats() override;
   absl::Status CompactNow() override;
 

@@ -166,6 +166,9 @@ class Store {
 
   // Seq of the last committed change.
   virtual uint64_t LastSeq() const = 0;
+  // Waits up to `timeout` for a commit beyond `after_seq`; true if there is
+  // one. Lets one thread drive many subscriptions with Next(ZeroDuration()).
+  virtual bool AwaitCommit(uint64_t after_seq, absl::Duration timeout) = 0;
   virtual StoreStats Stats() = 0;
 
   // Recomputes the retention horizon and compacts every column family now,

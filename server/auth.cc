@@ -1,0 +1,136 @@
+#include "auth.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/status.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+
+namespace cairn::server {
+namespace {
+
+bool Allows(const std::vector<std::string>& scopes, std::string_view name) {
+  return std::any_of(scopes.begin(), scopes.end(),
+                     [&](const std::string& s) { return s == "*" || s == name; });
+}
+
+}  // namespace
+
+absl::StatusOr<Auth> Auth::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read tokens file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto auth = FromJson(ss.str());
+  if (!auth.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", auth.status().message()));
+  }
+  return auth;
+}
+
+absl::StatusOr<Auth> Auth::FromJson(std::string_view json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at offset ",
+                                                   doc.GetErrorOffset(), ": ",
+                                                   rapidjson::GetParseError_En(doc.GetParseError())));
+  }
+  if (!doc.IsObject() || !doc.HasMember("tokens") || !doc["tokens"].IsArray()) {
+    return absl::InvalidArgumentError("expected an object with a \"tokens\" array");
+  }
+  Auth auth;
+  auth.enabled_ = true;
+  const auto& tokens = doc["tokens"].GetArray();
+  for (rapidjson::SizeType i = 0; i < tokens.Size(); ++i) {
+    const auto& t = tokens[i];
+    auto bad = [i](std::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "]: ", cairn::Av(what)));
+    };
+    if (!t.IsObject()) return bad("must be an object");
+    if (!t.HasMember("token") || !t["token"].IsString() || t["token"].GetStringLength() == 0) {
+      return bad("field 'token' must be a non-empty string");
+    }
+    Grant g;
+    for (const char* field : {"write", "read"}) {
+      if (!t.HasMember(field)) continue;
+      if (!t[field].IsArray()) return bad(absl::StrCat("field '", field, "' must be an array"));
+      for (const auto& v : t[field].GetArray()) {
+        if (!v.IsString()) return bad(absl::StrCat("field '", field, "' must hold strings"));
+        (field[0] == 'w' ? g.write : g.read).emplace_back(v.GetString(), v.GetStringLength());
+      }
+    }
+    if (t.HasMember("admin")) {
+      if (!t["admin"].IsBool()) return bad("field 'admin' must be a boolean");
+      g.admin = t["admin"].GetBool();
+    }
+    auth.tokens_[t["token"].GetString()] = std::move(g);
+  }
+  return auth;
+}
+
+grpc::Status Auth::Find(const grpc::CallbackServerContext* ctx, const Grant** grant) const {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing 'authorization: Bearer <token>' metadata");
+  }
+  std::string_view value(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (value.substr(0, kBearer.size()) != kBearer) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "authorization metadata must be 'Bearer <token>'");
+  }
+  auto t = tokens_.find(value.substr(kBearer.size()));
+  if (t == tokens_.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
+  }
+  *grant = &t->second;
+  return grpc::Status::OK;
+}
+
+grpc::Status Auth::CanWrite(const grpc::CallbackServerContext* ctx,
+                            std::string_view source) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (Allows(g->write, source)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat("token may not write to source '",
+                                   std::string(source), "'"));
+}
+
+grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx,
+                           const std::vector<std::string>& collections) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (collections.empty()) {
+    if (std::find(g->read.begin(), g->read.end(), "*") != g->read.end()) {
+      return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "token may not read all collections; name one");
+  }
+  for (const auto& c : collections) {
+    if (!Allows(g->read, c)) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("token may not read collection '", c, "'"));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (g->admin) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not use the admin service");
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,135 @@
+#include "convert.h"
+
+#include <regex>
+
+#include "cairn/status.h"
+
+namespace cairn::server {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  // absl's canonical codes are gRPC's codes, number for number.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+v1::Position ToProto(Position p) {
+  v1::Position out;
+  out.set_timestamp(p.timestamp);
+  out.set_tick(p.tick);
+  return out;
+}
+
+Position FromProto(const v1::Position& p) { return {p.timestamp(), p.tick()}; }
+
+void ToProto(const Entity& e, v1::Entity* out) {
+  out->set_collection(e.collection);
+  out->set_key(e.key);
+  out->set_document(e.document);
+  out->set_complete(e.complete);
+  *out->mutable_position() = ToProto(e.position);
+  out->set_source(e.source);
+  out->set_seq(e.seq);
+}
+
+void ToProto(const Change& c, v1::Change* out) {
+  out->set_seq(c.seq);
+  out->set_collection(c.collection);
+  out->set_key(c.key);
+  out->set_op(static_cast<v1::Op>(c.op));
+  out->set_before(c.before);
+  out->set_after(c.after);
+  *out->mutable_position() = ToProto(c.position);
+  out->set_source(c.source);
+  out->set_complete(c.complete);
+}
+
+void ToProto(const Version& v, v1::Version* out) {
+  out->set_op(static_cast<v1::Op>(v.op));
+  *out->mutable_position() = ToProto(v.position);
+  out->set_source(v.source);
+  out->set_seq(v.seq);
+  out->set_snapshot(v.snapshot);
+  out->set_complete(v.complete);
+  out->set_before(v.before);
+  out->set_after(v.after);
+}
+
+void ToProto(const IngestResult& r, v1::IngestAck* out) {
+  out->set_code(0);
+  out->set_first_seq(r.first_seq);
+  out->set_last_seq(r.last_seq);
+  out->set_applied(r.applied);
+  out->set_duplicates(r.duplicates);
+  out->set_conflicts(r.conflicts);
+  for (Outcome o : r.outcomes) out->add_outcomes(static_cast<v1::Outcome>(o));
+}
+
+void ToProto(const SourceDefinition& s, v1::Source* out) {
+  out->set_name(s.name);
+  out->set_format(s.format);
+  for (const auto& [collection, fields] : s.key_fields) {
+    auto& k = (*out->mutable_key_fields())[collection];
+    for (const auto& f : fields) k.add_fields(f);
+  }
+  for (const auto& [from, to] : s.collection_map) (*out->mutable_collection_map())[from] = to;
+  out->set_default_collection(s.default_collection);
+  for (const auto& w : s.write_scopes) out->add_write_scopes(w);
+  for (const auto& [c, schema] : s.json_schemas) (*out->mutable_json_schemas())[c] = schema;
+}
+
+SourceDefinition FromProto(const v1::Source& s) {
+  SourceDefinition d;
+  d.name = s.name();
+  d.format = s.format();
+  for (const auto& [collection, keys] : s.key_fields()) {
+    d.key_fields[collection] = {keys.fields().begin(), keys.fields().end()};
+  }
+  d.collection_map = {s.collection_map().begin(), s.collection_map().end()};
+  d.default_collection = s.default_collection();
+  d.write_scopes = {s.write_scopes().begin(), s.write_scopes().end()};
+  d.json_schemas = {s.json_schemas().begin(), s.json_schemas().end()};
+  return d;
+}
+
+absl::StatusOr<std::vector<Event>> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::Event>& events) {
+  std::vector<Event> out;
+  out.reserve(events.size());
+  for (int i = 0; i < events.size(); ++i) {
+    const v1::Event& e = events[i];
+    if (e.op() < v1::OP_UPSERT || e.op() > v1::OP_TRUNCATE) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("event ", i, ": unknown op ", static_cast<int>(e.op())));
+    }
+    out.push_back(Event{.source = e.source(),
+                        .collection = e.collection(),
+                        .key = e.key(),
+                        .position = FromProto(e.position()),
+                        .op = static_cast<Op>(e.op()),
+                        .payload = e.payload(),
+                        .snapshot = e.snapshot(),
+                        .event_id = e.event_id(),
+                        .raw = e.raw()});
+  }
+  return out;
+}
+
+void FailAck(const absl::Status& s, v1::IngestAck* ack) {
+  ack->set_code(static_cast<int32_t>(s.code()));
+  ack->set_message(std::string(s.message()));
+  static const std::regex kIndexed(R"((?:event|record) (\d+): ([^;]*))");
+  std::string msg(s.message());
+  for (std::sregex_iterator it(msg.begin(), msg.end(), kIndexed), end; it != end; ++it) {
+    v1::RecordError* err = ack->add_errors();
+    err->set_index(std::stoull((*it)[1]));
+    std::string reason = (*it)[2];
+    err->set_reason(reason);
+    // The first field name the reason mentions.
+    static const std::regex kField(
+        R"(\b(source|collection|key|payload|position|timestamp|tick|op|id|name|entity|instance|document|value|before|after)\b)");
+    std::smatch m;
+    if (std::regex_search(reason, m, kField)) err->set_field(m[1]);
+  }
+}
+
+}  // namespace cairn::server

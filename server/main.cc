@@ -1,0 +1,63 @@
+// cairnd: the cairn gRPC server. With no flags it serves ./data on
+// 127.0.0.1:50051 (loopback only), without TLS or auth.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "server.h"
+
+int main(int argc, char** argv) {
+  cairn::server::ServerOptions o;
+  uint64_t retention_seconds = 0;
+  uint64_t retention_commits = 0;
+  CLI::App app{"cairnd: event-sourced state store server"};
+  app.add_option("--listen", o.listen, "address:port to listen on")->capture_default_str();
+  app.add_option("--data-dir", o.data_dir, "store directory")->capture_default_str();
+  app.add_option("--retention-seconds", retention_seconds,
+                 "keep log/history/changes this long (0: keep all)");
+  app.add_option("--retention-commits", retention_commits,
+                 "keep the last N commits of the change feed (0: keep all)");
+  app.add_flag("--durable", o.durable, "fsync every batch before acknowledging it");
+  app.add_option("--max-message-bytes", o.max_message_bytes, "largest accepted message")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--tls-cert", o.tls_cert_file, "PEM server certificate (enables TLS)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", o.tls_key_file, "PEM server private key")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", o.tls_client_ca_file, "PEM CA for client certs (mutual TLS)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tokens", o.tokens_file, "bearer tokens file (JSON; enables auth)")
+      ->check(CLI::ExistingFile);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    spdlog::error("--tls-cert and --tls-key go together");
+    return 2;
+  }
+  if (retention_seconds) o.retention.max_age = absl::Seconds(retention_seconds);
+  if (retention_commits) o.retention.max_commits = retention_commits;
+
+  // Signals are taken by one thread with sigwait, so every other thread
+  // (gRPC's, RocksDB's) must have them blocked: block before starting any.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = cairn::server::Server::Start(o);
+  if (!server.ok()) {
+    spdlog::error("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,753 @@
+#include "server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "auth.h"
+#include "cairn/status.h"
+#include "cairn/v1/cairn.grpc.pb.h"
+#include "convert.h"
+
+namespace cairn::server {
+namespace {
+
+// What every handler needs.
+struct Deps {
+  Store* store = nullptr;
+  const Auth* auth = nullptr;
+  const ServerOptions* options = nullptr;
+  std::atomic<bool> shutting_down{false};
+};
+
+grpc::Status Unavailable() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+}
+
+// ---------------------------------------------------------------------------
+// Ingest: one ack per batch, batches processed in order, one at a time per
+// stream (clients pipeline by sending ahead; HTTP/2 flow control bounds it).
+
+template <typename Request>
+class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
+ public:
+  IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx) : deps_(deps), ctx_(ctx) {
+    if (deps_->auth->enabled()) {
+      // Reject an unknown token up front; per-source checks happen per batch.
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, ""); s.error_code() ==
+                                                           grpc::StatusCode::UNAUTHENTICATED) {
+        this->Finish(s);
+        return;
+      }
+    }
+    this->StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      this->Finish(grpc::Status::OK);
+      return;
+    }
+    if (deps_->shutting_down.load()) {
+      this->Finish(Unavailable());
+      return;
+    }
+    ack_.Clear();
+    ack_.set_batch_id(request_.batch_id());
+    Process();
+    this->StartWrite(&ack_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      this->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    this->StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Fail(const grpc::Status& s) {
+    ack_.set_code(s.error_code());
+    ack_.set_message(s.error_message());
+  }
+  void Ingest(std::vector<Event> events, bool durable) {
+    for (const Event& e : events) {
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok()) return Fail(s);
+    }
+    auto r = deps_->store->Ingest(std::move(events),
+                                  {.durable = durable || deps_->options->durable});
+    if (r.ok()) {
+      ToProto(*r, &ack_);
+    } else {
+      FailAck(r.status(), &ack_);
+    }
+  }
+  void Process();
+
+  Deps* deps_;
+  grpc::CallbackServerContext* ctx_;
+  Request request_;
+  v1::IngestAck ack_;
+};
+
+template <>
+void IngestReactor<v1::IngestRequest>::Process() {
+  auto events = FromProto(request_.events());
+  if (!events.ok()) return FailAck(events.status(), &ack_);
+  Ingest(*std::move(events), request_.durable());
+}
+
+template <>
+void IngestReactor<v1::IngestRawRequest>::Process() {
+  auto source = deps_->store->GetSource(request_.source());
+  if (!source.ok()) return FailAck(source.status(), &ack_);
+  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok()) return Fail(s);
+  if (!deps_->options->decoder) {
+    return Fail(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no payload decoder configured"));
+  }
+  auto events = deps_->options->decoder(*source, request_.payload());
+  if (!events.ok()) {
+    deps_->store->CountRejectedBatch(source->name);
+    return FailAck(events.status(), &ack_);
+  }
+  Ingest(*std::move(events), request_.durable());
+}
+
+class IngestService final : public v1::Ingest::CallbackService {
+ public:
+  explicit IngestService(Deps* deps) : deps_(deps) {}
+  grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestAck>* IngestEvents(
+      grpc::CallbackServerContext* ctx) override {
+    return new IngestReactor<v1::IngestRequest>(deps_, ctx);
+  }
+  grpc::ServerBidiReactor<v1::IngestRawRequest, v1::IngestAck>* IngestPayloads(
+      grpc::CallbackServerContext* ctx) override {
+    return new IngestReactor<v1::IngestRawRequest>(deps_, ctx);
+  }
+
+ private:
+  Deps* deps_;
+};
+
+// ---------------------------------------------------------------------------
+// Sessions.
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const grpc::Status& s) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(s);
+  return r;
+}
+
+class SessionsService final : public v1::Sessions::CallbackService {
+ public:
+  explicit SessionsService(Deps* deps) : deps_(deps) {}
+
+  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
+                                 const v1::OpenSessionRequest* req,
+                                 v1::OpenSessionResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanWrite(ctx, req->source()); !s.ok()) return Reply(ctx, s);
+    auto id = deps_->store->OpenSession(req->source(), req->collection(),
+                                        static_cast<SessionMode>(req->mode()));
+    if (id.ok()) resp->set_session_id(*id);
+    return Reply(ctx, ToGrpc(id.status()));
+  }
+
+  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
+                                   const v1::SessionUpsertRequest* req,
+                                   v1::SessionReport* resp) override {
+    auto info = Authorize(ctx, req->session_id());
+    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    std::vector<SessionRecord> records;
+    for (const auto& r : req->records()) records.push_back({r.key(), r.document()});
+    if (records.empty() && !req->payload().empty()) {
+      auto decoded = DecodeRecords(*info, req->payload());
+      if (!decoded.ok()) return Reply(ctx, ToGrpc(decoded.status()));
+      records = *std::move(decoded);
+    }
+    auto keys = deps_->store->SessionUpsert(req->session_id(), std::move(records));
+    if (keys.ok()) {
+      for (auto& k : *keys) resp->add_keys(std::move(k));
+    }
+    return Reply(ctx, ToGrpc(keys.status()));
+  }
+
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const v1::SessionDeleteRequest* req,
+                                   v1::SessionReport* resp) override {
+    auto info = Authorize(ctx, req->session_id());
+    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    auto keys = deps_->store->SessionDelete(req->session_id(),
+                                            {req->keys().begin(), req->keys().end()});
+    if (keys.ok()) {
+      for (auto& k : *keys) resp->add_keys(std::move(k));
+    }
+    return Reply(ctx, ToGrpc(keys.status()));
+  }
+
+  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx,
+                                  const v1::CloseSessionRequest* req,
+                                  v1::CloseSessionResponse* resp) override {
+    auto info = Authorize(ctx, req->session_id());
+    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    auto r = deps_->store->CloseSession(req->session_id(), req->commit());
+    if (r.ok()) {
+      resp->set_first_seq(r->first_seq);
+      resp->set_last_seq(r->last_seq);
+      resp->set_applied(r->applied);
+    }
+    return Reply(ctx, ToGrpc(r.status()));
+  }
+
+ private:
+  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx, const std::string& id) {
+    CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
+    grpc::Status s = deps_->auth->CanWrite(ctx, info.source);
+    if (!s.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    }
+    return info;
+  }
+
+  // Raw contribution records (e.g. BitBroker) through the source's decoder:
+  // each decoded event becomes a session record.
+  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(const SessionInfo& info,
+                                                           const std::string& payload) {
+    if (!deps_->options->decoder) {
+      return absl::UnimplementedError("no payload decoder configured");
+    }
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, deps_->store->GetSource(info.source));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<Event> events, deps_->options->decoder(source, payload));
+    std::vector<SessionRecord> out;
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i].op != Op::kUpsert) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("record ", i, ": only upserts can be posted to Upsert"));
+      }
+      out.push_back({std::move(events[i].key), std::move(events[i].payload)});
+    }
+    return out;
+  }
+
+  Deps* deps_;
+};
+
+// ---------------------------------------------------------------------------
+// Query: snapshots stream from a cursor, one entity per message.
+
+class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
+ public:
+  SnapshotReactor(Deps* deps, grpc::CallbackServerContext* ctx, const v1::SnapshotRequest* req) {
+    std::vector<std::string> collections;
+    if (!req->collection().empty()) collections.push_back(req->collection());
+    if (grpc::Status s = deps->auth->CanRead(ctx, collections); !s.ok()) {
+      Finish(s);
+      return;
+    }
+    SnapshotOptions o{.collection = req->collection(),
+                      .key_prefix = req->key_prefix(),
+                      .include_incomplete = !req->exclude_incomplete()};
+    if (req->has_seq()) o.as_of_seq = req->seq();
+    if (req->has_position()) o.as_of_position = FromProto(req->position());
+    auto cursor = deps->store->NewSnapshot(o);
+    if (!cursor.ok()) {
+      Finish(ToGrpc(cursor.status()));
+      return;
+    }
+    cursor_ = *std::move(cursor);
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    auto more = cursor_->Next();
+    if (!more.ok()) return Finish(ToGrpc(more.status()));
+    if (!*more) return Finish(grpc::Status::OK);
+    item_.Clear();
+    ToProto(cursor_->entity(), item_.mutable_entity());
+    item_.set_snapshot_seq(cursor_->seq());
+    StartWrite(&item_);
+  }
+
+  std::unique_ptr<SnapshotCursor> cursor_;
+  v1::SnapshotItem item_;
+};
+
+// Subscriptions never block a gRPC thread. A reactor is either writing (owned
+// by gRPC until OnWriteDone), idle (waiting for commits; the dispatcher thread
+// pumps it when the store commits) or done. Pump() pulls with a zero timeout.
+// Memory per subscriber is one message: a slow client just stops pulling and
+// later catches up from the stored change feed.
+class Dispatcher;
+
+class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
+ public:
+  SubscribeReactor(Dispatcher* dispatcher, uint64_t id, std::unique_ptr<Subscription> sub)
+      : dispatcher_(dispatcher), id_(id), sub_(std::move(sub)) {}
+
+  // Sends the next item if there is one. Returns false when idle.
+  void Pump();
+  // Ends the stream with `s` unless it already ended.
+  void End(const grpc::Status& s);
+  uint64_t id() const { return id_; }
+  uint64_t delivered() const { return sub_->position(); }
+  bool idle() {
+    absl::MutexLock l(&mu_);
+    return state_ == State::kIdle;
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    {
+      absl::MutexLock l(&mu_);
+      if (state_ == State::kWriting) state_ = State::kIdle;
+    }
+    Pump();
+  }
+  void OnCancel() override { End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnDone() override;
+
+ private:
+  enum class State { kIdle, kWriting, kDone };
+  Dispatcher* dispatcher_;
+  uint64_t id_;
+  std::unique_ptr<Subscription> sub_;
+  absl::Mutex mu_;
+  State state_ = State::kIdle;
+  std::optional<grpc::Status> pending_end_;  // set while writing
+  v1::SubscribeItem item_;
+};
+
+class Dispatcher {
+ public:
+  explicit Dispatcher(Store* store) : store_(store), thread_([this] { Loop(); }) {}
+  ~Dispatcher() { Stop(); }
+
+  void Add(SubscribeReactor* r) {
+    absl::MutexLock l(&mu_);
+    reactors_[r->id()] = r;
+  }
+  void Remove(SubscribeReactor* r) {
+    absl::MutexLock l(&mu_);
+    reactors_.erase(r->id());
+  }
+  uint64_t NextId() { return next_id_.fetch_add(1) + 1; }
+  // Ends every subscription with UNAVAILABLE and stops the thread.
+  void EndAll() {
+    absl::MutexLock l(&mu_);
+    for (auto& [id, r] : reactors_) r->End(Unavailable());
+  }
+  void Stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> Delivered() {
+    absl::MutexLock l(&mu_);
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (auto& [id, r] : reactors_) out.emplace_back(id, r->delivered());
+    return out;
+  }
+
+ private:
+  void Loop() {
+    uint64_t seen = store_->LastSeq();
+    while (!stop_.load()) {
+      // Wake on commit; the short timeout also picks up reactors that went
+      // idle between our scan and their commit.
+      store_->AwaitCommit(seen, absl::Milliseconds(2));
+      seen = store_->LastSeq();
+      absl::MutexLock l(&mu_);
+      for (auto& [id, r] : reactors_) {
+        if (r->idle()) r->Pump();
+      }
+    }
+  }
+
+  Store* store_;
+  absl::Mutex mu_;
+  std::map<uint64_t, SubscribeReactor*> reactors_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> next_id_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+void SubscribeReactor::Pump() {
+  std::optional<grpc::Status> end;
+  {
+    absl::MutexLock l(&mu_);
+    if (state_ != State::kIdle) return;
+    SubscriptionItem item;
+    auto got = sub_->Next(absl::ZeroDuration(), &item);
+    if (!got.ok()) {
+      state_ = State::kDone;
+      end = ToGrpc(got.status());
+    } else if (*got) {
+      item_.Clear();
+      switch (item.kind) {
+        case SubscriptionItem::Kind::kSnapshotEntity:
+          ToProto(item.entity, item_.mutable_snapshot_entity());
+          break;
+        case SubscriptionItem::Kind::kSnapshotEnd:
+          item_.set_snapshot_end(item.seq);
+          break;
+        case SubscriptionItem::Kind::kChange:
+          ToProto(item.change, item_.mutable_change());
+          break;
+        case SubscriptionItem::Kind::kCaughtUp:
+          item_.set_caught_up(item.seq);
+          break;
+      }
+      state_ = State::kWriting;
+      StartWrite(&item_);
+    }
+  }
+  // Finish last: OnDone (which deletes this) cannot run before it.
+  if (end) Finish(*end);
+}
+
+void SubscribeReactor::End(const grpc::Status& s) {
+  {
+    absl::MutexLock l(&mu_);
+    if (state_ == State::kDone) return;
+    state_ = State::kDone;
+  }
+  sub_->Cancel();
+  Finish(s);
+}
+
+void SubscribeReactor::OnDone() {
+  dispatcher_->Remove(this);
+  delete this;
+}
+
+class QueryService final : public v1::Query::CallbackService {
+ public:
+  QueryService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
+
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                v1::Entity* resp) override {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()}); !s.ok()) {
+      return Reply(ctx, s);
+    }
+    auto e = deps_->store->Get(req->collection(), req->key());
+    if (e.ok()) ToProto(*e, resp);
+    return Reply(ctx, ToGrpc(e.status()));
+  }
+
+  grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(grpc::CallbackServerContext* ctx,
+                                                       const v1::SnapshotRequest* req) override {
+    return new SnapshotReactor(deps_, ctx, req);
+  }
+
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
+                                    const v1::HistoryRequest* req,
+                                    v1::HistoryResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()}); !s.ok()) {
+      return Reply(ctx, s);
+    }
+    HistoryOptions o{.reverse = req->reverse(), .limit = req->limit()};
+    if (req->has_from_position()) o.from_position = FromProto(req->from_position());
+    if (req->has_to_position()) o.to_position = FromProto(req->to_position());
+    if (req->from_seq()) o.from_seq = req->from_seq();
+    if (req->to_seq()) o.to_seq = req->to_seq();
+    auto versions = deps_->store->History(req->collection(), req->key(), o);
+    if (versions.ok()) {
+      for (const auto& v : *versions) ToProto(v, resp->add_versions());
+    }
+    return Reply(ctx, ToGrpc(versions.status()));
+  }
+
+  grpc::ServerWriteReactor<v1::SubscribeItem>* Subscribe(grpc::CallbackServerContext* ctx,
+                                                         const v1::SubscribeRequest* req) override {
+    auto fail = [](const grpc::Status& s) {
+      // A reactor that only reports the error.
+      class Failed : public grpc::ServerWriteReactor<v1::SubscribeItem> {
+       public:
+        explicit Failed(const grpc::Status& s) { Finish(s); }
+        void OnDone() override { delete this; }
+      };
+      return new Failed(s);
+    };
+    if (deps_->shutting_down.load()) return fail(Unavailable());
+    std::vector<std::string> collections(req->collections().begin(), req->collections().end());
+    if (grpc::Status s = deps_->auth->CanRead(ctx, collections); !s.ok()) return fail(s);
+    SubscribeOptions o;
+    o.filter = {.sources = {req->sources().begin(), req->sources().end()},
+                .collections = collections,
+                .key_prefix = req->key_prefix(),
+                .keys = {req->keys().begin(), req->keys().end()}};
+    o.include_incomplete = !req->exclude_incomplete();
+    switch (req->start_case()) {
+      case v1::SubscribeRequest::kFromSeq:
+        o.start = SubscribeOptions::Start::kFromSeq;
+        o.from_seq = req->from_seq();
+        break;
+      case v1::SubscribeRequest::kSnapshot:
+        o.start = SubscribeOptions::Start::kSnapshot;
+        break;
+      case v1::SubscribeRequest::kCheckpoint: {
+        auto seq = deps_->store->GetCheckpoint(req->checkpoint());
+        if (!seq.ok()) return fail(ToGrpc(seq.status()));
+        o.start = SubscribeOptions::Start::kFromSeq;
+        o.from_seq = *seq;
+        break;
+      }
+      default:
+        o.start = SubscribeOptions::Start::kNow;
+    }
+    auto sub = deps_->store->Subscribe(o);
+    if (!sub.ok()) return fail(ToGrpc(sub.status()));
+    auto* r = new SubscribeReactor(dispatcher_, dispatcher_->NextId(), *std::move(sub));
+    dispatcher_->Add(r);
+    r->Pump();
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx,
+                                             const v1::CommitCheckpointRequest* req,
+                                             v1::CommitCheckpointResponse*) override {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {}); !s.ok() && deps_->auth->enabled()) {
+      // Checkpoints are per consumer; any token that can read may keep one.
+      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) return Reply(ctx, s);
+    }
+    return Reply(ctx, ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq())));
+  }
+
+  grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx,
+                                          const v1::GetCheckpointRequest* req,
+                                          v1::GetCheckpointResponse* resp) override {
+    auto seq = deps_->store->GetCheckpoint(req->name());
+    if (seq.ok()) resp->set_seq(*seq);
+    return Reply(ctx, ToGrpc(seq.status()));
+  }
+
+ private:
+  Deps* deps_;
+  Dispatcher* dispatcher_;
+};
+
+// ---------------------------------------------------------------------------
+// Admin.
+
+class AdminService final : public v1::Admin::CallbackService {
+ public:
+  AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
+
+  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
+                                      const v1::PutSourceRequest* req,
+                                      v1::PutSourceResponse*) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    return Reply(ctx, ToGrpc(deps_->store->PutSource(FromProto(req->source()))));
+  }
+  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
+                                      const v1::GetSourceRequest* req, v1::Source* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    auto d = deps_->store->GetSource(req->name());
+    if (d.ok()) ToProto(*d, resp);
+    return Reply(ctx, ToGrpc(d.status()));
+  }
+  grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx,
+                                        const v1::ListSourcesRequest*,
+                                        v1::ListSourcesResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    auto all = deps_->store->ListSources();
+    if (all.ok()) {
+      for (const auto& d : *all) ToProto(d, resp->add_sources());
+    }
+    return Reply(ctx, ToGrpc(all.status()));
+  }
+  grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
+                                         const v1::RemoveSourceRequest* req,
+                                         v1::RemoveSourceResponse*) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    return Reply(ctx, ToGrpc(deps_->store->RemoveSource(req->name())));
+  }
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+                                  v1::StatsResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    StoreStats st = deps_->store->Stats();
+    resp->set_last_seq(st.last_seq);
+    resp->set_oldest_seq(st.oldest_seq);
+    *resp->mutable_oldest_position() = ToProto(st.oldest_position);
+    for (const auto& [name, s] : st.sources) {
+      v1::SourceStats& out = (*resp->mutable_sources())[name];
+      out.set_accepted(s.accepted);
+      out.set_duplicates(s.duplicates);
+      out.set_conflicts(s.conflicts);
+      out.set_rejected_batches(s.rejected_batches);
+      *out.mutable_last_position() = ToProto(s.last_position);
+    }
+    for (const auto& [id, delivered] : dispatcher_->Delivered()) {
+      v1::SubscriptionStats* sub = resp->add_subscriptions();
+      sub->set_id(id);
+      sub->set_delivered_seq(delivered);
+      sub->set_lag(st.last_seq > delivered ? st.last_seq - delivered : 0);
+    }
+    auto checkpoints = deps_->store->ListCheckpoints();
+    if (!checkpoints.ok()) return Reply(ctx, ToGrpc(checkpoints.status()));
+    for (const auto& [name, seq] : *checkpoints) (*resp->mutable_checkpoints())[name] = seq;
+    return Reply(ctx, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
+                                         const v1::SetRetentionRequest* req,
+                                         v1::SetRetentionResponse*) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    RetentionOptions r;
+    if (req->retention().max_age_seconds()) {
+      r.max_age = absl::Seconds(req->retention().max_age_seconds());
+    }
+    if (req->retention().max_commits()) r.max_commits = req->retention().max_commits();
+    return Reply(ctx, ToGrpc(deps_->store->SetRetention(r)));
+  }
+  grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
+                                         const v1::GetRetentionRequest*,
+                                         v1::Retention* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    RetentionOptions r = deps_->store->Retention();
+    if (r.max_age) resp->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
+    if (r.max_commits) resp->set_max_commits(*r.max_commits);
+    return Reply(ctx, grpc::Status::OK);
+  }
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*,
+                                    v1::CompactResponse*) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    return Reply(ctx, ToGrpc(deps_->store->CompactNow()));
+  }
+
+ private:
+  Deps* deps_;
+  Dispatcher* dispatcher_;
+};
+
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ServerImpl : public Server {
+ public:
+  ~ServerImpl() override { Shutdown(); }
+
+  absl::Status Init(const ServerOptions& options) {
+    options_ = options;
+    if (!options_.tokens_file.empty()) {
+      CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
+    }
+    CAIRN_ASSIGN_OR_RETURN(store_, Store::Open(options_.data_dir,
+                                               Options{.retention = options_.retention}));
+    deps_.store = store_.get();
+    deps_.auth = &auth_;
+    deps_.options = &options_;
+    dispatcher_ = std::make_unique<Dispatcher>(store_.get());
+    ingest_ = std::make_unique<IngestService>(&deps_);
+    sessions_ = std::make_unique<SessionsService>(&deps_);
+    query_ = std::make_unique<QueryService>(&deps_, dispatcher_.get());
+    admin_ = std::make_unique<AdminService>(&deps_, dispatcher_.get());
+
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+      grpc::SslServerCredentialsOptions ssl;
+      CAIRN_ASSIGN_OR_RETURN(std::string cert, ReadFile(options_.tls_cert_file, "TLS cert"));
+      CAIRN_ASSIGN_OR_RETURN(std::string key, ReadFile(options_.tls_key_file, "TLS key"));
+      ssl.pem_key_cert_pairs.push_back({key, cert});
+      if (!options_.tls_client_ca_file.empty()) {
+        CAIRN_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                               ReadFile(options_.tls_client_ca_file, "client CA"));
+        ssl.client_certificate_request =
+            GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+      }
+      creds = grpc::SslServerCredentials(ssl);
+    }
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options_.listen, creds, &port_);
+    builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+    builder.SetMaxSendMessageSize(options_.max_message_bytes);
+    builder.RegisterService(ingest_.get());
+    builder.RegisterService(sessions_.get());
+    builder.RegisterService(query_.get());
+    builder.RegisterService(admin_.get());
+    server_ = builder.BuildAndStart();
+    if (!server_ || port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+    }
+    spdlog::info("cairnd listening on {} (port {}), data in {}, auth {}, tls {}",
+                 options_.listen, port_, options_.data_dir, auth_.enabled() ? "on" : "off",
+                 options_.tls_cert_file.empty() ? "off" : "on");
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+
+  void Shutdown() override {
+    if (shut_down_.exchange(true)) {
+      done_.WaitForNotification();
+      return;
+    }
+    spdlog::info("shutting down: finishing in-flight batches, ending subscriptions");
+    deps_.shutting_down.store(true);
+    if (server_) {
+      server_->GetHealthCheckService()->SetServingStatus(false);
+      dispatcher_->EndAll();
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    }
+    if (dispatcher_) dispatcher_->Stop();
+    server_.reset();
+    store_.reset();
+    spdlog::info("store closed");
+    done_.Notify();
+  }
+
+  void Wait() override { done_.WaitForNotification(); }
+
+ private:
+  ServerOptions options_;
+  Auth auth_;
+  std::unique_ptr<Store> store_;
+  Deps deps_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<SessionsService> sessions_;
+  std::unique_ptr<QueryService> query_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::atomic<bool> shut_down_{false};
+  absl::Notification done_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  auto server = std::make_unique<ServerImpl>();
+  CAIRN_RETURN_IF_ERROR(server->Init(options));
+  return std::unique_ptr<Server>(std::move(server));
+}
+
+}  // namespace cairn::server

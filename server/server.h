@@ -1,0 +1,51 @@
+// cairnd's gRPC server: the four cairn.v1 services on the callback API, the
+// standard health service and server reflection, over one cairn::Store.
+#ifndef CAIRN_SERVER_SERVER_H_
+#define CAIRN_SERVER_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cairn/store.h"
+
+namespace cairn::server {
+
+// Decodes a raw payload in a registered source's format.
+using PayloadDecoder = std::function<absl::StatusOr<std::vector<Event>>(
+    const SourceDefinition& source, std::string_view payload)>;
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./data";
+  RetentionOptions retention;
+  bool durable = false;               // fsync every batch, whatever it asks
+  int max_message_bytes = 16 << 20;   // larger messages: RESOURCE_EXHAUSTED
+  std::string tls_cert_file;          // PEM; TLS when set (with the key)
+  std::string tls_key_file;
+  std::string tls_client_ca_file;     // PEM; set for mutual TLS
+  std::string tokens_file;            // see auth.h; auth on when set
+  PayloadDecoder decoder;             // for IngestPayloads and raw sessions
+};
+
+class Server {
+ public:
+  // Opens the store and starts serving. Fails if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  virtual ~Server() = default;
+
+  // The bound port (useful with "127.0.0.1:0").
+  virtual int port() const = 0;
+  // Graceful: stops accepting calls, lets in-flight batches finish, ends
+  // subscriptions with UNAVAILABLE, then closes the store. Idempotent.
+  virtual void Shutdown() = 0;
+  // Blocks until Shutdown() completes.
+  virtual void Wait() = 0;
+};
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_SERVER_H_
