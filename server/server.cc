@@ -22,6 +22,11 @@
 namespace cairn::server {
 namespace {
 
+using wire::FailAck;
+using wire::FromProto;
+using wire::ToGrpc;
+using wire::ToProto;
+
 // What every handler needs.
 struct Deps {
   Store* store = nullptr;

@@ -4,12 +4,17 @@
 
 #include "cairn/status.h"
 
-namespace cairn::server {
+namespace cairn::wire {
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   // absl's canonical codes are gRPC's codes, number for number.
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
 v1::Position ToProto(Position p) {
@@ -91,6 +96,61 @@ SourceDefinition FromProto(const v1::Source& s) {
   return d;
 }
 
+Entity FromProto(const v1::Entity& e) {
+  return Entity{.collection = e.collection(),
+                .key = e.key(),
+                .document = e.document(),
+                .complete = e.complete(),
+                .position = FromProto(e.position()),
+                .source = e.source(),
+                .seq = e.seq()};
+}
+
+Change FromProto(const v1::Change& c) {
+  return Change{.seq = c.seq(),
+                .collection = c.collection(),
+                .key = c.key(),
+                .op = static_cast<Op>(c.op()),
+                .before = c.before(),
+                .after = c.after(),
+                .position = FromProto(c.position()),
+                .source = c.source(),
+                .complete = c.complete()};
+}
+
+Version FromProto(const v1::Version& v) {
+  return Version{.op = static_cast<Op>(v.op()),
+                 .position = FromProto(v.position()),
+                 .source = v.source(),
+                 .seq = v.seq(),
+                 .snapshot = v.snapshot(),
+                 .complete = v.complete(),
+                 .before = v.before(),
+                 .after = v.after()};
+}
+
+IngestResult FromProto(const v1::IngestAck& ack) {
+  IngestResult r{.first_seq = ack.first_seq(),
+                 .last_seq = ack.last_seq(),
+                 .applied = ack.applied(),
+                 .duplicates = ack.duplicates(),
+                 .conflicts = ack.conflicts()};
+  for (int o : ack.outcomes()) r.outcomes.push_back(static_cast<Outcome>(o));
+  return r;
+}
+
+void ToProto(const Event& e, v1::Event* out) {
+  out->set_source(e.source);
+  out->set_collection(e.collection);
+  out->set_key(e.key);
+  *out->mutable_position() = ToProto(e.position);
+  out->set_op(static_cast<v1::Op>(e.op));
+  out->set_payload(e.payload);
+  out->set_snapshot(e.snapshot);
+  out->set_event_id(e.event_id);
+  out->set_raw(e.raw);
+}
+
 absl::StatusOr<std::vector<Event>> FromProto(
     const google::protobuf::RepeatedPtrField<v1::Event>& events) {
   std::vector<Event> out;
@@ -132,4 +192,4 @@ void FailAck(const absl::Status& s, v1::IngestAck* ack) {
   }
 }
 
-}  // namespace cairn::server
+}  // namespace cairn::wire

@@ -1,8 +1,9 @@
-// proto <-> engine conversion and the one place an absl::Status becomes a
-// grpc::Status. The transport holds no business rules: handlers convert,
-// call the engine once, convert back.
-#ifndef CAIRN_SERVER_CONVERT_H_
-#define CAIRN_SERVER_CONVERT_H_
+// proto <-> engine conversion, both directions, shared by cairnd and the
+// client library; and the one place an absl::Status becomes a grpc::Status
+// (and back). The transport holds no business rules: handlers convert, call
+// the engine once, convert back.
+#ifndef CAIRN_PROTO_CONVERT_H_
+#define CAIRN_PROTO_CONVERT_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -10,9 +11,10 @@
 #include "cairn/store.h"
 #include "cairn/v1/cairn.pb.h"
 
-namespace cairn::server {
+namespace cairn::wire {
 
 grpc::Status ToGrpc(const absl::Status& s);
+absl::Status FromGrpc(const grpc::Status& s);
 
 v1::Position ToProto(Position p);
 Position FromProto(const v1::Position& p);
@@ -22,6 +24,11 @@ void ToProto(const Version& v, v1::Version* out);
 void ToProto(const IngestResult& r, v1::IngestAck* out);
 void ToProto(const SourceDefinition& s, v1::Source* out);
 SourceDefinition FromProto(const v1::Source& s);
+Entity FromProto(const v1::Entity& e);
+Change FromProto(const v1::Change& c);
+Version FromProto(const v1::Version& v);
+IngestResult FromProto(const v1::IngestAck& ack);
+void ToProto(const Event& e, v1::Event* out);
 
 // INVALID_ARGUMENT naming `events[i].op` for an unknown op.
 absl::StatusOr<std::vector<Event>> FromProto(
@@ -32,6 +39,6 @@ absl::StatusOr<std::vector<Event>> FromProto(
 // RecordErrors so clients need not parse text.
 void FailAck(const absl::Status& s, v1::IngestAck* ack);
 
-}  // namespace cairn::server
+}  // namespace cairn::wire
 
-#endif  // CAIRN_SERVER_CONVERT_H_
+#endif  // CAIRN_PROTO_CONVERT_H_

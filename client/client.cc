@@ -1,0 +1,600 @@
+#include "cairn/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <deque>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "cairn/status.h"
+#include "cairn/v1/cairn.grpc.pb.h"
+#include "convert.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace cairn::client {
+namespace {
+
+using wire::FromGrpc;
+using wire::FromProto;
+using wire::ToProto;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The ack of a failed batch as a status plus its record errors.
+absl::StatusOr<IngestResult> FromAck(const v1::IngestAck& ack, std::vector<RecordError>* errors) {
+  if (ack.code() == 0) return FromProto(ack);
+  if (errors) {
+    for (const auto& e : ack.errors()) errors->push_back({e.index(), e.field(), e.reason()});
+  }
+  return absl::Status(static_cast<absl::StatusCode>(ack.code()), ack.message());
+}
+
+class ClientImpl;
+
+class IngestStreamImpl : public IngestStream {
+ public:
+  IngestStreamImpl(std::unique_ptr<grpc::ClientContext> ctx, v1::Ingest::Stub* stub, bool payloads)
+      : ctx_(std::move(ctx)), payloads_(payloads) {
+    if (payloads_) {
+      raw_ = stub->IngestPayloads(ctx_.get());
+    } else {
+      events_ = stub->IngestEvents(ctx_.get());
+    }
+  }
+
+  absl::Status Send(std::vector<Event> events, bool durable) override {
+    if (payloads_) return absl::FailedPreconditionError("this stream takes payloads");
+    v1::IngestRequest req;
+    req.set_batch_id(++next_batch_);
+    req.set_durable(durable);
+    for (const Event& e : events) ToProto(e, req.add_events());
+    if (!events_->Write(req)) return Broken();
+    return absl::OkStatus();
+  }
+
+  absl::Status SendPayload(std::string_view source, std::string payload, bool durable) override {
+    if (!payloads_) return absl::FailedPreconditionError("this stream takes events");
+    v1::IngestRawRequest req;
+    req.set_batch_id(++next_batch_);
+    req.set_source(std::string(source));
+    req.set_payload(std::move(payload));
+    req.set_durable(durable);
+    if (!raw_->Write(req)) return Broken();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<IngestResult> Receive(std::vector<RecordError>* errors) override {
+    v1::IngestAck ack;
+    bool ok = payloads_ ? raw_->Read(&ack) : events_->Read(&ack);
+    if (!ok) return Broken();
+    return FromAck(ack, errors);
+  }
+
+  absl::Status Close() override {
+    if (closed_) return final_;
+    closed_ = true;
+    if (payloads_) {
+      raw_->WritesDone();
+      final_ = FromGrpc(raw_->Finish());
+    } else {
+      events_->WritesDone();
+      final_ = FromGrpc(events_->Finish());
+    }
+    return final_;
+  }
+
+  ~IngestStreamImpl() override {
+    if (!closed_) {
+      ctx_->TryCancel();
+      Close().IgnoreError();
+    }
+  }
+
+ private:
+  // The stream broke: its final status says why.
+  absl::Status Broken() {
+    absl::Status s = Close();
+    return s.ok() ? absl::UnavailableError("ingest stream closed by the server") : s;
+  }
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  bool payloads_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestAck>> events_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRawRequest, v1::IngestAck>> raw_;
+  uint64_t next_batch_ = 0;
+  bool closed_ = false;
+  absl::Status final_;
+};
+
+// Reads a server stream on its own thread so Next() can time out; items are
+// handed over through a small bounded queue (flow control comes from gRPC:
+// the reader stops reading while the queue is full).
+class SubscriptionImpl : public ClientSubscription {
+ public:
+  SubscriptionImpl(ClientImpl* client, v1::SubscribeRequest request,
+                   absl::Duration reconnect_window, absl::Duration backoff)
+      : client_(client), request_(std::move(request)), reconnect_window_(reconnect_window),
+        backoff_(backoff) {
+    StartReader();
+  }
+  ~SubscriptionImpl() override {
+    Cancel();
+    if (reader_.joinable()) reader_.join();
+  }
+
+  absl::StatusOr<bool> Next(absl::Duration timeout, SubscriptionItem* item) override;
+  uint64_t last_seq() const override { return last_seq_.load(); }
+  void Cancel() override {
+    absl::MutexLock l(&mu_);
+    cancelled_ = true;
+    if (ctx_) ctx_->TryCancel();
+  }
+
+ private:
+  void StartReader();
+  void ReadLoop(std::unique_ptr<grpc::ClientContext> ctx);
+
+  ClientImpl* client_;
+  v1::SubscribeRequest request_;
+  absl::Duration reconnect_window_;
+  absl::Duration backoff_;
+  std::thread reader_;
+  absl::Mutex mu_;
+  grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::deque<v1::SubscribeItem> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> ended_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool in_snapshot_ = false;
+  // Seq up to which every change was delivered (or filtered out): from
+  // changes, snapshot_end and caught_up markers. Resumption continues after it.
+  std::atomic<uint64_t> last_seq_{0};
+  bool have_position_ = false;
+  int attempts_ = 0;
+  std::optional<absl::Time> failing_since_;
+};
+
+class ClientImpl : public Client {
+ public:
+  explicit ClientImpl(const ClientOptions& options) : options_(options) {}
+
+  absl::Status Init() {
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    if (!options_.tls_ca_file.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      CAIRN_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options_.tls_ca_file));
+      if (!options_.tls_cert_file.empty()) {
+        CAIRN_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(options_.tls_cert_file));
+        CAIRN_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadFile(options_.tls_key_file));
+      }
+      creds = grpc::SslCredentials(ssl);
+    }
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+    args.SetMaxSendMessageSize(options_.max_message_bytes);
+    channel_ = grpc::CreateCustomChannel(options_.target, creds, args);
+    ingest_ = v1::Ingest::NewStub(channel_);
+    sessions_ = v1::Sessions::NewStub(channel_);
+    query_ = v1::Query::NewStub(channel_);
+    admin_ = v1::Admin::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context(bool deadline = true) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
+    if (deadline) {
+      ctx->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(options_.call_timeout));
+    }
+    return ctx;
+  }
+
+  // Calls `rpc(ctx)` until it is not UNAVAILABLE or attempts run out.
+  template <typename Fn>
+  absl::Status Retry(Fn rpc) const {
+    absl::Duration backoff = options_.initial_backoff;
+    grpc::Status s;
+    for (int attempt = 1;; ++attempt) {
+      auto ctx = Context();
+      s = rpc(ctx.get());
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= options_.max_attempts) {
+        return FromGrpc(s);
+      }
+      absl::SleepFor(backoff);
+      backoff *= 2;
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<IngestStream>> OpenIngestStream(bool payloads) override {
+    return std::unique_ptr<IngestStream>(
+        new IngestStreamImpl(Context(/*deadline=*/false), ingest_.get(), payloads));
+  }
+
+  absl::StatusOr<IngestResult> IngestOnce(const std::function<absl::Status(IngestStream&)>& send,
+                                          bool payloads, std::vector<RecordError>* errors) {
+    absl::Duration backoff = options_.initial_backoff;
+    for (int attempt = 1;; ++attempt) {
+      CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<IngestStream> stream, OpenIngestStream(payloads));
+      absl::Status s = send(*stream);
+      absl::StatusOr<IngestResult> r = s.ok() ? stream->Receive(errors) : s;
+      if (r.ok() || !absl::IsUnavailable(r.status()) || attempt >= options_.max_attempts) {
+        if (r.ok()) CAIRN_RETURN_IF_ERROR(stream->Close());
+        return r;
+      }
+      absl::SleepFor(backoff);
+      backoff *= 2;
+    }
+  }
+
+  absl::StatusOr<IngestResult> Ingest(std::vector<Event> events, bool durable,
+                                      std::vector<RecordError>* errors) override {
+    return IngestOnce([&](IngestStream& s) { return s.Send(events, durable); }, false, errors);
+  }
+
+  absl::StatusOr<IngestResult> IngestPayload(std::string_view source, std::string payload,
+                                             bool durable,
+                                             std::vector<RecordError>* errors) override {
+    return IngestOnce([&](IngestStream& s) { return s.SendPayload(source, payload, durable); },
+                      true, errors);
+  }
+
+  absl::StatusOr<std::string> OpenSession(std::string_view source, std::string_view collection,
+                                          SessionMode mode) override {
+    v1::OpenSessionRequest req;
+    req.set_source(std::string(source));
+    req.set_collection(std::string(collection));
+    req.set_mode(static_cast<v1::SessionMode>(mode));
+    v1::OpenSessionResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
+    return resp.session_id();
+  }
+
+  absl::StatusOr<std::vector<std::string>> Upsert(const v1::SessionUpsertRequest& req) {
+    v1::SessionReport resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Upsert(c, req, &resp); }));
+    return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
+  }
+
+  absl::StatusOr<std::vector<std::string>> SessionUpsert(
+      std::string_view session_id, const std::vector<SessionRecord>& records) override {
+    v1::SessionUpsertRequest req;
+    req.set_session_id(std::string(session_id));
+    for (const auto& r : records) {
+      auto* out = req.add_records();
+      out->set_key(r.key);
+      out->set_document(r.document);
+    }
+    return Upsert(req);
+  }
+
+  absl::StatusOr<std::vector<std::string>> SessionUpsertPayload(std::string_view session_id,
+                                                                std::string payload) override {
+    v1::SessionUpsertRequest req;
+    req.set_session_id(std::string(session_id));
+    req.set_payload(std::move(payload));
+    return Upsert(req);
+  }
+
+  absl::StatusOr<std::vector<std::string>> SessionDelete(
+      std::string_view session_id, const std::vector<std::string>& keys) override {
+    v1::SessionDeleteRequest req;
+    req.set_session_id(std::string(session_id));
+    for (const auto& k : keys) req.add_keys(k);
+    v1::SessionReport resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Delete(c, req, &resp); }));
+    return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
+  }
+
+  absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) override {
+    v1::CloseSessionRequest req;
+    req.set_session_id(std::string(session_id));
+    req.set_commit(commit);
+    v1::CloseSessionResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
+    return IngestResult{.first_seq = resp.first_seq(), .last_seq = resp.last_seq(),
+                        .applied = resp.applied()};
+  }
+
+  absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override {
+    v1::GetRequest req;
+    req.set_collection(std::string(collection));
+    req.set_key(std::string(key));
+    v1::Entity resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->Get(c, req, &resp); }));
+    return FromProto(resp);
+  }
+
+  absl::Status Snapshot(const SnapshotOptions& o,
+                        const std::function<bool(const Entity&)>& fn) override {
+    v1::SnapshotRequest req;
+    if (o.as_of_seq) req.set_seq(*o.as_of_seq);
+    if (o.as_of_position) *req.mutable_position() = ToProto(*o.as_of_position);
+    req.set_collection(o.collection);
+    req.set_key_prefix(o.key_prefix);
+    req.set_exclude_incomplete(!o.include_incomplete);
+    auto ctx = Context(/*deadline=*/false);
+    auto reader = query_->Snapshot(ctx.get(), req);
+    v1::SnapshotItem item;
+    while (reader->Read(&item)) {
+      if (!fn(FromProto(item.entity()))) {
+        ctx->TryCancel();
+        reader->Finish().ok();
+        return absl::OkStatus();
+      }
+    }
+    return FromGrpc(reader->Finish());
+  }
+
+  absl::StatusOr<std::vector<Version>> History(std::string_view collection, std::string_view key,
+                                               const HistoryOptions& o) override {
+    v1::HistoryRequest req;
+    req.set_collection(std::string(collection));
+    req.set_key(std::string(key));
+    req.set_reverse(o.reverse);
+    if (o.from_position) *req.mutable_from_position() = ToProto(*o.from_position);
+    if (o.to_position) *req.mutable_to_position() = ToProto(*o.to_position);
+    req.set_from_seq(o.from_seq.value_or(0));
+    req.set_to_seq(o.to_seq.value_or(0));
+    req.set_limit(static_cast<uint32_t>(o.limit));
+    v1::HistoryResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
+    std::vector<Version> out;
+    for (const auto& v : resp.versions()) out.push_back(FromProto(v));
+    return out;
+  }
+
+  absl::StatusOr<std::unique_ptr<ClientSubscription>> Subscribe(const SubscribeFilter& filter,
+                                                                const SubscribeStart& start,
+                                                                bool include_incomplete) override {
+    v1::SubscribeRequest req;
+    for (const auto& s : filter.sources) req.add_sources(s);
+    for (const auto& c : filter.collections) req.add_collections(c);
+    req.set_key_prefix(filter.key_prefix);
+    for (const auto& k : filter.keys) req.add_keys(k);
+    req.set_exclude_incomplete(!include_incomplete);
+    switch (start.kind) {
+      case SubscribeStart::Kind::kNow:
+        req.set_now(true);
+        break;
+      case SubscribeStart::Kind::kFromSeq:
+        req.set_from_seq(start.from_seq);
+        break;
+      case SubscribeStart::Kind::kSnapshot:
+        req.set_snapshot(true);
+        break;
+      case SubscribeStart::Kind::kCheckpoint:
+        req.set_checkpoint(start.checkpoint);
+        break;
+    }
+    return std::unique_ptr<ClientSubscription>(new SubscriptionImpl(
+        this, std::move(req), options_.reconnect_window, options_.initial_backoff));
+  }
+
+  absl::Status CommitCheckpoint(std::string_view name, uint64_t seq) override {
+    v1::CommitCheckpointRequest req;
+    req.set_name(std::string(name));
+    req.set_seq(seq);
+    v1::CommitCheckpointResponse resp;
+    return Retry([&](grpc::ClientContext* c) { return query_->CommitCheckpoint(c, req, &resp); });
+  }
+
+  absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) override {
+    v1::GetCheckpointRequest req;
+    req.set_name(std::string(name));
+    v1::GetCheckpointResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->GetCheckpoint(c, req, &resp); }));
+    return resp.seq();
+  }
+
+  absl::Status PutSource(const SourceDefinition& source) override {
+    v1::PutSourceRequest req;
+    ToProto(source, req.mutable_source());
+    v1::PutSourceResponse resp;
+    return Retry([&](grpc::ClientContext* c) { return admin_->PutSource(c, req, &resp); });
+  }
+
+  absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override {
+    v1::GetSourceRequest req;
+    req.set_name(std::string(name));
+    v1::Source resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->GetSource(c, req, &resp); }));
+    return FromProto(resp);
+  }
+
+  absl::StatusOr<std::vector<SourceDefinition>> ListSources() override {
+    v1::ListSourcesRequest req;
+    v1::ListSourcesResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->ListSources(c, req, &resp); }));
+    std::vector<SourceDefinition> out;
+    for (const auto& s : resp.sources()) out.push_back(FromProto(s));
+    return out;
+  }
+
+  absl::Status RemoveSource(std::string_view name) override {
+    v1::RemoveSourceRequest req;
+    req.set_name(std::string(name));
+    v1::RemoveSourceResponse resp;
+    return Retry([&](grpc::ClientContext* c) { return admin_->RemoveSource(c, req, &resp); });
+  }
+
+  absl::StatusOr<ServerStats> Stats() override {
+    v1::StatsRequest req;
+    v1::StatsResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
+    ServerStats out;
+    out.store.last_seq = resp.last_seq();
+    out.store.oldest_seq = resp.oldest_seq();
+    out.store.oldest_position = FromProto(resp.oldest_position());
+    for (const auto& [name, s] : resp.sources()) {
+      out.store.sources[name] = SourceStats{.accepted = s.accepted(),
+                                            .duplicates = s.duplicates(),
+                                            .conflicts = s.conflicts(),
+                                            .rejected_batches = s.rejected_batches(),
+                                            .last_position = FromProto(s.last_position())};
+    }
+    for (const auto& s : resp.subscriptions()) {
+      out.subscriptions.push_back({s.id(), s.delivered_seq(), s.lag()});
+    }
+    out.checkpoints = {resp.checkpoints().begin(), resp.checkpoints().end()};
+    return out;
+  }
+
+  absl::Status SetRetention(const RetentionOptions& r) override {
+    v1::SetRetentionRequest req;
+    if (r.max_age) req.mutable_retention()->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
+    if (r.max_commits) req.mutable_retention()->set_max_commits(*r.max_commits);
+    v1::SetRetentionResponse resp;
+    return Retry([&](grpc::ClientContext* c) { return admin_->SetRetention(c, req, &resp); });
+  }
+
+  absl::StatusOr<RetentionOptions> GetRetention() override {
+    v1::GetRetentionRequest req;
+    v1::Retention resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
+    RetentionOptions r;
+    if (resp.max_age_seconds()) r.max_age = absl::Seconds(resp.max_age_seconds());
+    if (resp.max_commits()) r.max_commits = resp.max_commits();
+    return r;
+  }
+
+  absl::Status Compact() override {
+    v1::CompactRequest req;
+    v1::CompactResponse resp;
+    return Retry([&](grpc::ClientContext* c) { return admin_->Compact(c, req, &resp); });
+  }
+
+  absl::Status Health() override {
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return health_->Check(c, req, &resp); }));
+    if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::UnavailableError("server is not serving");
+    }
+    return absl::OkStatus();
+  }
+
+  v1::Query::Stub* query() { return query_.get(); }
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Ingest::Stub> ingest_;
+  std::unique_ptr<v1::Sessions::Stub> sessions_;
+  std::unique_ptr<v1::Query::Stub> query_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+void SubscriptionImpl::StartReader() {
+  auto ctx = client_->Context(/*deadline=*/false);
+  {
+    absl::MutexLock l(&mu_);
+    ctx_ = ctx.get();
+    ended_.reset();
+  }
+  in_snapshot_ = request_.start_case() == v1::SubscribeRequest::kSnapshot;
+  reader_ = std::thread([this, c = std::move(ctx)]() mutable { ReadLoop(std::move(c)); });
+}
+
+void SubscriptionImpl::ReadLoop(std::unique_ptr<grpc::ClientContext> ctx) {
+  auto reader = client_->query()->Subscribe(ctx.get(), request_);
+  v1::SubscribeItem item;
+  while (reader->Read(&item)) {
+    absl::MutexLock l(&mu_);
+    // Bounded hand-over: wait while the consumer is behind.
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return queue_.size() < 1024 || cancelled_;
+    };
+    mu_.Await(absl::Condition(&room));
+    if (cancelled_) break;
+    queue_.push_back(item);
+  }
+  grpc::Status s = reader->Finish();
+  absl::MutexLock l(&mu_);
+  ctx_ = nullptr;
+  ended_ = s;
+}
+
+absl::StatusOr<bool> SubscriptionImpl::Next(absl::Duration timeout, SubscriptionItem* out) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    std::optional<grpc::Status> ended;
+    {
+      absl::MutexLock l(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || ended_.has_value() || cancelled_;
+      };
+      if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) return false;
+      if (cancelled_) return absl::CancelledError("subscription cancelled");
+      if (!queue_.empty()) {
+        v1::SubscribeItem item = std::move(queue_.front());
+        queue_.pop_front();
+        attempts_ = 0;
+        failing_since_.reset();
+        switch (item.item_case()) {
+          case v1::SubscribeItem::kSnapshotEntity:
+            out->kind = SubscriptionItem::Kind::kSnapshotEntity;
+            out->entity = FromProto(item.snapshot_entity());
+            break;
+          case v1::SubscribeItem::kSnapshotEnd:
+            out->kind = SubscriptionItem::Kind::kSnapshotEnd;
+            out->seq = item.snapshot_end();
+            last_seq_.store(item.snapshot_end());
+            have_position_ = true;
+            in_snapshot_ = false;
+            break;
+          case v1::SubscribeItem::kChange:
+            out->kind = SubscriptionItem::Kind::kChange;
+            out->change = FromProto(item.change());
+            last_seq_.store(item.change().seq());
+            have_position_ = true;
+            break;
+          case v1::SubscribeItem::kCaughtUp:
+            out->kind = SubscriptionItem::Kind::kCaughtUp;
+            out->seq = item.caught_up();
+            last_seq_.store(item.caught_up());
+            have_position_ = true;
+            break;
+          default:
+            continue;
+        }
+        return true;
+      }
+      ended = ended_;
+    }
+    // The stream ended. Resume after the last delivered change if the server
+    // went away; anything else is the caller's to see.
+    if (!failing_since_) failing_since_ = absl::Now();
+    if (ended->error_code() != grpc::StatusCode::UNAVAILABLE || in_snapshot_ ||
+        absl::Now() - *failing_since_ > reconnect_window_) {
+      return FromGrpc(ended->ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                                 "subscription ended by the server")
+                                  : *ended);
+    }
+    reader_.join();
+    absl::SleepFor(backoff_ * (1 << std::min(attempts_++, 5)));
+    // Without a position yet (nothing arrived), the original start is right.
+    if (have_position_) request_.set_from_seq(last_seq_.load());
+    StartReader();
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  auto client = std::make_unique<ClientImpl>(options);
+  CAIRN_RETURN_IF_ERROR(client->Init());
+  return std::unique_ptr<Client>(std::move(client));
+}
+
+}  // namespace cairn::client
