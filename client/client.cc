@@ -180,6 +180,10 @@ class ClientImpl : public Client {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(options_.max_message_bytes);
     args.SetMaxSendMessageSize(options_.max_message_bytes);
+    // Reconnect quickly after a server restart (gRPC's default starts at 1 s).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     channel_ = grpc::CreateCustomChannel(options_.target, creds, args);
     ingest_ = v1::Ingest::NewStub(channel_);
     sessions_ = v1::Sessions::NewStub(channel_);
@@ -576,7 +580,7 @@ absl::StatusOr<bool> SubscriptionImpl::Next(absl::Duration timeout, Subscription
     // went away; anything else is the caller's to see.
     if (!failing_since_) failing_since_ = absl::Now();
     if (ended->error_code() != grpc::StatusCode::UNAVAILABLE || in_snapshot_ ||
-        absl::Now() - *failing_since_ > reconnect_window_) {
+        absl::Now() - *failing_since_ >= reconnect_window_) {
       return FromGrpc(ended->ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                                  "subscription ended by the server")
                                   : *ended);

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "server.h"
@@ -30,6 +32,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--tokens", o.tokens_file, "bearer tokens file (JSON; enables auth)")
       ->check(CLI::ExistingFile);
+  std::string port_file;
+  app.add_option("--port-file", port_file,
+                 "write the bound port here once serving (for --listen host:0)");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -54,6 +59,12 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     spdlog::error("cannot start: {}", server.status().ToString());
     return 1;
+  }
+  if (!port_file.empty()) {
+    // Write then rename, so a reader never sees a partial file.
+    std::string tmp = port_file + ".tmp";
+    std::ofstream(tmp) << (*server)->port() << "\n";
+    std::rename(tmp.c_str(), port_file.c_str());
   }
   int sig = 0;
   sigwait(&signals, &sig);

@@ -1,0 +1,336 @@
+// End-to-end: a real cairnd on loopback, driven by the real client library.
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "cairn/client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server_process.h"
+#include "test_util.h"
+
+namespace cairn::e2e {
+namespace {
+
+using client::Client;
+using ::testing::HasSubstr;
+
+std::unique_ptr<Client> Connect(const ServerProcess& server, std::string token = "",
+                                absl::Duration reconnect = absl::Seconds(30)) {
+  auto c = Client::Connect({.target = server.address(), .token = token,
+                            .reconnect_window = reconnect});
+  EXPECT_TRUE(c.ok()) << c.status();
+  return *std::move(c);
+}
+
+Event Ev(const std::string& key, uint64_t ts, std::string payload = R"({"v":1})",
+         Op op = Op::kUpsert, const std::string& source = "billing",
+         const std::string& collection = "account") {
+  return Event{.source = source, .collection = collection, .key = key, .position = {ts, 0},
+               .op = op, .payload = std::move(payload)};
+}
+
+class E2eTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+};
+
+TEST_F(E2eTest, EveryRpcSucceeds) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server);
+  ASSERT_TRUE(c->Health().ok());
+  ASSERT_TRUE(c->PutSource({.name = "billing", .format = "canonical"}).ok());
+  ASSERT_TRUE(c->PutSource({.name = "contrib", .format = "bitbroker"}).ok());
+  EXPECT_EQ(c->GetSource("billing")->format, "canonical");
+  EXPECT_EQ(c->ListSources()->size(), 2u);
+
+  auto r = c->Ingest({Ev("1", 10, R"({"a":1,"n":3.140000104904175})"), Ev("2", 11),
+                      Ev("1", 12, R"({"b":2})", Op::kPatch)},
+                     /*durable=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->applied, 3u);
+  EXPECT_EQ(r->first_seq, 1u);
+  EXPECT_EQ(r->last_seq, 3u);
+  auto dup = c->Ingest({Ev("2", 11)}, false);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_EQ(dup->outcomes, std::vector<Outcome>{Outcome::kDuplicate});
+
+  auto e = c->Get("account", "1");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->document, R"({"a":1,"n":3.140000104904175,"b":2})");
+  EXPECT_EQ(e->seq, 3u);
+
+  std::vector<std::string> now, at_seq1, at_pos10;
+  ASSERT_TRUE(c->Snapshot({}, [&](const Entity& x) { return now.push_back(x.key), true; }).ok());
+  ASSERT_TRUE(c->Snapshot({.as_of_seq = 1},
+                          [&](const Entity& x) { return at_seq1.push_back(x.document), true; })
+                  .ok());
+  ASSERT_TRUE(c->Snapshot({.as_of_position = Position{10, 0}},
+                          [&](const Entity& x) { return at_pos10.push_back(x.document), true; })
+                  .ok());
+  EXPECT_EQ(now, (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(at_seq1, std::vector<std::string>{R"({"a":1,"n":3.140000104904175})"});
+  EXPECT_EQ(at_pos10, at_seq1);
+
+  auto h = c->History("account", "1", {.reverse = true});
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 2u);
+  EXPECT_EQ((*h)[0].op, Op::kPatch);
+  EXPECT_EQ((*h)[0].before, R"({"a":1,"n":3.140000104904175})");
+
+  auto sub = c->Subscribe({.collections = {"account"}},
+                          {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 1});
+  ASSERT_TRUE(sub.ok());
+  std::vector<uint64_t> seqs;
+  SubscriptionItem item;
+  while (seqs.size() < 2) {
+    auto got = (*sub)->Next(absl::Seconds(10), &item);
+    ASSERT_TRUE(got.ok() && *got) << got.status();
+    if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
+  }
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{2, 3}));
+  ASSERT_TRUE(c->CommitCheckpoint("etl", 3).ok());
+  EXPECT_EQ(*c->GetCheckpoint("etl"), 3u);
+
+  auto id = c->OpenSession("contrib", "countries", SessionMode::kAccrue);
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto keys = c->SessionUpsert(*id, {{.key = "\"GB\"", .document = R"({"name":"UK"})"}});
+  ASSERT_TRUE(keys.ok());
+  EXPECT_EQ(*keys, std::vector<std::string>{"\"GB\""});
+  EXPECT_EQ(c->Get("countries", "\"GB\"").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->SessionDelete(*id, {"\"FR\""}).ok());
+  auto closed = c->CloseSession(*id, true);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(c->Get("countries", "\"GB\"")->document, R"({"name":"UK"})");
+
+  ASSERT_TRUE(c->SetRetention({.max_commits = 1000}).ok());
+  EXPECT_EQ(c->GetRetention()->max_commits, 1000u);
+  ASSERT_TRUE(c->Compact().ok());
+  auto stats = c->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->store.last_seq, 4u);
+  EXPECT_EQ(stats->store.sources.at("billing").accepted, 3u);
+  EXPECT_EQ(stats->store.sources.at("billing").duplicates, 1u);
+  EXPECT_EQ(stats->checkpoints.at("etl"), 3u);
+  EXPECT_EQ(stats->subscriptions.size(), 1u);
+  ASSERT_TRUE(c->RemoveSource("contrib").ok());
+}
+
+TEST_F(E2eTest, ErrorCodesLeaveStoreUnchanged) {
+  ServerProcess server(dir_.Sub("data"), {"--max-message-bytes", "65536"});
+  auto c = Connect(server);
+  ASSERT_TRUE(c->Ingest({Ev("1", 1)}, false).ok());
+  uint64_t seq = c->Stats()->store.last_seq;
+
+  EXPECT_EQ(c->Get("account", "404").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->GetSource("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Snapshot({.as_of_seq = 99}, [](const Entity&) { return true; }).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(c->OpenSession("nope", "c", SessionMode::kStream).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->CloseSession("no-such-session", true).status().code(),
+            absl::StatusCode::kNotFound);
+
+  std::vector<client::RecordError> errors;
+  auto bad = c->Ingest({Ev("2", 2), Ev("3", 3, "[1,2]")}, false, &errors);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("event 1"));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].index, 1u);
+  EXPECT_EQ(errors[0].field, "payload");
+
+  auto unknown = c->IngestPayload("nope", "{}", false);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+
+  auto huge = c->Ingest({Ev("4", 4, R"({"blob":")" + std::string(100000, 'x') + "\"}")}, false);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+
+  // The server is still healthy and nothing of the failed calls was applied.
+  ASSERT_TRUE(c->Health().ok());
+  EXPECT_EQ(c->Stats()->store.last_seq, seq);
+  EXPECT_EQ(c->Get("account", "2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Get("account", "4").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(E2eTest, TokensScopeWritesReadsAndAdmin) {
+  std::string tokens = dir_.Sub("tokens.json");
+  std::ofstream(tokens) << R"({"tokens":[
+      {"token":"writer","write":["billing"],"read":["account"]},
+      {"token":"ops","write":["*"],"read":["*"],"admin":true}]})";
+  ServerProcess server(dir_.Sub("data"), {"--tokens", tokens});
+  auto anonymous = Connect(server);
+  auto wrong = Connect(server, "guess");
+  auto writer = Connect(server, "writer");
+  auto ops = Connect(server, "ops");
+
+  EXPECT_EQ(anonymous->Ingest({Ev("1", 1)}, false).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(wrong->Get("account", "1").status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(writer->Ingest({Ev("1", 1, "{}", Op::kUpsert, "orders")}, false).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writer->Get("secrets", "1").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writer->Stats().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writer->Snapshot({}, [](const Entity&) { return true; }).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ops->Stats()->store.last_seq, 0u);  // nothing applied so far
+
+  ASSERT_TRUE(writer->Ingest({Ev("1", 1)}, false).ok());
+  EXPECT_TRUE(writer->Get("account", "1").ok());
+  EXPECT_EQ(ops->Stats()->store.last_seq, 1u);
+}
+
+TEST_F(E2eTest, SnapshotHandOffWhileIngesting) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server);
+  ASSERT_TRUE(c->Ingest({Ev("0", 1), Ev("1", 1)}, false).ok());
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    auto w = Connect(server);
+    for (int i = 0; i < 300; ++i) {
+      std::string key = std::to_string(i % 40);
+      Op op = i % 7 == 6 ? Op::kDelete : Op::kUpsert;
+      ASSERT_TRUE(w->Ingest({Ev(key, 100 + i, R"({"i":)" + std::to_string(i) + "}", op)}, false)
+                      .ok());
+    }
+    done = true;
+  });
+  auto sub = c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kSnapshot});
+  ASSERT_TRUE(sub.ok());
+  std::map<std::string, std::string> state;
+  std::set<uint64_t> seen;
+  uint64_t last = 0, snapshot_seq = 0;
+  bool in_snapshot = true;
+  SubscriptionItem item;
+  while (true) {
+    uint64_t target = c->Stats()->store.last_seq;
+    if (done && !in_snapshot && last == target) break;
+    auto got = (*sub)->Next(absl::Seconds(10), &item);
+    ASSERT_TRUE(got.ok() && *got) << got.status();
+    switch (item.kind) {
+      case SubscriptionItem::Kind::kSnapshotEntity:
+        state[item.entity.key] = item.entity.document;
+        break;
+      case SubscriptionItem::Kind::kSnapshotEnd:
+        in_snapshot = false;
+        snapshot_seq = last = item.seq;
+        break;
+      case SubscriptionItem::Kind::kChange:
+        ASSERT_FALSE(in_snapshot);
+        ASSERT_EQ(item.change.seq, last + 1) << "gap or duplicate at the hand-off";
+        ASSERT_TRUE(seen.insert(item.change.seq).second);
+        last = item.change.seq;
+        if (item.change.after.empty()) {
+          state.erase(item.change.key);
+        } else {
+          state[item.change.key] = item.change.after;
+        }
+        break;
+      case SubscriptionItem::Kind::kCaughtUp:
+        break;
+    }
+  }
+  writer.join();
+  std::map<std::string, std::string> want;
+  ASSERT_TRUE(c->Snapshot({}, [&](const Entity& e) {
+                 want[e.key] = e.document;
+                 return true;
+               }).ok());
+  EXPECT_EQ(state, want);
+  EXPECT_GT(last, snapshot_seq);
+}
+
+// Consumes changes with a named checkpoint, restarts the server (gracefully
+// and by SIGKILL), and resumes from the checkpoint: the resumed stream
+// starts exactly after the last committed seq.
+TEST_F(E2eTest, CheckpointResumeAcrossRestarts) {
+  ServerProcess server(dir_.Sub("data"));
+  for (int sig : {SIGTERM, SIGKILL}) {
+    auto c = Connect(server);
+    uint64_t base = c->Stats()->store.last_seq;
+    std::vector<Event> batch;
+    // Fresh documents each round: an unchanged document produces no change.
+    for (int i = 0; i < 20; ++i) {
+      batch.push_back(Ev(std::to_string(i), base + 100 + i, R"({"round":)" + std::to_string(sig) + "}"));
+    }
+    ASSERT_TRUE(c->Ingest(batch, true).ok());
+    // Consume 7 changes, committing each.
+    client::SubscribeStart start = {.kind = client::SubscribeStart::Kind::kFromSeq,
+                                    .from_seq = base};
+    if (c->GetCheckpoint("reader").ok()) {
+      start = {.kind = client::SubscribeStart::Kind::kCheckpoint, .checkpoint = "reader"};
+    }
+    auto sub = c->Subscribe({}, start);
+    ASSERT_TRUE(sub.ok());
+    SubscriptionItem item;
+    uint64_t committed = 0;
+    for (int n = 0; n < 7;) {
+      auto got = (*sub)->Next(absl::Seconds(10), &item);
+      ASSERT_TRUE(got.ok() && *got) << got.status();
+      if (item.kind != SubscriptionItem::Kind::kChange) continue;
+      ASSERT_TRUE(c->CommitCheckpoint("reader", item.change.seq).ok());
+      committed = item.change.seq;
+      ++n;
+    }
+    (*sub)->Cancel();
+    sub->reset();
+    server.Restart(sig);
+    auto c2 = Connect(server);
+    ASSERT_TRUE(c2->Health().ok());
+    EXPECT_EQ(*c2->GetCheckpoint("reader"), committed);
+    auto resumed = c2->Subscribe({}, {.kind = client::SubscribeStart::Kind::kCheckpoint,
+                                      .checkpoint = "reader"});
+    ASSERT_TRUE(resumed.ok());
+    std::vector<uint64_t> seqs;
+    while (seqs.size() < 13) {
+      auto got = (*resumed)->Next(absl::Seconds(10), &item);
+      ASSERT_TRUE(got.ok() && *got) << got.status();
+      if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
+    }
+    for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], committed + 1 + i);
+    ASSERT_TRUE(c2->CommitCheckpoint("reader", seqs.back()).ok());
+  }
+}
+
+// A subscription that was delivering when the server restarted continues
+// (client-side resume) with no gap and no duplicate.
+TEST_F(E2eTest, ClientSubscriptionSurvivesRestart) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server);
+  auto sub = c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 0});
+  ASSERT_TRUE(sub.ok());
+  std::vector<uint64_t> seqs;
+  SubscriptionItem item;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Event> batch;
+    for (int i = 0; i < 10; ++i) {
+      batch.push_back(Ev(std::to_string(i), round * 100 + i + 1,
+                         R"({"round":)" + std::to_string(round) + "}"));
+    }
+    ASSERT_TRUE(c->Ingest(batch, true).ok());
+    while (seqs.size() < static_cast<size_t>(10 * (round + 1))) {
+      auto got = (*sub)->Next(absl::Seconds(20), &item);
+      ASSERT_TRUE(got.ok() && *got) << got.status();
+      if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
+    }
+    server.Restart(round % 2 ? SIGKILL : SIGTERM);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], i + 1);
+}
+
+TEST_F(E2eTest, ShutdownEndsSubscriptionsWithUnavailable) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server, "", /*reconnect=*/absl::ZeroDuration());
+  auto sub = c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kNow});
+  ASSERT_TRUE(sub.ok());
+  SubscriptionItem item;
+  auto first = (*sub)->Next(absl::Seconds(10), &item);  // the caught-up marker
+  ASSERT_TRUE(first.ok() && *first);
+  EXPECT_EQ(server.Kill(SIGTERM), 0);  // clean exit
+  absl::StatusOr<bool> got = false;
+  for (int i = 0; i < 50 && got.ok(); ++i) got = (*sub)->Next(absl::Milliseconds(200), &item);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
+}
+
+}  // namespace
+}  // namespace cairn::e2e
