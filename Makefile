@@ -7,7 +7,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
   libcli11-dev libvalijson-dev python3-grpcio python3-protobuf
 
-.PHONY: deps configure build test run bench clean
+.PHONY: deps configure build test run demo bench clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -26,11 +26,15 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j2 --timeout 900
 
+# Starts cairnd with its embedded default: ./data, loopback 127.0.0.1:50051.
 run: build
-	$(BUILD)/engine/cairn_demo $(DATA)
+	$(BUILD)/server/cairnd --data-dir $(DATA) --listen 127.0.0.1:50051
+
+demo: build
+	$(BUILD)/engine/cairn_demo $(DATA)-demo
 
 bench: build
-	$(BUILD)/bench/engine_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+	for b in $(BUILD)/bench/*_bench; do $$b --benchmark_repetitions=5 --benchmark_report_aggregates_only=true; done
 
 clean:
 	rm -rf $(BUILD)
