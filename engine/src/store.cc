@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -42,6 +43,7 @@
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/sst_file_writer.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 
@@ -448,6 +450,8 @@ class StoreImpl : public Store {
     // Instead of events: work folded by the leader like a batch (session
     // commits), with the same save-point atomicity.
     std::function<absl::Status(BatchState*, IngestResult*)> task;
+    // Runs alone and commits through SST ingestion (CommitExclusive).
+    bool exclusive = false;
     bool durable = false;
     bool done = false;
     absl::Status status;
@@ -475,6 +479,10 @@ class StoreImpl : public Store {
   absl::Status DropStaging(std::string_view id);
   Position NextSessionPosition(const std::string& source, uint64_t count);
   absl::Status CommitGroup(std::vector<Writer*>& group);
+  absl::Status CommitExclusive(Writer* w);
+  // During an exclusive commit: moves what batch_ holds into the SST files
+  // (meta entries are kept aside for the final meta file) and clears it.
+  absl::Status SpillBatch();
   absl::Status ApplyBatch(Writer* w, BatchState* bs);
   absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
   absl::Status ApplyTruncate(const Prepared& p, BatchState* bs);
@@ -510,6 +518,14 @@ class StoreImpl : public Store {
   std::map<std::string, SourceStats> sources_;
   std::map<std::string, std::set<Marker>> markers_;
   uint64_t group_commit_micros_ = 0;
+  // Set while an exclusive (large session) commit is folding.
+  struct Spill {
+    std::string dir;
+    std::vector<std::unique_ptr<rocksdb::SstFileWriter>> writers;  // per CF
+    std::vector<std::vector<std::string>> files;                   // per CF
+    std::map<std::string, std::string> meta;
+  };
+  std::unique_ptr<Spill> spill_;
 
   absl::Mutex stats_mu_;  // guards published copies for Stats()
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
@@ -651,6 +667,11 @@ absl::Status StoreImpl::Init() {
   table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
+  // Index and filter blocks live in the (bounded) block cache instead of on
+  // the heap per open file, so memory does not grow with the store; L0's are
+  // pinned because every read touches them.
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
   auto table_factory = std::shared_ptr<rocksdb::TableFactory>(
       rocksdb::NewBlockBasedTableFactory(table));
 
@@ -847,6 +868,11 @@ absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
   std::vector<Writer*> group;
   size_t total = 0;
   for (Writer* x : writers_) {
+    // An exclusive writer commits alone.
+    if (x->exclusive || (!group.empty() && group.front()->exclusive)) {
+      if (group.empty()) group.push_back(x);
+      break;
+    }
     size_t n = x->events ? x->events->size() : 1;
     if (!group.empty() && total + n > 20000) break;
     group.push_back(x);
@@ -874,6 +900,7 @@ SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
 }
 
 absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
+  if (group.size() == 1 && group[0]->exclusive) return CommitExclusive(group[0]);
   batch_->Clear();
   group_commit_micros_ = options_.now_micros();
   bool sync = false;
@@ -936,6 +963,114 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     last_seq_.store(next_seq_ - 1, std::memory_order_release);
     notify_cv_.SignalAll();
   }
+  return absl::OkStatus();
+}
+
+// A session commit of any size: the task folds into batch_ as usual, but
+// every few MB the batch is spilled into one SST file per column family
+// (keys arrive in order: entities in key order, positions and seqs
+// increasing), and the files are ingested into all families in one atomic
+// IngestExternalFiles at the end. Memory stays bounded by the spill size;
+// readers see all of the commit or none of it; a crash before the ingestion
+// leaves only unreferenced files (removed at the next commit or open).
+absl::Status StoreImpl::SpillBatch() {
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    std::unique_ptr<rocksdb::WBWIIterator> it(batch_->NewIterator(cfs_[cf]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      rocksdb::WriteEntry e = it->Entry();
+      if (e.type != rocksdb::kPutRecord) {
+        return absl::InternalError("session commit produced a non-put entry");
+      }
+      if (cf == kMeta) {
+        spill_->meta[e.key.ToString()] = e.value.ToString();
+        continue;
+      }
+      // Roll to a new file every 64 MiB: a writer keeps its file's index
+      // and filter in memory until Finish, so this bounds that too.
+      auto& writer = spill_->writers[cf];
+      if (writer && writer->FileSize() > (64u << 20)) {
+        CAIRN_RETURN_IF_ERROR(FromRocks(writer->Finish(), "finish spill file"));
+        writer.reset();
+      }
+      if (!writer) {
+        writer = std::make_unique<rocksdb::SstFileWriter>(
+            rocksdb::EnvOptions(), db_->GetOptions(cfs_[cf]), cfs_[cf]);
+        spill_->files[cf].push_back(absl::StrCat(spill_->dir, "/", CfName(cf), "-",
+                                                 spill_->files[cf].size(), ".sst"));
+        CAIRN_RETURN_IF_ERROR(
+            FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
+      }
+      CAIRN_RETURN_IF_ERROR(
+          FromRocks(spill_->writers[cf]->Put(e.key, e.value), "write spill file"));
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "read batch"));
+  }
+  batch_->Clear();
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::CommitExclusive(Writer* w) {
+  batch_->Clear();
+  group_commit_micros_ = options_.now_micros();
+  std::string dir = absl::StrCat(path_, "/spill");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  spill_ = std::make_unique<Spill>();
+  spill_->dir = dir;
+  spill_->writers.resize(kNumCfs);
+  spill_->files.resize(kNumCfs);
+  BatchState bs;
+  bs.next_seq = next_seq_;
+  w->result = IngestResult{};
+  absl::Status s = ApplyBatch(w, &bs);
+  w->status = s;
+  if (s.ok()) s = SpillBatch();
+  if (s.ok()) {
+    // Counters and the seq counter go in with the data, in the meta file.
+    std::string last;
+    keys::AppendU64(bs.next_seq - 1, &last);
+    spill_->meta[std::string(kMetaLastSeq)] = last;
+    for (const auto& [name, st] : bs.sources) {
+      spill_->meta[absl::StrCat(Av(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
+    }
+    rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]),
+                                cfs_[kMeta]);
+    spill_->files[kMeta] = {dir + "/meta.sst"};
+    s = FromRocks(meta.Open(spill_->files[kMeta][0]), "open spill file");
+    for (auto it = spill_->meta.begin(); s.ok() && it != spill_->meta.end(); ++it) {
+      s = FromRocks(meta.Put(it->first, it->second), "write spill file");
+    }
+    if (s.ok()) s = FromRocks(meta.Finish(), "finish spill file");
+  }
+  std::vector<rocksdb::IngestExternalFileArg> args;
+  for (size_t cf = 0; s.ok() && cf < kNumCfs; ++cf) {
+    if (cf != kMeta && spill_->writers[cf]) {
+      s = FromRocks(spill_->writers[cf]->Finish(), "finish spill file");
+    }
+    if (!s.ok() || spill_->files[cf].empty()) continue;
+    rocksdb::IngestExternalFileArg arg;
+    arg.column_family = cfs_[cf];
+    arg.external_files = spill_->files[cf];
+    arg.options.move_files = true;
+    args.push_back(std::move(arg));
+  }
+  if (s.ok()) s = FromRocks(db_->IngestExternalFiles(args), "ingest session commit");
+  spill_.reset();
+  batch_->Clear();
+  std::filesystem::remove_all(dir);
+  if (!w->status.ok() || !s.ok()) {
+    if (w->status.ok()) w->status = s;
+    return absl::OkStatus();  // only this writer failed; nothing was applied
+  }
+  next_seq_ = bs.next_seq;
+  for (auto& [name, st] : bs.sources) sources_[name] = st;
+  {
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, st] : sources_) published_sources_[name] = st;
+  }
+  absl::MutexLock l(&notify_mu_);
+  last_seq_.store(next_seq_ - 1, std::memory_order_release);
+  notify_cv_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -1856,7 +1991,11 @@ absl::Status StoreImpl::CommitSession(const std::string& id,
                    .op = op, .payload = std::move(doc)};
     std::vector<Prepared> prepared;
     CAIRN_RETURN_IF_ERROR(Validate(one, &prepared));
-    return ApplyEvent(prepared[0], bs, result);
+    CAIRN_RETURN_IF_ERROR(ApplyEvent(prepared[0], bs, result));
+    // Between entities (never inside one), keep the batch small.
+    constexpr size_t kSpillBytes = 8 << 20;
+    if (spill_ && batch_->GetDataSize() > kSpillBytes) return SpillBatch();
+    return absl::OkStatus();
   };
   while (staged->Valid() || (state && state->Valid())) {
     std::string_view skey = staged->Valid()
@@ -1904,6 +2043,7 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
   }
   Writer w;
   w.durable = true;
+  w.exclusive = true;
   w.task = [&](BatchState* bs, IngestResult* result) {
     // Re-check inside the queue: a concurrent close may have won.
     CAIRN_ASSIGN_OR_RETURN(records::SessionValue current, OpenSessionFor(id));

@@ -165,6 +165,45 @@ TEST_F(SessionTest, CommitIsOneSeqRangeSeenWholeBySubscribers) {
   for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], r->first_seq + i);
 }
 
+// Large enough that the commit is spilled to SST files many times: the
+// result must still be complete, one contiguous seq range, and visible only
+// once the commit returns.
+TEST_F(SessionTest, LargeReplaceCommitSpillsAndStaysAtomic) {
+  Seed();
+  std::string id = Open(SessionMode::kReplace);
+  const std::string filler(600, 'x');
+  constexpr int kRecords = 30000;
+  for (int chunk = 0; chunk < kRecords; chunk += 5000) {
+    std::vector<SessionRecord> records;
+    for (int i = chunk; i < chunk + 5000; ++i) {
+      records.push_back({.key = std::to_string(i),
+                         .document = R"({"n":)" + std::to_string(i) + R"(,"f":")" + filler + "\"}"});
+    }
+    ASSERT_TRUE(store_->SessionUpsert(id, std::move(records)).ok());
+  }
+  uint64_t before = store_->LastSeq();
+  EXPECT_EQ(Content(), kSeeded);
+  auto r = store_->CloseSession(id, true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // 30000 creates + GB and FR deleted, as one range right after `before`.
+  EXPECT_EQ(r->first_seq, before + 1);
+  EXPECT_EQ(r->last_seq, before + kRecords + 2);
+  EXPECT_EQ(store_->LastSeq(), r->last_seq);
+  auto content = Content();
+  EXPECT_EQ(content.size(), static_cast<size_t>(kRecords));
+  EXPECT_EQ(content.count("\"GB\""), 0u);
+  EXPECT_EQ(content.at("29999").substr(0, 12), R"({"n":29999,")");
+  // Survives a restart with its counters and seq.
+  Reopen();
+  EXPECT_EQ(store_->LastSeq(), r->last_seq);
+  EXPECT_EQ(Content().size(), static_cast<size_t>(kRecords));
+  EXPECT_EQ(store_->Stats().sources.at("contrib").accepted, 2u + 2u + kRecords);
+  auto h = store_->History("countries", "\"FR\"", {});
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 2u);
+  EXPECT_EQ(h->back().op, Op::kDelete);
+}
+
 TEST_F(SessionTest, OpenSessionSurvivesRestart) {
   Seed();
   std::string id = Open(SessionMode::kAccrue);
