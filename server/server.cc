@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "auth.h"
+#include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
 #include "convert.h"
@@ -46,11 +47,12 @@ grpc::Status Unavailable() {
 template <typename Request>
 class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
  public:
-  IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx) : deps_(deps), ctx_(ctx) {
+  IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx)
+      : deps_(deps), ctx_(ctx) {
     if (deps_->auth->enabled()) {
       // Reject an unknown token up front; per-source checks happen per batch.
-      if (grpc::Status s = deps_->auth->CanWrite(ctx_, ""); s.error_code() ==
-                                                           grpc::StatusCode::UNAUTHENTICATED) {
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, "");
+          s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
         this->Finish(s);
         return;
       }
@@ -75,7 +77,8 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      this->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      this->Finish(
+          grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
       return;
     }
     this->StartRead(&request_);
@@ -90,10 +93,11 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
   }
   void Ingest(std::vector<Event> events, bool durable) {
     for (const Event& e : events) {
-      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok()) return Fail(s);
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok())
+        return Fail(s);
     }
-    auto r = deps_->store->Ingest(std::move(events),
-                                  {.durable = durable || deps_->options->durable});
+    auto r = deps_->store->Ingest(
+        std::move(events), {.durable = durable || deps_->options->durable});
     if (r.ok()) {
       ToProto(*r, &ack_);
     } else {
@@ -119,11 +123,16 @@ template <>
 void IngestReactor<v1::IngestRawRequest>::Process() {
   auto source = deps_->store->GetSource(request_.source());
   if (!source.ok()) return FailAck(source.status(), &ack_);
-  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok()) return Fail(s);
-  if (!deps_->options->decoder) {
-    return Fail(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no payload decoder configured"));
+  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok())
+    return Fail(s);
+  if (formats::SessionOnly(source->format)) {
+    return FailAck(
+        absl::FailedPreconditionError(absl::StrCat(
+            "source '", source->name, "' is in format ", source->format,
+            ", whose records carry no position: post them through a session")),
+        &ack_);
   }
-  auto events = deps_->options->decoder(*source, request_.payload());
+  auto events = formats::Decode(*source, request_.payload());
   if (!events.ok()) {
     deps_->store->CountRejectedBatch(source->name);
     return FailAck(events.status(), &ack_);
@@ -150,7 +159,8 @@ class IngestService final : public v1::Ingest::CallbackService {
 // ---------------------------------------------------------------------------
 // Sessions.
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const grpc::Status& s) {
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx,
+                                const grpc::Status& s) {
   auto* r = ctx->DefaultReactor();
   r->Finish(s);
   return r;
@@ -163,7 +173,8 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
                                  const v1::OpenSessionRequest* req,
                                  v1::OpenSessionResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanWrite(ctx, req->source()); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanWrite(ctx, req->source()); !s.ok())
+      return Reply(ctx, s);
     auto id = deps_->store->OpenSession(req->source(), req->collection(),
                                         static_cast<SessionMode>(req->mode()));
     if (id.ok()) resp->set_session_id(*id);
@@ -176,13 +187,15 @@ class SessionsService final : public v1::Sessions::CallbackService {
     auto info = Authorize(ctx, req->session_id());
     if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
     std::vector<SessionRecord> records;
-    for (const auto& r : req->records()) records.push_back({r.key(), r.document()});
+    for (const auto& r : req->records())
+      records.push_back({r.key(), r.document()});
     if (records.empty() && !req->payload().empty()) {
       auto decoded = DecodeRecords(*info, req->payload());
       if (!decoded.ok()) return Reply(ctx, ToGrpc(decoded.status()));
       records = *std::move(decoded);
     }
-    auto keys = deps_->store->SessionUpsert(req->session_id(), std::move(records));
+    auto keys =
+        deps_->store->SessionUpsert(req->session_id(), std::move(records));
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
@@ -194,8 +207,8 @@ class SessionsService final : public v1::Sessions::CallbackService {
                                    v1::SessionReport* resp) override {
     auto info = Authorize(ctx, req->session_id());
     if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
-    auto keys = deps_->store->SessionDelete(req->session_id(),
-                                            {req->keys().begin(), req->keys().end()});
+    auto keys = deps_->store->SessionDelete(
+        req->session_id(), {req->keys().begin(), req->keys().end()});
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
@@ -217,29 +230,32 @@ class SessionsService final : public v1::Sessions::CallbackService {
   }
 
  private:
-  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx, const std::string& id) {
+  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx,
+                                        const std::string& id) {
     CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
     grpc::Status s = deps_->auth->CanWrite(ctx, info.source);
     if (!s.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                          s.error_message());
     }
     return info;
   }
 
   // Raw contribution records (e.g. BitBroker) through the source's decoder:
   // each decoded event becomes a session record.
-  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(const SessionInfo& info,
-                                                           const std::string& payload) {
-    if (!deps_->options->decoder) {
-      return absl::UnimplementedError("no payload decoder configured");
-    }
-    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, deps_->store->GetSource(info.source));
-    CAIRN_ASSIGN_OR_RETURN(std::vector<Event> events, deps_->options->decoder(source, payload));
+  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(
+      const SessionInfo& info, const std::string& payload) {
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source,
+                           deps_->store->GetSource(info.source));
+    CAIRN_ASSIGN_OR_RETURN(
+        std::vector<Event> events,
+        formats::Decode(source, payload, {.collection = info.collection}));
     std::vector<SessionRecord> out;
     for (size_t i = 0; i < events.size(); ++i) {
       if (events[i].op != Op::kUpsert) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("record ", i, ": only upserts can be posted to Upsert"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "record ", i,
+            ": a delete-list entry; post deletes with Sessions.Delete"));
       }
       out.push_back({std::move(events[i].key), std::move(events[i].payload)});
     }
@@ -254,7 +270,8 @@ class SessionsService final : public v1::Sessions::CallbackService {
 
 class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
  public:
-  SnapshotReactor(Deps* deps, grpc::CallbackServerContext* ctx, const v1::SnapshotRequest* req) {
+  SnapshotReactor(Deps* deps, grpc::CallbackServerContext* ctx,
+                  const v1::SnapshotRequest* req) {
     std::vector<std::string> collections;
     if (!req->collection().empty()) collections.push_back(req->collection());
     if (grpc::Status s = deps->auth->CanRead(ctx, collections); !s.ok()) {
@@ -307,7 +324,8 @@ class Dispatcher;
 
 class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
  public:
-  SubscribeReactor(Dispatcher* dispatcher, uint64_t id, std::unique_ptr<Subscription> sub)
+  SubscribeReactor(Dispatcher* dispatcher, uint64_t id,
+                   std::unique_ptr<Subscription> sub)
       : dispatcher_(dispatcher), id_(id), sub_(std::move(sub)) {}
 
   // Sends the next item if there is one. Returns false when idle.
@@ -322,14 +340,17 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (!ok)
+      return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     {
       absl::MutexLock l(&mu_);
       if (state_ == State::kWriting) state_ = State::kIdle;
     }
     Pump();
   }
-  void OnCancel() override { End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+  void OnCancel() override {
+    End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
   void OnDone() override;
 
  private:
@@ -345,7 +366,8 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
 
 class Dispatcher {
  public:
-  explicit Dispatcher(Store* store) : store_(store), thread_([this] { Loop(); }) {}
+  explicit Dispatcher(Store* store)
+      : store_(store), thread_([this] { Loop(); }) {}
   ~Dispatcher() { Stop(); }
 
   void Add(SubscribeReactor* r) {
@@ -447,11 +469,14 @@ void SubscribeReactor::OnDone() {
 
 class QueryService final : public v1::Query::CallbackService {
  public:
-  QueryService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
+  QueryService(Deps* deps, Dispatcher* dispatcher)
+      : deps_(deps), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::GetRequest* req,
                                 v1::Entity* resp) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()}); !s.ok()) {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()});
+        !s.ok()) {
       return Reply(ctx, s);
     }
     auto e = deps_->store->Get(req->collection(), req->key());
@@ -459,19 +484,22 @@ class QueryService final : public v1::Query::CallbackService {
     return Reply(ctx, ToGrpc(e.status()));
   }
 
-  grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(grpc::CallbackServerContext* ctx,
-                                                       const v1::SnapshotRequest* req) override {
+  grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(
+      grpc::CallbackServerContext* ctx,
+      const v1::SnapshotRequest* req) override {
     return new SnapshotReactor(deps_, ctx, req);
   }
 
   grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
                                     const v1::HistoryRequest* req,
                                     v1::HistoryResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()}); !s.ok()) {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()});
+        !s.ok()) {
       return Reply(ctx, s);
     }
     HistoryOptions o{.reverse = req->reverse(), .limit = req->limit()};
-    if (req->has_from_position()) o.from_position = FromProto(req->from_position());
+    if (req->has_from_position())
+      o.from_position = FromProto(req->from_position());
     if (req->has_to_position()) o.to_position = FromProto(req->to_position());
     if (req->from_seq()) o.from_seq = req->from_seq();
     if (req->to_seq()) o.to_seq = req->to_seq();
@@ -482,8 +510,9 @@ class QueryService final : public v1::Query::CallbackService {
     return Reply(ctx, ToGrpc(versions.status()));
   }
 
-  grpc::ServerWriteReactor<v1::SubscribeItem>* Subscribe(grpc::CallbackServerContext* ctx,
-                                                         const v1::SubscribeRequest* req) override {
+  grpc::ServerWriteReactor<v1::SubscribeItem>* Subscribe(
+      grpc::CallbackServerContext* ctx,
+      const v1::SubscribeRequest* req) override {
     auto fail = [](const grpc::Status& s) {
       // A reactor that only reports the error.
       class Failed : public grpc::ServerWriteReactor<v1::SubscribeItem> {
@@ -494,8 +523,10 @@ class QueryService final : public v1::Query::CallbackService {
       return new Failed(s);
     };
     if (deps_->shutting_down.load()) return fail(Unavailable());
-    std::vector<std::string> collections(req->collections().begin(), req->collections().end());
-    if (grpc::Status s = deps_->auth->CanRead(ctx, collections); !s.ok()) return fail(s);
+    std::vector<std::string> collections(req->collections().begin(),
+                                         req->collections().end());
+    if (grpc::Status s = deps_->auth->CanRead(ctx, collections); !s.ok())
+      return fail(s);
     SubscribeOptions o;
     o.filter = {.sources = {req->sources().begin(), req->sources().end()},
                 .collections = collections,
@@ -522,25 +553,29 @@ class QueryService final : public v1::Query::CallbackService {
     }
     auto sub = deps_->store->Subscribe(o);
     if (!sub.ok()) return fail(ToGrpc(sub.status()));
-    auto* r = new SubscribeReactor(dispatcher_, dispatcher_->NextId(), *std::move(sub));
+    auto* r = new SubscribeReactor(dispatcher_, dispatcher_->NextId(),
+                                   *std::move(sub));
     dispatcher_->Add(r);
     r->Pump();
     return r;
   }
 
-  grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx,
-                                             const v1::CommitCheckpointRequest* req,
-                                             v1::CommitCheckpointResponse*) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {}); !s.ok() && deps_->auth->enabled()) {
+  grpc::ServerUnaryReactor* CommitCheckpoint(
+      grpc::CallbackServerContext* ctx, const v1::CommitCheckpointRequest* req,
+      v1::CommitCheckpointResponse*) override {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, {});
+        !s.ok() && deps_->auth->enabled()) {
       // Checkpoints are per consumer; any token that can read may keep one.
-      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) return Reply(ctx, s);
+      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+        return Reply(ctx, s);
     }
-    return Reply(ctx, ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq())));
+    return Reply(ctx,
+                 ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq())));
   }
 
-  grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx,
-                                          const v1::GetCheckpointRequest* req,
-                                          v1::GetCheckpointResponse* resp) override {
+  grpc::ServerUnaryReactor* GetCheckpoint(
+      grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req,
+      v1::GetCheckpointResponse* resp) override {
     auto seq = deps_->store->GetCheckpoint(req->name());
     if (seq.ok()) resp->set_seq(*seq);
     return Reply(ctx, ToGrpc(seq.status()));
@@ -556,25 +591,31 @@ class QueryService final : public v1::Query::CallbackService {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
+  AdminService(Deps* deps, Dispatcher* dispatcher)
+      : deps_(deps), dispatcher_(dispatcher) {}
 
   grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
                                       const v1::PutSourceRequest* req,
                                       v1::PutSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
-    return Reply(ctx, ToGrpc(deps_->store->PutSource(FromProto(req->source()))));
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
+    return Reply(ctx,
+                 ToGrpc(deps_->store->PutSource(FromProto(req->source()))));
   }
   grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
-                                      const v1::GetSourceRequest* req, v1::Source* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+                                      const v1::GetSourceRequest* req,
+                                      v1::Source* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     auto d = deps_->store->GetSource(req->name());
     if (d.ok()) ToProto(*d, resp);
     return Reply(ctx, ToGrpc(d.status()));
   }
-  grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx,
-                                        const v1::ListSourcesRequest*,
-                                        v1::ListSourcesResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+  grpc::ServerUnaryReactor* ListSources(
+      grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
+      v1::ListSourcesResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     auto all = deps_->store->ListSources();
     if (all.ok()) {
       for (const auto& d : *all) ToProto(d, resp->add_sources());
@@ -584,12 +625,15 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
                                          const v1::RemoveSourceRequest* req,
                                          v1::RemoveSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     return Reply(ctx, ToGrpc(deps_->store->RemoveSource(req->name())));
   }
-  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
+                                  const v1::StatsRequest*,
                                   v1::StatsResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     StoreStats st = deps_->store->Stats();
     resp->set_last_seq(st.last_seq);
     resp->set_oldest_seq(st.oldest_seq);
@@ -610,32 +654,38 @@ class AdminService final : public v1::Admin::CallbackService {
     }
     auto checkpoints = deps_->store->ListCheckpoints();
     if (!checkpoints.ok()) return Reply(ctx, ToGrpc(checkpoints.status()));
-    for (const auto& [name, seq] : *checkpoints) (*resp->mutable_checkpoints())[name] = seq;
+    for (const auto& [name, seq] : *checkpoints)
+      (*resp->mutable_checkpoints())[name] = seq;
     return Reply(ctx, grpc::Status::OK);
   }
   grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
                                          const v1::SetRetentionRequest* req,
                                          v1::SetRetentionResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     RetentionOptions r;
     if (req->retention().max_age_seconds()) {
       r.max_age = absl::Seconds(req->retention().max_age_seconds());
     }
-    if (req->retention().max_commits()) r.max_commits = req->retention().max_commits();
+    if (req->retention().max_commits())
+      r.max_commits = req->retention().max_commits();
     return Reply(ctx, ToGrpc(deps_->store->SetRetention(r)));
   }
   grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
                                          const v1::GetRetentionRequest*,
                                          v1::Retention* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     RetentionOptions r = deps_->store->Retention();
     if (r.max_age) resp->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
     if (r.max_commits) resp->set_max_commits(*r.max_commits);
     return Reply(ctx, grpc::Status::OK);
   }
-  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*,
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
+                                    const v1::CompactRequest*,
                                     v1::CompactResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+      return Reply(ctx, s);
     return Reply(ctx, ToGrpc(deps_->store->CompactNow()));
   }
 
@@ -646,9 +696,11 @@ class AdminService final : public v1::Admin::CallbackService {
 
 // ---------------------------------------------------------------------------
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     const char* what) {
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  if (!in)
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -663,8 +715,9 @@ class ServerImpl : public Server {
     if (!options_.tokens_file.empty()) {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
-    CAIRN_ASSIGN_OR_RETURN(store_, Store::Open(options_.data_dir,
-                                               Options{.retention = options_.retention}));
+    CAIRN_ASSIGN_OR_RETURN(
+        store_, Store::Open(options_.data_dir,
+                            Options{.retention = options_.retention}));
     deps_.store = store_.get();
     deps_.auth = &auth_;
     deps_.options = &options_;
@@ -674,15 +727,19 @@ class ServerImpl : public Server {
     query_ = std::make_unique<QueryService>(&deps_, dispatcher_.get());
     admin_ = std::make_unique<AdminService>(&deps_, dispatcher_.get());
 
-    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    std::shared_ptr<grpc::ServerCredentials> creds =
+        grpc::InsecureServerCredentials();
     if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
       grpc::SslServerCredentialsOptions ssl;
-      CAIRN_ASSIGN_OR_RETURN(std::string cert, ReadFile(options_.tls_cert_file, "TLS cert"));
-      CAIRN_ASSIGN_OR_RETURN(std::string key, ReadFile(options_.tls_key_file, "TLS key"));
+      CAIRN_ASSIGN_OR_RETURN(std::string cert,
+                             ReadFile(options_.tls_cert_file, "TLS cert"));
+      CAIRN_ASSIGN_OR_RETURN(std::string key,
+                             ReadFile(options_.tls_key_file, "TLS key"));
       ssl.pem_key_cert_pairs.push_back({key, cert});
       if (!options_.tls_client_ca_file.empty()) {
-        CAIRN_ASSIGN_OR_RETURN(ssl.pem_root_certs,
-                               ReadFile(options_.tls_client_ca_file, "client CA"));
+        CAIRN_ASSIGN_OR_RETURN(
+            ssl.pem_root_certs,
+            ReadFile(options_.tls_client_ca_file, "client CA"));
         ssl.client_certificate_request =
             GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
       }
@@ -700,11 +757,14 @@ class ServerImpl : public Server {
     builder.RegisterService(admin_.get());
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options_.listen));
     }
-    spdlog::info("cairnd listening on {} (port {}), data in {}, auth {}, tls {}",
-                 options_.listen, port_, options_.data_dir, auth_.enabled() ? "on" : "off",
-                 options_.tls_cert_file.empty() ? "off" : "on");
+    spdlog::info(
+        "cairnd listening on {} (port {}), data in {}, auth {}, tls {}",
+        options_.listen, port_, options_.data_dir,
+        auth_.enabled() ? "on" : "off",
+        options_.tls_cert_file.empty() ? "off" : "on");
     return absl::OkStatus();
   }
 
@@ -715,7 +775,8 @@ class ServerImpl : public Server {
       done_.WaitForNotification();
       return;
     }
-    spdlog::info("shutting down: finishing in-flight batches, ending subscriptions");
+    spdlog::info(
+        "shutting down: finishing in-flight batches, ending subscriptions");
     deps_.shutting_down.store(true);
     if (server_) {
       server_->GetHealthCheckService()->SetServingStatus(false);
@@ -723,7 +784,8 @@ class ServerImpl : public Server {
       // Calls still running after 2 s are cancelled; a batch already inside
       // the engine completes regardless (its ack may be lost; a retry then
       // reports duplicates).
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        std::chrono::seconds(2));
     }
     if (dispatcher_) dispatcher_->Stop();
     server_.reset();
@@ -752,7 +814,8 @@ class ServerImpl : public Server {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerOptions& options) {
   auto server = std::make_unique<ServerImpl>();
   CAIRN_RETURN_IF_ERROR(server->Init(options));
   return std::unique_ptr<Server>(std::move(server));

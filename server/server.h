@@ -3,7 +3,6 @@
 #ifndef CAIRN_SERVER_SERVER_H_
 #define CAIRN_SERVER_SERVER_H_
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,27 +13,23 @@
 
 namespace cairn::server {
 
-// Decodes a raw payload in a registered source's format.
-using PayloadDecoder = std::function<absl::StatusOr<std::vector<Event>>(
-    const SourceDefinition& source, std::string_view payload)>;
-
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./data";
   RetentionOptions retention;
-  bool durable = false;               // fsync every batch, whatever it asks
-  int max_message_bytes = 16 << 20;   // larger messages: RESOURCE_EXHAUSTED
-  std::string tls_cert_file;          // PEM; TLS when set (with the key)
+  bool durable = false;              // fsync every batch, whatever it asks
+  int max_message_bytes = 16 << 20;  // larger messages: RESOURCE_EXHAUSTED
+  std::string tls_cert_file;         // PEM; TLS when set (with the key)
   std::string tls_key_file;
-  std::string tls_client_ca_file;     // PEM; set for mutual TLS
-  std::string tokens_file;            // see auth.h; auth on when set
-  PayloadDecoder decoder;             // for IngestPayloads and raw sessions
+  std::string tls_client_ca_file;  // PEM; set for mutual TLS
+  std::string tokens_file;         // see auth.h; auth on when set
 };
 
 class Server {
  public:
   // Opens the store and starts serving. Fails if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const ServerOptions& options);
   virtual ~Server() = default;
 
   // The bound port (useful with "127.0.0.1:0").
