@@ -68,6 +68,18 @@ class Subscription {
   virtual uint64_t position() const = 0;
 };
 
+// A push subscription: a thread of its own pulls from a Subscription and
+// calls `on_item` for every item, in order, so a slow callback only delays
+// itself (the pull side is bounded, see Subscription). Destroying the handle
+// cancels the subscription and joins the thread; it must be destroyed before
+// the Store.
+class CallbackSubscription {
+ public:
+  virtual ~CallbackSubscription() = default;
+  // Seq of the last change delivered (or skipped by the filter).
+  virtual uint64_t position() const = 0;
+};
+
 struct SourceStats {
   uint64_t accepted = 0;
   uint64_t duplicates = 0;
@@ -117,6 +129,14 @@ class Store {
 
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       const SubscribeOptions& options) = 0;
+  // Push form of Subscribe. `on_item` runs on the subscription's thread until
+  // it returns false or the handle is destroyed; then, or when the
+  // subscription fails (e.g. OUT_OF_RANGE after retention removed changes it
+  // had not read), `on_end` (optional) is called once on that thread with OK
+  // or the error. Errors in the options are returned here, as by Subscribe.
+  absl::StatusOr<std::unique_ptr<CallbackSubscription>> Subscribe(
+      const SubscribeOptions& options, std::function<bool(const SubscriptionItem&)> on_item,
+      std::function<void(const absl::Status&)> on_end = nullptr);
 
   // --- Source registry (persisted). PutSource registers or replaces.
   virtual absl::Status PutSource(const SourceDefinition& source) = 0;
