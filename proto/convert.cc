@@ -184,11 +184,15 @@ void FailAck(const absl::Status& s, v1::IngestAck* ack) {
     err->set_index(std::stoull((*it)[1]));
     std::string reason = (*it)[2];
     err->set_reason(reason);
-    // The first field name the reason mentions.
+    // Decoders write "[line L: ]<field path>: <reason>"; the engine's own
+    // messages name a field in prose, so take the first one they mention.
+    static const std::regex kFieldPath(R"(^(?:line \d+: )?([A-Za-z_][\w.\[\]]*): )");
     static const std::regex kField(
         R"(\b(source|collection|key|payload|position|timestamp|tick|op|id|name|entity|instance|document|value|before|after)\b)");
     std::smatch m;
-    if (std::regex_search(reason, m, kField)) err->set_field(m[1]);
+    if (std::regex_search(reason, m, kFieldPath) || std::regex_search(reason, m, kField)) {
+      err->set_field(m[1]);
+    }
   }
 }
 

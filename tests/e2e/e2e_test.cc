@@ -242,6 +242,7 @@ TEST_F(E2eTest, MalformedPayloadIsRejectedWithRecordIndex) {
               HasSubstr("record 1: line 2: source.ts_ms"));
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].index, 1u);
+  EXPECT_EQ(errors[0].field, "source.ts_ms");
   EXPECT_EQ(c->Stats()->store.last_seq, 0u);
   EXPECT_EQ(c->Stats()->store.sources.at("pg").rejected_batches, 1u);
 
