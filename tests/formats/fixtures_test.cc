@@ -290,7 +290,9 @@ TEST_F(FixturesTest, AriaFeedIncompleteThenComplete) {
       ASSERT_TRUE(e.ok());
       EXPECT_FALSE(e->complete);
     }
-    if (i == 7) EXPECT_EQ(r->duplicates, 1u);  // the repeated update at tick 7
+    if (i == 7) {
+      EXPECT_EQ(r->duplicates, 1u);  // the repeated update at tick 7
+    }
   }
   auto content = Content("account");
   EXPECT_THAT(Keys(content), ElementsAre("1001", "1002", "1003"));

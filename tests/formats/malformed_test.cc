@@ -18,8 +18,6 @@ struct Case {
   std::string expect;  // a substring of the error message
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.input; }
-
 const std::string kBadUtf8 = "\"caf\xC3\x28\"";  // an invalid 2-byte sequence
 
 class MalformedTest : public StoreFixture {

@@ -106,7 +106,7 @@ TEST_F(SseTest, AnyChunkingAndLineEnding) {
   ASSERT_TRUE(whole.ok()) << whole.status();
   std::mt19937 rng(7);
   int round = 0;
-  for (const std::string& ending : {"\n", "\r\n", "\r"}) {
+  for (std::string ending : {"\n", "\r\n", "\r"}) {
     std::string text = Replace(feed, "\n", ending);
     for (size_t max_chunk : {1, 2, 3, 7, 64, 4096}) {
       SCOPED_TRACE(testing::Message()
@@ -120,8 +120,9 @@ TEST_F(SseTest, AnyChunkingAndLineEnding) {
         EXPECT_EQ((*events)[i].position, (*whole)[i].position);
         EXPECT_EQ((*events)[i].op, (*whole)[i].op);
       }
-      if (max_chunk == 3)
+      if (max_chunk == 3) {
         EXPECT_EQ(IngestInBatches(*events, rng, round++), kExpected);
+      }
     }
   }
 }
