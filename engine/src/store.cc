@@ -96,6 +96,8 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return absl::InternalError(msg);
 }
 
+// RFC 3629: shortest forms only, no UTF-16 surrogates, nothing past U+10FFFF
+// (the names end up in protobuf strings, which must be valid UTF-8).
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -105,7 +107,12 @@ bool IsValidUtf8(std::string_view s) {
     for (size_t k = 1; k < n; ++k) {
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     }
-    if (n == 2 && c < 0xC2) return false;
+    auto c1 = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
+    if (n == 2 && c < 0xC2) return false;                               // overlong
+    if (n == 3 && c == 0xE0 && c1 < 0xA0) return false;                 // overlong
+    if (n == 3 && c == 0xED && c1 > 0x9F) return false;                 // surrogate
+    if (n == 4 && c == 0xF0 && c1 < 0x90) return false;                 // overlong
+    if (n == 4 && (c > 0xF4 || (c == 0xF4 && c1 > 0x8F))) return false;  // > U+10FFFF
     i += n;
   }
   return true;

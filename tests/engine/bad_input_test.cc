@@ -1,0 +1,177 @@
+// Bad input (DESIGN §6, §7): an invalid event rejects its whole batch with
+// INVALID_ARGUMENT naming the event's index and what is wrong with it, and
+// nothing of the batch is applied -- not the good events before or after it,
+// not the seq counter, not the log (re-sending the good events later applies
+// them; they are not duplicates).
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test_util.h"
+
+namespace cairn {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint64_t kT0 = 1700000000000000;
+
+struct BadCase {
+  std::string name;
+  Event event;
+  std::vector<std::string> message;  // each must appear in the error
+};
+
+Event Good(int n) {
+  return {.source = "s",
+          .collection = "c",
+          .key = absl::StrCat("\"good-", n, "\""),
+          .position = {kT0 + static_cast<uint64_t>(n), 0},
+          .payload = R"({"ok":true})"};
+}
+
+std::vector<BadCase> BadCases() {
+  Event base{.source = "s",
+             .collection = "c",
+             .key = "\"bad\"",
+             .position = {kT0, 1},
+             .payload = R"({"v":1})"};
+  std::vector<BadCase> cases;
+  auto add = [&](std::string name, std::vector<std::string> message, auto edit) {
+    Event e = base;
+    edit(e);
+    cases.push_back({std::move(name), std::move(e), std::move(message)});
+  };
+  add("empty key", {"key is empty"}, [](Event& e) { e.key = ""; });
+  add("empty string key", {"key is empty"}, [](Event& e) { e.key = R"("")"; });
+  add("empty composite key", {"key is empty"}, [](Event& e) { e.key = "{}"; });
+  add("unknown op", {"unknown op 9"}, [](Event& e) { e.op = static_cast<Op>(9); });
+  add("unknown op 0", {"unknown op 0"}, [](Event& e) { e.op = static_cast<Op>(0); });
+  add("patch not an object", {"payload of patch", "must be a JSON object"}, [](Event& e) {
+    e.op = Op::kPatch;
+    e.payload = R"([{"v":1}])";
+  });
+  add("upsert not an object", {"payload of upsert", "must be a JSON object"},
+      [](Event& e) { e.payload = R"("text")"; });
+  add("timestamp overflow", {"position overflow"},
+      [](Event& e) { e.position.timestamp = UINT64_MAX; });
+  add("tick overflow", {"position overflow"}, [](Event& e) { e.position.tick = UINT64_MAX; });
+  add("invalid UTF-8 in key", {"key", "encoding"}, [](Event& e) { e.key = "\"k\xC3\x28\""; });
+  add("invalid UTF-8 in composite key", {"key", "encoding"},
+      [](Event& e) { e.key = "{\"id\":\"\xFF\"}"; });
+  add("invalid UTF-8 in collection", {"collection", "UTF-8"},
+      [](Event& e) { e.collection = "c\xE2\x82"; });
+  add("invalid UTF-8 in source", {"source", "UTF-8"}, [](Event& e) { e.source = "\x80s"; });
+  add("overlong UTF-8 in collection", {"collection", "UTF-8"},
+      [](Event& e) { e.collection = "c\xE0\x80\xAF"; });  // '/' in three bytes
+  add("UTF-16 surrogate in source", {"source", "UTF-8"},
+      [](Event& e) { e.source = "s\xED\xA0\x80"; });
+  add("code point beyond U+10FFFF in collection", {"collection", "UTF-8"},
+      [](Event& e) { e.collection = "\xF4\x90\x80\x80"; });
+  add("invalid UTF-8 in payload", {"payload of upsert", "encoding"},
+      [](Event& e) { e.payload = "{\"v\":\"\xED\xA0\x80\"}"; });  // a UTF-16 surrogate
+  add("nested object in key", {"key field 'a'", "must be a scalar"},
+      [](Event& e) { e.key = R"({"a":{"b":1},"c":2})"; });
+  add("array in key", {"key field 'c'", "must be a scalar"},
+      [](Event& e) { e.key = R"({"a":1,"c":[1,2]})"; });
+  add("array as key", {"key", "must be a scalar"}, [](Event& e) { e.key = "[1,2]"; });
+  add("null key", {"key is null"}, [](Event& e) { e.key = "null"; });
+  add("key field twice", {"key field 'a' appears twice"},
+      [](Event& e) { e.key = R"({"a":1,"a":2})"; });
+  add("malformed key", {"key is not valid JSON"}, [](Event& e) { e.key = "abc"; });
+  add("malformed payload", {"payload of upsert", "invalid JSON"},
+      [](Event& e) { e.payload = R"({"v":)"; });
+  add("trailing text after payload", {"payload of upsert", "unexpected text after the value"},
+      [](Event& e) { e.payload = R"({"v":1} {"w":2})"; });
+  add("empty payload", {"payload of upsert", "invalid JSON"}, [](Event& e) { e.payload = ""; });
+  add("empty source", {"source is empty"}, [](Event& e) { e.source = ""; });
+  add("empty collection", {"collection is empty"}, [](Event& e) { e.collection = ""; });
+  add("truncate with a key", {"key must be empty for truncate"},
+      [](Event& e) { e.op = Op::kTruncate; });
+  return cases;
+}
+
+TEST(BadInputTest, InvalidEventRejectsTheWholeBatchNamingIt) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  // Some committed state first, so "nothing changed" is not "still empty".
+  ASSERT_TRUE((*store)->Ingest({Good(1000)}, {}).ok());
+  int n = 0;
+  for (const BadCase& c : BadCases()) {
+    SCOPED_TRACE(c.name);
+    // The bad event at index 0, 1 or 2 of a batch of three.
+    size_t bad_index = static_cast<size_t>(n % 3);
+    std::vector<Event> batch;
+    std::vector<Event> good;
+    for (size_t i = 0; i < 3; ++i) {
+      if (i == bad_index) {
+        batch.push_back(c.event);
+      } else {
+        good.push_back(Good(++n));
+        batch.push_back(good.back());
+      }
+    }
+    const uint64_t last_seq = (*store)->LastSeq();
+    const SourceStats before = (*store)->Stats().sources["s"];
+
+    auto r = (*store)->Ingest(batch, {.durable = true});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    if (r.ok()) continue;  // accepted (a failure already): the checks below do not apply
+    std::string message(r.status().message());
+    EXPECT_THAT(message, HasSubstr(absl::StrCat("event ", bad_index, ": ")));
+    for (const std::string& m : c.message) EXPECT_THAT(message, HasSubstr(m));
+
+    // Nothing applied.
+    EXPECT_EQ((*store)->LastSeq(), last_seq);
+    const SourceStats after = (*store)->Stats().sources["s"];
+    EXPECT_EQ(after.accepted, before.accepted);
+    EXPECT_EQ(after.duplicates, before.duplicates);
+    EXPECT_EQ(after.conflicts, before.conflicts);
+    EXPECT_EQ(after.rejected_batches, before.rejected_batches + 1);  // the good events' source
+    for (const Event& g : good) {
+      EXPECT_EQ((*store)->Get(g.collection, g.key).status().code(), absl::StatusCode::kNotFound);
+      auto h = (*store)->History(g.collection, g.key, {});
+      ASSERT_TRUE(h.ok()) << h.status();
+      EXPECT_TRUE(h->empty());
+    }
+    EXPECT_EQ((*store)->Get("c", "\"bad\"").status().code(), absl::StatusCode::kNotFound);
+    // Not in the log either: sent alone now, the good events are new.
+    auto ok = (*store)->Ingest(good, {});
+    ASSERT_TRUE(ok.ok()) << ok.status();
+    EXPECT_EQ(ok->applied, good.size());
+    EXPECT_EQ(ok->duplicates, 0u);
+    EXPECT_EQ(ok->first_seq, last_seq + 1);
+    for (const Event& g : good) EXPECT_TRUE((*store)->Get(g.collection, g.key).ok());
+  }
+  // The rejections survive a restart with the next commit's counters.
+  auto rejected = (*store)->Stats().sources["s"].rejected_batches;
+  EXPECT_EQ(rejected, BadCases().size());
+  store->reset();
+  auto reopened = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Stats().sources["s"].rejected_batches, rejected);
+  EXPECT_EQ((*reopened)->Get("c", "\"bad\"").status().code(), absl::StatusCode::kNotFound);
+}
+
+// An empty key is rejected on reads too, as INVALID_ARGUMENT, not NOT_FOUND.
+TEST(BadInputTest, ReadsRejectInvalidKeys) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->Get("c", "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->Get("c", R"({"a":[1]})").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->History("c", "\"\xFF\"", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->NewSnapshot({.key_prefix = "x"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      (*store)->NewSnapshot({.as_of_seq = 0, .as_of_position = Position{1, 1}}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace cairn

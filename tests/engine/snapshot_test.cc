@@ -1,0 +1,389 @@
+// Point-in-time snapshots (DESIGN §4) against the reference model: as of a
+// seq N (the state exactly as the store knew it after commit N) and as of a
+// position P (the fold of every known event at or before P), with and without
+// incomplete entities; then the same after retention removed older entries
+// (DESIGN §5), where every point inside the window must still be exact and
+// every point before it must be OUT_OF_RANGE naming the oldest one left.
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model.h"
+#include "rocksdb/db.h"
+#include "test_util.h"
+
+namespace cairn {
+namespace {
+
+using model::EntityId;
+using model::Model;
+using model::ModelEvent;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kT0 = 1700000000000000;
+constexpr uint64_t kStep = 1000;  // µs between event timestamps
+constexpr int kSteps = 50;
+
+// Events in arrival order: random positions (so most arrive late), a few
+// exact re-sends and conflicting re-sends of earlier identities.
+struct Scenario {
+  std::vector<ModelEvent> events;
+  std::vector<EntityId> entities;  // sorted: the store's snapshot order
+};
+
+Scenario Generate(std::mt19937& rng, size_t n) {
+  Scenario sc;
+  for (const char* c : {"acct", "item"}) {
+    std::vector<size_t> keys(model::Keys().size());
+    for (size_t i = 0; i < keys.size(); ++i) keys[i] = i;
+    std::shuffle(keys.begin(), keys.end(), rng);
+    for (size_t i = 0; i < 4; ++i) sc.entities.push_back({c, keys[i]});
+  }
+  std::sort(sc.entities.begin(), sc.entities.end());
+  while (sc.events.size() < n) {
+    if (!sc.events.empty() && rng() % 10 == 0) {
+      ModelEvent again = sc.events[rng() % sc.events.size()];
+      again.spelling = rng();
+      if (rng() % 2) {
+        again.op = Op::kUpsert;  // a conflict (unless it already was this)
+        again.payload = model::RandomDocument(rng);
+      }
+      sc.events.push_back(std::move(again));
+      continue;
+    }
+    ModelEvent e;
+    e.source = rng() % 2 ? "alpha" : "beta";
+    e.entity = sc.entities[rng() % sc.entities.size()];
+    e.position = {kT0 + (rng() % kSteps) * kStep, rng() % 3};
+    uint32_t r = rng() % 20;
+    if (r < 7) {
+      e.op = Op::kUpsert;
+      e.payload = model::RandomDocument(rng);
+      e.snapshot = rng() % 3 == 0;
+    } else if (r < 16) {
+      e.op = Op::kPatch;
+      e.payload = model::RandomPatch(rng);
+    } else {
+      e.op = Op::kDelete;
+    }
+    e.spelling = rng();
+    e.spaced = rng() % 2;
+    sc.events.push_back(std::move(e));
+  }
+  return sc;
+}
+
+// Ingests the scenario in random batches, feeding the model the same arrival
+// order and checking each batch's outcomes and seq range against it.
+// `commit_micros[seq]` is the clock at the batch that produced `seq`.
+void IngestAll(Store& store, const Scenario& sc, std::mt19937& rng, Model* m,
+               std::vector<uint64_t>* commit_micros = nullptr,
+               const std::function<uint64_t(size_t batch)>& clock = nullptr) {
+  size_t batch_no = 0;
+  for (size_t i = 0; i < sc.events.size(); ++batch_no) {
+    uint64_t now = clock ? clock(batch_no) : 0;
+    size_t n = std::min<size_t>(1 + rng() % 8, sc.events.size() - i);
+    uint64_t seq_before = m->last_seq();
+    std::vector<Event> batch;
+    std::vector<Outcome> want;
+    for (size_t j = i; j < i + n; ++j) {
+      batch.push_back(sc.events[j].ToEvent());
+      want.push_back(m->Add(sc.events[j]));
+    }
+    auto r = store.Ingest(std::move(batch), {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (size_t j = 0; j < n; ++j) {
+      EXPECT_EQ(OutcomeName(r->outcomes[j]), std::string(OutcomeName(want[j])))
+          << "event " << i + j;
+    }
+    if (m->last_seq() > seq_before) {
+      EXPECT_EQ(r->first_seq, seq_before + 1);
+      EXPECT_EQ(r->last_seq, m->last_seq());
+    } else {
+      EXPECT_EQ(r->first_seq, 0u);
+      EXPECT_EQ(r->last_seq, 0u);
+    }
+    if (commit_micros) commit_micros->resize(m->last_seq() + 1, now);
+    i += n;
+  }
+  EXPECT_EQ(store.LastSeq(), m->last_seq());
+}
+
+std::string ExpectAtSeq(const Model& m, const Scenario& sc, uint64_t n, bool include_incomplete,
+                        const std::string& collection = "") {
+  std::string out;
+  for (const EntityId& id : sc.entities) {
+    if (!collection.empty() && id.collection != collection) continue;
+    model::ModelState s = m.AtSeq(id, n);
+    if (s.doc && (include_incomplete || s.complete)) out += model::EntityLine(id, s, true);
+  }
+  return out;
+}
+
+std::string ExpectAtPosition(const Model& m, const Scenario& sc, std::optional<Position> p,
+                             bool include_incomplete) {
+  std::string out;
+  for (const EntityId& id : sc.entities) {
+    model::ModelState s = m.Fold(id, p, nullptr);
+    if (s.doc && (include_incomplete || s.complete)) out += model::EntityLine(id, s, false);
+  }
+  return out;
+}
+
+// Every seq in [from, to] as of which the store must match the model.
+void CheckSeqs(Store& store, const Model& m, const Scenario& sc, uint64_t from, uint64_t to) {
+  for (uint64_t n = from; n <= to; ++n) {
+    SCOPED_TRACE(absl::StrCat("as of seq ", n));
+    for (bool incomplete : {true, false}) {
+      EXPECT_EQ(
+          model::SnapshotText(store, {.as_of_seq = n, .include_incomplete = incomplete}, true),
+          ExpectAtSeq(m, sc, n, incomplete))
+          << "include_incomplete=" << incomplete;
+    }
+    EXPECT_EQ(model::SnapshotText(store, {.as_of_seq = n, .collection = "item"}, true),
+              ExpectAtSeq(m, sc, n, true, "item"));
+    auto cursor = store.NewSnapshot({.as_of_seq = n});
+    ASSERT_TRUE(cursor.ok()) << cursor.status();
+    EXPECT_EQ((*cursor)->seq(), n);
+  }
+}
+
+// Points at every event position, between them, and beyond both ends.
+std::vector<Position> PositionsToCheck(const Scenario& sc, std::mt19937& rng,
+                                       uint64_t from_timestamp = 0) {
+  std::set<Position> points = {{kT0 + kSteps * kStep, 0}, {UINT64_MAX - 1, 0}};
+  if (from_timestamp == 0) points.insert({kT0 - 1, 7});
+  for (const ModelEvent& e : sc.events) points.insert(e.position);
+  for (int i = 0; i < 20; ++i) {
+    points.insert({kT0 + (rng() % kSteps) * kStep + rng() % 2 * (kStep / 2), rng() % 4});
+  }
+  std::vector<Position> out;
+  for (Position p : points) {
+    if (p.timestamp >= from_timestamp) out.push_back(p);
+  }
+  return out;
+}
+
+void CheckPositions(Store& store, const Model& m, const Scenario& sc,
+                    const std::vector<Position>& points) {
+  for (Position p : points) {
+    SCOPED_TRACE(absl::StrCat("as of position ", model::PositionText(p)));
+    for (bool incomplete : {true, false}) {
+      EXPECT_EQ(model::SnapshotText(store, {.as_of_position = p, .include_incomplete = incomplete},
+                                    false),
+                ExpectAtPosition(m, sc, p, incomplete))
+          << "include_incomplete=" << incomplete;
+    }
+  }
+}
+
+// Get and History of every entity, the versions limited to the window.
+void CheckCurrent(Store& store, const Model& m, const Scenario& sc, uint64_t oldest_ts = 0) {
+  for (const EntityId& id : sc.entities) {
+    SCOPED_TRACE(absl::StrCat(id.collection, " ", id.canonical_key()));
+    std::vector<model::ModelVersion> versions;
+    model::ModelState s = m.Fold(id, std::nullopt, &versions);
+    auto e = store.Get(id.collection, id.canonical_key());
+    if (s.doc) {
+      ASSERT_TRUE(e.ok()) << e.status();
+      EXPECT_EQ(model::EntityLine(*e, true), model::EntityLine(id, s, true));
+    } else {
+      EXPECT_EQ(e.status().code(), absl::StatusCode::kNotFound) << e.status();
+    }
+    std::string want, got;
+    for (const auto& v : versions) {
+      if (v.position.timestamp >= oldest_ts) want += model::VersionLine(v);
+    }
+    auto h = store.History(id.collection, id.canonical_key(), {});
+    ASSERT_TRUE(h.ok()) << h.status();
+    for (const Version& v : *h) got += model::VersionLine(v);
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_EQ(model::SnapshotText(store, {}, true), [&] {
+    std::string out;
+    for (const EntityId& id : sc.entities) {
+      model::ModelState s = m.Fold(id, std::nullopt, nullptr);
+      if (s.doc) out += model::EntityLine(id, s, true);
+    }
+    return out;
+  }());
+}
+
+// Entries left in one column family of the (closed) store at `path`.
+size_t CountEntries(const std::string& path, const std::string& cf) {
+  std::vector<std::string> names;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  s = rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descriptors, &handles, &raw);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (!s.ok()) return 0;
+  std::unique_ptr<rocksdb::DB> db(raw);
+  size_t count = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] != cf) continue;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  return count;
+}
+
+TEST(SnapshotTest, AsOfSeqAndPositionMatchTheModel) {
+  for (uint32_t round = 0; round < 25; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    std::mt19937 rng(100 + round);
+    Scenario sc = Generate(rng, 40 + rng() % 60);
+    TempDir dir;
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+    Model m;
+    IngestAll(**store, sc, rng, &m);
+    ASSERT_FALSE(::testing::Test::HasFailure());
+
+    CheckSeqs(**store, m, sc, 0, m.last_seq());
+    CheckPositions(**store, m, sc, PositionsToCheck(sc, rng));
+    CheckCurrent(**store, m, sc);
+    // A point past the last commit is not a point the store knew.
+    EXPECT_EQ((*store)->NewSnapshot({.as_of_seq = m.last_seq() + 1}).status().code(),
+              absl::StatusCode::kOutOfRange);
+    // Repeatable: more commits do not change what seq N shows.
+    uint64_t n = rng() % (m.last_seq() + 1);
+    std::string before = model::SnapshotText(**store, {.as_of_seq = n}, true);
+    ASSERT_TRUE((*store)
+                    ->Ingest({{.source = "alpha",
+                               .collection = "acct",
+                               .key = "3",
+                               .position = {kT0, 9},
+                               .payload = R"({"late":1})"},
+                              {.source = "beta",
+                               .collection = "item",
+                               .key = "\"b2\"",
+                               .position = {kT0 + kSteps * kStep, 0},
+                               .op = Op::kDelete}},
+                             {})
+                    .ok());
+    EXPECT_EQ(model::SnapshotText(**store, {.as_of_seq = n}, true), before);
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
+TEST(SnapshotTest, RetentionByCommitCountKeepsTheWindowExact) {
+  for (uint32_t round = 0; round < 4; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    std::mt19937 rng(200 + round);
+    Scenario sc = Generate(rng, 200);
+    TempDir dir;
+    Model m;
+    {
+      auto store = Store::Open(dir.path(), Options{});
+      ASSERT_TRUE(store.ok()) << store.status();
+      IngestAll(**store, sc, rng, &m);
+    }
+    const uint64_t last = m.last_seq();
+    ASSERT_GT(last, 30u);
+    const uint64_t keep = 10 + rng() % (last - 20);
+    const uint64_t oldest = last - keep + 1;
+    {
+      auto store = Store::Open(dir.path(), Options{.retention = {.max_commits = keep}});
+      ASSERT_TRUE(store.ok()) << store.status();
+      ASSERT_TRUE((*store)->CompactNow().ok());
+      EXPECT_EQ((*store)->Stats().oldest_seq, oldest);
+
+      CheckSeqs(**store, m, sc, oldest, last);
+      // No time window: every position is still answerable, exactly.
+      CheckPositions(**store, m, sc, PositionsToCheck(sc, rng));
+      CheckCurrent(**store, m, sc);
+      for (uint64_t n : {oldest - 1, uint64_t{0}}) {
+        auto old = (*store)->NewSnapshot({.as_of_seq = n});
+        EXPECT_EQ(old.status().code(), absl::StatusCode::kOutOfRange) << n;
+        EXPECT_THAT(std::string(old.status().message()),
+                    HasSubstr(absl::StrCat("oldest available seq is ", oldest)));
+      }
+    }
+    // The window was kept by what is on disk, not by data nobody removed.
+    EXPECT_EQ(CountEntries(dir.path(), "changes"), keep);
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
+TEST(SnapshotTest, RetentionByAgeKeepsTheWindowExact) {
+  constexpr uint64_t kMaxAge = 20 * kStep;
+  for (uint32_t round = 0; round < 4; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    std::mt19937 rng(300 + round);
+    Scenario sc = Generate(rng, 200);
+    TempDir dir;
+    Model m;
+    std::vector<uint64_t> commit_micros;
+    std::atomic<uint64_t> now{kT0};  // the window starts before every event
+    Options options{.retention = {.max_age = absl::Microseconds(kMaxAge)},
+                    .retention_interval = absl::Hours(24),  // only CompactNow
+                    .now_micros = [&now] { return now.load(); }};
+    auto store = Store::Open(dir.path(), options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    // Commits spread over the same span as the event timestamps.
+    IngestAll(**store, sc, rng, &m, &commit_micros, [&](size_t batch) {
+      now = kT0 + batch * 2 * kStep;
+      return now.load();
+    });
+    const uint64_t last = m.last_seq();
+    // A cutoff inside both spans; on a timestamp in even rounds.
+    const uint64_t cutoff = kT0 + (15 + rng() % 10) * kStep + (round % 2) * kStep / 2;
+    uint64_t oldest_seq = 1;
+    while (oldest_seq <= last && commit_micros[oldest_seq] < cutoff) ++oldest_seq;
+    ASSERT_LT(oldest_seq, last);
+    ASSERT_GT(oldest_seq, 1u);
+    now = cutoff + kMaxAge;
+    ASSERT_TRUE((*store)->CompactNow().ok());
+    StoreStats stats = (*store)->Stats();
+    EXPECT_EQ(stats.oldest_position.timestamp, cutoff);
+    EXPECT_EQ(stats.oldest_seq, oldest_seq);
+
+    CheckSeqs(**store, m, sc, oldest_seq, last);
+    CheckPositions(**store, m, sc, PositionsToCheck(sc, rng, cutoff));
+    CheckCurrent(**store, m, sc, cutoff);
+
+    auto old_seq = (*store)->NewSnapshot({.as_of_seq = oldest_seq - 1});
+    EXPECT_EQ(old_seq.status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_THAT(std::string(old_seq.status().message()),
+                HasSubstr(absl::StrCat("oldest available seq is ", oldest_seq)));
+    for (Position p : {Position{cutoff - 1, 0}, Position{kT0, 0}}) {
+      auto old_pos = (*store)->NewSnapshot({.as_of_position = p});
+      EXPECT_EQ(old_pos.status().code(), absl::StatusCode::kOutOfRange);
+      EXPECT_THAT(std::string(old_pos.status().message()),
+                  HasSubstr(absl::StrCat("oldest available timestamp is ", cutoff)));
+    }
+    auto old_history = (*store)->History("acct", "3", {.from_position = Position{kT0, 0}});
+    EXPECT_EQ(old_history.status().code(), absl::StatusCode::kOutOfRange);
+    store->reset();
+
+    // What lies before the window is gone from disk.
+    size_t logged_in_window = 0, versions = 0;
+    for (const EntityId& id : sc.entities) {
+      std::vector<model::ModelVersion> vs;
+      m.Fold(id, std::nullopt, &vs);
+      versions += vs.size();
+      for (const auto& v : vs) logged_in_window += v.position.timestamp >= cutoff;
+    }
+    EXPECT_EQ(CountEntries(dir.path(), "log"), logged_in_window);
+    EXPECT_EQ(CountEntries(dir.path(), "changes"), last - oldest_seq + 1);
+    EXPECT_LT(CountEntries(dir.path(), "history"), versions);
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
+}  // namespace
+}  // namespace cairn
