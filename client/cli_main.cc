@@ -1,10 +1,14 @@
 // cairn: command-line client for cairnd. Output is JSON lines on stdout;
 // progress and summaries go to stderr. Exit status: 0 ok, 1 a call failed,
 // 2 bad usage, 3 some ingest batches were rejected.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -13,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cairn/client.h"
+#include "cairn/status.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -99,7 +104,8 @@ absl::StatusOr<uint64_t> ParseTime(const std::string& s) {
   absl::Time t;
   std::string err;
   if (!absl::ParseTime(absl::RFC3339_full, s, &t, &err)) {
-    return absl::InvalidArgumentError("--as-of-time: expected RFC 3339 or microseconds: " + err);
+    return absl::InvalidArgumentError(
+        "--as-of-time: expected RFC 3339 or microseconds: " + err);
   }
   return static_cast<uint64_t>(absl::ToUnixMicros(t));
 }
@@ -116,60 +122,94 @@ absl::StatusOr<std::string> ReadAll(const std::string& path) {
   return ss.str();
 }
 
-// Splits a payload into batches the source's format can decode alone:
-// JSON-lines formats by lines, SSE by events (blank-line separated), whole
-// documents (datapoints, bitbroker) not at all.
-std::vector<std::string> Batches(const std::string& format, const std::string& data,
-                                 size_t per_batch) {
-  std::vector<std::string> out;
-  if (format == "datapoints" || format == "bitbroker") {
-    out.push_back(data);
-    return out;
-  }
-  bool sse = format == "sse-feed";
-  std::string current;
-  size_t records = 0;
-  size_t start = 0;
-  while (start < data.size()) {
-    size_t end = data.find('\n', start);
-    if (end == std::string::npos) end = data.size() - 1;
-    std::string_view line(data.data() + start, end - start + 1);
-    current.append(line);
-    std::string_view trimmed = line;
-    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\r')) {
-      trimmed.remove_suffix(1);
-    }
-    bool boundary = sse ? trimmed.empty() : !trimmed.empty();
-    if (boundary && ++records >= per_batch) {
-      out.push_back(std::move(current));
-      current.clear();
-      records = 0;
-    }
-    start = end + 1;
-  }
-  if (!current.empty()) out.push_back(std::move(current));
-  return out;
-}
+// Cuts a byte stream into payloads the source's format can decode alone:
+// JSON-lines formats at line ends, SSE at the blank line ending an event,
+// whole documents (datapoints, bitbroker) only at the end of the input. Fed
+// in chunks of any size, so a live feed on stdin is sent as it arrives.
+class Batcher {
+ public:
+  Batcher(const std::string& format, size_t per_batch)
+      : whole_(format == "datapoints" || format == "bitbroker"),
+        sse_(format == "sse-feed"),
+        per_batch_(per_batch) {}
 
-struct IngestTotals {
-  uint64_t batches = 0, applied = 0, duplicates = 0, conflicts = 0, rejected = 0;
+  // Appends `chunk`; moves every full batch to *out.
+  void Add(std::string_view chunk, std::vector<std::string>* out) {
+    buffer_.append(chunk);
+    if (whole_) return;
+    while (true) {
+      size_t end = buffer_.find('\n', scanned_);
+      if (end == std::string::npos) {
+        scanned_ = buffer_.size();
+        return;
+      }
+      std::string_view line(buffer_.data() + line_start_, end - line_start_);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      bool blank = line.find_first_not_of(" \t") == std::string_view::npos;
+      // A record ends at a non-blank line (JSON lines) or a blank one (SSE).
+      if (sse_ ? blank : !blank) ++records_;
+      line_start_ = scanned_ = end + 1;
+      complete_ = line_start_;
+      if (records_ >= per_batch_) Cut(out);
+    }
+  }
+
+  // Moves the complete records not yet sent (a partial batch) to *out.
+  void Flush(std::vector<std::string>* out) {
+    if (records_ > 0) Cut(out);
+  }
+
+  // End of input: everything left, including a last record without its end.
+  void Finish(std::vector<std::string>* out) {
+    if (buffer_.find_first_not_of(" \t\r\n") != std::string::npos)
+      out->push_back(buffer_);
+    buffer_.clear();
+    line_start_ = scanned_ = complete_ = records_ = 0;
+  }
+
+ private:
+  void Cut(std::vector<std::string>* out) {
+    out->push_back(buffer_.substr(0, complete_));
+    buffer_.erase(0, complete_);
+    line_start_ -= complete_;
+    scanned_ -= complete_;
+    complete_ = records_ = 0;
+  }
+
+  const bool whole_, sse_;
+  const size_t per_batch_;
+  std::string buffer_;
+  size_t line_start_ = 0;  // start of the line being scanned
+  size_t scanned_ = 0;     // bytes searched for '\n' so far
+  size_t complete_ = 0;    // end of the last complete record
+  size_t records_ = 0;     // complete records in buffer_[0, complete_)
 };
 
-int Ingest(Client& client, const std::string& source, const std::vector<std::string>& files,
-           size_t per_batch, bool durable) {
+struct IngestTotals {
+  uint64_t batches = 0, applied = 0, duplicates = 0, conflicts = 0,
+           rejected = 0;
+};
+
+int Ingest(Client& client, const std::string& source,
+           const std::vector<std::string>& files, size_t per_batch,
+           bool durable) {
   auto def = client.GetSource(source);
   if (!def.ok()) return Fail(def.status());
-  std::vector<std::string> inputs = files.empty() ? std::vector<std::string>{"-"} : files;
+  std::vector<std::string> inputs =
+      files.empty() ? std::vector<std::string>{"-"} : files;
   bool tty = isatty(STDERR_FILENO);
   IngestTotals t;
   for (const std::string& file : inputs) {
-    auto data = ReadAll(file);
-    if (!data.ok()) return Fail(data.status());
-    std::vector<std::string> batches = Batches(def->format, *data, per_batch);
+    bool is_stdin = file == "-";
+    int fd = is_stdin ? STDIN_FILENO : open(file.c_str(), O_RDONLY);
+    if (fd < 0) return Fail(absl::NotFoundError("cannot read " + file));
+    struct stat st {};
+    uint64_t size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : 0;
     auto stream = client.OpenIngestStream(/*payloads=*/true);
     if (!stream.ok()) return Fail(stream.status());
     constexpr size_t kWindow = 8;  // batches in flight
     size_t sent = 0, received = 0;
+    uint64_t read_bytes = 0;
     auto receive = [&]() -> absl::Status {
       std::vector<cairn::client::RecordError> errors;
       auto r = (*stream)->Receive(&errors);
@@ -179,38 +219,78 @@ int Ingest(Client& client, const std::string& source, const std::vector<std::str
         t.applied += r->applied;
         t.duplicates += r->duplicates;
         t.conflicts += r->conflicts;
-      } else if (absl::IsInvalidArgument(r.status()) || absl::IsNotFound(r.status()) ||
-                 absl::IsOutOfRange(r.status()) || absl::IsPermissionDenied(r.status())) {
+      } else if (absl::IsInvalidArgument(r.status()) ||
+                 absl::IsNotFound(r.status()) ||
+                 absl::IsOutOfRange(r.status()) ||
+                 absl::IsPermissionDenied(r.status())) {
         ++t.rejected;
-        std::cerr << (tty ? "\r" : "") << file << ": batch " << index << " rejected: "
-                  << r.status().message() << "\n";
+        std::cerr << (tty ? "\r" : "") << file << ": batch " << index
+                  << " rejected: " << r.status().message() << "\n";
       } else {
         return r.status();
       }
       if (tty) {
-        size_t pct = batches.empty() ? 100 : received * 100 / batches.size();
-        std::string bar(pct / 5, '#');
-        std::cerr << "\r" << file << " [" << bar << std::string(20 - bar.size(), ' ') << "] "
-                  << pct << "% " << t.applied << " applied" << std::flush;
+        std::cerr << "\r" << file;
+        if (size > 0) {
+          size_t pct = std::min<uint64_t>(100, read_bytes * 100 / size);
+          std::string bar(pct / 5, '#');
+          std::cerr << " [" << bar << std::string(20 - bar.size(), ' ') << "] "
+                    << pct << "%";
+        }
+        std::cerr << " " << t.applied << " applied" << std::flush;
       }
       return absl::OkStatus();
     };
-    for (std::string& b : batches) {
-      if (sent - received >= kWindow) {
-        if (auto s = receive(); !s.ok()) return Fail(s);
+    auto send = [&](std::vector<std::string>& batches) -> absl::Status {
+      for (std::string& b : batches) {
+        if (sent - received >= kWindow) CAIRN_RETURN_IF_ERROR(receive());
+        CAIRN_RETURN_IF_ERROR(
+            (*stream)->SendPayload(source, std::move(b), durable));
+        ++sent;
       }
-      if (auto s = (*stream)->SendPayload(source, std::move(b), durable); !s.ok()) return Fail(s);
-      ++sent;
+      batches.clear();
+      return absl::OkStatus();
+    };
+
+    Batcher batcher(def->format, per_batch);
+    std::vector<std::string> batches;
+    std::string chunk(1 << 16, '\0');
+    while (true) {
+      // A pipe that goes quiet (a live feed) gets its partial batch sent and
+      // its acks read, so nothing waits for the next burst.
+      if (!S_ISREG(st.st_mode)) {
+        pollfd p{.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 200) == 0) {
+          batcher.Flush(&batches);
+          if (auto s = send(batches); !s.ok()) return Fail(s);
+          while (received < sent) {
+            if (auto s = receive(); !s.ok()) return Fail(s);
+          }
+          continue;
+        }
+      }
+      ssize_t n = read(fd, chunk.data(), chunk.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        return Fail(
+            absl::InternalError("read " + file + ": " + strerror(errno)));
+      if (n == 0) break;
+      read_bytes += n;
+      batcher.Add(std::string_view(chunk.data(), n), &batches);
+      if (auto s = send(batches); !s.ok()) return Fail(s);
     }
+    if (!is_stdin) close(fd);
+    batcher.Finish(&batches);
+    if (auto s = send(batches); !s.ok()) return Fail(s);
     while (received < sent) {
       if (auto s = receive(); !s.ok()) return Fail(s);
     }
     if (auto s = (*stream)->Close(); !s.ok()) return Fail(s);
     if (tty) std::cerr << "\n";
   }
-  std::cerr << "batches " << t.batches << ": accepted " << t.applied << ", duplicate "
-            << t.duplicates << ", conflict " << t.conflicts << ", rejected batches "
-            << t.rejected << "\n";
+  std::cerr << "batches " << t.batches << ": accepted " << t.applied
+            << ", duplicate " << t.duplicates << ", conflict " << t.conflicts
+            << ", rejected batches " << t.rejected << "\n";
   return t.rejected ? 3 : 0;
 }
 
@@ -218,9 +298,11 @@ int Ingest(Client& client, const std::string& source, const std::vector<std::str
 absl::Status ParsePairs(const std::vector<std::string>& in, const char* flag,
                         std::map<std::string, std::string>* out) {
   for (const auto& s : in) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(s, absl::MaxSplits('=', 1));
+    std::pair<std::string, std::string> kv =
+        absl::StrSplit(s, absl::MaxSplits('=', 1));
     if (kv.first.empty() || kv.second.empty()) {
-      return absl::InvalidArgumentError(std::string(flag) + " expects NAME=VALUE, got '" + s + "'");
+      return absl::InvalidArgumentError(std::string(flag) +
+                                        " expects NAME=VALUE, got '" + s + "'");
     }
     (*out)[kv.first] = kv.second;
   }
@@ -234,22 +316,30 @@ int main(int argc, char** argv) {
   CLI::App app{"cairn: client for the cairnd event-sourced state store"};
   app.require_subcommand(1);
   cairn::client::ClientOptions options;
-  app.add_option("--server", options.target, "cairnd address")->capture_default_str()
+  app.add_option("--server", options.target, "cairnd address")
+      ->capture_default_str()
       ->envname("CAIRN_SERVER");
-  app.add_option("--token", options.token, "bearer token")->envname("CAIRN_TOKEN");
+  app.add_option("--token", options.token, "bearer token")
+      ->envname("CAIRN_TOKEN");
   app.add_option("--tls-ca", options.tls_ca_file, "PEM roots (enables TLS)");
-  app.add_option("--tls-cert", options.tls_cert_file, "PEM client certificate (mutual TLS)");
-  app.add_option("--tls-key", options.tls_key_file, "PEM client key (mutual TLS)");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", options.tls_key_file,
+                 "PEM client key (mutual TLS)");
 
   // ingest
-  auto* ingest = app.add_subcommand("ingest", "ingest files (or stdin) through a registered source");
+  auto* ingest = app.add_subcommand(
+      "ingest", "ingest files (or stdin) through a registered source");
   std::string ingest_source;
   std::vector<std::string> ingest_files;
   size_t per_batch = 500;
   bool durable = false;
-  ingest->add_option("--source", ingest_source, "registered source (decides the format)")
+  ingest
+      ->add_option("--source", ingest_source,
+                   "registered source (decides the format)")
       ->required();
-  ingest->add_option("--batch", per_batch, "records per batch")->capture_default_str()
+  ingest->add_option("--batch", per_batch, "records per batch")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   ingest->add_flag("--durable", durable, "ack only after fsync");
   ingest->add_option("files", ingest_files, "input files ('-' or none: stdin)");
@@ -258,24 +348,30 @@ int main(int argc, char** argv) {
   auto* get = app.add_subcommand("get", "current state of one entity");
   std::string collection, key;
   get->add_option("collection", collection)->required();
-  get->add_option("key", key, "JSON key text, e.g. 101 or '\"ACC-1\"'")->required();
+  get->add_option("key", key, "JSON key text, e.g. 101 or '\"ACC-1\"'")
+      ->required();
 
   // snapshot
-  auto* snapshot = app.add_subcommand("snapshot", "all entities (JSON lines), now or at a point");
+  auto* snapshot = app.add_subcommand(
+      "snapshot", "all entities (JSON lines), now or at a point");
   std::string prefix, as_of_time;
   uint64_t as_of_seq = 0, as_of_tick = 0;
   bool exclude_incomplete = false;
   snapshot->add_option("--collection", collection);
-  snapshot->add_option("--prefix", prefix, "string keys starting with this (needs --collection)");
-  auto* seq_opt = snapshot->add_option("--as-of-seq", as_of_seq, "state after commit N");
-  auto* time_opt = snapshot->add_option("--as-of-time", as_of_time,
-                                        "event time: RFC 3339 or µs since epoch");
-  snapshot->add_option("--as-of-tick", as_of_tick, "tick at --as-of-time (default: last)");
+  snapshot->add_option("--prefix", prefix,
+                       "string keys starting with this (needs --collection)");
+  auto* seq_opt =
+      snapshot->add_option("--as-of-seq", as_of_seq, "state after commit N");
+  auto* time_opt = snapshot->add_option(
+      "--as-of-time", as_of_time, "event time: RFC 3339 or µs since epoch");
+  snapshot->add_option("--as-of-tick", as_of_tick,
+                       "tick at --as-of-time (default: last)");
   seq_opt->excludes(time_opt);
   snapshot->add_flag("--exclude-incomplete", exclude_incomplete);
 
   // history
-  auto* history = app.add_subcommand("history", "versions of one entity with before/after");
+  auto* history =
+      app.add_subcommand("history", "versions of one entity with before/after");
   bool reverse = false;
   size_t limit = 0;
   history->add_option("collection", collection)->required();
@@ -284,7 +380,8 @@ int main(int argc, char** argv) {
   history->add_option("--limit", limit);
 
   // subscribe
-  auto* subscribe = app.add_subcommand("subscribe", "tail changes (JSON lines)");
+  auto* subscribe =
+      app.add_subcommand("subscribe", "tail changes (JSON lines)");
   std::vector<std::string> sub_sources, sub_collections, sub_keys;
   std::string from = "now", checkpoint;
   uint64_t max_changes = 0;
@@ -292,29 +389,39 @@ int main(int argc, char** argv) {
   subscribe->add_option("--collection", sub_collections);
   subscribe->add_option("--key", sub_keys, "explicit keys (JSON text)");
   subscribe->add_option("--prefix", prefix);
-  subscribe->add_option("--from", from, "now | snapshot | <seq>")->capture_default_str();
-  subscribe->add_option("--checkpoint", checkpoint,
-                        "resume from this named checkpoint and commit progress to it");
-  subscribe->add_option("--max", max_changes, "stop after N changes (0: never)");
+  subscribe->add_option("--from", from, "now | snapshot | <seq>")
+      ->capture_default_str();
+  subscribe->add_option(
+      "--checkpoint", checkpoint,
+      "resume from this named checkpoint and commit progress to it");
+  subscribe->add_option("--max", max_changes,
+                        "stop after N changes (0: never)");
 
   // session
   auto* session = app.add_subcommand("session", "contribution sessions");
   session->require_subcommand(1);
-  auto* s_open = session->add_subcommand("open", "open a session; prints its id");
+  auto* s_open =
+      session->add_subcommand("open", "open a session; prints its id");
   std::string source, mode = "stream", session_id, payload_file;
   s_open->add_option("source", source)->required();
   s_open->add_option("collection", collection)->required();
-  s_open->add_option("--mode", mode)->check(CLI::IsMember({"stream", "accrue", "replace"}))
+  s_open->add_option("--mode", mode)
+      ->check(CLI::IsMember({"stream", "accrue", "replace"}))
       ->capture_default_str();
-  auto* s_upsert = session->add_subcommand("upsert", "post records in the source's format");
+  auto* s_upsert =
+      session->add_subcommand("upsert", "post records in the source's format");
   s_upsert->add_option("id", session_id)->required();
-  s_upsert->add_option("file", payload_file, "records file ('-' or none: stdin)");
+  s_upsert->add_option("file", payload_file,
+                       "records file ('-' or none: stdin)");
   auto* s_delete = session->add_subcommand("delete", "delete records by id");
   std::vector<std::string> delete_ids;
   s_delete->add_option("id", session_id)->required();
-  s_delete->add_option("keys", delete_ids, "ids (plain text; use JSON for non-strings)")
+  s_delete
+      ->add_option("keys", delete_ids,
+                   "ids (plain text; use JSON for non-strings)")
       ->required();
-  auto* s_close = session->add_subcommand("close", "close (commit unless --discard)");
+  auto* s_close =
+      session->add_subcommand("close", "close (commit unless --discard)");
   bool discard = false;
   s_close->add_option("id", session_id)->required();
   s_close->add_flag("--discard", discard);
@@ -326,18 +433,22 @@ int main(int argc, char** argv) {
   cairn::SourceDefinition def;
   std::vector<std::string> key_specs, map_specs, schema_specs;
   src_add->add_option("name", def.name)->required();
-  src_add->add_option("--format", def.format)->required()->check(CLI::IsMember(
-      {"debezium", "goldengate", "infosphere", "sse-feed", "datapoints", "bitbroker", "canonical"}));
+  src_add->add_option("--format", def.format)
+      ->required()
+      ->check(CLI::IsMember({"debezium", "goldengate", "infosphere", "sse-feed",
+                             "datapoints", "bitbroker", "canonical"}));
   src_add->add_option("--key", key_specs, "COLLECTION=field1,field2");
   src_add->add_option("--map", map_specs, "SOURCE_TABLE=COLLECTION");
   src_add->add_option("--default-collection", def.default_collection);
   src_add->add_option("--write-scope", def.write_scopes);
-  src_add->add_option("--schema", schema_specs, "COLLECTION=schema.json (JSON Schema)");
+  src_add->add_option("--schema", schema_specs,
+                      "COLLECTION=schema.json (JSON Schema)");
   auto* src_list = src->add_subcommand("list", "list sources");
   auto* src_rm = src->add_subcommand("rm", "remove a source");
   src_rm->add_option("name", source)->required();
 
-  auto* stats = app.add_subcommand("stats", "store, source and subscription statistics");
+  auto* stats =
+      app.add_subcommand("stats", "store, source and subscription statistics");
   auto* health = app.add_subcommand("health", "standard gRPC health check");
 
   CLI11_PARSE(app, argc, argv);
@@ -346,7 +457,8 @@ int main(int argc, char** argv) {
   if (!client_or.ok()) return Fail(client_or.status());
   Client& client = **client_or;
 
-  if (*ingest) return Ingest(client, ingest_source, ingest_files, per_batch, durable);
+  if (*ingest)
+    return Ingest(client, ingest_source, ingest_files, per_batch, durable);
   if (*get) {
     auto e = client.Get(collection, key);
     if (!e.ok()) return Fail(e.status());
@@ -354,15 +466,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*snapshot) {
-    cairn::SnapshotOptions o{.collection = collection, .key_prefix = prefix,
+    cairn::SnapshotOptions o{.collection = collection,
+                             .key_prefix = prefix,
                              .include_incomplete = !exclude_incomplete};
     if (*seq_opt) o.as_of_seq = as_of_seq;
     if (*time_opt) {
       auto ts = ParseTime(as_of_time);
       if (!ts.ok()) return Fail(ts.status());
-      o.as_of_position = cairn::Position{*ts, snapshot->count("--as-of-tick")
-                                                   ? as_of_tick
-                                                   : UINT64_MAX - 1};
+      o.as_of_position = cairn::Position{
+          *ts, snapshot->count("--as-of-tick") ? as_of_tick : UINT64_MAX - 1};
     }
     auto s = client.Snapshot(o, [](const cairn::Entity& e) {
       PrintEntity(e);
@@ -371,7 +483,8 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : Fail(s);
   }
   if (*history) {
-    auto versions = client.History(collection, key, {.reverse = reverse, .limit = limit});
+    auto versions =
+        client.History(collection, key, {.reverse = reverse, .limit = limit});
     if (!versions.ok()) return Fail(versions.status());
     for (const auto& v : *versions) {
       Line()
@@ -398,11 +511,14 @@ int main(int argc, char** argv) {
     } else if (absl::SimpleAtoi(from, &start.from_seq)) {
       start.kind = cairn::client::SubscribeStart::Kind::kFromSeq;
     } else {
-      std::cerr << "--from: expected now, snapshot or a seq, got '" << from << "'\n";
+      std::cerr << "--from: expected now, snapshot or a seq, got '" << from
+                << "'\n";
       return 2;
     }
-    auto sub = client.Subscribe({.sources = sub_sources, .collections = sub_collections,
-                                 .key_prefix = prefix, .keys = sub_keys},
+    auto sub = client.Subscribe({.sources = sub_sources,
+                                 .collections = sub_collections,
+                                 .key_prefix = prefix,
+                                 .keys = sub_keys},
                                 start);
     if (!sub.ok()) return Fail(sub.status());
     uint64_t changes = 0;
@@ -428,7 +544,8 @@ int main(int argc, char** argv) {
           // The line is out: progress is committed after it, so a restart
           // continues exactly after the last printed change.
           if (!checkpoint.empty()) {
-            if (auto s = client.CommitCheckpoint(checkpoint, item.change.seq); !s.ok()) {
+            if (auto s = client.CommitCheckpoint(checkpoint, item.change.seq);
+                !s.ok()) {
               return Fail(s);
             }
           }
@@ -457,8 +574,9 @@ int main(int argc, char** argv) {
   if (*s_delete) {
     // Plain ids are strings; JSON text (numbers, objects, quoted) is kept.
     for (auto& id : delete_ids) {
-      bool json = !id.empty() && (id[0] == '{' || id[0] == '"' || id[0] == '-' ||
-                                  (id[0] >= '0' && id[0] <= '9'));
+      bool json =
+          !id.empty() && (id[0] == '{' || id[0] == '"' || id[0] == '-' ||
+                          (id[0] >= '0' && id[0] <= '9'));
       if (!json) {
         rapidjson::StringBuffer b;
         rapidjson::Writer<rapidjson::StringBuffer> w(b);
@@ -474,15 +592,19 @@ int main(int argc, char** argv) {
   if (*s_close) {
     auto r = client.CloseSession(session_id, !discard);
     if (!r.ok()) return Fail(r.status());
-    Line().U64("first_seq", r->first_seq).U64("last_seq", r->last_seq).U64("applied", r->applied)
+    Line()
+        .U64("first_seq", r->first_seq)
+        .U64("last_seq", r->last_seq)
+        .U64("applied", r->applied)
         .Print();
     return 0;
   }
   if (*src_add) {
     std::map<std::string, std::string> keys, schemas;
-    for (auto [flag, specs, out] : {std::tuple{"--key", &key_specs, &keys},
-                                    std::tuple{"--map", &map_specs, &def.collection_map},
-                                    std::tuple{"--schema", &schema_specs, &schemas}}) {
+    for (auto [flag, specs, out] :
+         {std::tuple{"--key", &key_specs, &keys},
+          std::tuple{"--map", &map_specs, &def.collection_map},
+          std::tuple{"--schema", &schema_specs, &schemas}}) {
       if (auto s = ParsePairs(*specs, flag, out); !s.ok()) {
         std::cerr << s.message() << "\n";
         return 2;
@@ -503,8 +625,11 @@ int main(int argc, char** argv) {
     auto all = client.ListSources();
     if (!all.ok()) return Fail(all.status());
     for (const auto& d : *all) {
-      Line().Str("name", d.name).Str("format", d.format)
-          .Str("default_collection", d.default_collection).Print();
+      Line()
+          .Str("name", d.name)
+          .Str("format", d.format)
+          .Str("default_collection", d.default_collection)
+          .Print();
     }
     return 0;
   }
@@ -515,15 +640,26 @@ int main(int argc, char** argv) {
   if (*stats) {
     auto st = client.Stats();
     if (!st.ok()) return Fail(st.status());
-    Line().U64("last_seq", st->store.last_seq).U64("oldest_seq", st->store.oldest_seq)
-        .U64("oldest_timestamp", st->store.oldest_position.timestamp).Print();
+    Line()
+        .U64("last_seq", st->store.last_seq)
+        .U64("oldest_seq", st->store.oldest_seq)
+        .U64("oldest_timestamp", st->store.oldest_position.timestamp)
+        .Print();
     for (const auto& [name, s] : st->store.sources) {
-      Line().Str("source", name).U64("accepted", s.accepted).U64("duplicates", s.duplicates)
-          .U64("conflicts", s.conflicts).U64("rejected_batches", s.rejected_batches)
-          .Pos(s.last_position).Print();
+      Line()
+          .Str("source", name)
+          .U64("accepted", s.accepted)
+          .U64("duplicates", s.duplicates)
+          .U64("conflicts", s.conflicts)
+          .U64("rejected_batches", s.rejected_batches)
+          .Pos(s.last_position)
+          .Print();
     }
     for (const auto& s : st->subscriptions) {
-      Line().U64("subscription", s.id).U64("delivered_seq", s.delivered_seq).U64("lag", s.lag)
+      Line()
+          .U64("subscription", s.id)
+          .U64("delivered_seq", s.delivered_seq)
+          .U64("lag", s.lag)
           .Print();
     }
     for (const auto& [name, seq] : st->checkpoints) {

@@ -221,6 +221,50 @@ TEST_F(E2eTest, FixturesThroughTheCli) {
   EXPECT_THAT(past, ::testing::Not(HasSubstr("18oz")));
 }
 
+// `cairn ingest` on a pipe sends what arrives as it arrives: an event of a
+// live SSE feed is in the store while the feed is still open.
+TEST_F(E2eTest, CliIngestStreamsALiveFeed) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server);
+  ASSERT_TRUE(c->PutSource({.name = "billing", .format = "sse-feed"}).ok());
+  std::string cmd = std::string(CAIRN_CLI_PATH) + " --server " +
+                    server.address() +
+                    " ingest --source billing --batch 100 - 2>/dev/null";
+  FILE* feed = popen(cmd.c_str(), "w");
+  ASSERT_NE(feed, nullptr);
+  fputs(
+      "event: load\n"
+      "data: {\"entity\":\"account\",\"key\":{\"acct_no\":1001},"
+      "\"timestamp\":\"2026-11-20T10:00:00Z\",\"tick\":1}\n"
+      "data: {\"acct_no\":1001,\"balance\":1}\n\n",
+      feed);
+  fflush(feed);
+  absl::StatusOr<Entity> e;
+  for (absl::Time deadline = absl::Now() + absl::Seconds(20);
+       absl::Now() < deadline;) {
+    if ((e = c->Get("account", "1001")).ok()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(e.ok())
+      << "the first event did not arrive while the feed was open: "
+      << e.status();
+  // The next event arrives split across writes, its end with the close.
+  fputs(
+      "event: update\ndata: "
+      "{\"entity\":\"account\",\"key\":{\"acct_no\":1001},",
+      feed);
+  fflush(feed);
+  absl::SleepFor(absl::Milliseconds(300));
+  fputs(
+      "\"timestamp\":\"2026-11-20T10:00:05Z\",\"tick\":2}\ndata: "
+      "{\"balance\":2}\n",
+      feed);
+  int status = pclose(feed);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(c->Get("account", "1001")->document,
+            R"({"acct_no":1001,"balance":2})");
+}
+
 // A payload its source's decoder refuses: INVALID_ARGUMENT naming the record
 // and field, counted as a rejected batch, nothing applied.
 TEST_F(E2eTest, MalformedPayloadIsRejectedWithRecordIndex) {
