@@ -1112,7 +1112,13 @@ absl::StatusOr<std::optional<std::string>> StoreImpl::BatchGet(Cf cf,
 absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result) {
   const Event& e = p.event;
   SourceStats& stats = StatsFor(bs, e.source);
-  CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> existing, BatchGet(kLog, p.log_key));
+  // Log keys begin with (source, position) and the source's last_position is
+  // the newest position it ever logged (committed atomically with the log),
+  // so an event past it cannot be a duplicate: in-order events skip the read.
+  std::optional<std::string> existing;
+  if (e.position <= stats.last_position) {
+    CAIRN_ASSIGN_OR_RETURN(existing, BatchGet(kLog, p.log_key));
+  }
   if (existing) {
     CAIRN_ASSIGN_OR_RETURN(records::LogValue logged, records::DecodeLog(*existing));
     bool same = logged.op == e.op && logged.payload == e.payload &&
