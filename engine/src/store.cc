@@ -277,22 +277,34 @@ class SnapshotCursorImpl : public SnapshotCursor {
  public:
   enum class Mode { kCurrent, kAsOfSeq, kAsOfPosition };
 
-  SnapshotCursorImpl(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
-                     const rocksdb::Snapshot* snap, Mode mode, ScanRange range,
-                     uint64_t seq, Position pos, bool include_incomplete)
+  // Entities are enumerated from `state` (one small record per entity, many
+  // to a block); a point-in-time mode then does one SeekForPrev per entity
+  // in `versions` (entity_seq or history). Enumerating from `versions`
+  // itself would cost a second seek per entity, to skip the entity's other
+  // versions, which lands on another block once an entity has many: with
+  // the state CF the cost per entity stays one versions block whatever the
+  // number of versions. Every entity with a version has a state record
+  // (retention only drops a tombstone once its delete is older than every
+  // answerable point, where the entity does not exist either).
+  SnapshotCursorImpl(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state,
+                     rocksdb::ColumnFamilyHandle* versions, const rocksdb::Snapshot* snap,
+                     Mode mode, ScanRange range, uint64_t seq, Position pos,
+                     bool include_incomplete)
       : db_(db), snap_(snap), mode_(mode), range_(std::move(range)), seq_(seq),
         pos_(pos), include_incomplete_(include_incomplete) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
+    if (mode_ != Mode::kCurrent) versions_.reset(db_->NewIterator(ro, versions));
     if (!range_.upper.empty()) {
       upper_slice_ = rocksdb::Slice(range_.upper);
       ro.iterate_upper_bound = &upper_slice_;
     }
-    it_.reset(db_->NewIterator(ro, cf));
+    it_.reset(db_->NewIterator(ro, state));
     it_->Seek(range_.lower);
   }
   ~SnapshotCursorImpl() override {
     it_.reset();
+    versions_.reset();
     db_->ReleaseSnapshot(snap_);
   }
 
@@ -310,7 +322,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
   uint64_t seq() const override { return seq_; }
 
  private:
-  // Reads the entity at the iterator and leaves the iterator on the next one.
+  // Reads the entity at the state iterator and advances it.
   absl::StatusOr<bool> Step() {
     std::string_view key(it_->key().data(), it_->key().size());
     if (mode_ == Mode::kCurrent) {
@@ -323,8 +335,9 @@ class SnapshotCursorImpl : public SnapshotCursor {
       return found;
     }
     size_t n = keys::EntityPrefixLength(key);
-    if (n == 0) return absl::DataLossError("malformed key in snapshot scan");
-    std::string entity(key.substr(0, n));
+    if (n != key.size()) return absl::DataLossError("malformed key in snapshot scan");
+    std::string entity(key);
+    it_->Next();
     std::string target = entity;
     if (mode_ == Mode::kAsOfSeq) {
       keys::AppendU64(seq_, &target);
@@ -333,14 +346,17 @@ class SnapshotCursorImpl : public SnapshotCursor {
       keys::AppendU64(pos_.tick, &target);
       target.push_back('\xFF');  // after every source at exactly this position
     }
-    it_->SeekForPrev(target);
+    versions_->SeekForPrev(target);
+    if (!versions_->Valid()) {
+      CAIRN_RETURN_IF_ERROR(FromRocks(versions_->status(), "snapshot seek"));
+    }
     bool found = false;
-    if (it_->Valid() && it_->key().starts_with(entity)) {
-      std::string_view k(it_->key().data(), it_->key().size());
+    if (versions_->Valid() && versions_->key().starts_with(entity)) {
+      std::string_view k(versions_->key().data(), versions_->key().size());
       std::string_view rest = k.substr(n);
       if (mode_ == Mode::kAsOfSeq) {
         CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue e,
-                               records::DecodeEntitySeq(it_->value().ToStringView()));
+                               records::DecodeEntitySeq(versions_->value().ToStringView()));
         uint64_t seq;
         keys::ConsumeU64(&rest, &seq);
         found = e.doc.has_value();
@@ -348,7 +364,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
                                               e.source, seq));
       } else {
         CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
-                               records::DecodeVersion(it_->value().ToStringView()));
+                               records::DecodeVersion(versions_->value().ToStringView()));
         Position p;
         std::string source;
         if (!keys::ConsumeU64(&rest, &p.timestamp) || !keys::ConsumeU64(&rest, &p.tick) ||
@@ -360,7 +376,6 @@ class SnapshotCursorImpl : public SnapshotCursor {
                                               std::move(source), v.seq));
       }
     }
-    it_->Seek(keys::PrefixSuccessor(entity));
     return found;
   }
 
@@ -381,7 +396,8 @@ class SnapshotCursorImpl : public SnapshotCursor {
   uint64_t seq_;
   Position pos_;
   bool include_incomplete_;
-  std::unique_ptr<rocksdb::Iterator> it_;
+  std::unique_ptr<rocksdb::Iterator> it_;        // state: the entities
+  std::unique_ptr<rocksdb::Iterator> versions_;  // point-in-time modes
   Entity entity_;
 };
 
@@ -1460,7 +1476,8 @@ absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
     pos = *o.as_of_position;
   }
   return std::unique_ptr<SnapshotCursor>(new SnapshotCursorImpl(
-      db_.get(), cfs_[cf], snap, mode, std::move(range), seq, pos, o.include_incomplete));
+      db_.get(), cfs_[kState], cfs_[cf], snap, mode, std::move(range), seq, pos,
+      o.include_incomplete));
 }
 
 absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collection,
