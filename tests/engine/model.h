@@ -253,6 +253,24 @@ struct ModelEvent {
   size_t spelling = 0;  // which spelling of the key to send
   bool spaced = false;  // send the payload with extra whitespace
 
+  // Draws the op and payload (r in [0, 20): upsert below 7, patch below
+  // `patch_below`, delete above) and how the key and payload are spelled.
+  void Randomize(std::mt19937& rng, uint32_t patch_below) {
+    uint32_t r = rng() % 20;
+    if (r < 7) {
+      op = Op::kUpsert;
+      payload = RandomDocument(rng);
+      snapshot = rng() % 3 == 0;
+    } else if (r < patch_below) {
+      op = Op::kPatch;
+      payload = RandomPatch(rng);
+    } else {
+      op = Op::kDelete;
+    }
+    spelling = rng();
+    spaced = rng() % 2;
+  }
+
   // What decides duplicate vs conflict: the event's decoded content.
   std::string Content() const {
     return absl::StrCat(OpName(op), "|", snapshot, "|", op == Op::kDelete ? "" : ToText(payload));

@@ -81,19 +81,7 @@ EventSet Generate(uint32_t seed) {
     e.entity = set.entities[rng() % set.entities.size()];
     e.position = {kT0 + (1 + rng() % 5) * 1000, rng() % 3};
     if (!used.emplace(std::make_tuple(e.source, e.position, e.entity), true).second) continue;
-    uint32_t r = rng() % 20;
-    if (r < 7) {
-      e.op = Op::kUpsert;
-      e.payload = model::RandomDocument(rng);
-      e.snapshot = rng() % 3 == 0;
-    } else if (r < 15) {
-      e.op = Op::kPatch;
-      e.payload = model::RandomPatch(rng);
-    } else {
-      e.op = Op::kDelete;
-    }
-    e.spelling = rng();
-    e.spaced = rng() % 2;
+    e.Randomize(rng, /*patch_below=*/15);
     set.events.push_back(std::move(e));
   }
   set.base = base;

@@ -64,19 +64,7 @@ Scenario Generate(std::mt19937& rng, size_t n) {
     e.source = rng() % 2 ? "alpha" : "beta";
     e.entity = sc.entities[rng() % sc.entities.size()];
     e.position = {kT0 + (rng() % kSteps) * kStep, rng() % 3};
-    uint32_t r = rng() % 20;
-    if (r < 7) {
-      e.op = Op::kUpsert;
-      e.payload = model::RandomDocument(rng);
-      e.snapshot = rng() % 3 == 0;
-    } else if (r < 16) {
-      e.op = Op::kPatch;
-      e.payload = model::RandomPatch(rng);
-    } else {
-      e.op = Op::kDelete;
-    }
-    e.spelling = rng();
-    e.spaced = rng() % 2;
+    e.Randomize(rng, /*patch_below=*/16);
     sc.events.push_back(std::move(e));
   }
   return sc;
