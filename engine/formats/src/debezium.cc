@@ -78,21 +78,17 @@ absl::StatusOr<std::string> ReadCollection(const Context& ctx,
   }
   return ResolveCollection(ctx, Text(*table), "source.table");
 }
-
-// Appends the event of one record (none for a tombstone).
 }  // namespace
 
+// Appends the event of one record (none for a tombstone).
 absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
                                   std::vector<Event>* out) {
   CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
   KafkaEnvelope env;
-  const Value* event = &doc;
-  if (SplitKafkaEnvelope(doc, "op", &env)) {
-    if (env.value == nullptr) return absl::OkStatus();  // tombstone
-    event = env.value;
-    if (!event->IsObject())
-      return FieldError("value", "must be a Debezium event object or null");
-  }
+  CAIRN_ASSIGN_OR_RETURN(
+      const Value* event,
+      UnwrapKafkaEnvelope(doc, "op", "a Debezium event object", &env));
+  if (event == nullptr) return absl::OkStatus();  // tombstone
   if (event->HasMember("schema") && event->HasMember("payload")) {
     event = Member(*event, "payload");
     if (event == nullptr) return absl::OkStatus();  // tombstone in the wrapper
@@ -121,19 +117,10 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
     return FieldError("before", "must be an object or null");
   if (after && !after->IsObject())
     return FieldError("after", "must be an object or null");
-  auto key_from = [&](const Value* image,
-                      const char* image_name) -> absl::StatusOr<std::string> {
-    if (env.key) return KeyFromMessageKey(*env.key, "key");
-    const std::vector<std::string>* fields =
-        ConfiguredKeyFields(ctx, e.collection);
-    if (fields == nullptr) {
-      return FieldError(
-          "key",
-          absl::StrCat("the message has no key and source '", ctx.source.name,
-                       "' has no key fields for collection '", e.collection,
-                       "' (register them, e.g. --key ", e.collection, "=id)"));
-    }
-    return KeyFromFields(*image, image_name, *fields);
+  auto key_from = [&](const Value* image, const char* image_name) {
+    return ChangeRecordKey(ctx, env, e.collection,
+                           ConfiguredKeyFields(ctx, e.collection), image,
+                           image_name, "key", "");
   };
 
   if (op_text == "c" || op_text == "r" || op_text == "u") {

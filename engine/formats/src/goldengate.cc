@@ -55,13 +55,10 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
                                     std::vector<Event>* out) {
   CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
   KafkaEnvelope env;
-  const Value* record = &doc;
-  if (SplitKafkaEnvelope(doc, "op_type", &env)) {
-    if (env.value == nullptr) return absl::OkStatus();  // tombstone
-    record = env.value;
-    if (!record->IsObject())
-      return FieldError("value", "must be a GoldenGate record or null");
-  }
+  CAIRN_ASSIGN_OR_RETURN(
+      const Value* record,
+      UnwrapKafkaEnvelope(doc, "op_type", "a GoldenGate record", &env));
+  if (record == nullptr) return absl::OkStatus();  // tombstone
   const Value* table = Member(*record, "table");
   if (table == nullptr || !IsText(*table) || table->GetStringLength() == 0) {
     return FieldError("table", "missing or not a non-empty string");
@@ -92,23 +89,11 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
   CAIRN_ASSIGN_OR_RETURN(e.position.tick, ReadU64(*pos, "pos"));
   CAIRN_ASSIGN_OR_RETURN(std::vector<std::string> pk, PrimaryKeys(*record));
 
-  auto key_from = [&](const Value* image,
-                      const char* image_name) -> absl::StatusOr<std::string> {
-    if (env.key) return KeyFromMessageKey(*env.key, "key");
-    const std::vector<std::string>* fields =
-        pk.empty() ? ConfiguredKeyFields(ctx, e.collection) : &pk;
-    if (fields == nullptr) {
-      return FieldError(
-          "primary_keys",
-          absl::StrCat("missing, the message has no key and source '",
-                       ctx.source.name, "' has no key fields for collection '",
-                       e.collection, "'"));
-    }
-    if (image == nullptr) {
-      return FieldError(image_name,
-                        "is null, so the primary key cannot be read");
-    }
-    return KeyFromFields(*image, image_name, *fields);
+  auto key_from = [&](const Value* image, const char* image_name) {
+    return ChangeRecordKey(
+        ctx, env, e.collection,
+        pk.empty() ? ConfiguredKeyFields(ctx, e.collection) : &pk, image,
+        image_name, "primary_keys", "missing, ");
   };
 
   std::string_view op = Text(*op_type);

@@ -1,8 +1,15 @@
 // The Kafka-style message envelope `{key, value, timestamp, offset}` that
-// Debezium, GoldenGate and InfoSphere records may arrive in.
+// Debezium, GoldenGate and InfoSphere records may arrive in, and the key of a
+// change record that may come with a message key.
 #ifndef CAIRN_ENGINE_FORMATS_SRC_KAFKA_H_
 #define CAIRN_ENGINE_FORMATS_SRC_KAFKA_H_
 
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/status.h"
 #include "common.h"
 
 namespace cairn::formats {
@@ -30,6 +37,44 @@ inline bool SplitKafkaEnvelope(const Value& record, const char* marker,
   env->timestamp = Member(record, "timestamp");
   env->offset = Member(record, "offset");
   return true;
+}
+
+// The change record in `doc`: the envelope's value when `doc` is an envelope
+// (nullptr for a tombstone, which carries nothing to apply), else `doc`.
+// `what` names the record in the error for a value that is not an object.
+inline absl::StatusOr<const Value*> UnwrapKafkaEnvelope(const Value& doc,
+                                                        const char* marker,
+                                                        std::string_view what,
+                                                        KafkaEnvelope* env) {
+  if (!SplitKafkaEnvelope(doc, marker, env)) return &doc;
+  if (env->value && !env->value->IsObject()) {
+    return FieldError("value", absl::StrCat("must be ", Av(what), " or null"));
+  }
+  return env->value;
+}
+
+// The key of a change record: the message key when there is one, else
+// `fields` (the record's own primary keys or the source's key fields for
+// `collection`) read from `image`. With no key fields known, the error names
+// `missing_field`, its reason starting with `missing_lead`.
+inline absl::StatusOr<std::string> ChangeRecordKey(
+    const Context& ctx, const KafkaEnvelope& env, const std::string& collection,
+    const std::vector<std::string>* fields, const Value* image,
+    const char* image_name, std::string_view missing_field,
+    std::string_view missing_lead) {
+  if (env.key) return KeyFromMessageKey(*env.key, "key");
+  if (fields == nullptr) {
+    return FieldError(
+        missing_field,
+        absl::StrCat(Av(missing_lead), "the message has no key and source '",
+                     ctx.source.name, "' has no key fields for collection '",
+                     collection, "' (register them, e.g. --key ", collection,
+                     "=id)"));
+  }
+  if (image == nullptr) {
+    return FieldError(image_name, "is null, so the primary key cannot be read");
+  }
+  return KeyFromFields(*image, image_name, *fields);
 }
 
 }  // namespace cairn::formats
