@@ -157,19 +157,20 @@ struct RawPut {
 //   log         1 put   43 + 250 B   the LogRecord (payload: document or patch)
 //   history     2 puts  43 + 299 B   the new version, and its predecessor
 //                                    rewritten with its next_timestamp
-//   state       1 put   18 + 327 B
+//   state       1 put   18 + 393 B   with the newest version's op, seq and
+//                                    patch, and the last change's position
 //   changes     1 put    8 + 583 B   before and after images
 //   entity_seq  2 puts  26 + 303 B   the new entry, and the previous one
 //                                    rewritten with its superseded_seq
-// i.e. 7 puts, ~2.57 KB per event (5 puts for an entity's first event), plus
+// i.e. 7 puts, ~2.64 KB per event (5 puts for an entity's first event), plus
 // 2 small puts per batch in the default family (last_seq, source counters).
 // The baseline's values are not approximations: the generator models each
 // entity and encodes every record with records::Encode outside the timed
 // region, so sizes and compressibility are cairn's own. The timed region only
 // fills a rocksdb::WriteBatch and writes it: no validation, no reads, no JSON,
-// no index. (cairn also reads 3 records per event -- state, the predecessor
-// version, the previous entity_seq entry -- plus the log entry when the event
-// is not past its source's newest position.)
+// no index. (cairn also reads the entity's state per event, plus the log
+// entry when the event is not past its source's newest position; the two
+// rewritten records are rebuilt from the state, not read.)
 //
 // Generates the event stream: in position order, with a model of each
 // entity (enough to produce the baseline's records), then reordered by
@@ -319,7 +320,12 @@ class Workload {
                            .source = kSource,
                            .seq = seq,
                            .versions = e.versions + 1,
-                           .last_change_seq = seq};
+                           .last_change_seq = seq,
+                           .newest_op = ev.op,
+                           .newest_seq = seq,
+                           .newest_patch = ev.op == Op::kPatch ? ev.payload : "",
+                           .change_position = ev.position,
+                           .change_source = kSource};
     puts->push_back({kState, e.prefix, records::Encode(st)});
 
     records::ChangeValue change{.collection = kCollection,

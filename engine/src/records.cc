@@ -75,6 +75,8 @@ std::string Encode(const StateValue& v) {
   flatbuffers::FlatBufferBuilder b(128 + (v.doc ? v.doc->size() : 0));
   auto doc = OptString(b, v.doc);
   auto source = b.CreateString(v.source);
+  auto newest_patch = v.newest_patch.empty() ? 0 : b.CreateString(v.newest_patch);
+  auto change_source = v.change_source == v.source ? 0 : b.CreateString(v.change_source);
   fbs::StateRecordBuilder r(b);
   if (v.doc) r.add_doc(doc);
   r.add_complete(v.complete);
@@ -84,6 +86,13 @@ std::string Encode(const StateValue& v) {
   r.add_seq(v.seq);
   r.add_versions(v.versions);
   r.add_last_change_seq(v.last_change_seq);
+  if (v.newest_op) r.add_newest_op(ToFbs(*v.newest_op));
+  r.add_newest_seq(v.newest_seq);
+  if (!v.newest_patch.empty()) r.add_newest_patch(newest_patch);
+  r.add_newest_snapshot(v.newest_snapshot);
+  r.add_change_timestamp(v.change_position.timestamp);
+  r.add_change_tick(v.change_position.tick);
+  if (v.change_source != v.source) r.add_change_source(change_source);
   b.Finish(r.Finish(), fbs::StateRecordIdentifier());
   return Finish(b);
 }
@@ -174,6 +183,16 @@ absl::StatusOr<StateValue> DecodeState(std::string_view bytes) {
   v.seq = p->seq();
   v.versions = p->versions();
   v.last_change_seq = p->last_change_seq();
+  if (p->newest_op() != fbs::Op::None) {
+    auto op = FromFbs(p->newest_op(), "state");
+    if (!op.ok()) return op.status();
+    v.newest_op = *op;
+  }
+  v.newest_seq = p->newest_seq();
+  v.newest_patch = Str(p->newest_patch());
+  v.newest_snapshot = p->newest_snapshot();
+  v.change_position = {p->change_timestamp(), p->change_tick()};
+  v.change_source = p->change_source() ? Str(p->change_source()) : v.source;
   return v;
 }
 

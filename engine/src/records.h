@@ -47,6 +47,15 @@ struct StateValue {
   uint64_t seq = 0;
   uint64_t versions = 0;
   uint64_t last_change_seq = 0;
+  // The newest version's fields besides its after-image and completeness
+  // (`doc`, `complete`), and the position and source of the entity_seq entry
+  // at last_change_seq: see fbs/state.fbs.
+  std::optional<Op> newest_op;  // nullopt only in records of older stores
+  uint64_t newest_seq = 0;
+  std::string newest_patch;
+  bool newest_snapshot = false;
+  Position change_position;
+  std::string change_source;
 };
 
 struct VersionValue {

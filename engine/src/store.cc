@@ -12,14 +12,17 @@
 //
 // Materialization of an event on an entity (see README "Materialization"):
 //  * in order (its position is after the entity's newest version): one new
-//    history version, the predecessor's `next_timestamp` updated, new state;
+//    history version, the predecessor's `next_timestamp` updated, new state.
+//    The state record carries the newest version's fields, so the
+//    predecessor is rewritten without being read: one point read per event;
 //  * late: the version is inserted in position order and the later versions
 //    are re-folded until the first upsert or delete (whose after-image does
 //    not depend on what came before), so the cost is bounded by the entity's
 //    versions after that position, not by the store.
 // When the state (document, existence, completeness) changes, the commit gets
-// the next seq, a change record, and an entity_seq entry (the previous entry
-// is marked superseded so retention knows when it stops being needed).
+// the next seq, a change record, and an entity_seq entry (the previous entry,
+// rebuilt from the state record, is marked superseded so retention knows when
+// it stops being needed).
 //
 // Reads take a RocksDB snapshot; the published last seq is updated only after
 // the write returns, so every read sees whole groups.
@@ -713,8 +716,11 @@ absl::Status StoreImpl::Init() {
       absl::StrCat("open ", path_)));
   db_.reset(raw);
   cfs_ = std::move(handles);
+  // Without overwrite_key a Put only inserts into the batch index (no search
+  // for an older entry of the key): reads still see a key's newest entry, and
+  // the index iterator yields every entry (SpillBatch keeps the newest).
   batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(
-      rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true);
+      rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/false);
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
   // Retention given at open wins; otherwise the one last set at runtime.
@@ -999,11 +1005,15 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
 absl::Status StoreImpl::SpillBatch() {
   for (size_t cf = 0; cf < kNumCfs; ++cf) {
     std::unique_ptr<rocksdb::WBWIIterator> it(batch_->NewIterator(cfs_[cf]));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->SeekToFirst(); it->Valid();) {
       rocksdb::WriteEntry e = it->Entry();
       if (e.type != rocksdb::kPutRecord) {
         return absl::InternalError("session commit produced a non-put entry");
       }
+      // A key written more than once has its entries in write order: keep
+      // the last.
+      it->Next();
+      if (it->Valid() && it->Entry().key == e.key) continue;
       if (cf == kMeta) {
         spill_->meta[e.key.ToString()] = e.value.ToString();
         continue;
@@ -1275,19 +1285,33 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
   // Versions whose records must be rewritten, with their new values.
   std::vector<std::pair<std::string, records::VersionValue>> rewrites;
 
+  // Retention may already have dropped an expired tombstone (the newest
+  // version of a deleted entity, or its entity_seq entry): such a record is
+  // not written back when it gets a successor.
+  const uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  const uint64_t oldest_seq = horizon_.oldest_seq.load();
   VersionPos newest = state ? VersionPos{state->position, state->source} : VersionPos{};
-  if (!state || newest < at) {
+  const bool in_order = !state || newest < at;
+  if (in_order) {
     // In order: fold onto the current state.
     CAIRN_RETURN_IF_ERROR(fold(op, payload, state ? state->doc : std::nullopt,
                                state ? state->complete : true, &nv.after, &nv.complete));
-    if (state) {
-      std::string pred_key = keys::HistoryKey(entity, state->position, state->source);
-      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> pred_raw, BatchGet(kHistory, pred_key));
-      if (pred_raw) {
-        CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred, records::DecodeVersion(*pred_raw));
-        pred.next_timestamp = at.position.timestamp;
-        rewrites.emplace_back(std::move(pred_key), std::move(pred));
+    if (state && (state->doc || state->position.timestamp >= oldest_ts)) {
+      // The predecessor is the newest version, rebuilt from the state record
+      // instead of read back, and given its successor's timestamp.
+      if (!state->newest_op) {
+        return absl::DataLossError(
+            "state record lacks its newest version's fields (written by an older cairn)");
       }
+      records::VersionValue pred{.op = *state->newest_op,
+                                 .seq = state->newest_seq,
+                                 .patch = state->newest_patch,
+                                 .after = state->doc,
+                                 .complete = state->complete,
+                                 .snapshot = state->newest_snapshot,
+                                 .next_timestamp = at.position.timestamp};
+      rewrites.emplace_back(keys::HistoryKey(entity, state->position, state->source),
+                            std::move(pred));
     }
     ns.doc = nv.after;
     ns.complete = nv.complete;
@@ -1376,16 +1400,21 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
     c.complete = ns.complete;
     CAIRN_RETURN_IF_ERROR(FromRocks(
         batch_->Put(cfs_[kChanges], keys::SeqKey(seq), records::Encode(c)), "put change"));
-    if (state && state->last_change_seq != 0) {
-      std::string prev_key = keys::EntitySeqKey(entity, state->last_change_seq);
-      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> prev_raw, BatchGet(kEntitySeq, prev_key));
-      if (prev_raw) {
-        CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue prev,
-                               records::DecodeEntitySeq(*prev_raw));
-        prev.superseded_seq = seq;
-        CAIRN_RETURN_IF_ERROR(FromRocks(
-            batch_->Put(cfs_[kEntitySeq], prev_key, records::Encode(prev)), "put entity_seq"));
-      }
+    if (state && state->last_change_seq != 0 &&
+        (state->doc || state->last_change_seq >= oldest_seq ||
+         state->change_position.timestamp >= oldest_ts)) {
+      // The previous entry holds the state as of the last change, which is
+      // still the state's document and completeness (else there would have
+      // been a change since): rebuilt, not read back, and marked superseded.
+      records::EntitySeqValue prev{.doc = state->doc,
+                                   .complete = state->complete,
+                                   .position = state->change_position,
+                                   .source = state->change_source,
+                                   .superseded_seq = seq};
+      CAIRN_RETURN_IF_ERROR(
+          FromRocks(batch_->Put(cfs_[kEntitySeq], keys::EntitySeqKey(entity, state->last_change_seq),
+                                records::Encode(prev)),
+                    "put entity_seq"));
     }
     records::EntitySeqValue es;
     es.doc = ns.doc;
@@ -1397,8 +1426,16 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
         "put entity_seq"));
     ns.seq = seq;
     ns.last_change_seq = seq;
+    ns.change_position = ns.position;
+    ns.change_source = ns.source;
   }
   nv.seq = seq;
+  if (in_order) {
+    ns.newest_op = op;
+    ns.newest_seq = seq;
+    ns.newest_patch = op == Op::kPatch ? payload : "";
+    ns.newest_snapshot = snapshot;
+  }
   for (auto& [k, v] : rewrites) {
     CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kHistory], k, records::Encode(v)),
                                     "put history"));

@@ -373,5 +373,55 @@ TEST(SnapshotTest, RetentionByAgeKeepsTheWindowExact) {
   }
 }
 
+// A deleted entity whose delete has left the window, but whose state is kept
+// (the delete was committed inside the window), is written again: the expired
+// tombstone version that retention dropped must not come back as the new
+// version's predecessor, nor its entity_seq entry.
+TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
+  constexpr uint64_t kMaxAge = 100 * kStep;
+  TempDir dir;
+  std::atomic<uint64_t> now{kT0};
+  Options options{.retention = {.max_age = absl::Microseconds(kMaxAge)},
+                  .retention_interval = absl::Hours(24),  // only CompactNow
+                  .now_micros = [&now] { return now.load(); }};
+  auto opened = Store::Open(dir.path(), options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Store& store = **opened;
+  auto ingest = [&](uint64_t at, Op op, std::string payload) {
+    auto r = store.Ingest({Event{.source = "s", .collection = "acct", .key = "1",
+                                 .position = {kT0 + at * kStep, 0}, .op = op,
+                                 .payload = std::move(payload)}},
+                          {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->applied, 1u);
+  };
+  ingest(1, Op::kUpsert, R"({"v":1})");
+  now = kT0 + 10 * kStep;  // committed after the cutoff below, positioned before it
+  ingest(2, Op::kDelete, "");
+  const uint64_t cutoff = kT0 + 5 * kStep;
+  now = cutoff + kMaxAge;
+  ASSERT_TRUE(store.CompactNow().ok());
+  ASSERT_EQ(store.Stats().oldest_position.timestamp, cutoff);
+  auto before = store.History("acct", "1", {});
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_TRUE(before->empty()) << "both versions lie before the window";
+
+  ingest(200, Op::kUpsert, R"({"v":2})");
+  ASSERT_TRUE(store.CompactNow().ok());
+  auto after = store.History("acct", "1", {});
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].position.timestamp, kT0 + 200 * kStep);
+  EXPECT_EQ((*after)[0].after, R"({"v":2})");
+  auto current = store.Get("acct", "1");
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_EQ(current->document, R"({"v":2})");
+  opened->reset();
+  // On disk: only the new version; of entity_seq, the delete (seq 2, inside
+  // the window by its commit) and the new upsert.
+  EXPECT_EQ(CountEntries(dir.path(), "history"), 1u);
+  EXPECT_EQ(CountEntries(dir.path(), "entity_seq"), 2u);
+}
+
 }  // namespace
 }  // namespace cairn
