@@ -56,6 +56,7 @@ class IngestStreamImpl : public IngestStream {
     v1::IngestRequest req;
     req.set_batch_id(++next_batch_);
     req.set_durable(durable);
+    req.set_coalesce_acks(true);
     for (const Event& e : events) ToProto(e, req.add_events());
     if (!events_->Write(req)) return Broken();
     return absl::OkStatus();
@@ -68,14 +69,24 @@ class IngestStreamImpl : public IngestStream {
     req.set_source(std::string(source));
     req.set_payload(std::move(payload));
     req.set_durable(durable);
+    req.set_coalesce_acks(true);
     if (!raw_->Write(req)) return Broken();
     return absl::OkStatus();
   }
 
   absl::StatusOr<IngestResult> Receive(std::vector<RecordError>* errors) override {
-    v1::IngestAck ack;
-    bool ok = payloads_ ? raw_->Read(&ack) : events_->Read(&ack);
-    if (!ok) return Broken();
+    if (coalesced_.empty()) {
+      v1::IngestAck ack;
+      bool ok = payloads_ ? raw_->Read(&ack) : events_->Read(&ack);
+      if (!ok) return Broken();
+      // The server may answer several batches in one message (we ask it to
+      // with coalesce_acks): hand them out one per call, in order.
+      for (v1::IngestAck& more : *ack.mutable_coalesced()) coalesced_.push_back(std::move(more));
+      ack.clear_coalesced();
+      coalesced_.push_front(std::move(ack));
+    }
+    v1::IngestAck ack = std::move(coalesced_.front());
+    coalesced_.pop_front();
     return FromAck(ack, errors);
   }
 
@@ -111,6 +122,7 @@ class IngestStreamImpl : public IngestStream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestAck>> events_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRawRequest, v1::IngestAck>> raw_;
   uint64_t next_batch_ = 0;
+  std::deque<v1::IngestAck> coalesced_;  // acks received, not yet returned
   bool closed_ = false;
   absl::Status final_;
 };

@@ -5,7 +5,10 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <deque>
+#include <optional>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -29,8 +32,11 @@ using wire::ToGrpc;
 using wire::ToProto;
 
 // What every handler needs.
+class IngestWorker;
+
 struct Deps {
   Store* store = nullptr;
+  IngestWorker* worker = nullptr;
   const Auth* auth = nullptr;
   const ServerOptions* options = nullptr;
   std::atomic<bool> shutting_down{false};
@@ -41,11 +47,115 @@ grpc::Status Unavailable() {
 }
 
 // ---------------------------------------------------------------------------
-// Ingest: one ack per batch, batches processed in order, one at a time per
-// stream (clients pipeline by sending ahead; HTTP/2 flow control bounds it).
+// Ingest: one ack per batch, in order. Reactors never wait for the engine: a
+// received batch is decoded and checked on the gRPC thread, then queued for
+// the IngestWorker, one thread that ingests everything queued -- from every
+// stream -- with one Store::IngestBatches call (each batch still atomic, with
+// its own ack, but sharing one commit) and hands each stream its acks. A
+// stream keeps reading while its batches are in the worker, up to
+// kMaxInFlightBytes (then HTTP/2 flow control holds the client back). (A
+// buffer hint on acks queued behind another would save syscalls, but gRPC
+// completes a hinted write only when a later write flushes it, and a reactor
+// has one write outstanding at a time: the stream stalls.) A client that sets
+// coalesce_acks gets every ack queued when a write starts in that one write.
+
+constexpr size_t kMaxInFlightBytes = 16 << 20;
+// Bounds on one coalesced ack message (its size estimated from outcomes and
+// record errors), well under any max message size.
+constexpr int kMaxCoalescedAcks = 1024;
+constexpr size_t kMaxCoalescedBytes = 1 << 20;
+
+class AckSink {
+ public:
+  // The acks of batches this sink queued, in the order they were queued;
+  // `bytes` is what they weighed when received.
+  virtual void Acked(std::vector<v1::IngestAck> acks, size_t bytes) = 0;
+
+ protected:
+  ~AckSink() = default;
+};
+
+class IngestWorker {
+ public:
+  struct Item {
+    AckSink* sink = nullptr;
+    size_t bytes = 0;
+    v1::IngestAck ack;                 // batch id; the failure when no batch
+    std::optional<Store::Batch> batch;  // nullopt: rejected before the engine
+  };
+
+  explicit IngestWorker(Store* store) : store_(store), thread_([this] { Run(); }) {}
+  ~IngestWorker() { Stop(); }
+
+  void Submit(Item item) {
+    absl::MutexLock l(&mu_);
+    queue_.push_back(std::move(item));
+  }
+
+  // Ingests what is queued, then returns.
+  void Stop() {
+    {
+      absl::MutexLock l(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::vector<Item> items;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(
+            +[](IngestWorker* w) { return !w->queue_.empty() || w->stopping_; }, this));
+        if (queue_.empty()) return;
+        items.swap(queue_);
+      }
+      std::vector<Store::Batch> batches;
+      std::vector<size_t> slot;
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!items[i].batch) continue;
+        batches.push_back(*std::move(items[i].batch));
+        slot.push_back(i);
+      }
+      if (!batches.empty()) {
+        auto results = store_->IngestBatches(std::move(batches));
+        for (size_t k = 0; k < results.size(); ++k) {
+          v1::IngestAck& ack = items[slot[k]].ack;
+          if (results[k].ok()) {
+            ToProto(*results[k], &ack);
+          } else {
+            FailAck(results[k].status(), &ack);
+          }
+        }
+      }
+      // Each stream's acks together, in its order.
+      std::vector<std::pair<AckSink*, std::pair<std::vector<v1::IngestAck>, size_t>>> by_sink;
+      for (Item& item : items) {
+        auto it = std::find_if(by_sink.begin(), by_sink.end(),
+                               [&](const auto& e) { return e.first == item.sink; });
+        if (it == by_sink.end()) {
+          by_sink.push_back({item.sink, {}});
+          it = by_sink.end() - 1;
+        }
+        it->second.first.push_back(std::move(item.ack));
+        it->second.second += item.bytes;
+      }
+      for (auto& [sink, acks] : by_sink) sink->Acked(std::move(acks.first), acks.second);
+    }
+  }
+
+  Store* store_;
+  absl::Mutex mu_;
+  std::vector<Item> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 template <typename Request>
-class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
+class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
+                      public AckSink {
  public:
   IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx)
       : deps_(deps), ctx_(ctx) {
@@ -57,87 +167,196 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck> {
         return;
       }
     }
+    absl::MutexLock l(&mu_);
+    reading_ = true;
     this->StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      this->Finish(grpc::Status::OK);
-      return;
+    IngestWorker::Item item;
+    {
+      absl::MutexLock l(&mu_);
+      if (finished_ || !ok || deps_->shutting_down.load()) {
+        reading_ = false;
+        if (finished_) return;  // a read that was outstanding at Finish
+        // Batches already received still finish; nothing more is read.
+        reads_done_ = true;
+        if (ok) status_ = Unavailable();
+        if (!ShouldFinishLocked()) return;
+      } else {
+        // reading_ stays set until request_ is decoded: no read may reuse it.
+        item.sink = this;
+        item.bytes = request_.ByteSizeLong();
+        in_flight_++;
+        in_flight_bytes_ += item.bytes;
+      }
     }
-    if (deps_->shutting_down.load()) {
-      this->Finish(Unavailable());
-      return;
+    if (!item.sink) return this->Finish(status_);  // finished_ is set: no one else touches it
+    item.ack.set_batch_id(request_.batch_id());
+    if (request_.coalesce_acks()) coalesce_acks_.store(true, std::memory_order_relaxed);
+    std::optional<std::vector<Event>> events = Decode(request_, &item.ack);
+    if (events) {
+      item.batch = Store::Batch{
+          *std::move(events),
+          {.durable = request_.durable() || deps_->options->durable}};
     }
-    ack_.Clear();
-    ack_.set_batch_id(request_.batch_id());
-    Process();
-    this->StartWrite(&ack_);
+    // Submitted before the next read starts, so this stream's batches reach
+    // the worker in order.
+    deps_->worker->Submit(std::move(item));
+    absl::MutexLock l(&mu_);
+    reading_ = false;
+    MaybeReadLocked();
+  }
+
+  // On the worker's thread.
+  void Acked(std::vector<v1::IngestAck> acks, size_t bytes) override {
+    {
+      absl::MutexLock l(&mu_);
+      in_flight_ -= acks.size();
+      in_flight_bytes_ -= bytes;
+      if (!broken_) {
+        for (v1::IngestAck& a : acks) acks_.push_back(std::move(a));
+        StartNextWriteLocked();
+        MaybeReadLocked();
+      }
+      if (!ShouldFinishLocked()) return;
+    }
+    // Outside the lock: OnDone (which deletes this) may run as soon as
+    // Finish is called, and this is not a reaction gRPC waits for.
+    this->Finish(status_);
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {
-      this->Finish(
-          grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-      return;
+    {
+      absl::MutexLock l(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The client went away: what it sent but has no ack for, it resends.
+        broken_ = true;
+        status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+        acks_.clear();
+      } else {
+        StartNextWriteLocked();
+      }
+      if (!ShouldFinishLocked()) return;
     }
-    this->StartRead(&request_);
+    this->Finish(status_);
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void Fail(const grpc::Status& s) {
-    ack_.set_code(s.error_code());
-    ack_.set_message(s.error_message());
-  }
-  void Ingest(std::vector<Event> events, bool durable) {
+  // The batch's events, or nullopt with the failure in `ack`.
+  std::optional<std::vector<Event>> Decode(Request& request, v1::IngestAck* ack);
+
+  std::optional<std::vector<Event>> Authorized(std::vector<Event> events,
+                                               v1::IngestAck* ack) {
     for (const Event& e : events) {
-      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok())
-        return Fail(s);
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok()) {
+        Fail(s, ack);
+        return std::nullopt;
+      }
     }
-    auto r = deps_->store->Ingest(
-        std::move(events), {.durable = durable || deps_->options->durable});
-    if (r.ok()) {
-      ToProto(*r, &ack_);
-    } else {
-      FailAck(r.status(), &ack_);
+    return events;
+  }
+
+  static void Fail(const grpc::Status& s, v1::IngestAck* ack) {
+    ack->set_code(s.error_code());
+    ack->set_message(s.error_message());
+  }
+
+  void MaybeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!reading_ && !reads_done_ && !broken_ && !finished_ &&
+        in_flight_bytes_ < kMaxInFlightBytes) {
+      reading_ = true;
+      this->StartRead(&request_);
     }
   }
-  void Process();
+
+  void StartNextWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || acks_.empty()) return;
+    writing_ = true;
+    current_ack_ = std::move(acks_.front());
+    acks_.pop_front();
+    if (coalesce_acks_.load(std::memory_order_relaxed)) {
+      // Everything queued goes in this message, up to a bound on its size.
+      size_t bytes = 0;
+      while (!acks_.empty() && current_ack_.coalesced_size() < kMaxCoalescedAcks &&
+             bytes < kMaxCoalescedBytes) {
+        bytes += acks_.front().outcomes_size() + acks_.front().errors_size() * 64 + 32;
+        *current_ack_.add_coalesced() = std::move(acks_.front());
+        acks_.pop_front();
+      }
+    }
+    this->StartWrite(&current_ack_);
+  }
+
+  // True once reading has ended and every batch received is acked (or the
+  // client is gone and the worker holds none of ours); marks the stream
+  // finished, and the caller calls Finish(status_) after unlocking (status_
+  // no longer changes). A read may still be outstanding; it completes (not
+  // ok) before OnDone.
+  bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || in_flight_ > 0 || writing_) return false;
+    if (!broken_ && (!reads_done_ || !acks_.empty())) return false;
+    finished_ = true;
+    return true;
+  }
 
   Deps* deps_;
   grpc::CallbackServerContext* ctx_;
-  Request request_;
-  v1::IngestAck ack_;
+  Request request_;  // the outstanding read's target
+  absl::Mutex mu_;
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // batches in the worker
+  size_t in_flight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<v1::IngestAck> acks_ ABSL_GUARDED_BY(mu_);
+  v1::IngestAck current_ack_;  // the outstanding write's source
+  std::atomic<bool> coalesce_acks_{false};  // the client accepts coalesced acks
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 template <>
-void IngestReactor<v1::IngestRequest>::Process() {
-  auto events = FromProto(request_.events());
-  if (!events.ok()) return FailAck(events.status(), &ack_);
-  Ingest(*std::move(events), request_.durable());
+std::optional<std::vector<Event>> IngestReactor<v1::IngestRequest>::Decode(
+    v1::IngestRequest& request, v1::IngestAck* ack) {
+  auto events = FromProto(request.events());
+  if (!events.ok()) {
+    FailAck(events.status(), ack);
+    return std::nullopt;
+  }
+  return Authorized(*std::move(events), ack);
 }
 
 template <>
-void IngestReactor<v1::IngestRawRequest>::Process() {
-  auto source = deps_->store->GetSource(request_.source());
-  if (!source.ok()) return FailAck(source.status(), &ack_);
-  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok())
-    return Fail(s);
-  if (formats::SessionOnly(source->format)) {
-    return FailAck(
-        absl::FailedPreconditionError(absl::StrCat(
-            "source '", source->name, "' is in format ", source->format,
-            ", whose records carry no position: post them through a session")),
-        &ack_);
+std::optional<std::vector<Event>> IngestReactor<v1::IngestRawRequest>::Decode(
+    v1::IngestRawRequest& request, v1::IngestAck* ack) {
+  auto source = deps_->store->GetSource(request.source());
+  if (!source.ok()) {
+    FailAck(source.status(), ack);
+    return std::nullopt;
   }
-  auto events = formats::Decode(*source, request_.payload());
+  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok()) {
+    Fail(s, ack);
+    return std::nullopt;
+  }
+  if (formats::SessionOnly(source->format)) {
+    FailAck(absl::FailedPreconditionError(absl::StrCat(
+                "source '", source->name, "' is in format ", source->format,
+                ", whose records carry no position: post them through a session")),
+            ack);
+    return std::nullopt;
+  }
+  auto events = formats::Decode(*source, request.payload());
   if (!events.ok()) {
     deps_->store->CountRejectedBatch(source->name);
-    return FailAck(events.status(), &ack_);
+    FailAck(events.status(), ack);
+    return std::nullopt;
   }
-  Ingest(*std::move(events), request_.durable());
+  return Authorized(*std::move(events), ack);
 }
 
 class IngestService final : public v1::Ingest::CallbackService {
@@ -719,6 +938,8 @@ class ServerImpl : public Server {
         store_, Store::Open(options_.data_dir,
                             Options{.retention = options_.retention}));
     deps_.store = store_.get();
+    worker_ = std::make_unique<IngestWorker>(store_.get());
+    deps_.worker = worker_.get();
     deps_.auth = &auth_;
     deps_.options = &options_;
     dispatcher_ = std::make_unique<Dispatcher>(store_.get());
@@ -789,6 +1010,7 @@ class ServerImpl : public Server {
     }
     if (dispatcher_) dispatcher_->Stop();
     server_.reset();
+    if (worker_) worker_->Stop();
     store_.reset();
     spdlog::info("store closed");
     done_.Notify();
@@ -800,6 +1022,7 @@ class ServerImpl : public Server {
   ServerOptions options_;
   Auth auth_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<IngestWorker> worker_;
   Deps deps_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<IngestService> ingest_;

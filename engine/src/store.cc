@@ -420,6 +420,7 @@ class StoreImpl : public Store {
 
   absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
                                       const IngestOptions& options) override;
+  std::vector<absl::StatusOr<IngestResult>> IngestBatches(std::vector<Batch> batches) override;
   absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override;
   absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
       const SnapshotOptions& options) override;
@@ -494,8 +495,13 @@ class StoreImpl : public Store {
   };
 
   absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
+  // Validate, counting a rejected batch against the sources it names.
+  absl::Status Prepare(std::vector<Event>& events, std::vector<Prepared>* out);
   // Queues `w` and returns once its batch is committed or failed.
   absl::StatusOr<IngestResult> Enqueue(Writer& w);
+  // Queues the writers together, in order, and returns once each is
+  // committed or failed (see Writer::status, Writer::result).
+  void EnqueueAll(const std::vector<Writer*>& ws);
   absl::Status ValidateSource(const SourceDefinition& s);
   absl::StatusOr<records::SessionValue> LoadSession(std::string_view id);
   absl::Status PutSession(std::string_view id, const records::SessionValue& v);
@@ -864,10 +870,9 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
   return absl::OkStatus();
 }
 
-absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
-                                               const IngestOptions& options) {
-  std::vector<Prepared> prepared;
-  if (absl::Status s = Validate(events, &prepared); !s.ok()) {
+absl::Status StoreImpl::Prepare(std::vector<Event>& events, std::vector<Prepared>* out) {
+  absl::Status s = Validate(events, out);
+  if (!s.ok()) {
     // Count the rejection against the sources named in the batch; it is
     // persisted with the next commit.
     absl::MutexLock l(&stats_mu_);
@@ -877,48 +882,90 @@ absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
         published_sources_[e.source].rejected_batches++;
       }
     }
-    return s;
   }
+  return s;
+}
+
+absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
+                                               const IngestOptions& options) {
+  std::vector<Prepared> prepared;
+  CAIRN_RETURN_IF_ERROR(Prepare(events, &prepared));
   Writer w;
   w.events = &prepared;
   w.durable = options.durable;
   return Enqueue(w);
 }
 
-absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
-  absl::MutexLock l(&mu_);
-  writers_.push_back(&w);
-  while (!w.done && &w != writers_.front()) w.cv.Wait(&mu_);
-  if (w.done) {
-    if (!w.status.ok()) return w.status;
-    return std::move(w.result);
-  }
-  // Leader: take the whole queue (bounded so one group stays reasonable).
-  std::vector<Writer*> group;
-  size_t total = 0;
-  for (Writer* x : writers_) {
-    // An exclusive writer commits alone.
-    if (x->exclusive || (!group.empty() && group.front()->exclusive)) {
-      if (group.empty()) group.push_back(x);
-      break;
+std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestBatches(std::vector<Batch> batches) {
+  std::vector<absl::StatusOr<IngestResult>> out;
+  out.reserve(batches.size());
+  std::vector<std::vector<Prepared>> prepared(batches.size());
+  std::deque<Writer> writers;  // CondVar members: never moved
+  std::vector<Writer*> queued;
+  std::vector<size_t> slot;  // out index of each queued writer
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (absl::Status s = Prepare(batches[i].events, &prepared[i]); !s.ok()) {
+      out.emplace_back(std::move(s));
+      continue;
     }
-    size_t n = x->events ? x->events->size() : 1;
-    if (!group.empty() && total + n > 20000) break;
-    group.push_back(x);
-    total += n;
+    out.emplace_back(IngestResult{});
+    Writer& w = writers.emplace_back();
+    w.events = &prepared[i];
+    w.durable = batches[i].options.durable;
+    queued.push_back(&w);
+    slot.push_back(i);
   }
-  mu_.Unlock();
-  absl::Status group_status = CommitGroup(group);
-  mu_.Lock();
-  for (Writer* x : group) {
-    if (!group_status.ok() && x->status.ok()) x->status = group_status;
-    writers_.pop_front();
-    x->done = true;
-    if (x != &w) x->cv.Signal();
+  if (!queued.empty()) EnqueueAll(queued);
+  for (size_t k = 0; k < queued.size(); ++k) {
+    Writer& w = *queued[k];
+    if (w.status.ok()) {
+      out[slot[k]] = std::move(w.result);
+    } else {
+      out[slot[k]] = std::move(w.status);
+    }
   }
-  if (!writers_.empty()) writers_.front()->cv.Signal();
+  return out;
+}
+
+absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
+  EnqueueAll({&w});
   if (!w.status.ok()) return w.status;
   return std::move(w.result);
+}
+
+void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
+  absl::MutexLock l(&mu_);
+  for (Writer* w : ws) writers_.push_back(w);
+  // Ours are contiguous in the queue, so when one of them reaches the front
+  // the ones before it are done: wait on the first not yet done.
+  for (Writer* w : ws) {
+    while (!w->done && w != writers_.front()) w->cv.Wait(&mu_);
+    if (w->done) continue;
+    // Leader: take the whole queue (bounded so one group stays reasonable).
+    std::vector<Writer*> group;
+    size_t total = 0;
+    for (Writer* x : writers_) {
+      // An exclusive writer commits alone.
+      if (x->exclusive || (!group.empty() && group.front()->exclusive)) {
+        if (group.empty()) group.push_back(x);
+        break;
+      }
+      size_t n = x->events ? x->events->size() : 1;
+      if (!group.empty() && total + n > 20000) break;
+      group.push_back(x);
+      total += n;
+    }
+    mu_.Unlock();
+    absl::Status group_status = CommitGroup(group);
+    mu_.Lock();
+    for (Writer* x : group) {
+      if (!group_status.ok() && x->status.ok()) x->status = group_status;
+      writers_.pop_front();
+      x->done = true;
+      x->cv.Signal();
+    }
+    if (!writers_.empty()) writers_.front()->cv.Signal();
+  }
 }
 
 SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {

@@ -6,7 +6,10 @@
 #include <set>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
+
 #include "cairn/client.h"
+#include "cairn/v1/cairn.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server_process.h"
@@ -436,6 +439,79 @@ TEST_F(E2eTest, SnapshotHandOffWhileIngesting) {
                }).ok());
   EXPECT_EQ(state, want);
   EXPECT_GT(last, snapshot_seq);
+}
+
+// A pipelined ingest stream: 200 one-event batches sent before any ack is
+// read. Through the raw API with coalesce_acks, every batch is acked exactly
+// once, in order, and the acks arrive in fewer messages than batches; without
+// it, one ack per message. Through the client library (which asks for
+// coalesced acks), Receive still returns one result per batch, in order.
+TEST_F(E2eTest, PipelinedBatchesGetEveryAckInOrder) {
+  ServerProcess server(dir_.Sub("data"));
+  constexpr int kBatches = 200;
+  auto raw_stream = [&](bool coalesce, uint64_t ts0, std::vector<uint64_t>* batch_ids) {
+    auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+    auto stub = v1::Ingest::NewStub(channel);
+    grpc::ClientContext ctx;
+    auto stream = stub->IngestEvents(&ctx);
+    for (int i = 0; i < kBatches; ++i) {
+      v1::IngestRequest req;
+      req.set_batch_id(1000 + i);
+      req.set_coalesce_acks(coalesce);
+      v1::Event* e = req.add_events();
+      e->set_source("billing");
+      e->set_collection("account");
+      e->set_key(std::to_string(i % 7));
+      e->mutable_position()->set_timestamp(ts0 + i);
+      e->set_op(v1::OP_UPSERT);
+      e->set_payload(R"({"i":)" + std::to_string(i) + "}");
+      EXPECT_TRUE(stream->Write(req));
+    }
+    stream->WritesDone();
+    size_t messages = 0;
+    v1::IngestAck ack;
+    while (stream->Read(&ack)) {
+      ++messages;
+      EXPECT_EQ(ack.code(), 0) << ack.message();
+      batch_ids->push_back(ack.batch_id());
+      for (const v1::IngestAck& more : ack.coalesced()) {
+        EXPECT_EQ(more.code(), 0) << more.message();
+        EXPECT_EQ(more.applied(), 1u);
+        EXPECT_EQ(more.coalesced_size(), 0);
+        batch_ids->push_back(more.batch_id());
+      }
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+    return messages;
+  };
+  std::vector<uint64_t> want(kBatches);
+  for (int i = 0; i < kBatches; ++i) want[i] = 1000 + i;
+
+  std::vector<uint64_t> ids;
+  size_t messages = raw_stream(/*coalesce=*/true, 1000, &ids);
+  EXPECT_EQ(ids, want);
+  EXPECT_LT(messages, static_cast<size_t>(kBatches)) << "no ack was coalesced";
+
+  ids.clear();
+  EXPECT_EQ(raw_stream(/*coalesce=*/false, 5000, &ids), static_cast<size_t>(kBatches));
+  EXPECT_EQ(ids, want);
+
+  auto c = Connect(server);
+  auto stream = c->OpenIngestStream(false);
+  ASSERT_TRUE(stream.ok());
+  for (int i = 0; i < kBatches; ++i) {
+    ASSERT_TRUE((*stream)->Send({Ev(std::to_string(100 + i), 9000 + i)}, false).ok());
+  }
+  uint64_t last = 2 * kBatches;  // the raw streams' changes
+  for (int i = 0; i < kBatches; ++i) {
+    auto r = (*stream)->Receive();
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(r->applied, 1u);
+    EXPECT_EQ(r->first_seq, last + 1) << i;
+    last = r->last_seq;
+  }
+  EXPECT_TRUE((*stream)->Close().ok());
+  EXPECT_EQ(c->Stats()->store.last_seq, 3u * kBatches);
 }
 
 // Consumes changes with a named checkpoint, restarts the server (gracefully

@@ -173,5 +173,66 @@ TEST(BadInputTest, ReadsRejectInvalidKeys) {
       absl::StatusCode::kInvalidArgument);
 }
 
+// IngestBatches gives each batch exactly what Ingest one after another
+// gives it: its own result or error (a bad batch among good ones rejects only
+// itself), applied in order (a later batch sees the earlier ones: duplicates,
+// conflicts, patches), with the same seqs and the same end state.
+TEST(BadInputTest, IngestBatchesIsIngestOneAfterAnother) {
+  auto make = [] {
+    std::vector<Store::Batch> b(5);
+    b[0].events = {Good(1), Good(2)};
+    b[1].events = {Good(3), Good(4)};
+    b[1].events[1].key = "";  // rejects batch 1 only
+    b[2].events = {Good(1), Good(5)};  // a duplicate of batch 0, a new one
+    Event conflict = Good(2);
+    conflict.payload = R"({"ok":false})";
+    b[3].events = {conflict};
+    Event patch = Good(6);
+    patch.key = Good(1).key;
+    patch.op = Op::kPatch;
+    patch.payload = R"({"n":1})";
+    b[4].events = {patch, Good(3)};  // batch 1's good event was never applied
+    b[4].options.durable = true;
+    return b;
+  };
+  TempDir one_dir, all_dir;
+  auto one = Store::Open(one_dir.path(), {});
+  auto all = Store::Open(all_dir.path(), {});
+  ASSERT_TRUE(one.ok() && all.ok());
+  std::vector<absl::StatusOr<IngestResult>> expected;
+  for (Store::Batch& b : make()) expected.push_back((*one)->Ingest(b.events, b.options));
+  std::vector<absl::StatusOr<IngestResult>> got = (*all)->IngestBatches(make());
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("batch ", i));
+    ASSERT_EQ(got[i].ok(), expected[i].ok()) << got[i].status();
+    if (!got[i].ok()) {
+      EXPECT_EQ(got[i].status(), expected[i].status());
+      continue;
+    }
+    EXPECT_EQ(got[i]->first_seq, expected[i]->first_seq);
+    EXPECT_EQ(got[i]->last_seq, expected[i]->last_seq);
+    EXPECT_EQ(got[i]->applied, expected[i]->applied);
+    EXPECT_EQ(got[i]->duplicates, expected[i]->duplicates);
+    EXPECT_EQ(got[i]->conflicts, expected[i]->conflicts);
+    EXPECT_EQ(got[i]->outcomes, expected[i]->outcomes);
+  }
+  EXPECT_EQ(got[1].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(got[1].status().message()), HasSubstr("event 1"));
+  EXPECT_EQ(got[2]->duplicates, 1u);
+  EXPECT_EQ(got[3]->conflicts, 1u);
+  EXPECT_EQ(got[4]->applied, 2u);
+  for (int n : {1, 2, 3, 5}) {
+    auto a = (*one)->Get("c", Good(n).key);
+    auto b = (*all)->Get("c", Good(n).key);
+    ASSERT_TRUE(a.ok() && b.ok()) << n;
+    EXPECT_EQ(a->document, b->document) << n;
+    EXPECT_EQ(a->seq, b->seq) << n;
+  }
+  EXPECT_EQ((*all)->Get("c", Good(1).key)->document, R"({"ok":true,"n":1})");
+  EXPECT_EQ((*all)->Get("c", Good(4).key).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*all)->Stats().last_seq, (*one)->Stats().last_seq);
+}
+
 }  // namespace
 }  // namespace cairn

@@ -113,6 +113,18 @@ class Store {
   virtual absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
                                               const IngestOptions& options) = 0;
 
+  // Several batches, each exactly as if given to Ingest one after another
+  // (validated and applied atomically on its own, in this order, with its
+  // own result or error), but sharing commits: usually one RocksDB write for
+  // all of them. For callers that receive batches faster than they commit
+  // them one by one, such as a pipelined gRPC ingest stream.
+  struct Batch {
+    std::vector<Event> events;
+    IngestOptions options;
+  };
+  virtual std::vector<absl::StatusOr<IngestResult>> IngestBatches(
+      std::vector<Batch> batches) = 0;
+
   // Current state. NOT_FOUND when the entity never existed or is deleted.
   virtual absl::StatusOr<Entity> Get(std::string_view collection,
                                      std::string_view key) = 0;
