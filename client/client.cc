@@ -130,6 +130,9 @@ class IngestStreamImpl : public IngestStream {
 // Reads a server stream on its own thread so Next() can time out; items are
 // handed over through a small bounded queue (flow control comes from gRPC:
 // the reader stops reading while the queue is full).
+// Changes per subscription message the client accepts while it is behind.
+constexpr uint32_t kSubscribeBatch = 256;
+
 class SubscriptionImpl : public ClientSubscription {
  public:
   SubscriptionImpl(ClientImpl* client, v1::SubscribeRequest request,
@@ -378,6 +381,7 @@ class ClientImpl : public Client {
     req.set_key_prefix(filter.key_prefix);
     for (const auto& k : filter.keys) req.add_keys(k);
     req.set_exclude_incomplete(!include_incomplete);
+    req.set_max_batch(kSubscribeBatch);
     switch (start.kind) {
       case SubscribeStart::Kind::kNow:
         req.set_now(true);
@@ -533,7 +537,15 @@ void SubscriptionImpl::ReadLoop(std::unique_ptr<grpc::ClientContext> ctx) {
     };
     mu_.Await(absl::Condition(&room));
     if (cancelled_) break;
-    queue_.push_back(item);
+    // A batch (max_batch) is handed out one change per Next.
+    google::protobuf::RepeatedPtrField<v1::Change> more;
+    more.Swap(item.mutable_more_changes());
+    queue_.push_back(std::move(item));
+    for (v1::Change& c : more) {
+      v1::SubscribeItem single;
+      *single.mutable_change() = std::move(c);
+      queue_.push_back(std::move(single));
+    }
   }
   grpc::Status s = reader->Finish();
   absl::MutexLock l(&mu_);

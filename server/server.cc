@@ -541,11 +541,18 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
 // later catches up from the stored change feed.
 class Dispatcher;
 
+// Bounds on the changes one subscription message carries (max_batch).
+constexpr uint32_t kMaxSubscribeBatch = 1024;
+constexpr size_t kMaxSubscribeBatchBytes = 1 << 20;
+
 class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
  public:
   SubscribeReactor(Dispatcher* dispatcher, uint64_t id,
-                   std::unique_ptr<Subscription> sub)
-      : dispatcher_(dispatcher), id_(id), sub_(std::move(sub)) {}
+                   std::unique_ptr<Subscription> sub, uint32_t max_batch)
+      : dispatcher_(dispatcher),
+        id_(id),
+        sub_(std::move(sub)),
+        max_batch_(std::clamp<uint32_t>(max_batch, 1, kMaxSubscribeBatch)) {}
 
   // Sends the next item if there is one. Returns false when idle.
   void Pump();
@@ -577,8 +584,11 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   Dispatcher* dispatcher_;
   uint64_t id_;
   std::unique_ptr<Subscription> sub_;
+  const uint32_t max_batch_;  // changes per message
   absl::Mutex mu_;
   State state_ = State::kIdle;
+  // Pulled while filling a batch but not a change: sent next.
+  std::optional<SubscriptionItem> held_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> pending_end_;  // set while writing
   v1::SubscribeItem item_;
 };
@@ -643,7 +653,13 @@ void SubscribeReactor::Pump() {
     absl::MutexLock l(&mu_);
     if (state_ != State::kIdle) return;
     SubscriptionItem item;
-    auto got = sub_->Next(absl::ZeroDuration(), &item);
+    absl::StatusOr<bool> got = true;
+    if (held_) {
+      item = *std::move(held_);
+      held_.reset();
+    } else {
+      got = sub_->Next(absl::ZeroDuration(), &item);
+    }
     if (!got.ok()) {
       state_ = State::kDone;
       end = ToGrpc(got.status());
@@ -656,9 +672,24 @@ void SubscribeReactor::Pump() {
         case SubscriptionItem::Kind::kSnapshotEnd:
           item_.set_snapshot_end(item.seq);
           break;
-        case SubscriptionItem::Kind::kChange:
+        case SubscriptionItem::Kind::kChange: {
           ToProto(item.change, item_.mutable_change());
+          // Behind: the changes already committed after it share the message.
+          size_t bytes = 0;
+          for (uint32_t n = 1; n < max_batch_ && bytes < kMaxSubscribeBatchBytes; ++n) {
+            SubscriptionItem next;
+            auto more = sub_->Next(absl::ZeroDuration(), &next);
+            if (!more.ok() || !*more) break;  // an error comes back next time
+            if (next.kind != SubscriptionItem::Kind::kChange) {
+              held_ = std::move(next);
+              break;
+            }
+            bytes += next.change.before.size() + next.change.after.size() +
+                     next.change.key.size() + 64;
+            ToProto(next.change, item_.add_more_changes());
+          }
           break;
+        }
         case SubscriptionItem::Kind::kCaughtUp:
           item_.set_caught_up(item.seq);
           break;
@@ -773,7 +804,7 @@ class QueryService final : public v1::Query::CallbackService {
     auto sub = deps_->store->Subscribe(o);
     if (!sub.ok()) return fail(ToGrpc(sub.status()));
     auto* r = new SubscribeReactor(dispatcher_, dispatcher_->NextId(),
-                                   *std::move(sub));
+                                   *std::move(sub), req->max_batch());
     dispatcher_->Add(r);
     r->Pump();
     return r;

@@ -514,6 +514,60 @@ TEST_F(E2eTest, PipelinedBatchesGetEveryAckInOrder) {
   EXPECT_EQ(c->Stats()->store.last_seq, 3u * kBatches);
 }
 
+// A subscriber behind by 500 changes: with max_batch 64 they arrive in
+// order, up to 64 per message, in fewer messages; without it, one change per
+// message. Either way the caught-up marker follows the last one.
+TEST_F(E2eTest, SubscriptionBatchesChangesWhileBehind) {
+  ServerProcess server(dir_.Sub("data"));
+  constexpr int kChanges = 500;
+  {
+    auto c = Connect(server);
+    std::vector<Event> events;
+    for (int i = 0; i < kChanges; ++i) {
+      events.push_back(Ev(std::to_string(i % 50), 10 + i, R"({"i":)" + std::to_string(i) + "}"));
+    }
+    auto r = c->Ingest(std::move(events), false);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->last_seq, static_cast<uint64_t>(kChanges));
+  }
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Query::NewStub(channel);
+  auto read_all = [&](uint32_t max_batch, size_t* messages, size_t* largest) {
+    grpc::ClientContext ctx;
+    v1::SubscribeRequest req;
+    req.set_from_seq(0);
+    req.set_max_batch(max_batch);
+    auto reader = stub->Subscribe(&ctx, req);
+    std::vector<uint64_t> seqs;
+    v1::SubscribeItem item;
+    *messages = *largest = 0;
+    while (reader->Read(&item)) {
+      if (item.has_caught_up()) {
+        EXPECT_EQ(item.caught_up(), static_cast<uint64_t>(kChanges));
+        break;
+      }
+      EXPECT_TRUE(item.has_change());
+      ++*messages;
+      seqs.push_back(item.change().seq());
+      for (const v1::Change& c : item.more_changes()) seqs.push_back(c.seq());
+      *largest = std::max<size_t>(*largest, 1 + item.more_changes_size());
+    }
+    ctx.TryCancel();
+    reader->Finish().IgnoreError();
+    return seqs;
+  };
+  std::vector<uint64_t> want(kChanges);
+  for (int i = 0; i < kChanges; ++i) want[i] = i + 1;
+  size_t messages = 0, largest = 0;
+  EXPECT_EQ(read_all(64, &messages, &largest), want);
+  EXPECT_LE(largest, 64u);
+  EXPECT_GT(largest, 1u);
+  EXPECT_LT(messages, static_cast<size_t>(kChanges));
+  EXPECT_EQ(read_all(0, &messages, &largest), want);
+  EXPECT_EQ(messages, static_cast<size_t>(kChanges));
+  EXPECT_EQ(largest, 1u);
+}
+
 // Consumes changes with a named checkpoint, restarts the server (gracefully
 // and by SIGKILL), and resumes from the checkpoint: the resumed stream
 // starts exactly after the last committed seq.
