@@ -1,6 +1,9 @@
 # The two README commands: `make run` and `make test`.
 BUILD ?= build
-CAIRN_WERROR ?= OFF
+# Warnings as errors: ON/OFF when given (`make test CAIRN_WERROR=ON`, as CI
+# does); when not given the build directory keeps what it had (default OFF),
+# so `make run` after a CI-style `make test` does not rebuild everything.
+CAIRN_WERROR ?=
 DATA ?= ./data
 APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbuffers-dev \
   flatbuffers-compiler libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
@@ -18,7 +21,7 @@ deps:
 
 configure: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCAIRN_WERROR=$(CAIRN_WERROR)
+	  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(if $(CAIRN_WERROR),-DCAIRN_WERROR=$(CAIRN_WERROR))
 
 build: configure
 	cmake --build $(BUILD)
