@@ -60,6 +60,9 @@ grpc::Status Unavailable() {
 // coalesce_acks gets every ack queued when a write starts in that one write.
 
 constexpr size_t kMaxInFlightBytes = 16 << 20;
+// Acks waiting to be written (the client is slow to read them): past this,
+// the stream is not read until they drain.
+constexpr size_t kMaxQueuedAcks = 4096;
 // Bounds on one coalesced ack message (its size estimated from outcomes and
 // record errors), well under any max message size.
 constexpr int kMaxCoalescedAcks = 1024;
@@ -237,6 +240,7 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
         acks_.clear();
       } else {
         StartNextWriteLocked();
+        MaybeReadLocked();
       }
       if (!ShouldFinishLocked()) return;
     }
@@ -266,8 +270,9 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
   }
 
   void MaybeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // A client that does not read its acks stops being read from too.
     if (!reading_ && !reads_done_ && !broken_ && !finished_ &&
-        in_flight_bytes_ < kMaxInFlightBytes) {
+        in_flight_bytes_ < kMaxInFlightBytes && acks_.size() < kMaxQueuedAcks) {
       reading_ = true;
       this->StartRead(&request_);
     }
