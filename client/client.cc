@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -40,6 +41,11 @@ absl::StatusOr<IngestResult> FromAck(const v1::IngestAck& ack, std::vector<Recor
 
 class ClientImpl;
 
+// One thread may Send while another Receives. gRPC allows one write-side
+// operation (Write, WritesDone) and one read-side operation (Read, Finish) at
+// a time, so whichever side first sees the stream end calls Finish -- unless
+// the other side is inside a Read, which will end too and call it -- and
+// the other side waits for its status.
 class IngestStreamImpl : public IngestStream {
  public:
   IngestStreamImpl(std::unique_ptr<grpc::ClientContext> ctx, v1::Ingest::Stub* stub, bool payloads)
@@ -58,8 +64,7 @@ class IngestStreamImpl : public IngestStream {
     req.set_durable(durable);
     req.set_coalesce_acks(true);
     for (const Event& e : events) ToProto(e, req.add_events());
-    if (!events_->Write(req)) return Broken();
-    return absl::OkStatus();
+    return Write([&] { return events_->Write(req); });
   }
 
   absl::Status SendPayload(std::string_view source, std::string payload, bool durable) override {
@@ -70,15 +75,25 @@ class IngestStreamImpl : public IngestStream {
     req.set_payload(std::move(payload));
     req.set_durable(durable);
     req.set_coalesce_acks(true);
-    if (!raw_->Write(req)) return Broken();
-    return absl::OkStatus();
+    return Write([&] { return raw_->Write(req); });
   }
 
   absl::StatusOr<IngestResult> Receive(std::vector<RecordError>* errors) override {
     if (coalesced_.empty()) {
+      {
+        absl::MutexLock l(&mu_);
+        if (finishing_) return EndedLocked();
+        reading_ = true;
+      }
       v1::IngestAck ack;
       bool ok = payloads_ ? raw_->Read(&ack) : events_->Read(&ack);
-      if (!ok) return Broken();
+      {
+        absl::MutexLock l(&mu_);
+        reading_ = false;
+        if (!ok && finishing_) return EndedLocked();
+        if (!ok) finishing_ = true;
+      }
+      if (!ok) return Ended(FinishStream());
       // The server may answer several batches in one message (we ask it to
       // with coalesce_acks): hand them out one per call, in order.
       for (v1::IngestAck& more : *ack.mutable_coalesced()) coalesced_.push_back(std::move(more));
@@ -91,29 +106,67 @@ class IngestStreamImpl : public IngestStream {
   }
 
   absl::Status Close() override {
-    if (closed_) return final_;
-    closed_ = true;
+    {
+      absl::MutexLock l(&mu_);
+      if (finishing_) {
+        mu_.Await(absl::Condition(&finished_));
+        return final_;
+      }
+      finishing_ = true;
+    }
     if (payloads_) {
       raw_->WritesDone();
-      final_ = FromGrpc(raw_->Finish());
     } else {
       events_->WritesDone();
-      final_ = FromGrpc(events_->Finish());
     }
-    return final_;
+    return FinishStream();
   }
 
   ~IngestStreamImpl() override {
-    if (!closed_) {
+    bool open;
+    {
+      absl::MutexLock l(&mu_);
+      open = !finishing_;
+    }
+    if (open) {
       ctx_->TryCancel();
       Close().IgnoreError();
     }
   }
 
  private:
-  // The stream broke: its final status says why.
-  absl::Status Broken() {
-    absl::Status s = Close();
+  absl::Status Write(const std::function<bool()>& write) {
+    {
+      absl::MutexLock l(&mu_);
+      if (finishing_) return EndedLocked();
+    }
+    if (write()) return absl::OkStatus();
+    bool finish;
+    {
+      absl::MutexLock l(&mu_);
+      // A Read in progress ends too, and its side calls Finish.
+      finish = !finishing_ && !reading_;
+      if (!finish) return EndedLocked();
+      finishing_ = true;
+    }
+    return Ended(FinishStream());
+  }
+
+  // Finish (the caller set finishing_) and publish the status.
+  absl::Status FinishStream() {
+    grpc::Status s = payloads_ ? raw_->Finish() : events_->Finish();
+    absl::MutexLock l(&mu_);
+    final_ = FromGrpc(s);
+    finished_ = true;
+    return final_;
+  }
+
+  // The stream ended: waits for its final status, which says why.
+  absl::Status EndedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    mu_.Await(absl::Condition(&finished_));
+    return Ended(final_);
+  }
+  static absl::Status Ended(absl::Status s) {
     return s.ok() ? absl::UnavailableError("ingest stream closed by the server") : s;
   }
 
@@ -121,10 +174,13 @@ class IngestStreamImpl : public IngestStream {
   bool payloads_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestAck>> events_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::IngestRawRequest, v1::IngestAck>> raw_;
-  uint64_t next_batch_ = 0;
-  std::deque<v1::IngestAck> coalesced_;  // acks received, not yet returned
-  bool closed_ = false;
-  absl::Status final_;
+  uint64_t next_batch_ = 0;              // the sending side's
+  std::deque<v1::IngestAck> coalesced_;  // the receiving side's: acks not yet returned
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;    // a Read is in progress
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;  // someone calls (or called) Finish
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status final_ ABSL_GUARDED_BY(mu_);
 };
 
 // Reads a server stream on its own thread so Next() can time out; items are

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -48,10 +49,11 @@ grpc::Status Unavailable() {
 
 // ---------------------------------------------------------------------------
 // Ingest: one ack per batch, in order. Reactors never wait for the engine: a
-// received batch is decoded and checked on the gRPC thread, then queued for
-// the IngestWorker, one thread that ingests everything queued -- from every
-// stream -- with one Store::IngestBatches call (each batch still atomic, with
-// its own ack, but sharing one commit) and hands each stream its acks. A
+// received batch is decoded (proto or source format) and auth-checked on the
+// gRPC thread, then queued for the IngestWorker, one thread that validates
+// and ingests everything queued -- from every stream -- with one
+// Store::IngestBatches call (each batch still atomic, with its own ack, but
+// sharing one commit) and hands each stream its acks. A
 // stream keeps reading while its batches are in the worker, up to
 // kMaxInFlightBytes (then HTTP/2 flow control holds the client back). (A
 // buffer hint on acks queued behind another would save syscalls, but gRPC
@@ -134,18 +136,17 @@ class IngestWorker {
         }
       }
       // Each stream's acks together, in its order.
-      std::vector<std::pair<AckSink*, std::pair<std::vector<v1::IngestAck>, size_t>>> by_sink;
+      struct Acks {
+        std::vector<v1::IngestAck> acks;
+        size_t bytes = 0;
+      };
+      absl::flat_hash_map<AckSink*, Acks> by_sink;
       for (Item& item : items) {
-        auto it = std::find_if(by_sink.begin(), by_sink.end(),
-                               [&](const auto& e) { return e.first == item.sink; });
-        if (it == by_sink.end()) {
-          by_sink.push_back({item.sink, {}});
-          it = by_sink.end() - 1;
-        }
-        it->second.first.push_back(std::move(item.ack));
-        it->second.second += item.bytes;
+        Acks& a = by_sink[item.sink];
+        a.acks.push_back(std::move(item.ack));
+        a.bytes += item.bytes;
       }
-      for (auto& [sink, acks] : by_sink) sink->Acked(std::move(acks.first), acks.second);
+      for (auto& [sink, a] : by_sink) sink->Acked(std::move(a.acks), a.bytes);
     }
   }
 
@@ -679,18 +680,24 @@ void SubscribeReactor::Pump() {
           break;
         case SubscriptionItem::Kind::kChange: {
           ToProto(item.change, item_.mutable_change());
-          // Behind: the changes already committed after it share the message.
-          size_t bytes = 0;
-          for (uint32_t n = 1; n < max_batch_ && bytes < kMaxSubscribeBatchBytes; ++n) {
+          // Behind: the changes already committed after it share the message,
+          // as long as it stays under kMaxSubscribeBatchBytes (a change that
+          // would cross it waits for the next message, which it starts).
+          auto weight = [](const Change& c) {
+            return c.before.size() + c.after.size() + c.key.size() + c.collection.size() +
+                   c.source.size() + 64;
+          };
+          size_t bytes = weight(item.change);
+          for (uint32_t n = 1; n < max_batch_; ++n) {
             SubscriptionItem next;
             auto more = sub_->Next(absl::ZeroDuration(), &next);
             if (!more.ok() || !*more) break;  // an error comes back next time
-            if (next.kind != SubscriptionItem::Kind::kChange) {
+            if (next.kind != SubscriptionItem::Kind::kChange ||
+                bytes + weight(next.change) > kMaxSubscribeBatchBytes) {
               held_ = std::move(next);
               break;
             }
-            bytes += next.change.before.size() + next.change.after.size() +
-                     next.change.key.size() + 64;
+            bytes += weight(next.change);
             ToProto(next.change, item_.add_more_changes());
           }
           break;

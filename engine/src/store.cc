@@ -1382,13 +1382,19 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
     // In order: fold onto the current state.
     CAIRN_RETURN_IF_ERROR(fold(op, payload, state ? state->doc : std::nullopt,
                                state ? state->complete : true, &nv.after, &nv.complete));
-    if (state && (state->doc || state->position.timestamp >= oldest_ts)) {
+    if (state && !state->newest_op) {
+      // A state record written before it carried the newest version's
+      // fields: read the predecessor back (this event's state has them).
+      std::string pred_key = keys::HistoryKey(entity, state->position, state->source);
+      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> pred_raw, BatchGet(kHistory, pred_key));
+      if (pred_raw) {
+        CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred, records::DecodeVersion(*pred_raw));
+        pred.next_timestamp = at.position.timestamp;
+        rewrites.emplace_back(std::move(pred_key), std::move(pred));
+      }
+    } else if (state && (state->doc || state->position.timestamp >= oldest_ts)) {
       // The predecessor is the newest version, rebuilt from the state record
       // instead of read back, and given its successor's timestamp.
-      if (!state->newest_op) {
-        return absl::DataLossError(
-            "state record lacks its newest version's fields (written by an older cairn)");
-      }
       records::VersionValue pred{.op = *state->newest_op,
                                  .seq = state->newest_seq,
                                  .patch = state->newest_patch,
@@ -1485,9 +1491,19 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
     c.commit_micros = group_commit_micros_;
     c.complete = ns.complete;
     CAIRN_RETURN_IF_ERROR(BatchPut(kChanges, keys::SeqKey(seq), records::Encode(c)));
-    if (state && state->last_change_seq != 0 &&
-        (state->doc || state->last_change_seq >= oldest_seq ||
-         state->change_position.timestamp >= oldest_ts)) {
+    if (state && state->last_change_seq != 0 && !state->newest_op) {
+      // Written before the state record carried the entry's position: read
+      // the previous entry back.
+      std::string prev_key = keys::EntitySeqKey(entity, state->last_change_seq);
+      CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> prev_raw, BatchGet(kEntitySeq, prev_key));
+      if (prev_raw) {
+        CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue prev, records::DecodeEntitySeq(*prev_raw));
+        prev.superseded_seq = seq;
+        CAIRN_RETURN_IF_ERROR(BatchPut(kEntitySeq, prev_key, records::Encode(prev)));
+      }
+    } else if (state && state->last_change_seq != 0 &&
+               (state->doc || state->last_change_seq >= oldest_seq ||
+                state->change_position.timestamp >= oldest_ts)) {
       // The previous entry holds the state as of the last change, which is
       // still the state's document and completeness (else there would have
       // been a change since): rebuilt, not read back, and marked superseded.

@@ -514,6 +514,55 @@ TEST_F(E2eTest, PipelinedBatchesGetEveryAckInOrder) {
   EXPECT_EQ(c->Stats()->store.last_seq, 3u * kBatches);
 }
 
+// One thread sends while another receives on the same ingest stream; the
+// server is killed under them. Every result received before is in order,
+// and both sides end with an error instead of crashing or hanging (each side
+// waits for the status the other side's Finish returns when it has one).
+TEST_F(E2eTest, ConcurrentSendAndReceiveEndCleanlyWhenTheServerDies) {
+  ServerProcess server(dir_.Sub("data"));
+  auto c = Connect(server);
+  auto stream = c->OpenIngestStream(false);
+  ASSERT_TRUE(stream.ok());
+  std::atomic<int> sent{0};
+  absl::Status send_end, receive_end;
+  std::thread sender([&] {
+    for (int i = 0;; ++i) {
+      absl::Status s = (*stream)->Send({Ev(std::to_string(i % 100), 10 + i,
+                                           R"({"i":)" + std::to_string(i) + "}")},
+                                       false);
+      if (!s.ok()) {
+        send_end = s;
+        return;
+      }
+      sent++;
+      if (i % 64 == 63) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::atomic<int> received{0};
+  uint64_t last = 0;
+  std::thread receiver([&] {
+    while (true) {
+      auto r = (*stream)->Receive();
+      if (!r.ok()) {
+        receive_end = r.status();
+        return;
+      }
+      EXPECT_EQ(r->first_seq, last + 1);
+      last = r->last_seq;
+      received++;
+    }
+  });
+  while (received < 500) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  server.Kill(SIGKILL);
+  sender.join();
+  receiver.join();
+  EXPECT_FALSE(send_end.ok());
+  EXPECT_FALSE(receive_end.ok());
+  EXPECT_GE(received, 500);
+  EXPECT_LE(received, sent.load());
+  EXPECT_FALSE((*stream)->Close().ok());
+}
+
 // A subscriber behind by 500 changes: with max_batch 64 they arrive in
 // order, up to 64 per message, in fewer messages; without it, one change per
 // message. Either way the caught-up marker follows the last one.
@@ -566,6 +615,38 @@ TEST_F(E2eTest, SubscriptionBatchesChangesWhileBehind) {
   EXPECT_EQ(read_all(0, &messages, &largest), want);
   EXPECT_EQ(messages, static_cast<size_t>(kChanges));
   EXPECT_EQ(largest, 1u);
+
+  // Large documents: a message stays under about 1 MiB whatever max_batch
+  // (each change below carries ~200 KB before and ~200 KB after).
+  {
+    auto c = Connect(server);
+    std::vector<Event> events;
+    for (int i = 0; i < 20; ++i) {
+      events.push_back(Ev("\"big\"", 10'000 + i,
+                          R"({"i":)" + std::to_string(i) + R"(,"pad":")" +
+                              std::string(200'000, 'a' + i % 26) + R"("})"));
+    }
+    ASSERT_TRUE(c->Ingest(std::move(events), false).ok());
+  }
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.set_from_seq(kChanges);
+  req.set_max_batch(1024);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeItem item;
+  std::vector<uint64_t> seqs;
+  bool batched = false;
+  while (reader->Read(&item) && !item.has_caught_up()) {
+    EXPECT_LE(item.ByteSizeLong(), (1u << 20) + 4096u);
+    batched |= item.more_changes_size() > 0;
+    seqs.push_back(item.change().seq());
+    for (const v1::Change& ch : item.more_changes()) seqs.push_back(ch.seq());
+  }
+  ctx.TryCancel();
+  reader->Finish().IgnoreError();
+  EXPECT_TRUE(batched);
+  ASSERT_EQ(seqs.size(), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(seqs[i], static_cast<uint64_t>(kChanges + 1 + i));
 }
 
 // Consumes changes with a named checkpoint, restarts the server (gracefully

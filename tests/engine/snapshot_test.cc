@@ -17,7 +17,9 @@
 #include "cairn/store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "key_codec.h"
 #include "model.h"
+#include "records.h"
 #include "rocksdb/db.h"
 #include "test_util.h"
 
@@ -421,6 +423,76 @@ TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
   // the window by its commit) and the new upsert.
   EXPECT_EQ(CountEntries(dir.path(), "history"), 1u);
   EXPECT_EQ(CountEntries(dir.path(), "entity_seq"), 2u);
+}
+
+// A store written before state records carried the newest version's fields
+// (simulated by stripping them from a state record on disk): the next
+// in-order event reads the predecessor version and entity_seq entry back and
+// gives them their retention links, and the new state has the fields.
+TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
+  TempDir dir;
+  auto ev = [](uint64_t at, std::string payload) {
+    return Event{.source = "s", .collection = "acct", .key = "1",
+                 .position = {kT0 + at * kStep, 0}, .payload = std::move(payload)};
+  };
+  {
+    auto store = Store::Open(dir.path(), {});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Ingest({ev(1, R"({"v":1})")}, {}).ok());
+  }
+  const std::string entity = keys::EntityPrefix("acct", *keys::EncodeKey("1"));
+  auto with_raw = [&](auto fn) {
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.path(), &names).ok());
+    for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    rocksdb::DB* raw = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir.path(), descriptors, &handles, &raw).ok());
+    std::map<std::string, rocksdb::ColumnFamilyHandle*> cf;
+    for (size_t i = 0; i < names.size(); ++i) cf[names[i]] = handles[i];
+    fn(raw, cf);
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  };
+  with_raw([&](rocksdb::DB* db, auto& cf) {
+    std::string v;
+    ASSERT_TRUE(db->Get({}, cf["state"], entity, &v).ok());
+    auto st = records::DecodeState(v);
+    ASSERT_TRUE(st.ok()) << st.status();
+    ASSERT_TRUE(st->newest_op.has_value());
+    st->newest_op.reset();
+    st->newest_seq = 0;
+    st->change_position = {};
+    ASSERT_TRUE(db->Put({}, cf["state"], entity, records::Encode(*st)).ok());
+  });
+  {
+    auto store = Store::Open(dir.path(), {});
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto r = (*store)->Ingest({ev(2, R"({"v":2})")}, {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->applied, 1u);
+    EXPECT_EQ((*store)->Get("acct", "1")->document, R"({"v":2})");
+  }
+  with_raw([&](rocksdb::DB* db, auto& cf) {
+    std::string v;
+    ASSERT_TRUE(db->Get({}, cf["history"], keys::HistoryKey(entity, {kT0 + kStep, 0}, "s"), &v).ok());
+    auto pred = records::DecodeVersion(v);
+    ASSERT_TRUE(pred.ok()) << pred.status();
+    EXPECT_EQ(pred->next_timestamp, kT0 + 2 * kStep);
+    EXPECT_EQ(pred->after, R"({"v":1})");
+    ASSERT_TRUE(db->Get({}, cf["entity_seq"], keys::EntitySeqKey(entity, 1), &v).ok());
+    auto prev = records::DecodeEntitySeq(v);
+    ASSERT_TRUE(prev.ok()) << prev.status();
+    EXPECT_EQ(prev->superseded_seq, 2u);
+    EXPECT_EQ(prev->position.timestamp, kT0 + kStep);
+    ASSERT_TRUE(db->Get({}, cf["state"], entity, &v).ok());
+    auto st = records::DecodeState(v);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->newest_op, Op::kUpsert);
+    EXPECT_EQ(st->newest_seq, 2u);
+    EXPECT_EQ(st->change_position.timestamp, kT0 + 2 * kStep);
+  });
 }
 
 }  // namespace

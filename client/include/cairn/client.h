@@ -5,7 +5,7 @@
 // Thread safety: a Client may be shared by threads. IngestStream and
 // ClientSubscription are used by one thread at a time, except that one
 // thread may Send while another Receives on the same IngestStream (a
-// producer that does not wait for each ack).
+// producer that does not wait for each ack); Close it once neither is.
 //
 // Retries: unary calls and ingest batches are retried on UNAVAILABLE with
 // exponential backoff (ingest is idempotent: a batch whose ack was lost comes
