@@ -295,21 +295,24 @@ class SnapshotCursorImpl : public SnapshotCursor {
   SnapshotCursorImpl(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state,
                      rocksdb::ColumnFamilyHandle* versions, const rocksdb::Snapshot* snap,
                      Mode mode, ScanRange range, uint64_t seq, Position pos,
-                     bool include_incomplete)
+                     bool include_incomplete, bool bulk)
       : db_(db), snap_(snap), mode_(mode), range_(std::move(range)), seq_(seq),
         pos_(pos), include_incomplete_(include_incomplete) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
     if (mode_ != Mode::kCurrent) {
-      // Entities come in key order, so each entity's seek lands further
-      // along the same files: read them ahead in large chunks rather than
-      // one block (one pread) per entity when the cache does not hold them.
-      // A snapshot touches one versions block per entity, once: those do
-      // not go into the block cache, where they would evict what ingest and
-      // point reads use (and the index blocks every seek needs).
+      // A whole collection (or store): entities come in key order, so each
+      // entity's seek lands further along the same files; read them ahead in
+      // large chunks rather than one block (one pread) per entity when the
+      // cache does not hold them, and keep those blocks, each read once, out
+      // of the block cache, where they would evict what ingest and point
+      // reads use (and the index blocks every seek needs). A key-prefix
+      // snapshot may be a handful of entities: plain reads, cached.
       rocksdb::ReadOptions vro = ro;
-      vro.readahead_size = kSnapshotReadahead;
-      vro.fill_cache = false;
+      if (bulk) {
+        vro.readahead_size = kSnapshotReadahead;
+        vro.fill_cache = false;
+      }
       versions_.reset(db_->NewIterator(vro, versions));
     }
     if (!range_.upper.empty()) {
@@ -1612,7 +1615,7 @@ absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
   }
   return std::unique_ptr<SnapshotCursor>(new SnapshotCursorImpl(
       db_.get(), cfs_[kState], cfs_[cf], snap, mode, std::move(range), seq, pos,
-      o.include_incomplete));
+      o.include_incomplete, /*bulk=*/o.key_prefix.empty()));
 }
 
 absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collection,
