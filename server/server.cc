@@ -558,14 +558,17 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
       : dispatcher_(dispatcher),
         id_(id),
         sub_(std::move(sub)),
-        max_batch_(std::clamp<uint32_t>(max_batch, 1, kMaxSubscribeBatch)) {}
+        max_batch_(std::clamp<uint32_t>(max_batch, 1, kMaxSubscribeBatch)),
+        delivered_(sub_->position()) {}
 
   // Sends the next item if there is one. Returns false when idle.
   void Pump();
   // Ends the stream with `s` unless it already ended.
   void End(const grpc::Status& s);
   uint64_t id() const { return id_; }
-  uint64_t delivered() const { return sub_->position(); }
+  // Seq up to which every change was written to the client (or skipped by
+  // the filter): the stream's position for lag in Stats.
+  uint64_t delivered() const { return delivered_.load(std::memory_order_relaxed); }
   bool idle() {
     absl::MutexLock l(&mu_);
     return state_ == State::kIdle;
@@ -576,6 +579,7 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
       return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     {
       absl::MutexLock l(&mu_);
+      delivered_.store(message_position_, std::memory_order_relaxed);
       if (state_ == State::kWriting) state_ = State::kIdle;
     }
     Pump();
@@ -595,6 +599,9 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   State state_ = State::kIdle;
   // Pulled while filling a batch but not a change: sent next.
   std::optional<SubscriptionItem> held_ ABSL_GUARDED_BY(mu_);
+  uint64_t held_position_ ABSL_GUARDED_BY(mu_) = 0;     // the position after it
+  uint64_t message_position_ ABSL_GUARDED_BY(mu_) = 0;  // after the message in flight
+  std::atomic<uint64_t> delivered_{0};
   std::optional<grpc::Status> pending_end_;  // set while writing
   v1::SubscribeItem item_;
 };
@@ -660,11 +667,16 @@ void SubscribeReactor::Pump() {
     if (state_ != State::kIdle) return;
     SubscriptionItem item;
     absl::StatusOr<bool> got = true;
+    uint64_t position;  // the subscription's position after the message
     if (held_) {
       item = *std::move(held_);
       held_.reset();
+      position = held_position_;
     } else {
       got = sub_->Next(absl::ZeroDuration(), &item);
+      position = sub_->position();
+      // Nothing in flight: what the filter skipped counts as delivered.
+      if (got.ok() && !*got) delivered_.store(position, std::memory_order_relaxed);
     }
     if (!got.ok()) {
       state_ = State::kDone;
@@ -691,14 +703,20 @@ void SubscribeReactor::Pump() {
           for (uint32_t n = 1; n < max_batch_; ++n) {
             SubscriptionItem next;
             auto more = sub_->Next(absl::ZeroDuration(), &next);
-            if (!more.ok() || !*more) break;  // an error comes back next time
+            if (!more.ok()) break;  // the error comes back next time
+            if (!*more) {
+              position = sub_->position();  // past what the filter skipped
+              break;
+            }
             if (next.kind != SubscriptionItem::Kind::kChange ||
                 bytes + weight(next.change) > kMaxSubscribeBatchBytes) {
               held_ = std::move(next);
+              held_position_ = sub_->position();
               break;
             }
             bytes += weight(next.change);
             ToProto(next.change, item_.add_more_changes());
+            position = sub_->position();
           }
           break;
         }
@@ -706,6 +724,7 @@ void SubscribeReactor::Pump() {
           item_.set_caught_up(item.seq);
           break;
       }
+      message_position_ = position;
       state_ = State::kWriting;
       StartWrite(&item_);
     }

@@ -134,6 +134,18 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
   EXPECT_EQ(stats->store.sources.at("billing").duplicates, 1u);
   EXPECT_EQ(stats->checkpoints.at("etl"), 3u);
   EXPECT_EQ(stats->subscriptions.size(), 1u);
+  // The subscription (collection account) has delivered 2 and 3 and skipped
+  // 4 (countries): caught up, lag 0, once the dispatcher has looked.
+  for (int i = 0; i < 250 && (stats->subscriptions.empty() ||
+                              stats->subscriptions[0].delivered_seq != 4);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+    stats = c->Stats();
+    ASSERT_TRUE(stats.ok());
+  }
+  ASSERT_EQ(stats->subscriptions.size(), 1u);
+  EXPECT_EQ(stats->subscriptions[0].delivered_seq, 4u);
+  EXPECT_EQ(stats->subscriptions[0].lag, 0u);
   ASSERT_TRUE(c->RemoveSource("contrib").ok());
 }
 
