@@ -477,6 +477,8 @@ class StoreImpl : public Store {
   void CountRejectedBatch(std::string_view source) override;
 
   // For subscriptions.
+  void AddSubscriber() { subscriptions_.fetch_add(1, std::memory_order_relaxed); }
+  void RemoveSubscriber() { subscriptions_.fetch_sub(1, std::memory_order_relaxed); }
   absl::Status ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
                            uint64_t* last_read);
   // Waits until LastSeq() > seq, the deadline passes, or *cancelled.
@@ -509,6 +511,7 @@ class StoreImpl : public Store {
     uint64_t next_seq = 0;
     std::map<std::string, SourceStats> sources;
     std::vector<std::pair<std::string, Marker>> markers;  // collection, marker
+    std::vector<Change> changes;  // decoded, for the recent-changes ring
   };
 
   absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
@@ -585,6 +588,21 @@ class StoreImpl : public Store {
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
 
   std::atomic<uint64_t> last_seq_{0};
+
+  // The most recent committed changes, decoded, consecutive by seq: what
+  // subscriptions near the head read (ReadChanges) instead of each opening
+  // an iterator and decoding the same records. Filled only while some
+  // subscription exists (capture_ is decided per group); bounded in count
+  // and bytes; a gap (a session commit, a group without capture) restarts it.
+  static constexpr size_t kRecentChanges = 16384;
+  static constexpr size_t kRecentBytes = 32 << 20;
+  absl::Mutex recent_mu_;
+  std::deque<Change> recent_ ABSL_GUARDED_BY(recent_mu_);
+  size_t recent_bytes_ ABSL_GUARDED_BY(recent_mu_) = 0;
+  std::atomic<int> subscriptions_{0};
+  bool capture_ = false;  // this group records its changes (leader only)
+  void AppendRecent(std::vector<Change> changes);
+
   // Serializes session bookkeeping (record counts, position assignment).
   absl::Mutex sessions_mu_;
   std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);
@@ -614,7 +632,10 @@ class SubscriptionImpl : public Subscription {
                    std::unique_ptr<SnapshotCursor> snapshot, uint64_t start_seq)
       : store_(store), options_(std::move(options)), key_bytes_(std::move(key_bytes)),
         prefix_bytes_(std::move(prefix_bytes)), snapshot_(std::move(snapshot)),
-        cursor_(start_seq) {}
+        cursor_(start_seq) {
+    store_->AddSubscriber();
+  }
+  ~SubscriptionImpl() override { store_->RemoveSubscriber(); }
 
   absl::StatusOr<bool> Next(absl::Duration timeout, SubscriptionItem* item) override {
     absl::Time deadline = absl::Now() + timeout;
@@ -1005,9 +1026,12 @@ SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
 }
 
 absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
+  capture_ = false;
   if (group.size() == 1 && group[0]->exclusive) return CommitExclusive(group[0]);
   batch_->Clear();
   group_commit_micros_ = options_.now_micros();
+  capture_ = subscriptions_.load(std::memory_order_relaxed) > 0;
+  std::vector<Change> group_changes;
   bool sync = false;
   bool any_ok = false;
   std::vector<BatchState> states(group.size());
@@ -1027,6 +1051,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     next_seq_ = bs.next_seq;
     for (auto& [name, s] : bs.sources) sources_[name] = s;
     for (auto& [collection, m] : bs.markers) markers_[collection].insert(m);
+    for (Change& c : bs.changes) group_changes.push_back(std::move(c));
     sync |= w->durable;
     any_ok = true;
   }
@@ -1063,12 +1088,37 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     absl::MutexLock l(&stats_mu_);
     for (auto& [name, st] : sources_) published_sources_[name] = st;
   }
+  // Before the seq is published: a reader bounded by LastSeq() never looks
+  // past what the ring or the store holds.
+  if (capture_) AppendRecent(std::move(group_changes));
   {
     absl::MutexLock l(&notify_mu_);
     last_seq_.store(next_seq_ - 1, std::memory_order_release);
     notify_cv_.SignalAll();
   }
   return absl::OkStatus();
+}
+
+void StoreImpl::AppendRecent(std::vector<Change> changes) {
+  if (changes.empty()) return;
+  auto weight = [](const Change& c) {
+    return c.before.size() + c.after.size() + c.key.size() + c.collection.size() +
+           c.source.size() + sizeof(Change);
+  };
+  absl::MutexLock l(&recent_mu_);
+  if (!recent_.empty() && recent_.back().seq + 1 != changes.front().seq) {
+    recent_.clear();
+    recent_bytes_ = 0;
+  }
+  for (Change& c : changes) {
+    recent_bytes_ += weight(c);
+    recent_.push_back(std::move(c));
+  }
+  while (!recent_.empty() &&
+         (recent_.size() > kRecentChanges || recent_bytes_ > kRecentBytes)) {
+    recent_bytes_ -= weight(recent_.front());
+    recent_.pop_front();
+  }
 }
 
 // A session commit of any size: the task folds into batch_ as usual, but
@@ -1494,6 +1544,18 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
     c.commit_micros = group_commit_micros_;
     c.complete = ns.complete;
     CAIRN_RETURN_IF_ERROR(BatchPut(kChanges, keys::SeqKey(seq), records::Encode(c)));
+    if (capture_) {
+      CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(c.key_bytes));
+      bs->changes.push_back({.seq = seq,
+                             .collection = std::move(c.collection),
+                             .key = std::move(key_json),
+                             .op = c.op,
+                             .before = c.before ? *std::move(c.before) : "",
+                             .after = c.after ? *std::move(c.after) : "",
+                             .position = c.position,
+                             .source = std::move(c.source),
+                             .complete = c.complete});
+    }
     if (state && state->last_change_seq != 0 && !state->newest_op) {
       // Written before the state record carried the entry's position: read
       // the previous entry back.
@@ -1691,6 +1753,24 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
 absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max,
                                     std::vector<Change>* out, uint64_t* last_read) {
   uint64_t last = LastSeq();
+  {
+    // From the recent-changes ring when it holds the next seq.
+    absl::MutexLock l(&recent_mu_);
+    if (!recent_.empty() && after_seq + 1 >= recent_.front().seq &&
+        after_seq < recent_.back().seq && after_seq < last) {
+      *last_read = after_seq;
+      size_t n = 0;
+      for (size_t i = after_seq + 1 - recent_.front().seq;
+           i < recent_.size() && n < max && recent_[i].seq <= last; ++i, ++n) {
+        out->push_back(recent_[i]);
+        *last_read = recent_[i].seq;
+      }
+      // Done, or the ring ends before `last`: the store has the rest.
+      if (n >= max || *last_read == last) return absl::OkStatus();
+      max -= n;
+      after_seq = *last_read;
+    }
+  }
   std::string lower = keys::SeqKey(after_seq + 1);
   std::string upper = keys::SeqKey(last + 1);
   rocksdb::ReadOptions ro;

@@ -418,5 +418,50 @@ TEST(SubscribeTest, SlowSubscriberReceivesEverythingInOrder) {
   EXPECT_EQ(state, StoreContent(store));
 }
 
+// The store keeps the most recent changes decoded in memory (16,384 of
+// them, 32 MiB at most) for subscribers near the head. One 20,000 changes
+// (~40 MB) behind reads the oldest from the store, then crosses into the
+// in-memory ones: every change arrives once, in order, with its exact
+// before and after.
+TEST(SubscribeTest, SubscriberBehindTheRecentChangesReadsTheStoreThenMemory) {
+  TempDir dir;
+  auto opened = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Store& store = **opened;
+  auto sub = store.Subscribe({.start = SubscribeOptions::Start::kFromSeq, .from_seq = 0});
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  constexpr int kEvents = 20'000;
+  auto doc = [](int i) {
+    return absl::StrCat(R"({"i":)", i, R"(,"pad":")", std::string(1000, 'a' + i % 26), R"("})");
+  };
+  for (int first = 0; first < kEvents; first += 500) {
+    std::vector<Event> batch;
+    for (int i = first; i < first + 500; ++i) {
+      batch.push_back({.source = "s", .collection = "c", .key = std::to_string(i % 100),
+                       .position = {1'000'000 + static_cast<uint64_t>(i), 0},
+                       .payload = doc(i)});
+    }
+    auto r = store.Ingest(std::move(batch), {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->applied, 500u);
+  }
+  ASSERT_EQ(store.LastSeq(), static_cast<uint64_t>(kEvents));
+  int next = 0;
+  while (next < kEvents) {
+    SubscriptionItem item;
+    auto got = (*sub)->Next(absl::Seconds(5), &item);
+    ASSERT_TRUE(got.ok() && *got) << "stuck after seq " << next;
+    if (item.kind == Kind::kCaughtUp) continue;
+    ASSERT_EQ(item.kind, Kind::kChange);
+    ASSERT_EQ(item.change.seq, static_cast<uint64_t>(next + 1));
+    EXPECT_EQ(item.change.key, std::to_string(next % 100));
+    EXPECT_EQ(item.change.after, doc(next));
+    EXPECT_EQ(item.change.before, next >= 100 ? doc(next - 100) : "");
+    EXPECT_EQ(item.change.position.timestamp, 1'000'000u + next);
+    ++next;
+    if (::testing::Test::HasFailure()) break;
+  }
+}
+
 }  // namespace
 }  // namespace cairn
