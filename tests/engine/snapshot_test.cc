@@ -208,26 +208,37 @@ void CheckCurrent(Store& store, const Model& m, const Scenario& sc, uint64_t old
   }());
 }
 
-// Entries left in one column family of the (closed) store at `path`.
-size_t CountEntries(const std::string& path, const std::string& cf) {
+// Opens the (closed) store at `path` as a plain RocksDB database, read-only
+// unless `writable`, and calls fn(db, column families by name).
+void WithRawDb(
+    const std::string& path, bool writable,
+    const std::function<void(rocksdb::DB*, std::map<std::string, rocksdb::ColumnFamilyHandle*>&)>&
+        fn) {
   std::vector<std::string> names;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names);
-  EXPECT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(s.ok()) << s.ToString();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  s = rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descriptors, &handles, &raw);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  if (!s.ok()) return 0;
+  s = writable ? rocksdb::DB::Open(rocksdb::DBOptions(), path, descriptors, &handles, &raw)
+               : rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descriptors, &handles,
+                                              &raw);
+  ASSERT_TRUE(s.ok()) << s.ToString();
   std::unique_ptr<rocksdb::DB> db(raw);
-  size_t count = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] != cf) continue;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[i]));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
-  }
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
+  for (size_t i = 0; i < names.size(); ++i) cfs[names[i]] = handles[i];
+  fn(db.get(), cfs);
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+}
+
+// Entries left in one column family of the (closed) store at `path`.
+size_t CountEntries(const std::string& path, const std::string& cf) {
+  size_t count = 0;
+  WithRawDb(path, /*writable=*/false, [&](rocksdb::DB* db, auto& cfs) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cfs.at(cf)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+  });
   return count;
 }
 
@@ -441,21 +452,7 @@ TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
     ASSERT_TRUE((*store)->Ingest({ev(1, R"({"v":1})")}, {}).ok());
   }
   const std::string entity = keys::EntityPrefix("acct", *keys::EncodeKey("1"));
-  auto with_raw = [&](auto fn) {
-    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.path(), &names).ok());
-    for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
-    rocksdb::DB* raw = nullptr;
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir.path(), descriptors, &handles, &raw).ok());
-    std::map<std::string, rocksdb::ColumnFamilyHandle*> cf;
-    for (size_t i = 0; i < names.size(); ++i) cf[names[i]] = handles[i];
-    fn(raw, cf);
-    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
-    delete raw;
-  };
-  with_raw([&](rocksdb::DB* db, auto& cf) {
+  WithRawDb(dir.path(), /*writable=*/true, [&](rocksdb::DB* db, auto& cf) {
     std::string v;
     ASSERT_TRUE(db->Get({}, cf["state"], entity, &v).ok());
     auto st = records::DecodeState(v);
@@ -474,7 +471,7 @@ TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
     EXPECT_EQ(r->applied, 1u);
     EXPECT_EQ((*store)->Get("acct", "1")->document, R"({"v":2})");
   }
-  with_raw([&](rocksdb::DB* db, auto& cf) {
+  WithRawDb(dir.path(), /*writable=*/false, [&](rocksdb::DB* db, auto& cf) {
     std::string v;
     ASSERT_TRUE(db->Get({}, cf["history"], keys::HistoryKey(entity, {kT0 + kStep, 0}, "s"), &v).ok());
     auto pred = records::DecodeVersion(v);
