@@ -466,6 +466,20 @@ Templates& GetTemplates() {
 // Enough events for a good while, generated with the timer paused.
 constexpr size_t kChunkEvents = 20'000;
 
+// When every pooled batch is used, refills the pool with kChunkEvents worth
+// of batches from make() (timer paused) and starts it over at *next.
+template <typename Batch, typename Make>
+void RefillPool(benchmark::State& state, int64_t batch, std::vector<Batch>* pool, size_t* next,
+                Make make) {
+  if (*next < pool->size()) return;
+  state.PauseTiming();
+  pool->clear();
+  *next = 0;
+  size_t batches = std::max<size_t>(1, kChunkEvents / batch);
+  for (size_t b = 0; b < batches; ++b) pool->push_back(make());
+  state.ResumeTiming();
+}
+
 // ---------------------------------------------------------------------------
 // Ingest through cairn: batches of `batch` events, `late_permille` of them
 // delayed (see Workload).
@@ -485,19 +499,12 @@ void RunCairnIngest(benchmark::State& state, int64_t batch, bool durable, uint64
   std::vector<std::vector<Event>> pool;
   size_t next = 0;
   for (auto _ : state) {
-    if (next == pool.size()) {
-      state.PauseTiming();
-      pool.clear();
-      next = 0;
-      size_t batches = std::max<size_t>(1, kChunkEvents / batch);
-      for (size_t b = 0; b < batches; ++b) {
-        std::vector<Event> events;
-        events.reserve(batch);
-        for (int64_t i = 0; i < batch; ++i) events.push_back(w.Next(nullptr));
-        pool.push_back(std::move(events));
-      }
-      state.ResumeTiming();
-    }
+    RefillPool(state, batch, &pool, &next, [&] {
+      std::vector<Event> events;
+      events.reserve(batch);
+      for (int64_t i = 0; i < batch; ++i) events.push_back(w.Next(nullptr));
+      return events;
+    });
     auto r = store->Ingest(std::move(pool[next++]), {.durable = durable});
     if (!r.ok() || r->applied != static_cast<uint64_t>(batch)) {
       state.SkipWithError(r.ok() ? "not every event applied"
@@ -542,20 +549,13 @@ void BM_IngestRawBaseline(benchmark::State& state) {
   rocksdb::WriteOptions wo;
   wo.sync = durable;
   for (auto _ : state) {
-    if (next == pool.size()) {
-      state.PauseTiming();
-      pool.clear();
-      next = 0;
-      size_t batches = std::max<size_t>(1, kChunkEvents / batch);
-      for (size_t b = 0; b < batches; ++b) {
-        RawBatch rb;
-        for (int64_t i = 0; i < batch; ++i) w.Next(&rb.puts);
-        w.AppendBatchPuts(&rb.puts);
-        for (const RawPut& p : rb.puts) rb.bytes += p.key.size() + p.value.size();
-        pool.push_back(std::move(rb));
-      }
-      state.ResumeTiming();
-    }
+    RefillPool(state, batch, &pool, &next, [&] {
+      RawBatch rb;
+      for (int64_t i = 0; i < batch; ++i) w.Next(&rb.puts);
+      w.AppendBatchPuts(&rb.puts);
+      for (const RawPut& p : rb.puts) rb.bytes += p.key.size() + p.value.size();
+      return rb;
+    });
     const RawBatch& rb = pool[next++];
     wb.Clear();
     for (const RawPut& p : rb.puts) {
