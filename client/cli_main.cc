@@ -440,7 +440,6 @@ int main(int argc, char** argv) {
   src_add->add_option("--key", key_specs, "COLLECTION=field1,field2");
   src_add->add_option("--map", map_specs, "SOURCE_TABLE=COLLECTION");
   src_add->add_option("--default-collection", def.default_collection);
-  src_add->add_option("--write-scope", def.write_scopes);
   src_add->add_option("--schema", schema_specs,
                       "COLLECTION=schema.json (JSON Schema)");
   auto* src_list = src->add_subcommand("list", "list sources");

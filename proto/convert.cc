@@ -1,15 +1,43 @@
 #include "convert.h"
 
+#include <algorithm>
 #include <regex>
+
+#include "absl/strings/str_cat.h"
 
 #include "cairn/status.h"
 
 namespace cairn::wire {
 
+std::string WireMessage(std::string_view message, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(message.size(), max_bytes) + 16);
+  size_t i = 0;
+  while (i < message.size() && out.size() < max_bytes) {
+    // One character at a time: valid sequences are kept, a byte that starts
+    // none becomes U+FFFD (a status message travels in a protobuf string).
+    size_t n = 1;
+    auto c = static_cast<unsigned char>(message[i]);
+    if (c >= 0x80) n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    std::string_view ch = message.substr(i, n);
+    if (c < 0x80 || (ch.size() == n && n > 1 && IsValidUtf8(ch))) {
+      out.append(ch);
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      i += 1;
+    }
+  }
+  if (i < message.size()) absl::StrAppend(&out, "\xE2\x80\xA6 (", message.size(), " bytes)");
+  return out;
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  // absl's canonical codes are gRPC's codes, number for number.
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+  // absl's canonical codes are gRPC's codes, number for number. The message
+  // is bounded: it travels in a header that clients cap (8 KiB by default).
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      WireMessage(Sv(s.message()), kMaxStatusMessageBytes));
 }
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -78,7 +106,6 @@ void ToProto(const SourceDefinition& s, v1::Source* out) {
   }
   for (const auto& [from, to] : s.collection_map) (*out->mutable_collection_map())[from] = to;
   out->set_default_collection(s.default_collection);
-  for (const auto& w : s.write_scopes) out->add_write_scopes(w);
   for (const auto& [c, schema] : s.json_schemas) (*out->mutable_json_schemas())[c] = schema;
 }
 
@@ -91,7 +118,6 @@ SourceDefinition FromProto(const v1::Source& s) {
   }
   d.collection_map = {s.collection_map().begin(), s.collection_map().end()};
   d.default_collection = s.default_collection();
-  d.write_scopes = {s.write_scopes().begin(), s.write_scopes().end()};
   d.json_schemas = {s.json_schemas().begin(), s.json_schemas().end()};
   return d;
 }
@@ -176,9 +202,9 @@ absl::StatusOr<std::vector<Event>> FromProto(
 
 void FailAck(const absl::Status& s, v1::IngestAck* ack) {
   ack->set_code(static_cast<int32_t>(s.code()));
-  ack->set_message(std::string(s.message()));
+  std::string msg = WireMessage(Sv(s.message()), kMaxAckMessageBytes);
+  ack->set_message(msg);
   static const std::regex kIndexed(R"((?:event|record) (\d+): ([^;]*))");
-  std::string msg(s.message());
   for (std::sregex_iterator it(msg.begin(), msg.end(), kIndexed), end; it != end; ++it) {
     v1::RecordError* err = ack->add_errors();
     err->set_index(std::stoull((*it)[1]));

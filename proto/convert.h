@@ -13,6 +13,12 @@
 
 namespace cairn::wire {
 
+// Status messages on the wire are bounded (DESIGN §7: never an echo of a
+// whole input) and valid UTF-8: gRPC status messages to kMaxStatusMessageBytes
+// (they travel in a header), ack messages to kMaxAckMessageBytes.
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
+inline constexpr size_t kMaxAckMessageBytes = 8192;
+std::string WireMessage(std::string_view message, size_t max_bytes);
 grpc::Status ToGrpc(const absl::Status& s);
 absl::Status FromGrpc(const grpc::Status& s);
 

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "rapidjson/document.h"
@@ -93,44 +95,82 @@ grpc::Status Auth::Find(const grpc::CallbackServerContext* ctx, const Grant** gr
   return grpc::Status::OK;
 }
 
-grpc::Status Auth::CanWrite(const grpc::CallbackServerContext* ctx,
+grpc::Status Auth::Logged(const grpc::CallbackServerContext* ctx, std::string_view method,
+                          grpc::Status s) const {
+  if (!s.ok()) {
+    spdlog::warn("denied {} from {}: {}", method, ctx->peer(), s.error_message());
+  }
+  return s;
+}
+
+grpc::Status Auth::Authenticate(const grpc::CallbackServerContext* ctx,
+                                std::string_view method) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  return Logged(ctx, method, Find(ctx, &g));
+}
+
+grpc::Status Auth::CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
                             std::string_view source) const {
   if (!enabled_) return grpc::Status::OK;
   const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
   if (Allows(g->write, source)) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                      absl::StrCat("token may not write to source '",
-                                   std::string(source), "'"));
+  return Logged(ctx, method,
+                grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                             absl::StrCat("token may not write to source '",
+                                          std::string(source.substr(0, 256)), "'")));
 }
 
-grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx,
+grpc::Status Auth::CanWriteAny(const grpc::CallbackServerContext* ctx,
+                               std::string_view method) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
+  if (!g->write.empty()) return grpc::Status::OK;
+  return Logged(ctx, method,
+                grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not write"));
+}
+
+grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
                            const std::vector<std::string>& collections) const {
   if (!enabled_) return grpc::Status::OK;
   const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
   if (collections.empty()) {
     if (std::find(g->read.begin(), g->read.end(), "*") != g->read.end()) {
       return grpc::Status::OK;
     }
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        "token may not read all collections; name one");
+    return Logged(ctx, method,
+                  grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               "token may not read all collections; name one"));
   }
   for (const auto& c : collections) {
     if (!Allows(g->read, c)) {
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat("token may not read collection '", c, "'"));
+      return Logged(ctx, method,
+                    grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                 absl::StrCat("token may not read collection '",
+                                              c.substr(0, 256), "'")));
     }
   }
   return grpc::Status::OK;
 }
 
-grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx) const {
+grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx,
+                            std::string_view method) const {
   if (!enabled_) return grpc::Status::OK;
   const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return s;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
   if (g->admin) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not use the admin service");
+  return Logged(ctx, method,
+                grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                             "token may not use the admin service"));
+}
+
+bool Auth::IsAdmin(const grpc::CallbackServerContext* ctx) const {
+  if (!enabled_) return true;
+  const Grant* g = nullptr;
+  return Find(ctx, &g).ok() && g->admin;
 }
 
 }  // namespace cairn::server

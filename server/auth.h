@@ -31,12 +31,26 @@ class Auth {
   static absl::StatusOr<Auth> FromJson(std::string_view json);
 
   bool enabled() const { return enabled_; }
-  // OK, UNAUTHENTICATED (no or unknown token) or PERMISSION_DENIED.
-  grpc::Status CanWrite(const grpc::CallbackServerContext* ctx, std::string_view source) const;
-  // `collections` empty means "all collections".
-  grpc::Status CanRead(const grpc::CallbackServerContext* ctx,
+  // Each check answers OK, UNAUTHENTICATED (no, malformed or unknown token)
+  // or PERMISSION_DENIED, and logs a denial (`method`, the peer and the
+  // reason; never the token). With auth off every check is OK.
+  //
+  // The token is known (any grant).
+  grpc::Status Authenticate(const grpc::CallbackServerContext* ctx,
+                            std::string_view method) const;
+  // The token may write to `source`.
+  grpc::Status CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
+                        std::string_view source) const;
+  // The token may write to some source (a check made before a lookup, so a
+  // caller without any write grant learns nothing of sessions).
+  grpc::Status CanWriteAny(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  // The token may read every one of `collections`; empty means "all
+  // collections", which needs the "*" read grant.
+  grpc::Status CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
                        const std::vector<std::string>& collections) const;
-  grpc::Status CanAdmin(const grpc::CallbackServerContext* ctx) const;
+  grpc::Status CanAdmin(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  // True when the caller's token has the admin grant (or auth is off).
+  bool IsAdmin(const grpc::CallbackServerContext* ctx) const;
 
  private:
   struct Grant {
@@ -46,6 +60,9 @@ class Auth {
   };
   // The caller's grant, or UNAUTHENTICATED.
   grpc::Status Find(const grpc::CallbackServerContext* ctx, const Grant** grant) const;
+  // Logs `s` when it is a denial; returns it.
+  grpc::Status Logged(const grpc::CallbackServerContext* ctx, std::string_view method,
+                      grpc::Status s) const;
 
   bool enabled_ = false;
   std::map<std::string, Grant, std::less<>> tokens_;

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--tokens", o.tokens_file, "bearer tokens file (JSON; enables auth)")
       ->check(CLI::ExistingFile);
+  app.add_flag("--insecure-allow-remote", o.insecure_allow_remote,
+               "serve a non-loopback --listen address without --tokens or TLS");
   std::string port_file;
   app.add_option("--port-file", port_file,
                  "write the bound port here once serving (for --listen host:0)");
@@ -40,10 +42,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
-  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
-    spdlog::error("--tls-cert and --tls-key go together");
-    return 2;
-  }
   if (retention_seconds) o.retention.max_age = absl::Seconds(retention_seconds);
   if (retention_commits) o.retention.max_commits = retention_commits;
 
@@ -57,8 +55,10 @@ int main(int argc, char** argv) {
 
   auto server = cairn::server::Server::Start(o);
   if (!server.ok()) {
-    spdlog::error("cannot start: {}", server.status().ToString());
-    return 1;
+    spdlog::error("cannot start: {}", std::string(server.status().message()));
+    return absl::IsInvalidArgument(server.status()) || absl::IsFailedPrecondition(server.status())
+               ? 2
+               : 1;
   }
   if (!port_file.empty()) {
     // Write then rename, so a reader never sees a partial file.

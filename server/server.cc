@@ -28,6 +28,7 @@ namespace cairn::server {
 namespace {
 
 using wire::FailAck;
+using wire::FromGrpc;
 using wire::FromProto;
 using wire::ToGrpc;
 using wire::ToProto;
@@ -163,13 +164,10 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
  public:
   IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx)
       : deps_(deps), ctx_(ctx) {
-    if (deps_->auth->enabled()) {
-      // Reject an unknown token up front; per-source checks happen per batch.
-      if (grpc::Status s = deps_->auth->CanWrite(ctx_, "");
-          s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-        this->Finish(s);
-        return;
-      }
+    // Reject an unknown token up front; per-source checks happen per batch.
+    if (grpc::Status s = deps_->auth->Authenticate(ctx_, kMethod); !s.ok()) {
+      this->Finish(s);
+      return;
     }
     absl::MutexLock l(&mu_);
     reading_ = true;
@@ -251,13 +249,14 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
   void OnDone() override { delete this; }
 
  private:
+  static const char* const kMethod;
   // The batch's events, or nullopt with the failure in `ack`.
   std::optional<std::vector<Event>> Decode(Request& request, v1::IngestAck* ack);
 
   std::optional<std::vector<Event>> Authorized(std::vector<Event> events,
                                                v1::IngestAck* ack) {
     for (const Event& e : events) {
-      if (grpc::Status s = deps_->auth->CanWrite(ctx_, e.source); !s.ok()) {
+      if (grpc::Status s = deps_->auth->CanWrite(ctx_, kMethod, e.source); !s.ok()) {
         Fail(s, ack);
         return std::nullopt;
       }
@@ -327,6 +326,11 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
 };
 
 template <>
+const char* const IngestReactor<v1::IngestRequest>::kMethod = "Ingest.IngestEvents";
+template <>
+const char* const IngestReactor<v1::IngestRawRequest>::kMethod = "Ingest.IngestPayloads";
+
+template <>
 std::optional<std::vector<Event>> IngestReactor<v1::IngestRequest>::Decode(
     v1::IngestRequest& request, v1::IngestAck* ack) {
   auto events = FromProto(request.events());
@@ -340,13 +344,14 @@ std::optional<std::vector<Event>> IngestReactor<v1::IngestRequest>::Decode(
 template <>
 std::optional<std::vector<Event>> IngestReactor<v1::IngestRawRequest>::Decode(
     v1::IngestRawRequest& request, v1::IngestAck* ack) {
+  // The grant first: a caller may not learn which sources are registered.
+  if (grpc::Status s = deps_->auth->CanWrite(ctx_, kMethod, request.source()); !s.ok()) {
+    Fail(s, ack);
+    return std::nullopt;
+  }
   auto source = deps_->store->GetSource(request.source());
   if (!source.ok()) {
     FailAck(source.status(), ack);
-    return std::nullopt;
-  }
-  if (grpc::Status s = deps_->auth->CanWrite(ctx_, source->name); !s.ok()) {
-    Fail(s, ack);
     return std::nullopt;
   }
   if (formats::SessionOnly(source->format)) {
@@ -398,7 +403,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
                                  const v1::OpenSessionRequest* req,
                                  v1::OpenSessionResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanWrite(ctx, req->source()); !s.ok())
+    if (grpc::Status s = deps_->auth->CanWrite(ctx, "Sessions.Open", req->source()); !s.ok())
       return Reply(ctx, s);
     auto id = deps_->store->OpenSession(req->source(), req->collection(),
                                         static_cast<SessionMode>(req->mode()));
@@ -409,7 +414,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
                                    const v1::SessionUpsertRequest* req,
                                    v1::SessionReport* resp) override {
-    auto info = Authorize(ctx, req->session_id());
+    auto info = Authorize(ctx, "Sessions.Upsert", req->session_id());
     if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
     std::vector<SessionRecord> records;
     for (const auto& r : req->records())
@@ -430,7 +435,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
                                    const v1::SessionDeleteRequest* req,
                                    v1::SessionReport* resp) override {
-    auto info = Authorize(ctx, req->session_id());
+    auto info = Authorize(ctx, "Sessions.Delete", req->session_id());
     if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
     auto keys = deps_->store->SessionDelete(
         req->session_id(), {req->keys().begin(), req->keys().end()});
@@ -443,7 +448,7 @@ class SessionsService final : public v1::Sessions::CallbackService {
   grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx,
                                   const v1::CloseSessionRequest* req,
                                   v1::CloseSessionResponse* resp) override {
-    auto info = Authorize(ctx, req->session_id());
+    auto info = Authorize(ctx, "Sessions.Close", req->session_id());
     if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
     auto r = deps_->store->CloseSession(req->session_id(), req->commit());
     if (r.ok()) {
@@ -455,13 +460,14 @@ class SessionsService final : public v1::Sessions::CallbackService {
   }
 
  private:
-  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx,
+  // The token before the lookup: a caller with no write grant learns
+  // nothing of which sessions exist (ids are 128 random bits besides).
+  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx, const char* method,
                                         const std::string& id) {
+    if (grpc::Status s = deps_->auth->CanWriteAny(ctx, method); !s.ok()) return FromGrpc(s);
     CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
-    grpc::Status s = deps_->auth->CanWrite(ctx, info.source);
-    if (!s.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                          s.error_message());
+    if (grpc::Status s = deps_->auth->CanWrite(ctx, method, info.source); !s.ok()) {
+      return FromGrpc(s);
     }
     return info;
   }
@@ -499,7 +505,7 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
                   const v1::SnapshotRequest* req) {
     std::vector<std::string> collections;
     if (!req->collection().empty()) collections.push_back(req->collection());
-    if (grpc::Status s = deps->auth->CanRead(ctx, collections); !s.ok()) {
+    if (grpc::Status s = deps->auth->CanRead(ctx, "Query.Snapshot", collections); !s.ok()) {
       Finish(s);
       return;
     }
@@ -756,8 +762,7 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
                                 const v1::GetRequest* req,
                                 v1::Entity* resp) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()});
-        !s.ok()) {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Get", {req->collection()}); !s.ok()) {
       return Reply(ctx, s);
     }
     auto e = deps_->store->Get(req->collection(), req->key());
@@ -774,7 +779,7 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
                                     const v1::HistoryRequest* req,
                                     v1::HistoryResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {req->collection()});
+    if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.History", {req->collection()});
         !s.ok()) {
       return Reply(ctx, s);
     }
@@ -806,7 +811,7 @@ class QueryService final : public v1::Query::CallbackService {
     if (deps_->shutting_down.load()) return fail(Unavailable());
     std::vector<std::string> collections(req->collections().begin(),
                                          req->collections().end());
-    if (grpc::Status s = deps_->auth->CanRead(ctx, collections); !s.ok())
+    if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", collections); !s.ok())
       return fail(s);
     SubscribeOptions o;
     o.filter = {.sources = {req->sources().begin(), req->sources().end()},
@@ -823,10 +828,14 @@ class QueryService final : public v1::Query::CallbackService {
         o.start = SubscribeOptions::Start::kSnapshot;
         break;
       case v1::SubscribeRequest::kCheckpoint: {
-        auto seq = deps_->store->GetCheckpoint(req->checkpoint());
-        if (!seq.ok()) return fail(ToGrpc(seq.status()));
+        auto cp = deps_->store->GetCheckpointInfo(req->checkpoint());
+        if (!cp.ok()) return fail(ToGrpc(cp.status()));
+        if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", cp->collections);
+            !s.ok()) {
+          return fail(s);
+        }
         o.start = SubscribeOptions::Start::kFromSeq;
-        o.from_seq = *seq;
+        o.from_seq = cp->seq;
         break;
       }
       default:
@@ -841,25 +850,35 @@ class QueryService final : public v1::Query::CallbackService {
     return r;
   }
 
+  // Checkpoints belong to a read scope (see CommitCheckpointRequest): a
+  // token may create one only for collections it can read, and read or move
+  // one only when it can read the whole scope the checkpoint was made for.
   grpc::ServerUnaryReactor* CommitCheckpoint(
       grpc::CallbackServerContext* ctx, const v1::CommitCheckpointRequest* req,
       v1::CommitCheckpointResponse*) override {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, {});
-        !s.ok() && deps_->auth->enabled()) {
-      // Checkpoints are per consumer; any token that can read may keep one.
-      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED)
-        return Reply(ctx, s);
-    }
-    return Reply(ctx,
-                 ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq())));
+    constexpr const char* kMethod = "Query.CommitCheckpoint";
+    std::vector<std::string> collections(req->collections().begin(), req->collections().end());
+    if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, collections); !s.ok())
+      return Reply(ctx, s);
+    auto may_move = [&](const Store::CheckpointInfo& existing) {
+      return FromGrpc(deps_->auth->CanRead(ctx, kMethod, existing.collections));
+    };
+    return Reply(ctx, ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq(), collections,
+                                                         may_move)));
   }
 
   grpc::ServerUnaryReactor* GetCheckpoint(
       grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req,
       v1::GetCheckpointResponse* resp) override {
-    auto seq = deps_->store->GetCheckpoint(req->name());
-    if (seq.ok()) resp->set_seq(*seq);
-    return Reply(ctx, ToGrpc(seq.status()));
+    constexpr const char* kMethod = "Query.GetCheckpoint";
+    if (grpc::Status s = deps_->auth->Authenticate(ctx, kMethod); !s.ok()) return Reply(ctx, s);
+    auto cp = deps_->store->GetCheckpointInfo(req->name());
+    if (!cp.ok()) return Reply(ctx, ToGrpc(cp.status()));
+    if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, cp->collections); !s.ok())
+      return Reply(ctx, s);
+    resp->set_seq(cp->seq);
+    for (const std::string& c : cp->collections) resp->add_collections(c);
+    return Reply(ctx, grpc::Status::OK);
   }
 
  private:
@@ -870,6 +889,13 @@ class QueryService final : public v1::Query::CallbackService {
 // ---------------------------------------------------------------------------
 // Admin.
 
+// Admin calls are logged under one name when denied: every one needs the
+// admin grant, whatever it does.
+constexpr const char* kAdmin = "Admin";
+// What one Stats or ListCheckpoints answer holds of each list.
+constexpr int kMaxStatsEntries = 1000;
+constexpr uint64_t kMaxRetentionSeconds = uint64_t{100} * 365 * 24 * 3600;
+
 class AdminService final : public v1::Admin::CallbackService {
  public:
   AdminService(Deps* deps, Dispatcher* dispatcher)
@@ -878,15 +904,16 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
                                       const v1::PutSourceRequest* req,
                                       v1::PutSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
-    return Reply(ctx,
-                 ToGrpc(deps_->store->PutSource(FromProto(req->source()))));
+    SourceDefinition source = FromProto(req->source());
+    if (absl::Status s = formats::CheckSource(source); !s.ok()) return Reply(ctx, ToGrpc(s));
+    return Reply(ctx, ToGrpc(deps_->store->PutSource(source)));
   }
   grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
                                       const v1::GetSourceRequest* req,
                                       v1::Source* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     auto d = deps_->store->GetSource(req->name());
     if (d.ok()) ToProto(*d, resp);
@@ -895,7 +922,7 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ListSources(
       grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
       v1::ListSourcesResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     auto all = deps_->store->ListSources();
     if (all.ok()) {
@@ -906,20 +933,24 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
                                          const v1::RemoveSourceRequest* req,
                                          v1::RemoveSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     return Reply(ctx, ToGrpc(deps_->store->RemoveSource(req->name())));
   }
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
                                   const v1::StatsRequest*,
                                   v1::StatsResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     StoreStats st = deps_->store->Stats();
     resp->set_last_seq(st.last_seq);
     resp->set_oldest_seq(st.oldest_seq);
     *resp->mutable_oldest_position() = ToProto(st.oldest_position);
     for (const auto& [name, s] : st.sources) {
+      if (resp->sources_size() >= kMaxStatsEntries) {
+        resp->set_truncated(true);
+        break;
+      }
       v1::SourceStats& out = (*resp->mutable_sources())[name];
       out.set_accepted(s.accepted);
       out.set_duplicates(s.duplicates);
@@ -928,6 +959,10 @@ class AdminService final : public v1::Admin::CallbackService {
       *out.mutable_last_position() = ToProto(s.last_position);
     }
     for (const auto& [id, delivered] : dispatcher_->Delivered()) {
+      if (resp->subscriptions_size() >= kMaxStatsEntries) {
+        resp->set_truncated(true);
+        break;
+      }
       v1::SubscriptionStats* sub = resp->add_subscriptions();
       sub->set_id(id);
       sub->set_delivered_seq(delivered);
@@ -935,18 +970,60 @@ class AdminService final : public v1::Admin::CallbackService {
     }
     auto checkpoints = deps_->store->ListCheckpoints();
     if (!checkpoints.ok()) return Reply(ctx, ToGrpc(checkpoints.status()));
-    for (const auto& [name, seq] : *checkpoints)
+    for (const auto& [name, seq] : *checkpoints) {
+      // A name stored before names were bounded is left out, not sent.
+      if (resp->checkpoints_size() >= kMaxStatsEntries || name.size() > kMaxNameBytes) {
+        resp->set_truncated(true);
+        if (resp->checkpoints_size() >= kMaxStatsEntries) break;
+        continue;
+      }
       (*resp->mutable_checkpoints())[name] = seq;
+    }
     return Reply(ctx, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
+                                            const v1::ListCheckpointsRequest* req,
+                                            v1::ListCheckpointsResponse* resp) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return Reply(ctx, s);
+    auto all = deps_->store->ListCheckpointInfos();
+    if (!all.ok()) return Reply(ctx, ToGrpc(all.status()));
+    int limit = req->limit() == 0 || req->limit() > kMaxStatsEntries
+                    ? kMaxStatsEntries
+                    : static_cast<int>(req->limit());
+    for (auto it = all->upper_bound(req->after()); it != all->end(); ++it) {
+      if (resp->checkpoints_size() >= limit) {
+        resp->set_next(resp->checkpoints().rbegin()->name());
+        break;
+      }
+      v1::Checkpoint* c = resp->add_checkpoints();
+      c->set_name(Excerpt(it->first, kMaxNameBytes));
+      c->set_seq(it->second.seq);
+      for (const std::string& col : it->second.collections) c->add_collections(col);
+    }
+    return Reply(ctx, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx,
+                                             const v1::DeleteCheckpointRequest* req,
+                                             v1::DeleteCheckpointResponse*) override {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return Reply(ctx, s);
+    return Reply(ctx, ToGrpc(deps_->store->DeleteCheckpoint(req->name())));
   }
   grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
                                          const v1::SetRetentionRequest* req,
                                          v1::SetRetentionResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     RetentionOptions r;
+    if (uint64_t age = req->retention().max_age_seconds(); age > kMaxRetentionSeconds) {
+      return Reply(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                     absl::StrCat("retention.max_age_seconds ", age,
+                                                  " is out of range: 0 (no age limit) to ",
+                                                  kMaxRetentionSeconds, " (100 years)")));
+    }
     if (req->retention().max_age_seconds()) {
-      r.max_age = absl::Seconds(req->retention().max_age_seconds());
+      r.max_age = absl::Seconds(static_cast<int64_t>(req->retention().max_age_seconds()));
     }
     if (req->retention().max_commits())
       r.max_commits = req->retention().max_commits();
@@ -955,7 +1032,7 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
                                          const v1::GetRetentionRequest*,
                                          v1::Retention* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     RetentionOptions r = deps_->store->Retention();
     if (r.max_age) resp->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
@@ -965,7 +1042,7 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
                                     const v1::CompactRequest*,
                                     v1::CompactResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx); !s.ok())
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
       return Reply(ctx, s);
     return Reply(ctx, ToGrpc(deps_->store->CompactNow()));
   }
@@ -987,12 +1064,41 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   return ss.str();
 }
 
+// DESIGN §7 Security: what is served is said, never implied.
+absl::Status CheckSecurity(const ServerOptions& o) {
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!o.tls_client_ca_file.empty() && o.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first");
+  }
+  bool open = o.tokens_file.empty() && o.tls_cert_file.empty();
+  if (!IsLoopback(o.listen) && open) {
+    if (!o.insecure_allow_remote) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to listen on ", o.listen,
+          " (not loopback) without --tokens or --tls-cert: anyone who can reach it could "
+          "read and write everything; give --insecure-allow-remote if that is what you want"));
+    }
+    spdlog::warn("listening on {} (not loopback) with no tokens and no TLS "
+                 "(--insecure-allow-remote): every caller may read and write everything",
+                 o.listen);
+  } else if (!IsLoopback(o.listen) && o.tokens_file.empty()) {
+    spdlog::warn("listening on {} with TLS but no tokens: every caller that can connect may "
+                 "read and write everything",
+                 o.listen);
+  }
+  return absl::OkStatus();
+}
+
 class ServerImpl : public Server {
  public:
   ~ServerImpl() override { Shutdown(); }
 
   absl::Status Init(const ServerOptions& options) {
     options_ = options;
+    CAIRN_RETURN_IF_ERROR(CheckSecurity(options_));
     if (!options_.tokens_file.empty()) {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
@@ -1098,6 +1204,17 @@ class ServerImpl : public Server {
 };
 
 }  // namespace
+
+bool IsLoopback(std::string_view listen) {
+  if (listen.substr(0, 5) == "unix:") return true;
+  std::string_view host = listen;
+  if (!host.empty() && host[0] == '[') {
+    host = host.substr(1, host.find(']') == std::string_view::npos ? 0 : host.find(']') - 1);
+    return host == "::1";
+  }
+  if (size_t colon = host.rfind(':'); colon != std::string_view::npos) host = host.substr(0, colon);
+  return host == "localhost" || host.substr(0, 4) == "127.";
+}
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {

@@ -23,7 +23,13 @@ struct ServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;  // PEM; set for mutual TLS
   std::string tokens_file;         // see auth.h; auth on when set
+  // A listen address off loopback is refused without tokens or TLS unless
+  // this is set (then it is served with a warning in the log).
+  bool insecure_allow_remote = false;
 };
+
+// True for 127.0.0.0/8, [::1], localhost and unix sockets.
+bool IsLoopback(std::string_view listen);
 
 class Server {
  public:

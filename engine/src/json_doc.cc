@@ -9,15 +9,18 @@
 namespace cairn::json {
 namespace {
 
+// Iterative: RapidJSON's recursive parser uses stack per nesting level.
 constexpr unsigned kParseFlags = rapidjson::kParseNumbersAsStringsFlag |
                                  rapidjson::kParseValidateEncodingFlag |
-                                 rapidjson::kParseStopWhenDoneFlag;
+                                 rapidjson::kParseStopWhenDoneFlag |
+                                 rapidjson::kParseIterativeFlag;
 
 // Forwards SAX events into a Document, turning raw number text into marked
-// strings (see the header).
+// strings (see the header), and stops the parse past `max_depth` levels.
 class MarkingHandler {
  public:
-  explicit MarkingHandler(Document& doc) : doc_(doc) {}
+  MarkingHandler(Document& doc, int max_depth) : doc_(doc), max_depth_(max_depth) {}
+  bool too_deep() const { return too_deep_; }
   bool Null() { return doc_.Null(); }
   bool Bool(bool b) { return doc_.Bool(b); }
   bool Int(int i) { return doc_.Int(i); }
@@ -34,16 +37,31 @@ class MarkingHandler {
   bool String(const char* s, rapidjson::SizeType n, bool copy) {
     return doc_.String(s, n, copy);
   }
-  bool StartObject() { return doc_.StartObject(); }
+  bool StartObject() { return Enter() && doc_.StartObject(); }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
     return doc_.Key(s, n, copy);
   }
-  bool EndObject(rapidjson::SizeType n) { return doc_.EndObject(n); }
-  bool StartArray() { return doc_.StartArray(); }
-  bool EndArray(rapidjson::SizeType n) { return doc_.EndArray(n); }
+  bool EndObject(rapidjson::SizeType n) {
+    --depth_;
+    return doc_.EndObject(n);
+  }
+  bool StartArray() { return Enter() && doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return doc_.EndArray(n);
+  }
 
  private:
+  bool Enter() {
+    if (++depth_ <= max_depth_) return true;
+    too_deep_ = true;
+    return false;
+  }
+
   Document& doc_;
+  const int max_depth_;
+  int depth_ = 0;
+  bool too_deep_ = false;
   std::string scratch_;
 };
 
@@ -79,18 +97,25 @@ class UnmarkingWriter {
 
 }  // namespace
 
-absl::StatusOr<Document> Parse(std::string_view text) {
+absl::StatusOr<Document> Parse(std::string_view text, int max_depth) {
   Document doc;
   rapidjson::MemoryStream ms(text.data(), text.size());
   rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(ms);
   rapidjson::Reader reader;
   rapidjson::ParseResult result;
+  bool too_deep = false;
   auto generate = [&](Document& d) {
-    MarkingHandler handler(d);
+    MarkingHandler handler(d, max_depth);
     result = reader.Parse<kParseFlags>(in, handler);
+    too_deep = handler.too_deep();
     return !result.IsError();
   };
   doc.Populate(generate);
+  if (too_deep) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at offset ", result.Offset(),
+                                                   ": arrays and objects nest deeper than ",
+                                                   max_depth, " levels"));
+  }
   if (result.IsError()) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid JSON at offset ", result.Offset(), ": ",

@@ -22,9 +22,18 @@ using Value = rapidjson::Value;
 
 inline constexpr char kNumberMark = '\xFF';
 
+// Nesting bounds (DESIGN §7 Limits). Every JSON text cairn reads goes
+// through Parse, which refuses deeper nesting before any recursive code
+// (canonicalization, merge patch, schema validation, serialization) sees
+// the value, and parses iteratively itself: a hostile document cannot
+// overflow the stack.
+inline constexpr int kMaxDocumentDepth = 512;  // documents, patches, payloads
+inline constexpr int kMaxKeyDepth = 64;        // keys (scalars or flat objects)
+
 // Parses `text` (validating UTF-8). INVALID_ARGUMENT with the offset and
-// RapidJSON's reason on error.
-absl::StatusOr<Document> Parse(std::string_view text);
+// RapidJSON's reason on error, or naming the bound when arrays and objects
+// nest deeper than `max_depth` levels.
+absl::StatusOr<Document> Parse(std::string_view text, int max_depth = kMaxDocumentDepth);
 // Compact serialization; numbers written as their original text.
 std::string Serialize(const Value& v);
 

@@ -124,7 +124,7 @@ bool ConsumeU64(std::string_view* in, uint64_t* v) {
 
 absl::StatusOr<std::string> EncodeKey(std::string_view key_json) {
   if (key_json.empty()) return absl::InvalidArgumentError("key is empty");
-  auto doc = json::Parse(key_json);
+  auto doc = json::Parse(key_json, json::kMaxKeyDepth);
   if (!doc.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("key is not valid JSON: ", doc.status().message()));

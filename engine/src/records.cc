@@ -269,7 +269,7 @@ std::string Encode(const SourceDefinition& v) {
   auto root = fbs::CreateSourceRecord(
       b, b.CreateString(v.name), b.CreateString(v.format), b.CreateVector(keys),
       b.CreateVector(mapping), b.CreateString(v.default_collection),
-      b.CreateVectorOfStrings(v.write_scopes), b.CreateVector(schemas));
+      b.CreateVector(schemas));
   b.Finish(root, fbs::SourceRecordIdentifier());
   return Finish(b);
 }
@@ -313,9 +313,6 @@ absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes) {
     for (const auto* m : *p->collection_map()) v.collection_map[Str(m->from())] = Str(m->to());
   }
   v.default_collection = Str(p->default_collection());
-  if (p->write_scopes()) {
-    for (const auto* s : *p->write_scopes()) v.write_scopes.push_back(Str(s));
-  }
   if (p->schemas()) {
     for (const auto* s : *p->schemas()) v.json_schemas[Str(s->collection())] = Str(s->json_schema());
   }

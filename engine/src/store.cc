@@ -31,6 +31,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -99,27 +100,6 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return absl::InternalError(msg);
 }
 
-// RFC 3629: shortest forms only, no UTF-16 surrogates, nothing past U+10FFFF
-// (the names end up in protobuf strings, which must be valid UTF-8).
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    auto c1 = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
-    if (n == 2 && c < 0xC2) return false;                               // overlong
-    if (n == 3 && c == 0xE0 && c1 < 0xA0) return false;                 // overlong
-    if (n == 3 && c == 0xED && c1 > 0x9F) return false;                 // surrogate
-    if (n == 4 && c == 0xF0 && c1 < 0x90) return false;                 // overlong
-    if (n == 4 && (c > 0xF4 || (c == 0xF4 && c1 > 0x8F))) return false;  // > U+10FFFF
-    i += n;
-  }
-  return true;
-}
 
 // A version's place in an entity's order: position, then source name.
 struct VersionPos {
@@ -469,9 +449,12 @@ class StoreImpl : public Store {
   absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
                                             bool commit) override;
   absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
-  absl::Status PutCheckpoint(std::string_view name, uint64_t seq) override;
-  absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) override;
-  absl::StatusOr<std::map<std::string, uint64_t>> ListCheckpoints() override;
+  absl::Status PutCheckpoint(
+      std::string_view name, uint64_t seq, const std::vector<std::string>& collections,
+      const std::function<absl::Status(const CheckpointInfo&)>& may_move) override;
+  absl::StatusOr<CheckpointInfo> GetCheckpointInfo(std::string_view name) override;
+  absl::StatusOr<std::map<std::string, CheckpointInfo>> ListCheckpointInfos() override;
+  absl::Status DeleteCheckpoint(std::string_view name) override;
   absl::Status SetRetention(const RetentionOptions& retention) override;
   RetentionOptions Retention() override;
   void CountRejectedBatch(std::string_view source) override;
@@ -604,6 +587,7 @@ class StoreImpl : public Store {
   void AppendRecent(std::vector<Change> changes);
 
   // Serializes session bookkeeping (record counts, position assignment).
+  absl::Mutex checkpoint_mu_;  // one checkpoint writer at a time
   absl::Mutex sessions_mu_;
   std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);
   absl::Mutex notify_mu_;
@@ -645,6 +629,9 @@ class SubscriptionImpl : public Subscription {
         CAIRN_ASSIGN_OR_RETURN(bool more, snapshot_->Next());
         if (more) {
           const Entity& e = snapshot_->entity();
+          // An entity belongs to the source of its newest version: the
+          // sources filter means the same here as for changes.
+          if (!Contains(options_.filter.sources, e.source)) continue;
           if (!MatchesEntity(e.collection, e.key)) continue;
           item->kind = SubscriptionItem::Kind::kSnapshotEntity;
           item->entity = e;
@@ -872,10 +859,10 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
     auto bad = [i](std::string_view what) {
       return absl::InvalidArgumentError(absl::StrCat("event ", i, ": ", Av(what)));
     };
-    if (e.source.empty()) return bad("source is empty");
-    if (!IsValidUtf8(e.source)) return bad("source is not valid UTF-8");
-    if (e.collection.empty()) return bad("collection is empty");
-    if (!IsValidUtf8(e.collection)) return bad("collection is not valid UTF-8");
+    if (absl::Status s = CheckName("source", e.source); !s.ok()) return bad(Sv(s.message()));
+    if (absl::Status s = CheckName("collection", e.collection); !s.ok()) {
+      return bad(Sv(s.message()));
+    }
     if (e.position.timestamp == UINT64_MAX || e.position.tick == UINT64_MAX) {
       return bad("position overflow: timestamp and tick must be below 2^64-1");
     }
@@ -928,7 +915,7 @@ absl::Status StoreImpl::Prepare(std::vector<Event>& events, std::vector<Prepared
     absl::MutexLock l(&stats_mu_);
     std::set<std::string> seen;
     for (const Event& e : events) {
-      if (!e.source.empty() && IsValidUtf8(e.source) && seen.insert(e.source).second) {
+      if (CheckName("source", e.source).ok() && seen.insert(e.source).second) {
         published_sources_[e.source].rejected_batches++;
       }
     }
@@ -1623,12 +1610,12 @@ absl::StatusOr<Entity> StoreImpl::Get(std::string_view collection, std::string_v
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kState], entity, &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no entity ", Av(key), " in ", Av(collection)));
+    return absl::NotFoundError(absl::StrCat("no entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection))));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get"));
   CAIRN_ASSIGN_OR_RETURN(records::StateValue st, records::DecodeState(v));
   if (!st.doc) {
-    return absl::NotFoundError(absl::StrCat("entity ", Av(key), " in ", Av(collection),
+    return absl::NotFoundError(absl::StrCat("entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection)),
                                             " was deleted at seq ", st.seq));
   }
   CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(*kb));
@@ -1685,6 +1672,13 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
                                                         const HistoryOptions& o) {
   auto kb = keys::EncodeKey(key);
   if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
+  if (o.from_seq && o.to_seq && *o.from_seq > *o.to_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("from_seq ", *o.from_seq,
+                                                   " is after to_seq ", *o.to_seq));
+  }
+  if (o.from_position && o.to_position && *o.from_position > *o.to_position) {
+    return absl::InvalidArgumentError("from_position is after to_position");
+  }
   uint64_t oldest_ts = horizon_.oldest_timestamp.load();
   uint64_t oldest_seq = horizon_.oldest_seq.load();
   if (o.from_position && o.from_position->timestamp < oldest_ts) {
@@ -1830,6 +1824,11 @@ absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(
   switch (o.start) {
     case SubscribeOptions::Start::kFromSeq: {
       uint64_t oldest = horizon_.oldest_seq.load();
+      if (uint64_t last = LastSeq(); o.from_seq > last) {
+        // Waiting would wait for a seq issued to some other store (DESIGN §4).
+        return absl::OutOfRangeError(absl::StrCat("from_seq ", o.from_seq,
+                                                  " is after the last committed seq ", last));
+      }
       if (o.from_seq + 1 < oldest) {
         return absl::OutOfRangeError(absl::StrCat(
             "from_seq ", o.from_seq, " is older than the retention window; oldest ",
@@ -1944,8 +1943,7 @@ absl::Status StoreImpl::CompactNow() {
 // Source registry.
 
 absl::Status StoreImpl::ValidateSource(const SourceDefinition& s) {
-  if (s.name.empty()) return absl::InvalidArgumentError("source name is empty");
-  if (!IsValidUtf8(s.name)) return absl::InvalidArgumentError("source name is not valid UTF-8");
+  CAIRN_RETURN_IF_ERROR(CheckName("source name", s.name));
   if (std::find_if(std::begin(kFormats), std::end(kFormats),
                    [&](const char* f) { return s.format == f; }) == std::end(kFormats)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1982,7 +1980,7 @@ absl::StatusOr<SourceDefinition> StoreImpl::GetSource(std::string_view name) {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
                                absl::StrCat(Av(kMetaRegistryPrefix), Av(name)), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("source '", Av(name), "' is not registered"));
+    return absl::NotFoundError(absl::StrCat("source '", Av(Excerpt(name)), "' is not registered"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get source"));
   return records::DecodeSource(v);
@@ -2029,7 +2027,7 @@ absl::StatusOr<records::SessionValue> StoreImpl::LoadSession(std::string_view id
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], SessionKey(id), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("unknown session '", Av(id), "'"));
+    return absl::NotFoundError(absl::StrCat("unknown session '", Av(Excerpt(id)), "'"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get session"));
   return records::DecodeSession(v);
@@ -2088,18 +2086,17 @@ absl::StatusOr<std::string> StoreImpl::OpenSession(std::string_view source,
                                                    std::string_view collection,
                                                    SessionMode mode) {
   CAIRN_RETURN_IF_ERROR(GetSource(source).status());
-  if (collection.empty() || !IsValidUtf8(collection)) {
-    return absl::InvalidArgumentError("session collection is empty or not valid UTF-8");
-  }
+  CAIRN_RETURN_IF_ERROR(CheckName("session collection", collection));
   if (mode != SessionMode::kStream && mode != SessionMode::kAccrue &&
       mode != SessionMode::kReplace) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown session mode ", static_cast<int>(mode)));
   }
-  static std::atomic<uint64_t> counter{0};
-  std::string id = absl::StrCat(absl::Hex(options_.now_micros(), absl::kZeroPad16),
-                                absl::Hex(counter.fetch_add(1) ^ reinterpret_cast<uintptr_t>(this),
-                                          absl::kZeroPad16));
+  // 128 random bits: an id cannot be guessed from another one.
+  std::random_device rd;
+  auto r64 = [&rd] { return (uint64_t{rd()} << 32) | rd(); };
+  std::string id =
+      absl::StrCat(absl::Hex(r64(), absl::kZeroPad16), absl::Hex(r64(), absl::kZeroPad16));
   records::SessionValue v;
   v.source = std::string(source);
   v.collection = std::string(collection);
@@ -2311,49 +2308,101 @@ absl::StatusOr<SessionInfo> StoreImpl::GetSession(std::string_view session_id) {
 // ---------------------------------------------------------------------------
 // Checkpoints, runtime retention, rejected-batch counting.
 
-absl::Status StoreImpl::PutCheckpoint(std::string_view name, uint64_t seq) {
-  if (name.empty() || !IsValidUtf8(name)) {
-    return absl::InvalidArgumentError("checkpoint name is empty or not valid UTF-8");
+// A checkpoint's value: the seq (8 bytes, big-endian), then its scope: the
+// number of collections (8 bytes) and each as (length, bytes), 8-byte
+// lengths. A value of the seq alone (written before scopes existed) has the
+// every-collection scope.
+std::string EncodeCheckpoint(const Store::CheckpointInfo& c) {
+  std::string v;
+  keys::AppendU64(c.seq, &v);
+  keys::AppendU64(c.collections.size(), &v);
+  for (const std::string& name : c.collections) {
+    keys::AppendU64(name.size(), &v);
+    v += name;
   }
+  return v;
+}
+
+absl::StatusOr<Store::CheckpointInfo> DecodeCheckpoint(std::string_view in) {
+  Store::CheckpointInfo c;
+  uint64_t n = 0;
+  if (!keys::ConsumeU64(&in, &c.seq)) return absl::DataLossError("malformed checkpoint");
+  if (in.empty()) return c;
+  if (!keys::ConsumeU64(&in, &n) || n > in.size()) {
+    return absl::DataLossError("malformed checkpoint scope");
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t len = 0;
+    if (!keys::ConsumeU64(&in, &len) || len > in.size()) {
+      return absl::DataLossError("malformed checkpoint scope");
+    }
+    c.collections.emplace_back(in.substr(0, len));
+    in.remove_prefix(len);
+  }
+  return c;
+}
+
+absl::Status StoreImpl::PutCheckpoint(
+    std::string_view name, uint64_t seq, const std::vector<std::string>& collections,
+    const std::function<absl::Status(const CheckpointInfo&)>& may_move) {
+  CAIRN_RETURN_IF_ERROR(CheckName("checkpoint name", name));
+  for (const std::string& c : collections) CAIRN_RETURN_IF_ERROR(CheckName("collection", c));
   if (seq > LastSeq()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "checkpoint seq ", seq, " is beyond the last committed seq ", LastSeq()));
   }
-  std::string v;
-  keys::AppendU64(seq, &v);
+  // One writer at a time: the ownership check and the write are one step.
+  absl::MutexLock l(&checkpoint_mu_);
+  CheckpointInfo c{.seq = seq, .collections = collections};
+  std::sort(c.collections.begin(), c.collections.end());
+  c.collections.erase(std::unique(c.collections.begin(), c.collections.end()),
+                      c.collections.end());
+  auto existing = GetCheckpointInfo(name);
+  if (existing.ok()) {
+    if (may_move) CAIRN_RETURN_IF_ERROR(may_move(*existing));
+    c.collections = existing->collections;  // moving keeps the scope
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(
-      db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)), v),
-      "put checkpoint");
+  return FromRocks(db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)),
+                            EncodeCheckpoint(c)),
+                   "put checkpoint");
 }
 
-absl::StatusOr<uint64_t> StoreImpl::GetCheckpoint(std::string_view name) {
+absl::StatusOr<Store::CheckpointInfo> StoreImpl::GetCheckpointInfo(std::string_view name) {
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
                                absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no checkpoint named '", Av(name), "'"));
+    return absl::NotFoundError(absl::StrCat("no checkpoint named '", Av(Excerpt(name)), "'"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get checkpoint"));
-  std::string_view in = v;
-  uint64_t seq = 0;
-  if (!keys::ConsumeU64(&in, &seq)) return absl::DataLossError("malformed checkpoint");
-  return seq;
+  return DecodeCheckpoint(v);
 }
 
-absl::StatusOr<std::map<std::string, uint64_t>> StoreImpl::ListCheckpoints() {
-  std::map<std::string, uint64_t> out;
+absl::StatusOr<std::map<std::string, Store::CheckpointInfo>> StoreImpl::ListCheckpointInfos() {
+  std::map<std::string, CheckpointInfo> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
   for (it->Seek(kMetaCheckpointPrefix);
        it->Valid() && it->key().starts_with(kMetaCheckpointPrefix); it->Next()) {
-    std::string_view in = it->value().ToStringView();
-    uint64_t seq = 0;
-    if (!keys::ConsumeU64(&in, &seq)) return absl::DataLossError("malformed checkpoint");
-    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] = seq;
+    CAIRN_ASSIGN_OR_RETURN(CheckpointInfo c, DecodeCheckpoint(it->value().ToStringView()));
+    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] =
+        std::move(c);
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "list checkpoints"));
   return out;
+}
+
+absl::Status StoreImpl::DeleteCheckpoint(std::string_view name) {
+  absl::MutexLock l(&checkpoint_mu_);
+  CAIRN_RETURN_IF_ERROR(GetCheckpointInfo(name).status());
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(
+      db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name))),
+      "delete checkpoint");
 }
 
 absl::Status StoreImpl::SetRetention(const RetentionOptions& retention) {

@@ -256,7 +256,6 @@ TEST(SourceRegistryTest, CrudPersists) {
                        .format = "debezium",
                        .key_fields = {{"orders", {"id"}}},
                        .collection_map = {{"public.orders", "orders"}},
-                       .write_scopes = {"orders-writer"},
                        .json_schemas = {{"orders", R"({"type":"object"})"}}};
     ASSERT_TRUE((*store)->PutSource(d).ok());
     ASSERT_TRUE((*store)->PutSource({.name = "billing", .format = "sse-feed"}).ok());
@@ -271,7 +270,6 @@ TEST(SourceRegistryTest, CrudPersists) {
   EXPECT_EQ(d->format, "debezium");
   EXPECT_EQ(d->key_fields.at("orders"), std::vector<std::string>{"id"});
   EXPECT_EQ(d->collection_map.at("public.orders"), "orders");
-  EXPECT_EQ(d->write_scopes, std::vector<std::string>{"orders-writer"});
   EXPECT_EQ(d->json_schemas.at("orders"), R"({"type":"object"})");
   EXPECT_EQ((*store)->ListSources()->size(), 2u);
   ASSERT_TRUE((*store)->RemoveSource("billing").ok());

@@ -44,28 +44,37 @@ absl::Status CheckName(const Value* v, const char* field) {
   return absl::OkStatus();
 }
 
-// Parses the collection's JSON Schema, once per payload, into *schema.
-// Returns false when the collection has none.
-absl::StatusOr<bool> ParseSchema(const Context& ctx,
-                                 const std::string& collection,
-                                 valijson::Schema* schema) {
-  auto it = ctx.source.json_schemas.find(collection);
-  if (it == ctx.source.json_schemas.end()) return false;
+// Parses a JSON Schema text into *schema: first cairn's own checks (bounded
+// nesting, no reference cycle without progress: json_schema.cc), then
+// valijson's. INVALID_ARGUMENT with the reason.
+absl::Status LoadSchema(const std::string& text, valijson::Schema* schema) {
+  CAIRN_RETURN_IF_ERROR(CheckJsonSchema(text));
   rapidjson::Document doc;
-  doc.Parse(it->second.data(), it->second.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "source '", ctx.source.name, "': the JSON Schema of collection '",
-        collection, "' is not a JSON object"));
-  }
+  doc.Parse(text.data(), text.size());
+  if (doc.HasParseError() || !doc.IsObject())
+    return absl::InvalidArgumentError("not a JSON object");
   try {
     valijson::SchemaParser parser;
     valijson::adapters::RapidJsonAdapter adapter(doc);
     parser.populateSchema(adapter, *schema);
   } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("unusable: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// Parses the collection's JSON Schema, once per payload, into *schema.
+// Returns false when the collection has none. A schema stored before the
+// registration checks existed is checked here too.
+absl::StatusOr<bool> ParseSchema(const Context& ctx,
+                                 const std::string& collection,
+                                 valijson::Schema* schema) {
+  auto it = ctx.source.json_schemas.find(collection);
+  if (it == ctx.source.json_schemas.end()) return false;
+  if (absl::Status s = LoadSchema(it->second, schema); !s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "source '", ctx.source.name, "': the JSON Schema of collection '",
-        collection, "' is unusable: ", e.what()));
+        collection, "' is unusable: ", s.message()));
   }
   return true;
 }
@@ -154,6 +163,17 @@ absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx,
   if (!errors.empty())
     return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return out;
+}
+
+absl::Status CheckSource(const SourceDefinition& source) {
+  for (const auto& [collection, text] : source.json_schemas) {
+    valijson::Schema schema;
+    if (absl::Status s = LoadSchema(text, &schema); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("source '", source.name, "': json_schemas[",
+                                                     collection, "]: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cairn::formats

@@ -90,6 +90,10 @@ absl::Status DecodeInfoSphereRecord(const Context& ctx, std::string_view record,
 absl::Status DecodeCanonicalRecord(const Context& ctx, std::string_view record,
                                    std::vector<Event>* out);
 
+// INVALID_ARGUMENT unless `text` is a JSON Schema object whose references
+// all make progress (json_schema.cc).
+absl::Status CheckJsonSchema(std::string_view text);
+
 // Whole-document formats.
 absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx,
                                                     std::string_view payload);

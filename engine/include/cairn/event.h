@@ -6,7 +6,10 @@
 #include <compare>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "absl/status/status.h"
 
 namespace cairn {
 
@@ -99,6 +102,25 @@ struct Change {
   std::string source;
   bool complete = true;
 };
+
+// --- Input bounds shared by the engine, cairnd and the client (DESIGN §7).
+
+// RFC 3629 UTF-8: shortest forms only, no UTF-16 surrogates, nothing past
+// U+10FFFF (names and keys end up in protobuf strings).
+bool IsValidUtf8(std::string_view s);
+
+// Names of sources, collections, checkpoints and sessions: 1 to kMaxNameBytes
+// bytes of valid UTF-8 without NUL or other control characters (U+0000 to
+// U+001F, U+007F).
+inline constexpr size_t kMaxNameBytes = 256;
+// INVALID_ARGUMENT "<what> ..." naming the bound the name breaks.
+absl::Status CheckName(std::string_view what, std::string_view name);
+
+// At most kMaxEchoBytes of `value` (cut at a character boundary, "…"
+// appended when cut): what error messages quote of an input, so a message
+// never echoes a whole hostile input.
+inline constexpr size_t kMaxEchoBytes = 200;
+std::string Excerpt(std::string_view value, size_t max_bytes = kMaxEchoBytes);
 
 }  // namespace cairn
 

@@ -21,8 +21,6 @@ struct SourceDefinition {
   std::map<std::string, std::string> collection_map;
   // Collection for records that name none (datapoints, sse without entity).
   std::string default_collection;
-  // Token scopes allowed to write to this source (enforced by the server).
-  std::vector<std::string> write_scopes;
   // JSON Schema text per collection, validated against BitBroker `entity`.
   std::map<std::string, std::string> json_schemas;
 };

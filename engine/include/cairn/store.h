@@ -182,10 +182,42 @@ class Store {
 
   // --- Named subscription checkpoints (persisted): the seq a consumer has
   // fully processed. Subscribe with Start::kFromSeq at GetCheckpoint() to
-  // resume exactly after it. NOT_FOUND for unknown names.
-  virtual absl::Status PutCheckpoint(std::string_view name, uint64_t seq) = 0;
-  virtual absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) = 0;
-  virtual absl::StatusOr<std::map<std::string, uint64_t>> ListCheckpoints() = 0;
+  // resume exactly after it. NOT_FOUND for unknown names. Names are checked
+  // like every name (ValidateName in cairn/event.h).
+  //
+  // A checkpoint belongs to the read scope it was created for (DESIGN §4):
+  // the collections in `collections` (empty: every collection). Moving it
+  // keeps that scope. cairnd checks the caller's read grant against it.
+  struct CheckpointInfo {
+    uint64_t seq = 0;
+    std::vector<std::string> collections;  // empty: every collection
+  };
+  // Creates `name` for `collections` at `seq`, or moves an existing one to
+  // `seq` after `may_move` (when given) accepts its info; the check and the
+  // write are one step, so two writers cannot race past it. INVALID_ARGUMENT
+  // for a seq beyond the last commit or a bad name.
+  virtual absl::Status PutCheckpoint(
+      std::string_view name, uint64_t seq, const std::vector<std::string>& collections,
+      const std::function<absl::Status(const CheckpointInfo&)>& may_move) = 0;
+  absl::Status PutCheckpoint(std::string_view name, uint64_t seq) {
+    return PutCheckpoint(name, seq, {}, nullptr);
+  }
+  virtual absl::StatusOr<CheckpointInfo> GetCheckpointInfo(std::string_view name) = 0;
+  absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) {
+    auto info = GetCheckpointInfo(name);
+    if (!info.ok()) return info.status();
+    return info->seq;
+  }
+  virtual absl::StatusOr<std::map<std::string, CheckpointInfo>> ListCheckpointInfos() = 0;
+  absl::StatusOr<std::map<std::string, uint64_t>> ListCheckpoints() {
+    auto all = ListCheckpointInfos();
+    if (!all.ok()) return all.status();
+    std::map<std::string, uint64_t> out;
+    for (const auto& [name, info] : *all) out[name] = info.seq;
+    return out;
+  }
+  // NOT_FOUND when there is none.
+  virtual absl::Status DeleteCheckpoint(std::string_view name) = 0;
 
   // Replaces the retention window at runtime (persisted; takes effect at the
   // next horizon update or CompactNow()).

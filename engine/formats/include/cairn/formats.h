@@ -59,6 +59,14 @@ absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source,
                                           std::string_view payload,
                                           const DecodeOptions& options = {});
 
+// Checks what Decode will need of a source before it is registered: each
+// JSON Schema parses within the nesting bound, valijson can use it, and its
+// references never loop back without descending into the instance (such a
+// schema would recurse without end while validating). INVALID_ARGUMENT
+// naming the collection. cairnd calls it on PutSource; Decode checks a
+// schema again before using it.
+absl::Status CheckSource(const SourceDefinition& source);
+
 // True for formats whose records carry no position: cairn assigns one when a
 // contribution session commits, so they are posted through sessions, not
 // ingested directly.
