@@ -22,6 +22,7 @@
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
+#include "cairn/v1/diagnosis.pb.h"
 #include "convert.h"
 
 namespace cairn::server {
@@ -158,8 +159,37 @@ class IngestWorker {
   std::thread thread_;
 };
 
+// Why a received message did not parse as `Request`: the first string field
+// holding invalid UTF-8 (proto3 refuses the whole message for it), or that it
+// is no protobuf message at all. Never echoes the message.
+std::string WhyUnparsable(const v1::IngestRequest*, const std::string& bytes) {
+  v1::diagnosis::IngestRequest d;
+  if (!d.ParseFromString(bytes)) return "it is not a protobuf message";
+  for (int i = 0; i < d.events_size(); ++i) {
+    const v1::diagnosis::Event& e = d.events(i);
+    for (auto [field, value] : {std::pair{"source", &e.source()}, {"collection", &e.collection()},
+                                {"key", &e.key()}, {"payload", &e.payload()},
+                                {"event_id", &e.event_id()}}) {
+      if (!IsValidUtf8(*value)) return absl::StrCat("events[", i, "].", field, " is not valid UTF-8");
+    }
+  }
+  return "a field does not hold what its type says";
+}
+
+std::string WhyUnparsable(const v1::IngestRawRequest*, const std::string& bytes) {
+  v1::diagnosis::IngestRawRequest d;
+  if (!d.ParseFromString(bytes)) return "it is not a protobuf message";
+  if (!IsValidUtf8(d.source())) return "source is not valid UTF-8";
+  return "a field does not hold what its type says";
+}
+
+// The stream is read as raw bytes and parsed here, not by gRPC: a message
+// gRPC cannot parse would end the stream as if the client had closed it
+// (status OK, later batches silently dropped). Here it ends the stream with
+// INVALID_ARGUMENT naming the message and the field; the batches received
+// before it still get their acks.
 template <typename Request>
-class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
+class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                       public AckSink {
  public:
   IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx)
@@ -171,14 +201,31 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
     }
     absl::MutexLock l(&mu_);
     reading_ = true;
-    this->StartRead(&request_);
+    this->StartRead(&read_buf_);
   }
 
   void OnReadDone(bool ok) override {
     IngestWorker::Item item;
+    Request request;
+    std::optional<grpc::Status> unparsable;
+    if (ok) {
+      ++received_;
+      if (!ParseRequest(&request)) {
+        unparsable = grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("message ", received_ - 1, " of the stream (counting from 0) is not a ",
+                         Request::descriptor()->full_name(), ": ", unparsable_reason_,
+                         "; it and everything after it were not read"));
+      }
+    }
     {
       absl::MutexLock l(&mu_);
-      if (finished_ || !ok || deps_->shutting_down.load()) {
+      if (unparsable && !finished_) {
+        reading_ = false;
+        reads_done_ = true;
+        status_ = *unparsable;
+        if (!ShouldFinishLocked()) return;
+      } else if (finished_ || !ok || deps_->shutting_down.load()) {
         reading_ = false;
         if (finished_) return;  // a read that was outstanding at Finish
         // Batches already received still finish; nothing more is read.
@@ -186,21 +233,21 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
         if (ok) status_ = Unavailable();
         if (!ShouldFinishLocked()) return;
       } else {
-        // reading_ stays set until request_ is decoded: no read may reuse it.
+        // reading_ stays set until the request is decoded: no read may start.
         item.sink = this;
-        item.bytes = request_.ByteSizeLong();
+        item.bytes = request.ByteSizeLong();
         in_flight_++;
         in_flight_bytes_ += item.bytes;
       }
     }
     if (!item.sink) return this->Finish(status_);  // finished_ is set: no one else touches it
-    item.ack.set_batch_id(request_.batch_id());
-    if (request_.coalesce_acks()) coalesce_acks_.store(true, std::memory_order_relaxed);
-    std::optional<std::vector<Event>> events = Decode(request_, &item.ack);
+    item.ack.set_batch_id(request.batch_id());
+    if (request.coalesce_acks()) coalesce_acks_.store(true, std::memory_order_relaxed);
+    std::optional<std::vector<Event>> events = Decode(request, &item.ack);
     if (events) {
       item.batch = Store::Batch{
           *std::move(events),
-          {.durable = request_.durable() || deps_->options->durable}};
+          {.durable = request.durable() || deps_->options->durable}};
     }
     // Submitted before the next read starts, so this stream's batches reach
     // the worker in order.
@@ -250,6 +297,22 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
 
  private:
   static const char* const kMethod;
+
+  // Parses read_buf_ into *request; on failure sets unparsable_reason_.
+  bool ParseRequest(Request* request) {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (read_buf_.Dump(&slices).ok()) {
+      for (const grpc::Slice& sl : slices) {
+        bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      }
+    }
+    read_buf_.Clear();
+    if (request->ParseFromString(bytes)) return true;
+    unparsable_reason_ = WhyUnparsable(request, bytes);
+    return false;
+  }
+
   // The batch's events, or nullopt with the failure in `ack`.
   std::optional<std::vector<Event>> Decode(Request& request, v1::IngestAck* ack);
 
@@ -274,7 +337,7 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
     if (!reading_ && !reads_done_ && !broken_ && !finished_ &&
         in_flight_bytes_ < kMaxInFlightBytes && acks_.size() < kMaxQueuedAcks) {
       reading_ = true;
-      this->StartRead(&request_);
+      this->StartRead(&read_buf_);
     }
   }
 
@@ -293,7 +356,14 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
         acks_.pop_front();
       }
     }
-    this->StartWrite(&current_ack_);
+    write_buf_.Clear();
+    bool own = false;
+    if (!grpc::SerializationTraits<v1::IngestAck>::Serialize(current_ack_, &write_buf_, &own)
+             .ok()) {
+      // An ack is built by cairnd itself: failing to serialize one is a bug.
+      spdlog::error("cannot serialize an ingest ack");
+    }
+    this->StartWrite(&write_buf_);
   }
 
   // True once reading has ended and every batch received is acked (or the
@@ -310,7 +380,10 @@ class IngestReactor : public grpc::ServerBidiReactor<Request, v1::IngestAck>,
 
   Deps* deps_;
   grpc::CallbackServerContext* ctx_;
-  Request request_;  // the outstanding read's target
+  grpc::ByteBuffer read_buf_;   // the outstanding read's target
+  grpc::ByteBuffer write_buf_;  // the outstanding write's source (current_ack_)
+  uint64_t received_ = 0;       // messages read (on the reading thread only)
+  std::string unparsable_reason_;
   absl::Mutex mu_;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // batches in the worker
   size_t in_flight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -370,14 +443,16 @@ std::optional<std::vector<Event>> IngestReactor<v1::IngestRawRequest>::Decode(
   return Authorized(*std::move(events), ack);
 }
 
-class IngestService final : public v1::Ingest::CallbackService {
+class IngestService final
+    : public v1::Ingest::WithRawCallbackMethod_IngestEvents<
+          v1::Ingest::WithRawCallbackMethod_IngestPayloads<v1::Ingest::Service>> {
  public:
   explicit IngestService(Deps* deps) : deps_(deps) {}
-  grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestAck>* IngestEvents(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestEvents(
       grpc::CallbackServerContext* ctx) override {
     return new IngestReactor<v1::IngestRequest>(deps_, ctx);
   }
-  grpc::ServerBidiReactor<v1::IngestRawRequest, v1::IngestAck>* IngestPayloads(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestPayloads(
       grpc::CallbackServerContext* ctx) override {
     return new IngestReactor<v1::IngestRawRequest>(deps_, ctx);
   }

@@ -29,6 +29,42 @@ TEST(AdminTest, CheckpointsPersistAndAreBounded) {
   EXPECT_EQ((*store)->ListCheckpoints()->size(), 1u);
 }
 
+// A checkpoint keeps the read scope it was created for; moving it asks the
+// caller's check first and keeps the scope; it can be deleted.
+TEST(AdminTest, CheckpointsKeepTheirScope) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Ingest({Upsert(1, 1), Upsert(2, 2)}, {}).ok());
+  ASSERT_TRUE((*store)->PutCheckpoint("r", 1, {"b", "a", "a"}, nullptr).ok());
+  auto info = (*store)->GetCheckpointInfo("r");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->collections, (std::vector<std::string>{"a", "b"}));
+  std::vector<std::string> asked;
+  auto deny = [&](const Store::CheckpointInfo& c) {
+    asked = c.collections;
+    return absl::PermissionDeniedError("no");
+  };
+  EXPECT_EQ((*store)->PutCheckpoint("r", 2, {}, deny).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(asked, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(*(*store)->GetCheckpoint("r"), 1u);
+  // Moving with a different scope keeps the one it was created for.
+  ASSERT_TRUE((*store)->PutCheckpoint("r", 2, {"z"}, nullptr).ok());
+  info = (*store)->GetCheckpointInfo("r");
+  EXPECT_EQ(info->seq, 2u);
+  EXPECT_EQ(info->collections, (std::vector<std::string>{"a", "b"}));
+  // Creating asks nothing (there is nothing to move).
+  ASSERT_TRUE((*store)->PutCheckpoint("new", 0, {}, deny).ok());
+  EXPECT_TRUE((*store)->GetCheckpointInfo("new")->collections.empty());
+  EXPECT_EQ((*store)->ListCheckpointInfos()->size(), 2u);
+  ASSERT_TRUE((*store)->DeleteCheckpoint("new").ok());
+  EXPECT_EQ((*store)->DeleteCheckpoint("new").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*store)->ListCheckpoints()->size(), 1u);
+  EXPECT_EQ((*store)->PutCheckpoint(std::string(257, 'n'), 0).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->PutCheckpoint("a\nb", 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(AdminTest, RuntimeRetentionPersistsAndApplies) {
   TempDir dir;
   {

@@ -91,6 +91,29 @@ std::vector<BadCase> BadCases() {
   add("empty collection", {"collection is empty"}, [](Event& e) { e.collection = ""; });
   add("truncate with a key", {"key must be empty for truncate"},
       [](Event& e) { e.op = Op::kTruncate; });
+  // Nesting is refused before any recursive code runs (a stack overflow
+  // before the bound existed).
+  auto nested = [](int levels, const char* open, const char* close, const char* inner = "") {
+    std::string out;
+    for (int i = 0; i < levels; ++i) out += open;
+    out += inner;
+    for (int i = 0; i < levels; ++i) out += close;
+    return out;
+  };
+  add("payload nested 100,000 levels", {"payload of upsert", "nest deeper than 512"},
+      [&](Event& e) { e.payload = nested(100000, "{\"a\":", "}", "1"); });
+  add("payload nested 513 levels", {"payload of upsert", "nest deeper than 512"},
+      [&](Event& e) { e.payload = nested(513, "{\"a\":", "}", "1"); });
+  add("patch nested 100,000 levels", {"payload of patch", "nest deeper than 512"}, [&](Event& e) {
+    e.op = Op::kPatch;
+    e.payload = nested(100000, "{\"a\":", "}", "1");
+  });
+  add("key nested 100,000 levels", {"key", "nest deeper than 64"},
+      [&](Event& e) { e.key = nested(100000, "[", "]"); });
+  add("source with a control character", {"source", "control character"},
+      [](Event& e) { e.source = "s\x01"; });
+  add("collection of 257 bytes", {"collection is 257 bytes long; the limit is 256"},
+      [](Event& e) { e.collection = std::string(257, 'c'); });
   return cases;
 }
 
@@ -171,6 +194,60 @@ TEST(BadInputTest, ReadsRejectInvalidKeys) {
   EXPECT_EQ(
       (*store)->NewSnapshot({.as_of_seq = 0, .as_of_position = Position{1, 1}}).status().code(),
       absl::StatusCode::kInvalidArgument);
+  std::string deep(100000, '[');
+  deep += std::string(100000, ']');
+  EXPECT_EQ((*store)->Get("c", deep).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*store)->History("c", deep, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  SubscribeOptions so;
+  so.filter.keys = {deep};
+  EXPECT_THAT((*store)->Subscribe(so).status().message(), HasSubstr("filter.keys[0]"));
+  auto id = (*store)->PutSource({.name = "s", .format = "canonical"});
+  ASSERT_TRUE(id.ok());
+  auto session = (*store)->OpenSession("s", "c", SessionMode::kStream);
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_THAT((*store)->SessionUpsert(*session, {{"\"k\"", "{\"a\":" + deep + "}"}})
+                  .status()
+                  .message(),
+              HasSubstr("nest deeper than 512"));
+  EXPECT_EQ((*store)->SessionUpsert(*session, {{deep, "{}"}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Ranges and starts that cannot be answered are errors, never an empty or
+// endless answer.
+TEST(BadInputTest, ReadsRejectRangesTheyCannotAnswer) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Ingest({Good(1), Good(2)}, {}).ok());
+  auto h = (*store)->History("c", "\"good-1\"", {.from_seq = 10, .to_seq = 2});
+  EXPECT_THAT(h.status().message(), HasSubstr("from_seq 10 is after to_seq 2"));
+  h = (*store)->History("c", "\"good-1\"",
+                        {.from_position = Position{kT0 + 5, 0}, .to_position = Position{kT0, 0}});
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
+  for (uint64_t from : {uint64_t{3}, uint64_t{1000000000}, UINT64_MAX}) {
+    SubscribeOptions so;
+    so.start = SubscribeOptions::Start::kFromSeq;
+    so.from_seq = from;
+    auto sub = (*store)->Subscribe(so);
+    EXPECT_EQ(sub.status().code(), absl::StatusCode::kOutOfRange) << from;
+    EXPECT_THAT(sub.status().message(), HasSubstr("after the last committed seq 2")) << from;
+  }
+  SubscribeOptions at_last;
+  at_last.start = SubscribeOptions::Start::kFromSeq;
+  at_last.from_seq = 2;
+  EXPECT_TRUE((*store)->Subscribe(at_last).ok());
+}
+
+TEST(BadInputTest, ErrorMessagesQuoteAtMostAnExcerpt) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto e = (*store)->Get("c", "\"" + std::string(20000, 'k') + "\"");
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_LT(e.status().message().size(), 300u) << e.status().message().substr(0, 300);
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("(20002 bytes)"));
+  EXPECT_EQ(Excerpt("\xC3\xA9\xC3\xA9", 3), "\xC3\xA9\xE2\x80\xA6 (4 bytes)");
 }
 
 // IngestBatches gives each batch exactly what Ingest one after another

@@ -463,5 +463,35 @@ TEST(SubscribeTest, SubscriberBehindTheRecentChangesReadsTheStoreThenMemory) {
   }
 }
 
+// The sources filter means the same in the snapshot phase as for changes:
+// an entity belongs to the source of its newest version (DESIGN §4).
+TEST(SubscribeTest, SourcesFilterAppliesToTheSnapshotPhase) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto ev = [](std::string source, std::string key, uint64_t ts) {
+    return Event{.source = std::move(source), .collection = "c", .key = std::move(key),
+                 .position = {kT0 + ts, 0}, .payload = absl::StrCat(R"({"v":)", ts, "}")};
+  };
+  // "1": billing only; "2": billing then other (newest from other); "3": other.
+  ASSERT_TRUE((*store)->Ingest({ev("billing", "1", 1), ev("billing", "2", 2)}, {}).ok());
+  ASSERT_TRUE((*store)->Ingest({ev("other", "2", 3), ev("other", "3", 4)}, {}).ok());
+  SubscribeOptions o{.start = SubscribeOptions::Start::kSnapshot};
+  o.filter.sources = {"other"};
+  auto sub = (*store)->Subscribe(o);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  std::vector<std::string> keys;
+  for (;;) {
+    SubscriptionItem item;
+    auto got = (*sub)->Next(absl::Seconds(5), &item);
+    ASSERT_TRUE(got.ok() && *got);
+    if (item.kind == SubscriptionItem::Kind::kSnapshotEnd) break;
+    ASSERT_EQ(item.kind, SubscriptionItem::Kind::kSnapshotEntity);
+    EXPECT_EQ(item.entity.source, "other");
+    keys.push_back(item.entity.key);
+  }
+  EXPECT_EQ(keys, (std::vector<std::string>{"2", "3"}));
+}
+
 }  // namespace
 }  // namespace cairn

@@ -435,6 +435,57 @@ TEST_F(MalformedTest, BitBroker) {
               HasSubstr("JSON Schema of collection 'countries'"));
 }
 
+// A schema whose references loop back without descending into the
+// instance made validation recurse until the stack ran out: CheckSource
+// refuses it at registration, and Decode refuses it before use.
+TEST_F(MalformedTest, JsonSchemaReferenceCycles) {
+  auto source = [](std::string schema) {
+    return SourceDefinition{.name = "f3", .format = "bitbroker",
+                            .json_schemas = {{"c", std::move(schema)}}};
+  };
+  const std::vector<std::string> cyclic = {
+      R"({"$ref":"#"})",
+      R"({"allOf":[{"type":"object"},{"$ref":"#"}]})",
+      R"({"anyOf":[{"not":{"$ref":"#"}}]})",
+      R"({"if":{"$ref":"#/definitions/a"},"definitions":{"a":{"then":{"$ref":"#"}}}})",
+      R"({"dependencies":{"x":{"$ref":"#"}}})",
+      R"({"definitions":{"a":{"$ref":"#/definitions/b"},"b":{"oneOf":[{"$ref":"#/definitions/a"}]}},)"
+      R"("properties":{"p":{"$ref":"#/definitions/a"}}})",
+  };
+  for (const std::string& schema : cyclic) {
+    SCOPED_TRACE(schema);
+    absl::Status s = CheckSource(source(schema));
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("json_schemas[c]: references loop back"));
+    auto r = Decode(source(schema), R"([{"id":"GB","name":"x","entity":{"a":1}}])",
+                    {.collection = "c"});
+    EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+  }
+  for (const auto& [schema, why] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"$ref":"other.json#"})", "is not local"},
+           {R"({"$ref":"#/definitions/none"})", "points to no schema object"},
+           {R"({"$ref":7})", "$ref must be a string"},
+           {R"({"type":"no-such-type"})", "unusable"},
+           {"[1]", "not a JSON object"}}) {
+    SCOPED_TRACE(schema);
+    EXPECT_THAT(std::string(CheckSource(source(schema)).message()), HasSubstr(why));
+  }
+  // Recursion that descends into the instance is bounded by the document's
+  // depth, which json::Parse bounds: accepted, and it validates.
+  SourceDefinition tree = source(
+      R"({"type":"object","properties":{"children":{"type":"array","items":{"$ref":"#"}},)"
+      R"("n":{"allOf":[{"$ref":"#/definitions/num"}]}},"definitions":{"num":{"type":"integer"}}})");
+  ASSERT_TRUE(CheckSource(tree).ok()) << CheckSource(tree);
+  std::string deep = R"({"children":[)";
+  for (int i = 0; i < 200; ++i) deep += R"({"children":[)";
+  deep += R"({"n":"x"})";
+  for (int i = 0; i < 200; ++i) deep += "]}";
+  deep += "]}";
+  auto r = Decode(tree, R"([{"id":"GB","name":"x","entity":)" + deep + "}]", {.collection = "c"});
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("JSON Schema"));
+}
+
 TEST_F(MalformedTest, Canonical) {
   SourceDefinition src{.name = "app", .format = "canonical"};
   std::string good =

@@ -1,0 +1,594 @@
+#!/usr/bin/python3
+"""Hostile clients against a real cairnd (issue: hardening).
+
+Each section starts its own cairnd on loopback and checks that:
+  * the server stays up (every check ends with a health call),
+  * a rejected request gets the documented status naming what is wrong,
+  * nothing of a rejected request is stored: a digest of every column family
+    (store_digest, taken with the server stopped) is the same before and
+    after the whole run of rejected requests,
+  * the auth matrix (every RPC x every kind of credential) has no
+    unauthorized success.
+Prints one line per section and a closing 'N passed, N failed' line; exits
+non-zero on any failure."""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import grpc
+
+pb = None    # cairn.v1 messages, imported in main()
+diag = None  # cairn.v1.diagnosis: the same field numbers, strings as bytes
+
+OK = grpc.StatusCode.OK
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+
+DEEP = 100_000  # nesting levels of the hostile documents
+TS = 1_700_000_000_000_000
+
+
+class Cairnd:
+    """cairnd on 127.0.0.1 with a free port; stderr kept for log checks."""
+
+    def __init__(self, binary, data_dir, extra=()):
+        self.binary, self.data_dir, self.extra = binary, data_dir, list(extra)
+        self.proc, self.port, self.log = None, None, ""
+        self.start()
+
+    def start(self):
+        port_file = self.data_dir + ".port"
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [self.binary, "--data-dir", self.data_dir, "--listen", "127.0.0.1:0",
+             "--port-file", port_file, "--log-level", "warn"] + self.extra,
+            stdout=self.stderr, stderr=subprocess.STDOUT)
+        for _ in range(500):
+            if os.path.exists(port_file) or self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert self.proc.poll() is None, "cairnd exited at start"
+        self.port = int(open(port_file).read())
+        self.channel = grpc.insecure_channel(
+            f"127.0.0.1:{self.port}",
+            options=[("grpc.max_receive_message_length", 64 << 20),
+                     ("grpc.max_send_message_length", 64 << 20)])
+
+    def stop(self):
+        """SIGTERM; asserts a clean exit (a crash is a failure)."""
+        self.channel.close()
+        self.proc.terminate()
+        rc = self.proc.wait(timeout=60)
+        self.stderr.seek(0)
+        self.log += self.stderr.read().decode(errors="replace")
+        assert rc == 0, f"cairnd exited with {rc}:\n{self.log[-2000:]}"
+
+    def alive(self):
+        assert self.proc.poll() is None, f"cairnd died: {self.proc.returncode}"
+        health = self.channel.unary_unary("/grpc.health.v1.Health/Check",
+                                          request_serializer=lambda b: b,
+                                          response_deserializer=lambda b: b)
+        health(b"", timeout=10)
+
+
+def call(ch, service, method, kind, req, resp, token=None, **kw):
+    """A call through grpc's generic stubs; returns (code, message, result)."""
+    md = kw.pop("metadata", None)
+    if md is None and token is not None:
+        md = [("authorization", token if token.startswith(("Bearer", "Basic")) else
+               "Bearer " + token)]
+    fn = getattr(ch, kind)(f"/cairn.v1.{service}/{method}",
+                           request_serializer=(lambda b: b) if isinstance(req, bytes) or
+                           kind.startswith("stream") else req.SerializeToString,
+                           response_deserializer=resp.FromString)
+    try:
+        if kind == "unary_unary":
+            return OK, "", fn(req, metadata=md, timeout=30, **kw)
+        if kind == "unary_stream":
+            items = []
+            limit = kw.pop("limit", None)
+            stream = fn(req, metadata=md, timeout=30, **kw)
+            for item in stream:
+                items.append(item)
+                if limit and len(items) >= limit:
+                    stream.cancel()
+                    break
+            return OK, "", items
+        # stream_stream: req is a list of messages or raw bytes
+        msgs = [m if isinstance(m, bytes) else m.SerializeToString() for m in req]
+        return OK, "", list(fn(iter(msgs), metadata=md, timeout=30, **kw))
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.CANCELLED and kind == "unary_stream":
+            return OK, "", items
+        return e.code(), e.details() or "", None
+
+
+def expect(result, code, *words, what=""):
+    got, msg, _ = result
+    assert got == code, f"{what}: expected {code.name}, got {got.name}: {msg[:300]}"
+    for w in words:
+        assert w in msg, f"{what}: message lacks {w!r}: {msg[:300]}"
+    assert len(msg) <= 1200, f"{what}: message of {len(msg)} bytes echoes its input"
+    return result[2]
+
+
+def ack_code(acks):
+    return grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == acks[0].code))
+
+
+def expect_ack(result, code, *words, what=""):
+    got, msg, acks = result
+    assert got == OK, f"{what}: stream failed {got.name}: {msg[:300]}"
+    assert len(acks) == 1, f"{what}: {len(acks)} acks"
+    c = ack_code(acks)
+    assert c == code, f"{what}: ack {c.name}: {acks[0].message[:300]}"
+    for w in words:
+        assert w in acks[0].message, f"{what}: ack message lacks {w!r}: {acks[0].message[:300]}"
+    return acks[0]
+
+
+def event(key, payload='{"v":1}', ts=TS, source="billing", collection="account", op=None):
+    return pb.Event(source=source, collection=collection, key=key,
+                    position=pb.Position(timestamp=ts), op=op or pb.OP_UPSERT, payload=payload)
+
+
+def ingest(ch, events, batch_id=1, token=None):
+    return call(ch, "Ingest", "IngestEvents", "stream_stream",
+                [pb.IngestRequest(batch_id=batch_id, events=events)], pb.IngestAck, token)
+
+
+def digest(tool, data_dir):
+    return subprocess.run([tool, data_dir], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def deep_array(n=DEEP):
+    return "[" * n + "]" * n
+
+
+def deep_object(n):
+    return '{"a":' * n + "1" + "}" * n
+
+
+# ---------------------------------------------------------------------------
+# Sections
+
+def rejected_requests_store_nothing(args, tmp):
+    """Items 1, 2, 8, 9, 11, 12, 13: crashes, wrong answers and unbounded
+    echoes. Every request here is rejected; the store is unchanged."""
+    data = os.path.join(tmp, "rejected")
+    s = Cairnd(args.cairnd, data)
+    ch = s.channel
+    expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(
+        source=pb.Source(name="billing", format="canonical")), pb.PutSourceResponse), OK)
+    expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(
+        source=pb.Source(name="contrib", format="bitbroker",
+                         json_schemas={"c": '{"type":"object"}'})), pb.PutSourceResponse), OK)
+    expect_ack(ingest(ch, [event('"a"')]), OK)
+    stream_sid = expect(call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
+        source="contrib", collection="c", mode=pb.SESSION_MODE_STREAM),
+        pb.OpenSessionResponse), OK).session_id
+    s.stop()
+    before = digest(args.digest, data)
+    s.start()
+    ch = s.channel
+
+    # 1. Nesting: rejected before any recursive code, naming the field.
+    deep = deep_array()
+    expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account", key=deep),
+                pb.Entity), INVALID, "key", "nest deeper than 64", what="Get deep key")
+    expect(call(ch, "Query", "History", "unary_unary",
+                pb.HistoryRequest(collection="account", key=deep), pb.HistoryResponse),
+           INVALID, "key", "nest deeper", what="History deep key")
+    expect(call(ch, "Query", "Subscribe", "unary_stream",
+                pb.SubscribeRequest(keys=[deep], now=True), pb.SubscribeItem),
+           INVALID, "filter.keys[0]", what="Subscribe deep key")
+    expect_ack(ingest(ch, [event('"b"', payload=deep)]), INVALID, "event 0", "payload",
+               "nest deeper than 512", what="IngestEvents deep payload")
+    expect_ack(ingest(ch, [event(deep)]), INVALID, "event 0", "key", what="IngestEvents deep key")
+    expect_ack(ingest(ch, [event('"b"', payload=deep_object(DEEP))]), INVALID, "payload",
+               what="IngestEvents deep object payload")
+    canonical = json.dumps({"source": "billing", "collection": "account", "key": "x",
+                            "position": {"timestamp": TS, "tick": 0}, "op": "upsert",
+                            "payload": {"a": 1}}).replace('{"a": 1}', deep_object(DEEP))
+    expect_ack(call(ch, "Ingest", "IngestPayloads", "stream_stream",
+                    [pb.IngestRawRequest(batch_id=1, source="billing", payload=canonical.encode())],
+                    pb.IngestAck), INVALID, "record 0", what="IngestPayloads deep canonical")
+    expect(call(ch, "Sessions", "Upsert", "unary_unary", pb.SessionUpsertRequest(
+        session_id=stream_sid, records=[pb.SessionRecord(key='"k"', document=deep_object(DEEP))]),
+        pb.SessionReport), INVALID, "nest deeper", what="Sessions.Upsert deep document")
+    expect(call(ch, "Sessions", "Upsert", "unary_unary", pb.SessionUpsertRequest(
+        session_id=stream_sid, records=[pb.SessionRecord(key=deep, document="{}")]),
+        pb.SessionReport), INVALID, "nest deeper", what="Sessions.Upsert deep key")
+    bb = '[{"id":"GB","name":"x","entity":%s}]' % deep_object(DEEP)
+    expect(call(ch, "Sessions", "Upsert", "unary_unary", pb.SessionUpsertRequest(
+        session_id=stream_sid, payload=bb.encode()), pb.SessionReport), INVALID, "nest deeper",
+        what="Sessions.Upsert deep bitbroker")
+    expect_ack(ingest(ch, [event('"b"', payload=deep_object(513))]), INVALID, "512",
+               what="IngestEvents 513 levels")
+    s.alive()
+
+    # 2. Schemas whose references loop without progress are refused.
+    for schema in ['{"$ref":"#"}', '{"allOf":[{"$ref":"#"}]}',
+                   '{"definitions":{"a":{"$ref":"#/definitions/b"},"b":{"anyOf":[{"$ref":'
+                   '"#/definitions/a"}]}},"$ref":"#/definitions/a"}',
+                   '{"not":{"$ref":"#"}}', '{"$ref":"http://example.com/s.json"}',
+                   '{"$ref":"#/nowhere"}', deep_object(600)]:
+        expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(source=pb.Source(
+            name="f3", format="bitbroker", json_schemas={"c": schema})), pb.PutSourceResponse),
+            INVALID, "json_schemas[c]", what=f"schema {schema[:40]}")
+    s.alive()
+
+    # 9. A start after the last commit is OUT_OF_RANGE naming the last seq.
+    for seq in (10 ** 9, 2 ** 64 - 1):
+        expect(call(ch, "Query", "Subscribe", "unary_stream", pb.SubscribeRequest(from_seq=seq),
+                    pb.SubscribeItem), OUT_OF_RANGE, "last committed seq 1",
+               what=f"Subscribe from {seq}")
+
+    # 11. Echoes are bounded (the call itself must not fail on header size).
+    expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(
+        collection="account", key='"' + "k" * 20000 + '"'), pb.Entity), NOT_FOUND, "bytes)",
+        what="Get long key")
+
+    # 12. Names are bounded; Stats stays answerable.
+    for i in range(17):
+        expect(call(ch, "Query", "CommitCheckpoint", "unary_unary", pb.CommitCheckpointRequest(
+            name=f"{i}" + "n" * (1 << 20), seq=0), pb.CommitCheckpointResponse), INVALID,
+            "checkpoint name", "256", what="1 MiB checkpoint name")
+    for name in ["a\x00b", "tab\there", "x" * 257, ""]:
+        expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(
+            source=pb.Source(name=name, format="canonical")), pb.PutSourceResponse), INVALID,
+            "source name", what=f"source name {name[:10]!r}")
+        expect_ack(ingest(ch, [event('"c"', collection=name)]), INVALID, "collection",
+                   what=f"collection {name[:10]!r}")
+    expect(call(ch, "Admin", "Stats", "unary_unary", pb.StatsRequest(), pb.StatsResponse), OK)
+
+    # 13. Ranges.
+    expect(call(ch, "Admin", "SetRetention", "unary_unary", pb.SetRetentionRequest(
+        retention=pb.Retention(max_age_seconds=2 ** 64 - 1)), pb.SetRetentionResponse), INVALID,
+        "max_age_seconds", "out of range", what="retention 2^64-1")
+    expect(call(ch, "Query", "History", "unary_unary", pb.HistoryRequest(
+        collection="account", key='"a"', from_seq=10, to_seq=2), pb.HistoryResponse), INVALID,
+        "from_seq 10 is after to_seq 2", what="inverted history")
+
+    # 8. A stream that cannot be read ends non-OK; nothing after is applied.
+    good = pb.IngestRequest(batch_id=41, events=[]).SerializeToString()
+    later = pb.IngestRequest(batch_id=43, events=[event('"late"')]).SerializeToString()
+    code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream",
+                        [good, b"\xff\xff\xff", later], pb.IngestAck)
+    assert code == INVALID and "message 1" in msg and "not a protobuf" in msg, (code, msg)
+    bad_utf8 = diag.IngestRequest(events=[diag.Event(source=b"billing", collection=b"account",
+                                                     key=b'"ab\xff\xfecd"', payload=b"{}")])
+    code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream",
+                        [bad_utf8.SerializeToString(), later], pb.IngestAck)
+    assert code == INVALID and "events[0].key is not valid UTF-8" in msg, (code, msg)
+    code, msg, _ = call(ch, "Ingest", "IngestPayloads", "stream_stream",
+                        [diag.IngestRawRequest(source=b"bil\xffling").SerializeToString()],
+                        pb.IngestAck)
+    assert code == INVALID and "source is not valid UTF-8" in msg, (code, msg)
+    expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account",
+                                                                 key='"late"'), pb.Entity),
+           NOT_FOUND)
+    s.alive()
+    s.stop()
+    after = digest(args.digest, data)
+    assert before == after, f"store changed by rejected requests: {before} -> {after}"
+
+
+def accepted_bounds(args, tmp):
+    """What lies inside the bounds is accepted: 512 levels, recursive schemas
+    that descend, and a garbage frame after a good batch keeps that batch."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "accepted"))
+    ch = s.channel
+    expect_ack(ingest(ch, [event('"deep"', payload=deep_object(511))]), OK)
+    e = expect(call(ch, "Query", "Get", "unary_unary",
+                    pb.GetRequest(collection="account", key='"deep"'), pb.Entity), OK)
+    assert e.document == deep_object(511), e.document[:100]
+    tree = ('{"type":"object","properties":{"children":{"type":"array","items":{"$ref":"#"}}},'
+            '"definitions":{"n":{"allOf":[{"$ref":"#"}]}}}')
+    expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(source=pb.Source(
+        name="tree", format="bitbroker", json_schemas={"c": tree})), pb.PutSourceResponse), OK)
+    sid = expect(call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
+        source="tree", collection="c", mode=pb.SESSION_MODE_STREAM),
+        pb.OpenSessionResponse), OK).session_id
+    entity = '{"children":[{"children":[{"children":[]}]}]}'
+    expect(call(ch, "Sessions", "Upsert", "unary_unary", pb.SessionUpsertRequest(
+        session_id=sid, payload=('[{"id":"GB","name":"x","entity":%s}]' % entity).encode()),
+        pb.SessionReport), OK)
+    wrong = '{"children":[{"children":7}]}'
+    expect(call(ch, "Sessions", "Upsert", "unary_unary", pb.SessionUpsertRequest(
+        session_id=sid, payload=('[{"id":"GB","name":"x","entity":%s}]' % wrong).encode()),
+        pb.SessionReport), INVALID, "JSON Schema")
+
+    # 8 again, with a good batch first: it is acked and applied, the stream
+    # ends INVALID_ARGUMENT, the batch after the garbage is not applied.
+    first = pb.IngestRequest(batch_id=41, events=[event('"g41"')]).SerializeToString()
+    after = pb.IngestRequest(batch_id=43, events=[event('"g43"')]).SerializeToString()
+    fn = ch.stream_stream("/cairn.v1.Ingest/IngestEvents", request_serializer=lambda b: b,
+                          response_deserializer=pb.IngestAck.FromString)
+    acks = []
+    try:
+        for a in fn(iter([first, b"\xff\xff\xff", after]), timeout=30):
+            acks.append(a)
+        raise AssertionError("stream with a garbage frame ended OK")
+    except grpc.RpcError as err:
+        assert err.code() == INVALID, err
+    assert [a.batch_id for a in acks] == [41] and acks[0].code == 0, acks
+    expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account",
+                                                                 key='"g41"'), pb.Entity), OK)
+    expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account",
+                                                                 key='"g43"'), pb.Entity),
+           NOT_FOUND)
+
+    # 10. The sources filter applies to the snapshot phase.
+    expect_ack(ingest(ch, [event('"o1"', source="other"), event('"o2"', source="other")]), OK)
+    items = expect(call(ch, "Query", "Subscribe", "unary_stream", pb.SubscribeRequest(
+        sources=["other"], snapshot=True), pb.SubscribeItem, limit=3), OK)
+    keys = [i.snapshot_entity.key for i in items if i.WhichOneof("item") == "snapshot_entity"]
+    assert keys == ['"o1"', '"o2"'], keys
+    s.alive()
+    s.stop()
+
+
+TOKENS = {"tokens": [
+    {"token": "t-admin", "write": ["*"], "read": ["*"], "admin": True},
+    {"token": "t-writer", "write": ["billing", "contrib"], "read": []},
+    {"token": "t-reader", "read": ["account", "c"]},
+    {"token": "t-other", "write": ["other"], "read": ["other"]},
+]}
+
+
+def auth_matrix(args, tmp):
+    """Every RPC x none / malformed / wrong / other-scope / read-for-write /
+    write-for-read / valid: 0 unauthorized successes, and valid succeeds."""
+    tokens = os.path.join(tmp, "tokens.json")
+    with open(tokens, "w") as f:
+        json.dump(TOKENS, f)
+    s = Cairnd(args.cairnd, os.path.join(tmp, "auth"), ["--tokens", tokens])
+    ch = s.channel
+    admin = "t-admin"
+    for src in [pb.Source(name="billing", format="canonical"),
+                pb.Source(name="contrib", format="bitbroker")]:
+        expect(call(ch, "Admin", "PutSource", "unary_unary", pb.PutSourceRequest(source=src),
+                    pb.PutSourceResponse, admin), OK)
+    expect_ack(ingest(ch, [event('"a"')], token=admin), OK)
+
+    def session(token):
+        r = call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
+            source="contrib", collection="c", mode=pb.SESSION_MODE_ACCRUE),
+            pb.OpenSessionResponse, admin)
+        return expect(r, OK).session_id
+
+    def ack_or_status(r):
+        code, msg, acks = r
+        if code != OK or not acks:
+            return code
+        return ack_code(acks)
+
+    canonical_line = json.dumps({"source": "billing", "collection": "account", "key": "p",
+                                 "position": {"timestamp": TS + 5}, "op": "upsert",
+                                 "payload": {"x": 1}}).encode()
+    # (name, needs, function of token -> status code)
+    rpcs = [
+        ("Ingest.IngestEvents", "write",
+         lambda t: ack_or_status(ingest(ch, [event('"m"', ts=TS + 1)], token=t))),
+        ("Ingest.IngestPayloads", "write", lambda t: ack_or_status(call(
+            ch, "Ingest", "IngestPayloads", "stream_stream",
+            [pb.IngestRawRequest(batch_id=1, source="billing", payload=canonical_line)],
+            pb.IngestAck, t))),
+        ("Sessions.Open", "write", lambda t: call(ch, "Sessions", "Open", "unary_unary",
+                                                  pb.OpenSessionRequest(source="contrib",
+                                                                        collection="c"),
+                                                  pb.OpenSessionResponse, t)[0]),
+        ("Sessions.Upsert", "write", lambda t: call(ch, "Sessions", "Upsert", "unary_unary",
+                                                    pb.SessionUpsertRequest(
+                                                        session_id=session(t),
+                                                        records=[pb.SessionRecord(
+                                                            key='"k"', document="{}")]),
+                                                    pb.SessionReport, t)[0]),
+        ("Sessions.Delete", "write", lambda t: call(ch, "Sessions", "Delete", "unary_unary",
+                                                    pb.SessionDeleteRequest(
+                                                        session_id=session(t), keys=['"k"']),
+                                                    pb.SessionReport, t)[0]),
+        ("Sessions.Close", "write", lambda t: call(ch, "Sessions", "Close", "unary_unary",
+                                                   pb.CloseSessionRequest(
+                                                       session_id=session(t), commit=False),
+                                                   pb.CloseSessionResponse, t)[0]),
+        ("Query.Get", "read", lambda t: call(ch, "Query", "Get", "unary_unary", pb.GetRequest(
+            collection="account", key='"a"'), pb.Entity, t)[0]),
+        ("Query.Snapshot", "read", lambda t: call(ch, "Query", "Snapshot", "unary_stream",
+                                                  pb.SnapshotRequest(collection="account"),
+                                                  pb.SnapshotItem, t)[0]),
+        ("Query.History", "read", lambda t: call(ch, "Query", "History", "unary_unary",
+                                                 pb.HistoryRequest(collection="account",
+                                                                   key='"a"'),
+                                                 pb.HistoryResponse, t)[0]),
+        ("Query.Subscribe", "read", lambda t: call(ch, "Query", "Subscribe", "unary_stream",
+                                                   pb.SubscribeRequest(collections=["account"],
+                                                                       from_seq=0),
+                                                   pb.SubscribeItem, t, limit=1)[0]),
+        ("Query.CommitCheckpoint", "read", lambda t: call(
+            ch, "Query", "CommitCheckpoint", "unary_unary", pb.CommitCheckpointRequest(
+                name="cp-account", seq=1, collections=["account"]),
+            pb.CommitCheckpointResponse, t)[0]),
+        ("Query.GetCheckpoint", "read", lambda t: call(
+            ch, "Query", "GetCheckpoint", "unary_unary",
+            pb.GetCheckpointRequest(name="cp-account"), pb.GetCheckpointResponse, t)[0]),
+    ] + [(f"Admin.{m}", "admin", (lambda m, req, resp: lambda t: call(
+        ch, "Admin", m, "unary_unary", req, resp, t)[0])(m, req, resp)) for m, req, resp in [
+        ("PutSource", pb.PutSourceRequest(source=pb.Source(name="s2", format="canonical")),
+         pb.PutSourceResponse),
+        ("GetSource", pb.GetSourceRequest(name="billing"), pb.Source),
+        ("ListSources", pb.ListSourcesRequest(), pb.ListSourcesResponse),
+        ("RemoveSource", pb.RemoveSourceRequest(name="s2"), pb.RemoveSourceResponse),
+        ("Stats", pb.StatsRequest(), pb.StatsResponse),
+        ("SetRetention", pb.SetRetentionRequest(retention=pb.Retention()),
+         pb.SetRetentionResponse),
+        ("GetRetention", pb.GetRetentionRequest(), pb.Retention),
+        ("Compact", pb.CompactRequest(), pb.CompactResponse),
+        ("ListCheckpoints", pb.ListCheckpointsRequest(), pb.ListCheckpointsResponse),
+        ("DeleteCheckpoint", pb.DeleteCheckpointRequest(name="cp-account"),
+         pb.DeleteCheckpointResponse),
+    ]]
+    # The credentials: (name, metadata or token, denied with)
+    creds = [("none", None, UNAUTH), ("malformed", "Basic dXNlcjpwdw==", UNAUTH),
+             ("empty bearer", "Bearer ", UNAUTH), ("wrong", "Bearer nope", UNAUTH),
+             ("other-scope", "t-other", DENIED)]
+    unauthorized, calls = [], 0
+    for name, needs, fn in rpcs:
+        matrix = list(creds)
+        if needs == "write":
+            matrix += [("read-for-write", "t-reader", DENIED)]
+            valid = "t-writer"
+        elif needs == "read":
+            matrix += [("write-for-read", "t-writer", DENIED)]
+            valid = "t-reader"
+        else:
+            matrix += [("read-for-admin", "t-reader", DENIED), ("write-for-admin", "t-writer",
+                                                               DENIED)]
+            valid = admin
+        for cred, token, denied in matrix:
+            calls += 1
+            code = fn(token) if token else fn(None)
+            if code == OK or code != denied:
+                unauthorized.append(f"{name} with {cred}: {code.name} (expected {denied.name})")
+        code = fn(valid)
+        assert code == OK, f"{name} with a valid token: {code.name}"
+    assert not unauthorized, "\n".join(unauthorized)
+    print(f"  auth matrix: {len(rpcs)} RPCs, {calls} denied calls, 0 unauthorized successes")
+
+    # 4. Checkpoints belong to the scope they were created for.
+    def commit(token, name, seq, collections=()):
+        return call(ch, "Query", "CommitCheckpoint", "unary_unary", pb.CommitCheckpointRequest(
+            name=name, seq=seq, collections=list(collections)), pb.CommitCheckpointResponse,
+            token)
+
+    expect(commit(admin, "admin-cp", 1), OK)
+    expect(commit("t-reader", "admin-cp", 0), DENIED, what="reader resets admin-cp")
+    expect(commit("t-reader", "admin-cp", 0, ["account"]), DENIED,
+           what="reader resets admin-cp naming its own scope")
+    expect(commit("t-writer", "w-cp", 0, ["account"]), DENIED, what="write-only commits")
+    expect(call(ch, "Query", "GetCheckpoint", "unary_unary", pb.GetCheckpointRequest(
+        name="admin-cp"), pb.GetCheckpointResponse, "t-reader"), DENIED)
+    expect(call(ch, "Query", "Subscribe", "unary_stream", pb.SubscribeRequest(
+        collections=["account"], checkpoint="admin-cp"), pb.SubscribeItem, "t-reader"), DENIED)
+    expect(commit("t-reader", "r-cp", 1, ["account"]), OK)
+    expect(commit("t-other", "r-cp", 0, ["other"]), DENIED, what="other moves r-cp")
+    got = expect(call(ch, "Query", "GetCheckpoint", "unary_unary", pb.GetCheckpointRequest(
+        name="r-cp"), pb.GetCheckpointResponse, "t-reader"), OK)
+    assert got.seq == 1 and list(got.collections) == ["account"], got
+    listing = expect(call(ch, "Admin", "ListCheckpoints", "unary_unary",
+                          pb.ListCheckpointsRequest(), pb.ListCheckpointsResponse, admin), OK)
+    assert [c.name for c in listing.checkpoints] == ["admin-cp", "r-cp"], listing
+    expect(call(ch, "Admin", "DeleteCheckpoint", "unary_unary", pb.DeleteCheckpointRequest(
+        name="r-cp"), pb.DeleteCheckpointResponse, "t-reader"), DENIED)
+    expect(call(ch, "Admin", "DeleteCheckpoint", "unary_unary", pb.DeleteCheckpointRequest(
+        name="r-cp"), pb.DeleteCheckpointResponse, admin), OK)
+    expect(call(ch, "Query", "GetCheckpoint", "unary_unary", pb.GetCheckpointRequest(
+        name="r-cp"), pb.GetCheckpointResponse, "t-reader"), NOT_FOUND)
+
+    # 6. No probing: authentication first, the same answer for registered
+    # and unregistered sources, unguessable session ids.
+    for method, req, resp in [
+            ("Upsert", pb.SessionUpsertRequest(session_id="nope"), pb.SessionReport),
+            ("Delete", pb.SessionDeleteRequest(session_id="nope"), pb.SessionReport),
+            ("Close", pb.CloseSessionRequest(session_id="nope"), pb.CloseSessionResponse)]:
+        expect(call(ch, "Sessions", method, "unary_unary", req, resp), UNAUTH,
+               what=f"Sessions.{method} unknown id, no token")
+        expect(call(ch, "Sessions", method, "unary_unary", req, resp, "t-reader"), DENIED,
+               what=f"Sessions.{method} unknown id, reader")
+    for source in ["billing", "unregistered"]:
+        a = expect_ack(call(ch, "Ingest", "IngestPayloads", "stream_stream",
+                            [pb.IngestRawRequest(batch_id=1, source=source, payload=b"{}")],
+                            pb.IngestAck, "t-other"), DENIED, what=f"payloads into {source}")
+        assert source in a.message, a
+    ids = [session(admin) for _ in range(3)]
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids
+    common = [sum(x == y for x, y in zip(a, b)) for a, b in zip(ids, ids[1:])]
+    assert max(common) < 16, f"session ids share {common} characters: {ids}"
+    s.alive()
+    s.stop()
+
+    # 7. Denied calls are logged, never with the token.
+    assert "denied Query.Get from" in s.log, s.log[-2000:]
+    assert "nope" not in s.log and "t-reader" not in s.log, "a token reached the log"
+
+
+def startup_refusals(args, tmp):
+    """7. What cairnd refuses to start with."""
+    def run(*flags):
+        p = subprocess.run([args.cairnd, "--data-dir", os.path.join(tmp, "startup")] +
+                           list(flags), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=60)
+        return p.returncode, p.stdout
+
+    rc, err = run("--listen", "0.0.0.0:0")
+    assert rc == 2 and "refusing to listen on 0.0.0.0:0" in err, (rc, err)
+    rc, err = run("--listen", "[::]:0")
+    assert rc == 2 and "insecure-allow-remote" in err, (rc, err)
+    cert = os.path.join(tmp, "ca.pem")
+    open(cert, "w").write("not a cert")
+    rc, err = run("--tls-client-ca", cert)
+    assert rc == 2 and "--tls-client-ca needs --tls-cert" in err, (rc, err)
+    # With the explicit flag it serves, saying so. It listens on every
+    # address, but this test only ever connects to loopback.
+    port_file = os.path.join(tmp, "remote.port")
+    p = subprocess.Popen([args.cairnd, "--data-dir", os.path.join(tmp, "remote"), "--listen",
+                          "0.0.0.0:0", "--insecure-allow-remote", "--port-file", port_file],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(500):
+        if os.path.exists(port_file) or p.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert p.poll() is None, p.stdout.read()
+    p.terminate()
+    err, _ = p.communicate(timeout=60)
+    assert "not loopback" in err and "warn" in err, err
+
+
+def main():
+    global pb, diag
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cairnd", required=True)
+    ap.add_argument("--digest", required=True)
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--pyout", required=True)
+    ap.add_argument("--only", help="run the sections whose name contains this")
+    args = ap.parse_args()
+    sys.path.insert(0, args.pyout)
+    from cairn.v1 import cairn_pb2
+    from cairn.v1 import diagnosis_pb2
+    pb, diag = cairn_pb2, diagnosis_pb2
+    sections = [rejected_requests_store_nothing, accepted_bounds, auth_matrix, startup_refusals]
+    passed = failed = 0
+    for section in sections:
+        if args.only and args.only not in section.__name__:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.time()
+            try:
+                section(args, tmp)
+                passed += 1
+                print(f"PASS {section.__name__} ({time.time() - start:.1f} s)")
+            except Exception:  # noqa: BLE001 - report every section
+                failed += 1
+                print(f"FAIL {section.__name__}")
+                traceback.print_exc()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
