@@ -64,6 +64,7 @@ class IngestStreamImpl : public IngestStream {
     req.set_durable(durable);
     req.set_coalesce_acks(true);
     for (const Event& e : events) ToProto(e, req.add_events());
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     return Write([&] { return events_->Write(req); });
   }
 
@@ -75,6 +76,7 @@ class IngestStreamImpl : public IngestStream {
     req.set_payload(std::move(payload));
     req.set_durable(durable);
     req.set_coalesce_acks(true);
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     return Write([&] { return raw_->Write(req); });
   }
 
@@ -275,8 +277,11 @@ class ClientImpl : public Client {
   }
 
   // Calls `rpc(ctx)` until it is not UNAVAILABLE or attempts run out.
+  // `req` is checked first: a string that is not UTF-8 would fail to
+  // serialize and reach the server as a message it cannot parse.
   template <typename Fn>
-  absl::Status Retry(Fn rpc) const {
+  absl::Status Retry(const google::protobuf::Message& req, Fn rpc) const {
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     absl::Duration backoff = options_.initial_backoff;
     grpc::Status s;
     for (int attempt = 1;; ++attempt) {
@@ -330,13 +335,13 @@ class ClientImpl : public Client {
     req.set_collection(std::string(collection));
     req.set_mode(static_cast<v1::SessionMode>(mode));
     v1::OpenSessionResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
     return resp.session_id();
   }
 
   absl::StatusOr<std::vector<std::string>> Upsert(const v1::SessionUpsertRequest& req) {
     v1::SessionReport resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Upsert(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Upsert(c, req, &resp); }));
     return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
   }
 
@@ -366,7 +371,7 @@ class ClientImpl : public Client {
     req.set_session_id(std::string(session_id));
     for (const auto& k : keys) req.add_keys(k);
     v1::SessionReport resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Delete(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Delete(c, req, &resp); }));
     return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
   }
 
@@ -375,7 +380,7 @@ class ClientImpl : public Client {
     req.set_session_id(std::string(session_id));
     req.set_commit(commit);
     v1::CloseSessionResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
     return IngestResult{.first_seq = resp.first_seq(), .last_seq = resp.last_seq(),
                         .applied = resp.applied()};
   }
@@ -385,7 +390,7 @@ class ClientImpl : public Client {
     req.set_collection(std::string(collection));
     req.set_key(std::string(key));
     v1::Entity resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->Get(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->Get(c, req, &resp); }));
     return FromProto(resp);
   }
 
@@ -397,6 +402,7 @@ class ClientImpl : public Client {
     req.set_collection(o.collection);
     req.set_key_prefix(o.key_prefix);
     req.set_exclude_incomplete(!o.include_incomplete);
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     auto ctx = Context(/*deadline=*/false);
     auto reader = query_->Snapshot(ctx.get(), req);
     v1::SnapshotItem item;
@@ -422,7 +428,7 @@ class ClientImpl : public Client {
     req.set_to_seq(o.to_seq.value_or(0));
     req.set_limit(static_cast<uint32_t>(o.limit));
     v1::HistoryResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
     std::vector<Version> out;
     for (const auto& v : resp.versions()) out.push_back(FromProto(v));
     return out;
@@ -438,6 +444,7 @@ class ClientImpl : public Client {
     for (const auto& k : filter.keys) req.add_keys(k);
     req.set_exclude_incomplete(!include_incomplete);
     req.set_max_batch(kSubscribeBatch);
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     switch (start.kind) {
       case SubscribeStart::Kind::kNow:
         req.set_now(true);
@@ -456,19 +463,44 @@ class ClientImpl : public Client {
         this, std::move(req), options_.reconnect_window, options_.initial_backoff));
   }
 
-  absl::Status CommitCheckpoint(std::string_view name, uint64_t seq) override {
+  absl::Status CommitCheckpoint(std::string_view name, uint64_t seq,
+                                const std::vector<std::string>& collections) override {
     v1::CommitCheckpointRequest req;
     req.set_name(std::string(name));
     req.set_seq(seq);
+    for (const std::string& c : collections) req.add_collections(c);
     v1::CommitCheckpointResponse resp;
-    return Retry([&](grpc::ClientContext* c) { return query_->CommitCheckpoint(c, req, &resp); });
+    return Retry(req, [&](grpc::ClientContext* c) { return query_->CommitCheckpoint(c, req, &resp); });
+  }
+
+  absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() override {
+    std::vector<CheckpointInfo> out;
+    v1::ListCheckpointsRequest req;
+    for (;;) {
+      v1::ListCheckpointsResponse resp;
+      CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) {
+        return admin_->ListCheckpoints(c, req, &resp);
+      }));
+      for (const auto& c : resp.checkpoints()) {
+        out.push_back({c.name(), c.seq(), {c.collections().begin(), c.collections().end()}});
+      }
+      if (resp.next().empty()) return out;
+      req.set_after(resp.next());
+    }
+  }
+
+  absl::Status DeleteCheckpoint(std::string_view name) override {
+    v1::DeleteCheckpointRequest req;
+    req.set_name(std::string(name));
+    v1::DeleteCheckpointResponse resp;
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->DeleteCheckpoint(c, req, &resp); });
   }
 
   absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) override {
     v1::GetCheckpointRequest req;
     req.set_name(std::string(name));
     v1::GetCheckpointResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return query_->GetCheckpoint(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->GetCheckpoint(c, req, &resp); }));
     return resp.seq();
   }
 
@@ -476,21 +508,21 @@ class ClientImpl : public Client {
     v1::PutSourceRequest req;
     ToProto(source, req.mutable_source());
     v1::PutSourceResponse resp;
-    return Retry([&](grpc::ClientContext* c) { return admin_->PutSource(c, req, &resp); });
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->PutSource(c, req, &resp); });
   }
 
   absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override {
     v1::GetSourceRequest req;
     req.set_name(std::string(name));
     v1::Source resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->GetSource(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->GetSource(c, req, &resp); }));
     return FromProto(resp);
   }
 
   absl::StatusOr<std::vector<SourceDefinition>> ListSources() override {
     v1::ListSourcesRequest req;
     v1::ListSourcesResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->ListSources(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->ListSources(c, req, &resp); }));
     std::vector<SourceDefinition> out;
     for (const auto& s : resp.sources()) out.push_back(FromProto(s));
     return out;
@@ -500,13 +532,13 @@ class ClientImpl : public Client {
     v1::RemoveSourceRequest req;
     req.set_name(std::string(name));
     v1::RemoveSourceResponse resp;
-    return Retry([&](grpc::ClientContext* c) { return admin_->RemoveSource(c, req, &resp); });
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->RemoveSource(c, req, &resp); });
   }
 
   absl::StatusOr<ServerStats> Stats() override {
     v1::StatsRequest req;
     v1::StatsResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
     ServerStats out;
     out.store.last_seq = resp.last_seq();
     out.store.oldest_seq = resp.oldest_seq();
@@ -530,13 +562,13 @@ class ClientImpl : public Client {
     if (r.max_age) req.mutable_retention()->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
     if (r.max_commits) req.mutable_retention()->set_max_commits(*r.max_commits);
     v1::SetRetentionResponse resp;
-    return Retry([&](grpc::ClientContext* c) { return admin_->SetRetention(c, req, &resp); });
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->SetRetention(c, req, &resp); });
   }
 
   absl::StatusOr<RetentionOptions> GetRetention() override {
     v1::GetRetentionRequest req;
     v1::Retention resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
     RetentionOptions r;
     if (resp.max_age_seconds()) r.max_age = absl::Seconds(resp.max_age_seconds());
     if (resp.max_commits()) r.max_commits = resp.max_commits();
@@ -546,13 +578,13 @@ class ClientImpl : public Client {
   absl::Status Compact() override {
     v1::CompactRequest req;
     v1::CompactResponse resp;
-    return Retry([&](grpc::ClientContext* c) { return admin_->Compact(c, req, &resp); });
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->Compact(c, req, &resp); });
   }
 
   absl::Status Health() override {
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry([&](grpc::ClientContext* c) { return health_->Check(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return health_->Check(c, req, &resp); }));
     if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
       return absl::UnavailableError("server is not serving");
     }

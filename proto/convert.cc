@@ -32,6 +32,42 @@ std::string WireMessage(std::string_view message, size_t max_bytes) {
   return out;
 }
 
+namespace {
+
+absl::Status CheckUtf8At(const google::protobuf::Message& m, const std::string& prefix) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    std::string name = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    bool text = f->type() == FieldDescriptor::TYPE_STRING;
+    bool message = f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE;
+    if (!text && !message) continue;
+    int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      std::string at = f->is_repeated() ? absl::StrCat(name, "[", i, "]") : name;
+      if (message) {
+        CAIRN_RETURN_IF_ERROR(CheckUtf8At(
+            f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f), at));
+        continue;
+      }
+      std::string scratch;
+      const std::string& v = f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch)
+                                              : r->GetStringReference(m, f, &scratch);
+      if (!IsValidUtf8(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, " is not valid UTF-8 (cairn takes text as UTF-8)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckUtf8(const google::protobuf::Message& m) { return CheckUtf8At(m, ""); }
+
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   // absl's canonical codes are gRPC's codes, number for number. The message

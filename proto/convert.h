@@ -20,6 +20,10 @@ inline constexpr size_t kMaxStatusMessageBytes = 1024;
 inline constexpr size_t kMaxAckMessageBytes = 8192;
 std::string WireMessage(std::string_view message, size_t max_bytes);
 grpc::Status ToGrpc(const absl::Status& s);
+// INVALID_ARGUMENT naming the first `string` field of `m` (a path such as
+// "events[2].key") that is not valid UTF-8: protobuf would refuse to send or
+// parse such a message without saying which field it was.
+absl::Status CheckUtf8(const google::protobuf::Message& m);
 absl::Status FromGrpc(const grpc::Status& s);
 
 v1::Position ToProto(Position p);

@@ -279,7 +279,7 @@ std::string Encode(const SessionValue& v) {
   auto root = fbs::CreateSessionRecord(
       b, b.CreateString(v.source), b.CreateString(v.collection),
       static_cast<fbs::SessionMode>(v.mode), static_cast<fbs::SessionState>(v.state),
-      v.opened_micros, v.records);
+      v.opened_micros, v.records, v.applied, v.first_seq, v.last_seq);
   b.Finish(root, fbs::SessionRecordIdentifier());
   return Finish(b);
 }
@@ -333,6 +333,9 @@ absl::StatusOr<SessionValue> DecodeSession(std::string_view bytes) {
   v.state = static_cast<SessionState>(p->state());
   v.opened_micros = p->opened_micros();
   v.records = p->records();
+  v.applied = p->applied();
+  v.first_seq = p->first_seq();
+  v.last_seq = p->last_seq();
   return v;
 }
 

@@ -97,6 +97,10 @@ struct SessionValue {
   SessionState state = SessionState::kOpen;
   uint64_t opened_micros = 0;
   uint64_t records = 0;
+  // Stream sessions: what their posts applied (first_seq 0: nothing yet).
+  uint64_t applied = 0;
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
 };
 
 struct StagedValue {

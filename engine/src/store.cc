@@ -509,6 +509,9 @@ class StoreImpl : public Store {
   absl::StatusOr<records::SessionValue> LoadSession(std::string_view id);
   absl::Status PutSession(std::string_view id, const records::SessionValue& v);
   absl::StatusOr<records::SessionValue> OpenSessionFor(std::string_view id);
+  // Ingests a stream session's post and adds what it applied to the
+  // session's record.
+  absl::Status IngestForStreamSession(std::string_view session_id, std::vector<Event> events);
   absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
                              BatchState* bs, IngestResult* result);
   absl::Status DropStaging(std::string_view id);
@@ -2106,6 +2109,20 @@ absl::StatusOr<std::string> StoreImpl::OpenSession(std::string_view source,
   return id;
 }
 
+absl::Status StoreImpl::IngestForStreamSession(std::string_view session_id,
+                                               std::vector<Event> events) {
+  CAIRN_ASSIGN_OR_RETURN(IngestResult r, Ingest(std::move(events), {}));
+  if (r.first_seq == 0) return absl::OkStatus();
+  // Counted for the report on close. A crash between the ingest and this
+  // write loses the count of that post, never the post.
+  absl::MutexLock l(&sessions_mu_);
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, LoadSession(session_id));
+  session.applied += r.applied;
+  if (session.first_seq == 0) session.first_seq = r.first_seq;
+  session.last_seq = std::max(session.last_seq, r.last_seq);
+  return PutSession(session_id, session);
+}
+
 absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
     std::string_view session_id, std::vector<SessionRecord> records) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
@@ -2137,7 +2154,7 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
                         .key = key_json[i], .position = {p.timestamp, p.tick + i},
                         .op = Op::kUpsert, .payload = std::move(records[i].document)};
     }
-    CAIRN_RETURN_IF_ERROR(Ingest(std::move(events), {}).status());
+    CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
     return key_json;
   }
   absl::MutexLock l(&sessions_mu_);
@@ -2183,7 +2200,7 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(
                         .key = key_json[i], .position = {p.timestamp, p.tick + i},
                         .op = Op::kDelete};
     }
-    CAIRN_RETURN_IF_ERROR(Ingest(std::move(events), {}).status());
+    CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
     return key_json;
   }
   absl::MutexLock l(&sessions_mu_);
@@ -2282,9 +2299,17 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
   records::SessionValue closed = session;
   closed.state = commit ? records::SessionState::kCommitted : records::SessionState::kDiscarded;
   if (session.mode == SessionMode::kStream || !commit) {
+    // Under the lock, re-read: a stream post may have just added its count.
+    absl::MutexLock l(&sessions_mu_);
+    CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(id));
+    closed = session;
+    closed.state = commit ? records::SessionState::kCommitted : records::SessionState::kDiscarded;
     CAIRN_RETURN_IF_ERROR(PutSession(id, closed));
     CAIRN_RETURN_IF_ERROR(DropStaging(id));
-    return IngestResult{};
+    if (session.mode != SessionMode::kStream) return IngestResult{};
+    // What the session's posts applied as they came.
+    return IngestResult{.first_seq = session.first_seq, .last_seq = session.last_seq,
+                        .applied = session.applied};
   }
   Writer w;
   w.durable = true;

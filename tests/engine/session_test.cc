@@ -76,8 +76,14 @@ TEST_F(SessionTest, StreamIsVisibleAsPosted) {
   EXPECT_EQ(Content().size(), 3u);  // visible before close
   ASSERT_TRUE(store_->SessionDelete(id, {"\"GB\""}).ok());
   EXPECT_EQ(Content().count("\"GB\""), 0u);
-  ASSERT_TRUE(store_->CloseSession(id, true).ok());
+  uint64_t before_close = store_->LastSeq();
+  auto r = store_->CloseSession(id, true);
+  ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(Content().size(), 2u);
+  // Close reports what the posts applied (IN created, GB deleted), not 0.
+  EXPECT_EQ(r->applied, 2u);
+  EXPECT_EQ(r->last_seq, before_close);
+  EXPECT_EQ(r->last_seq - r->first_seq + 1, 2u);
 }
 
 TEST_F(SessionTest, StreamCloseFalseKeepsWhatWasPosted) {

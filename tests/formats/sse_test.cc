@@ -174,5 +174,28 @@ TEST_F(SseTest, SpecDetails) {
   EXPECT_TRUE(out.empty());
 }
 
+// SSE ignores unknown lines, so a payload in the wrong format (binary, a
+// Debezium file) decoded to zero events and was accepted as an empty batch.
+TEST_F(SseTest, APayloadWithoutAnyEventIsAnError) {
+  for (const auto& [payload, line] : std::vector<std::pair<std::string, int>>{
+           {"{\"before\":null,\"after\":{\"id\":1},\"op\":\"c\"}\n", 1},
+           {std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10), 1},
+           {": comment\r\nretry: 5\r\n\r\nevent: create\r\n\r\n", 4},
+           {"event: create\nid: 3\n\n", 1}}) {
+    SCOPED_TRACE(payload);
+    auto r = Decode(kBilling, payload);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr(absl::StrCat("line ", line, ": no SSE event found")));
+  }
+  // What a live stream may send between events is no error.
+  for (const std::string payload : {"", "\n\n", ": keep-alive\n\n", "retry: 1000\n\n",
+                                    "id: 7\n\n"}) {
+    auto r = Decode(kBilling, payload);
+    ASSERT_TRUE(r.ok()) << payload << ": " << r.status();
+    EXPECT_TRUE(r->empty());
+  }
+}
+
 }  // namespace
 }  // namespace cairn::formats

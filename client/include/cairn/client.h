@@ -135,7 +135,11 @@ class Client {
   virtual absl::StatusOr<std::unique_ptr<ClientSubscription>> Subscribe(
       const SubscribeFilter& filter, const SubscribeStart& start,
       bool include_incomplete = true) = 0;
-  virtual absl::Status CommitCheckpoint(std::string_view name, uint64_t seq) = 0;
+  // A checkpoint belongs to the read scope it was created for: the
+  // collections given when this call creates it (none: every collection).
+  // Committing, reading or resuming from it needs read access to that scope.
+  virtual absl::Status CommitCheckpoint(std::string_view name, uint64_t seq,
+                                        const std::vector<std::string>& collections = {}) = 0;
   virtual absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) = 0;
 
   // --- Admin
@@ -147,6 +151,14 @@ class Client {
   virtual absl::Status SetRetention(const RetentionOptions& retention) = 0;
   virtual absl::StatusOr<RetentionOptions> GetRetention() = 0;
   virtual absl::Status Compact() = 0;
+  // Every checkpoint with its scope (admin); paged under the hood.
+  struct CheckpointInfo {
+    std::string name;
+    uint64_t seq = 0;
+    std::vector<std::string> collections;  // empty: every collection
+  };
+  virtual absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() = 0;
+  virtual absl::Status DeleteCheckpoint(std::string_view name) = 0;
   // The standard gRPC health check: OK when serving.
   virtual absl::Status Health() = 0;
 };

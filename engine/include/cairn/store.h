@@ -135,6 +135,8 @@ class Store {
   absl::Status Snapshot(const SnapshotOptions& options,
                         const std::function<bool(const Entity&)>& fn);
 
+  // The entity's versions in the range (none for an entity the store never
+  // had). INVALID_ARGUMENT for an inverted range.
   virtual absl::StatusOr<std::vector<Version>> History(
       std::string_view collection, std::string_view key,
       const HistoryOptions& options) = 0;
@@ -175,7 +177,8 @@ class Store {
       std::string_view session_id, std::vector<std::string> keys) = 0;
   // commit=true applies an accrue/replace session atomically (a snapshot or
   // subscriber never sees half of it); commit=false discards what is staged.
-  // For stream sessions, close only ends the session.
+  // For stream sessions, close ends the session and reports what its posts
+  // applied as they came (seq range and count).
   virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
                                                     bool commit) = 0;
   virtual absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) = 0;
