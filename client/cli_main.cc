@@ -7,13 +7,17 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <csignal>
+#include <deque>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cairn/client.h"
@@ -58,6 +62,36 @@ class Line {
     w_.Bool(v);
     return *this;
   }
+  Line& Strs(const char* k, const std::vector<std::string>& v) {
+    w_.Key(k);
+    w_.StartArray();
+    for (const auto& s : v) w_.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    w_.EndArray();
+    return *this;
+  }
+  // A map of strings to strings (or, with `lists`, to string lists).
+  Line& Map(const char* k, const std::map<std::string, std::string>& m) {
+    w_.Key(k);
+    w_.StartObject();
+    for (const auto& [a, b] : m) {
+      w_.Key(a.data(), static_cast<rapidjson::SizeType>(a.size()));
+      w_.String(b.data(), static_cast<rapidjson::SizeType>(b.size()));
+    }
+    w_.EndObject();
+    return *this;
+  }
+  Line& Lists(const char* k, const std::map<std::string, std::vector<std::string>>& m) {
+    w_.Key(k);
+    w_.StartObject();
+    for (const auto& [a, b] : m) {
+      w_.Key(a.data(), static_cast<rapidjson::SizeType>(a.size()));
+      w_.StartArray();
+      for (const auto& s : b) w_.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+      w_.EndArray();
+    }
+    w_.EndObject();
+    return *this;
+  }
   Line& Pos(cairn::Position p) {
     U64("timestamp", p.timestamp);
     return U64("tick", p.tick);
@@ -82,6 +116,17 @@ void PrintEntity(const cairn::Entity& e) {
       .Str("source", e.source)
       .U64("seq", e.seq)
       .Print();
+}
+
+void PrintSource(const cairn::SourceDefinition& d, bool schemas) {
+  Line l;
+  l.Str("name", d.name)
+      .Str("format", d.format)
+      .Str("default_collection", d.default_collection)
+      .Lists("key_fields", d.key_fields)
+      .Map("collection_map", d.collection_map);
+  if (schemas) l.Map("json_schemas", d.json_schemas);
+  l.Print();
 }
 
 void PrintChange(const cairn::Change& c) {
@@ -122,19 +167,27 @@ absl::StatusOr<std::string> ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// One payload cut from an input, and where it came from.
+struct Chunk {
+  std::string payload;
+  uint64_t first_line = 0;  // 1-based lines of the input it holds
+  uint64_t last_line = 0;
+  uint64_t first_record = 0;  // 0-based record index of the input
+};
+
 // Cuts a byte stream into payloads the source's format can decode alone:
 // JSON-lines formats at line ends, SSE at the blank line ending an event,
-// whole documents (datapoints, bitbroker) only at the end of the input. Fed
-// in chunks of any size, so a live feed on stdin is sent as it arrives.
+// whole documents (datapoints, bitbroker, or any format with --atomic) only
+// at the end of the input. A batch ends after `per_batch` records or once it
+// holds `max_bytes` (a record larger than that goes alone). Fed in chunks of
+// any size, so a live feed on stdin is sent as it arrives.
 class Batcher {
  public:
-  Batcher(const std::string& format, size_t per_batch)
-      : whole_(format == "datapoints" || format == "bitbroker"),
-        sse_(format == "sse-feed"),
-        per_batch_(per_batch) {}
+  Batcher(bool whole, bool sse, size_t per_batch, size_t max_bytes)
+      : whole_(whole), sse_(sse), per_batch_(per_batch), max_bytes_(max_bytes) {}
 
   // Appends `chunk`; moves every full batch to *out.
-  void Add(std::string_view chunk, std::vector<std::string>* out) {
+  void Add(std::string_view chunk, std::vector<Chunk>* out) {
     buffer_.append(chunk);
     if (whole_) return;
     while (true) {
@@ -147,151 +200,403 @@ class Batcher {
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       bool blank = line.find_first_not_of(" \t") == std::string_view::npos;
       // A record ends at a non-blank line (JSON lines) or a blank one (SSE).
-      if (sse_ ? blank : !blank) ++records_;
+      bool ends_record = sse_ ? blank : !blank;
+      if (ends_record && records_ > 0 && end + 1 > max_bytes_) {
+        // This record would take the batch past max_bytes: the records
+        // before it go first (a record larger than max_bytes goes alone).
+        size_t shift = complete_;
+        Cut(out);
+        end -= shift;
+      }
+      ++lines_;
+      if (ends_record) ++records_;
       line_start_ = scanned_ = end + 1;
-      complete_ = line_start_;
-      if (records_ >= per_batch_) Cut(out);
+      if (ends_record) {
+        complete_ = line_start_;
+        complete_lines_ = lines_;
+      }
+      if (records_ >= per_batch_ || (records_ > 0 && complete_ >= max_bytes_)) Cut(out);
     }
   }
 
+  // Bytes held that do not yet end a record (a line without its end).
+  size_t open_bytes() const { return buffer_.size() - complete_; }
+  // The 1-based line the bytes not yet cut start on.
+  uint64_t next_line() const { return first_line_; }
+
   // Moves the complete records not yet sent (a partial batch) to *out.
-  void Flush(std::vector<std::string>* out) {
+  void Flush(std::vector<Chunk>* out) {
     if (records_ > 0) Cut(out);
   }
 
   // End of input: everything left, including a last record without its end.
-  void Finish(std::vector<std::string>* out) {
-    if (buffer_.find_first_not_of(" \t\r\n") != std::string::npos)
-      out->push_back(buffer_);
+  void Finish(std::vector<Chunk>* out) {
+    if (buffer_.find_first_not_of(" \t\r\n") != std::string::npos) {
+      uint64_t lines = std::count(buffer_.begin(), buffer_.end(), '\n');
+      if (!buffer_.empty() && buffer_.back() != '\n') ++lines;
+      out->push_back({buffer_, first_line_, first_line_ + std::max<uint64_t>(lines, 1) - 1,
+                      first_record_});
+    }
     buffer_.clear();
     line_start_ = scanned_ = complete_ = records_ = 0;
   }
 
  private:
-  void Cut(std::vector<std::string>* out) {
-    out->push_back(buffer_.substr(0, complete_));
+  void Cut(std::vector<Chunk>* out) {
+    out->push_back({buffer_.substr(0, complete_), first_line_,
+                    first_line_ + complete_lines_ - 1, first_record_});
     buffer_.erase(0, complete_);
     line_start_ -= complete_;
     scanned_ -= complete_;
-    complete_ = records_ = 0;
+    first_line_ += complete_lines_;
+    first_record_ += records_;
+    lines_ -= complete_lines_;
+    complete_ = complete_lines_ = records_ = 0;
   }
 
   const bool whole_, sse_;
-  const size_t per_batch_;
+  const size_t per_batch_, max_bytes_;
   std::string buffer_;
-  size_t line_start_ = 0;  // start of the line being scanned
-  size_t scanned_ = 0;     // bytes searched for '\n' so far
-  size_t complete_ = 0;    // end of the last complete record
-  size_t records_ = 0;     // complete records in buffer_[0, complete_)
+  size_t line_start_ = 0;      // start of the line being scanned
+  size_t scanned_ = 0;         // bytes searched for '\n' so far
+  size_t complete_ = 0;        // end of the last complete record
+  uint64_t lines_ = 0;         // lines ended in buffer_
+  uint64_t complete_lines_ = 0;  // lines in buffer_[0, complete_)
+  size_t records_ = 0;         // complete records in buffer_[0, complete_)
+  uint64_t first_line_ = 1;    // the line buffer_ starts on
+  uint64_t first_record_ = 0;  // the record buffer_ starts with
 };
+
+// A decoder's error names the record and line within its batch ("record 276:
+// line 277: ..."): the file's own numbers are what a user can act on.
+std::string InFileTerms(const Chunk& c, std::string_view message) {
+  std::string m(message);
+  uint64_t record = 0, line = 0;
+  size_t colon = m.find(": line ");
+  if (m.rfind("record ", 0) == 0 && colon != std::string::npos &&
+      absl::SimpleAtoi(m.substr(7, colon - 7), &record)) {
+    size_t num = colon + 7;
+    size_t end = m.find(':', num);
+    if (end != std::string::npos && absl::SimpleAtoi(m.substr(num, end - num), &line)) {
+      return absl::StrCat("line ", c.first_line + line - 1, " (record ", c.first_record + record,
+                          "):", m.substr(end + 1));
+    }
+  }
+  return absl::StrCat("lines ", c.first_line, "-", c.last_line, ": ", m);
+}
+
+// Line ranges "1-500, 1001-1200" of the chunks in `done`.
+std::string Ranges(std::vector<std::pair<uint64_t, uint64_t>> spans) {
+  std::sort(spans.begin(), spans.end());
+  std::vector<std::pair<uint64_t, uint64_t>> merged;
+  for (auto s : spans) {
+    if (!merged.empty() && s.first <= merged.back().second + 1) {
+      merged.back().second = std::max(merged.back().second, s.second);
+    } else {
+      merged.push_back(s);
+    }
+  }
+  std::string out;
+  for (auto [a, b] : merged) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", a, a == b ? "" : absl::StrCat("-", b));
+  }
+  return out.empty() ? "none" : out;
+}
 
 struct IngestTotals {
-  uint64_t batches = 0, applied = 0, duplicates = 0, conflicts = 0,
-           rejected = 0;
+  uint64_t batches = 0, applied = 0, duplicates = 0, conflicts = 0, rejected = 0;
 };
 
-int Ingest(Client& client, const std::string& source,
-           const std::vector<std::string>& files, size_t per_batch,
-           bool durable) {
-  auto def = client.GetSource(source);
-  if (!def.ok()) return Fail(def.status());
-  std::vector<std::string> inputs =
-      files.empty() ? std::vector<std::string>{"-"} : files;
-  bool tty = isatty(STDERR_FILENO);
-  IngestTotals t;
-  for (const std::string& file : inputs) {
-    bool is_stdin = file == "-";
-    int fd = is_stdin ? STDIN_FILENO : open(file.c_str(), O_RDONLY);
-    if (fd < 0) return Fail(absl::NotFoundError("cannot read " + file));
-    struct stat st {};
-    uint64_t size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : 0;
-    auto stream = client.OpenIngestStream(/*payloads=*/true);
-    if (!stream.ok()) return Fail(stream.status());
-    constexpr size_t kWindow = 8;  // batches in flight
-    size_t sent = 0, received = 0;
-    uint64_t read_bytes = 0;
-    auto receive = [&]() -> absl::Status {
-      std::vector<cairn::client::RecordError> errors;
-      auto r = (*stream)->Receive(&errors);
-      size_t index = received++;
-      ++t.batches;
-      if (r.ok()) {
-        t.applied += r->applied;
-        t.duplicates += r->duplicates;
-        t.conflicts += r->conflicts;
-      } else if (absl::IsInvalidArgument(r.status()) ||
-                 absl::IsNotFound(r.status()) ||
-                 absl::IsOutOfRange(r.status()) ||
-                 absl::IsPermissionDenied(r.status())) {
-        ++t.rejected;
-        std::cerr << (tty ? "\r" : "") << file << ": batch " << index
-                  << " rejected: " << r.status().message() << "\n";
-      } else {
-        return r.status();
-      }
-      if (tty) {
-        std::cerr << "\r" << file;
-        if (size > 0) {
-          size_t pct = std::min<uint64_t>(100, read_bytes * 100 / size);
-          std::string bar(pct / 5, '#');
-          std::cerr << " [" << bar << std::string(20 - bar.size(), ' ') << "] "
-                    << pct << "%";
-        }
-        std::cerr << " " << t.applied << " applied" << std::flush;
-      }
-      return absl::OkStatus();
-    };
-    auto send = [&](std::vector<std::string>& batches) -> absl::Status {
-      for (std::string& b : batches) {
-        if (sent - received >= kWindow) CAIRN_RETURN_IF_ERROR(receive());
-        CAIRN_RETURN_IF_ERROR(
-            (*stream)->SendPayload(source, std::move(b), durable));
-        ++sent;
-      }
-      batches.clear();
-      return absl::OkStatus();
-    };
+struct IngestOptions {
+  std::string source;
+  std::vector<std::string> files;
+  size_t per_batch = 500;
+  size_t max_batch_bytes = 4 << 20;
+  bool durable = false;
+  bool keep_going = false;  // --continue
+  bool atomic = false;
+  absl::Duration reconnect_window = absl::Seconds(60);
+};
 
-    Batcher batcher(def->format, per_batch);
-    std::vector<std::string> batches;
+// Ingests one input through the source, pipelining up to kWindow batches.
+// What happened to each line is kept so a stop at any point says which
+// lines were acknowledged. A stream the server drops (UNAVAILABLE: a restart)
+// is reopened and every unacknowledged batch sent again: ingest is
+// idempotent, so a batch that was committed but not acked comes back as
+// duplicates. Returns the error that stopped it, if any; *stopped is set
+// when a rejected batch stopped it (not --continue).
+class FileIngest {
+ public:
+  FileIngest(Client& client, const IngestOptions& o, const std::string& format,
+             const std::string& file, IngestTotals* totals)
+      : client_(client), o_(o), file_(file), totals_(totals),
+        batcher_(o.atomic || format == "datapoints" || format == "bitbroker",
+                 format == "sse-feed", o.per_batch,
+                 o.atomic ? SIZE_MAX : o.max_batch_bytes) {}
+
+  absl::Status Run(bool* stopped);
+  void PrintSummary() const;
+
+ private:
+  static constexpr size_t kWindow = 8;  // batches in flight
+  // Largest line the CLI holds while waiting for its end.
+  static constexpr size_t kMaxRecordBytes = 64 << 20;
+
+  absl::Status Open() {
+    CAIRN_ASSIGN_OR_RETURN(stream_, client_.OpenIngestStream(/*payloads=*/true));
+    return absl::OkStatus();
+  }
+  absl::Status Send(std::vector<Chunk>& batches);
+  absl::Status ReceiveOne();
+  // The stream ended with `s` while batches were in flight.
+  absl::Status Recover(absl::Status s);
+  void Progress() const;
+
+  Client& client_;
+  const IngestOptions& o_;
+  const std::string& file_;
+  IngestTotals* totals_;
+  Batcher batcher_;
+  std::unique_ptr<cairn::client::IngestStream> stream_;
+  std::deque<Chunk> pending_;  // sent, not yet acknowledged, in order
+  std::vector<std::pair<uint64_t, uint64_t>> acked_, rejected_;
+  bool stop_ = false;  // a batch was rejected: send nothing more
+  absl::Status fatal_;  // what ends the run once the acks in flight are in
+  uint64_t read_bytes_ = 0, size_ = 0;
+  bool tty_ = isatty(STDERR_FILENO);
+};
+
+absl::Status FileIngest::Send(std::vector<Chunk>& batches) {
+  for (Chunk& b : batches) {
+    if (stop_) break;
+    while (pending_.size() >= kWindow) CAIRN_RETURN_IF_ERROR(ReceiveOne());
+    if (stop_) break;
+    pending_.push_back(b);
+    absl::Status s = stream_->SendPayload(o_.source, std::move(b.payload), o_.durable);
+    if (!s.ok()) CAIRN_RETURN_IF_ERROR(Recover(s));
+  }
+  batches.clear();
+  return absl::OkStatus();
+}
+
+absl::Status FileIngest::ReceiveOne() {
+  std::vector<cairn::client::RecordError> errors;
+  auto r = stream_->Receive(&errors);
+  if (!r.ok() && (absl::IsUnavailable(r.status()) || absl::IsResourceExhausted(r.status()) ||
+                  absl::IsCancelled(r.status()) || absl::IsInternal(r.status()))) {
+    // The stream itself ended (these codes never come in an ack).
+    return Recover(r.status());
+  }
+  Chunk c = std::move(pending_.front());
+  pending_.pop_front();
+  ++totals_->batches;
+  if (r.ok()) {
+    totals_->applied += r->applied;
+    totals_->duplicates += r->duplicates;
+    totals_->conflicts += r->conflicts;
+    acked_.emplace_back(c.first_line, c.last_line);
+  } else if (absl::IsInvalidArgument(r.status()) || absl::IsNotFound(r.status()) ||
+             absl::IsOutOfRange(r.status()) || absl::IsPermissionDenied(r.status()) ||
+             absl::IsFailedPrecondition(r.status()) || absl::IsUnauthenticated(r.status())) {
+    ++totals_->rejected;
+    rejected_.emplace_back(c.first_line, c.last_line);
+    std::cerr << (tty_ ? "\r" : "") << file_ << ": batch of lines " << c.first_line << "-"
+              << c.last_line << " rejected: " << InFileTerms(c, cairn::Sv(r.status().message())) << "\n";
+    if (!o_.keep_going) stop_ = true;
+  } else {
+    pending_.push_front(std::move(c));
+    return r.status();
+  }
+  Progress();
+  return absl::OkStatus();
+}
+
+absl::Status FileIngest::Recover(absl::Status s) {
+  if (absl::IsResourceExhausted(s) && !pending_.empty() && fatal_.ok()) {
+    // A message the server would not take ended the stream: name the
+    // largest batch in flight, send nothing from it on, and get the acks of
+    // the batches before it on a new stream, so the summary is exact.
+    auto big = std::max_element(pending_.begin(), pending_.end(), [](const Chunk& a,
+                                                                      const Chunk& b) {
+      return a.payload.size() < b.payload.size();
+    });
+    fatal_ = absl::ResourceExhaustedError(absl::StrCat(
+        "lines ", big->first_line, "-", big->last_line, " make a batch of ",
+        big->payload.size(), " bytes, more than cairnd accepts (", s.message(),
+        "): raise cairnd's --max-message-bytes", o_.atomic ? "" : ", or lower --max-batch-bytes",
+        " (a single record larger than the server's limit cannot be sent)"));
+    pending_.erase(big, pending_.end());
+    stop_ = true;
+    s = absl::UnavailableError("resending the batches before it");
+  }
+  if (!absl::IsUnavailable(s) && !absl::IsCancelled(s)) return s;
+  // The server went away (a restart): reopen and send again what has no ack.
+  absl::Time deadline = absl::Now() + o_.reconnect_window;
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    std::cerr << (tty_ ? "\r" : "") << file_ << ": " << s.message() << "; reconnecting\n";
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    if (absl::Status h = client_.Health(); h.ok()) {
+      CAIRN_RETURN_IF_ERROR(Open());
+      bool sent = true;
+      for (const Chunk& c : pending_) {
+        if (!stream_->SendPayload(o_.source, c.payload, o_.durable).ok()) {
+          sent = false;
+          break;
+        }
+      }
+      if (sent) return absl::OkStatus();
+    }
+    if (absl::Now() > deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "cairnd did not come back within ", absl::FormatDuration(o_.reconnect_window), ": ",
+          s.message()));
+    }
+  }
+}
+
+void FileIngest::Progress() const {
+  if (!tty_) return;
+  std::cerr << "\r" << file_;
+  if (size_ > 0) {
+    size_t pct = std::min<uint64_t>(100, read_bytes_ * 100 / size_);
+    std::string bar(pct / 5, '#');
+    std::cerr << " [" << bar << std::string(20 - bar.size(), ' ') << "] " << pct << "%";
+  }
+  std::cerr << " " << totals_->applied << " applied, " << totals_->duplicates << " duplicate"
+            << std::flush;
+}
+
+absl::Status FileIngest::Run(bool* stopped) {
+  bool is_stdin = file_ == "-";
+  int fd = is_stdin ? STDIN_FILENO : open(file_.c_str(), O_RDONLY);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot read ", file_, ": ", strerror(errno)));
+  struct stat st {};
+  bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  size_ = regular ? st.st_size : 0;
+  absl::Status result = [&]() -> absl::Status {
+    CAIRN_RETURN_IF_ERROR(Open());
+    std::vector<Chunk> batches;
     std::string chunk(1 << 16, '\0');
-    while (true) {
+    while (!stop_) {
       // A pipe that goes quiet (a live feed) gets its partial batch sent and
       // its acks read, so nothing waits for the next burst.
-      if (!S_ISREG(st.st_mode)) {
+      if (!regular) {
         pollfd p{.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 200) == 0) {
-          batcher.Flush(&batches);
-          if (auto s = send(batches); !s.ok()) return Fail(s);
-          while (received < sent) {
-            if (auto s = receive(); !s.ok()) return Fail(s);
-          }
+          batcher_.Flush(&batches);
+          CAIRN_RETURN_IF_ERROR(Send(batches));
+          while (!pending_.empty()) CAIRN_RETURN_IF_ERROR(ReceiveOne());
           continue;
         }
       }
       ssize_t n = read(fd, chunk.data(), chunk.size());
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0)
-        return Fail(
-            absl::InternalError("read " + file + ": " + strerror(errno)));
+      if (n < 0) return absl::InternalError(absl::StrCat("read ", file_, ": ", strerror(errno)));
       if (n == 0) break;
-      read_bytes += n;
-      batcher.Add(std::string_view(chunk.data(), n), &batches);
-      if (auto s = send(batches); !s.ok()) return Fail(s);
+      read_bytes_ += n;
+      batcher_.Add(std::string_view(chunk.data(), n), &batches);
+      if (!o_.atomic && batcher_.open_bytes() > kMaxRecordBytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "line ", batcher_.next_line(), " and after: more than ", kMaxRecordBytes,
+            " bytes without a record's end (is this file in the source's format?)"));
+      }
+      CAIRN_RETURN_IF_ERROR(Send(batches));
     }
-    if (!is_stdin) close(fd);
-    batcher.Finish(&batches);
-    if (auto s = send(batches); !s.ok()) return Fail(s);
-    while (received < sent) {
-      if (auto s = receive(); !s.ok()) return Fail(s);
+    if (!stop_) {
+      batcher_.Finish(&batches);
+      CAIRN_RETURN_IF_ERROR(Send(batches));
     }
-    if (auto s = (*stream)->Close(); !s.ok()) return Fail(s);
-    if (tty) std::cerr << "\n";
+    while (!pending_.empty()) CAIRN_RETURN_IF_ERROR(ReceiveOne());
+    CAIRN_RETURN_IF_ERROR(fatal_);
+    return stream_->Close();
+  }();
+  if (!is_stdin) close(fd);
+  if (tty_) std::cerr << "\n";
+  *stopped = stop_ && fatal_.ok();
+  return result;
+}
+
+void FileIngest::PrintSummary() const {
+  uint64_t last_acked = 0;
+  for (auto [a, b] : acked_) last_acked = std::max(last_acked, b);
+  std::cerr << file_ << ": lines acknowledged: " << Ranges(acked_);
+  if (!rejected_.empty()) std::cerr << "; rejected: " << Ranges(rejected_);
+  if (!pending_.empty()) {
+    std::cerr << "; sent without an ack (may or may not be stored): "
+              << Ranges({{pending_.front().first_line, pending_.back().last_line}});
   }
-  std::cerr << "batches " << t.batches << ": accepted " << t.applied
-            << ", duplicate " << t.duplicates << ", conflict " << t.conflicts
-            << ", rejected batches " << t.rejected << "\n";
+  std::cerr << "\n";
+  if (stop_ || !pending_.empty()) {
+    // Everything before the first line without an ack is stored; ingest is
+    // idempotent, so re-sending from there (or the whole file) is safe.
+    uint64_t resume = 1;
+    for (auto [a, b] : acked_) {
+      if (a == resume) resume = b + 1;
+    }
+    std::cerr << file_ << ": to resume, fix what was rejected and ingest again from line "
+              << resume << " (or the whole file: what is stored comes back as duplicates)\n";
+  }
+}
+
+int Ingest(Client& client, const IngestOptions& o) {
+  auto def = client.GetSource(o.source);
+  if (!def.ok()) return Fail(def.status());
+  std::vector<std::string> inputs = o.files.empty() ? std::vector<std::string>{"-"} : o.files;
+  // Every input is checked before anything is sent.
+  for (const std::string& file : inputs) {
+    if (file == "-") continue;
+    struct stat st {};
+    if (stat(file.c_str(), &st) != 0) {
+      std::cerr << "error: cannot read " << file << ": " << strerror(errno) << "\n";
+      return 2;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      std::cerr << "error: " << file << " is a directory; name the files in it\n";
+      return 2;
+    }
+  }
+  IngestTotals t;
+  int rc = 0;
+  for (const std::string& file : inputs) {
+    FileIngest f(client, o, def->format, file, &t);
+    bool stopped = false;
+    absl::Status s = f.Run(&stopped);
+    if (!s.ok() || stopped || t.rejected) f.PrintSummary();
+    if (!s.ok()) {
+      std::cerr << "error: " << file << ": " << s << "\n";
+      rc = 1;
+      break;
+    }
+    if (stopped) {
+      std::cerr << "stopped at the first rejected batch (--continue goes on past it)\n";
+      break;
+    }
+  }
+  std::cerr << "batches " << t.batches << ": accepted " << t.applied << ", duplicate "
+            << t.duplicates << ", conflict " << t.conflicts << ", rejected batches "
+            << t.rejected << "\n";
+  if (rc) return rc;
   return t.rejected ? 3 : 0;
+}
+
+// A whole number in [lo, hi], said in words when it is not ("-1" would
+// otherwise wrap to 2^64-1 in an unsigned option).
+CLI::Validator Unsigned(uint64_t lo, uint64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        uint64_t v = 0;
+        bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+          return c >= '0' && c <= '9';
+        });
+        if (!digits || !absl::SimpleAtoi(s, &v) || v < lo || v > hi) {
+          return absl::StrCat("expected a whole number from ", lo, " to ", hi, ", got '", s,
+                              "'");
+        }
+        return "";
+      },
+      absl::StrCat("UINT:", lo, "..", hi));
 }
 
 // "COLL=a,b" pairs.
@@ -329,25 +634,33 @@ int main(int argc, char** argv) {
 
   // ingest
   auto* ingest = app.add_subcommand(
-      "ingest", "ingest files (or stdin) through a registered source");
-  std::string ingest_source;
-  std::vector<std::string> ingest_files;
-  size_t per_batch = 500;
-  bool durable = false;
-  ingest
-      ->add_option("--source", ingest_source,
-                   "registered source (decides the format)")
+      "ingest",
+      "ingest files (or stdin) through a registered source. By default the first rejected "
+      "batch stops the run, and the lines acknowledged so far are printed (re-running after "
+      "a fix is safe: what is stored comes back as duplicates)");
+  IngestOptions io;
+  ingest->add_option("--source", io.source, "registered source (decides the format)")
       ->required();
-  ingest->add_option("--batch", per_batch, "records per batch")
+  ingest->add_option("--batch", io.per_batch, "records per batch")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  ingest->add_flag("--durable", durable, "ack only after fsync");
-  ingest->add_option("files", ingest_files, "input files ('-' or none: stdin)");
+      ->check(Unsigned(1, 100000));
+  ingest->add_option("--max-batch-bytes", io.max_batch_bytes,
+                     "bytes per batch at most (a larger record goes alone); keep it under "
+                     "cairnd's --max-message-bytes")
+      ->capture_default_str()
+      ->check(Unsigned(1, 1 << 30));
+  ingest->add_flag("--durable", io.durable, "ack only after fsync");
+  ingest->add_flag("--continue", io.keep_going,
+                   "go on past rejected batches (each is reported with its file lines)");
+  ingest->add_flag("--atomic", io.atomic,
+                   "all or nothing: each file goes as one batch (up to cairnd's "
+                   "--max-message-bytes)");
+  ingest->add_option("files", io.files, "input files ('-' or none: stdin)");
 
   // get
   auto* get = app.add_subcommand("get", "current state of one entity");
   std::string collection, key;
-  get->add_option("collection", collection)->required();
+  get->add_option("collection", collection, "the entity's collection")->required();
   get->add_option("key", key, "JSON key text, e.g. 101 or '\"ACC-1\"'")
       ->required();
 
@@ -357,27 +670,33 @@ int main(int argc, char** argv) {
   std::string prefix, as_of_time;
   uint64_t as_of_seq = 0, as_of_tick = 0;
   bool exclude_incomplete = false;
-  snapshot->add_option("--collection", collection);
-  snapshot->add_option("--prefix", prefix,
-                       "string keys starting with this (needs --collection)");
-  auto* seq_opt =
-      snapshot->add_option("--as-of-seq", as_of_seq, "state after commit N");
+  auto* snap_collection = snapshot->add_option(
+      "--collection", collection, "only this collection (default: every collection)");
+  snapshot
+      ->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
+      ->needs(snap_collection);
+  auto* seq_opt = snapshot->add_option("--as-of-seq", as_of_seq, "state after commit N")
+                      ->check(Unsigned(0, UINT64_MAX - 1));
   auto* time_opt = snapshot->add_option(
       "--as-of-time", as_of_time, "event time: RFC 3339 or µs since epoch");
-  snapshot->add_option("--as-of-tick", as_of_tick,
-                       "tick at --as-of-time (default: last)");
+  snapshot
+      ->add_option("--as-of-tick", as_of_tick, "tick at --as-of-time (default: the last)")
+      ->check(Unsigned(0, UINT64_MAX - 1))
+      ->needs(time_opt);
   seq_opt->excludes(time_opt);
-  snapshot->add_flag("--exclude-incomplete", exclude_incomplete);
+  snapshot->add_flag("--exclude-incomplete", exclude_incomplete,
+                     "leave out entities whose fold holds only patches (no full upsert yet)");
 
   // history
   auto* history =
       app.add_subcommand("history", "versions of one entity with before/after");
   bool reverse = false;
   size_t limit = 0;
-  history->add_option("collection", collection)->required();
-  history->add_option("key", key)->required();
+  history->add_option("collection", collection, "the entity's collection")->required();
+  history->add_option("key", key, "JSON key text")->required();
   history->add_flag("--reverse", reverse, "newest first");
-  history->add_option("--limit", limit);
+  history->add_option("--limit", limit, "at most N versions (0: all)")
+      ->check(Unsigned(0, UINT32_MAX));
 
   // subscribe
   auto* subscribe =
@@ -385,17 +704,32 @@ int main(int argc, char** argv) {
   std::vector<std::string> sub_sources, sub_collections, sub_keys;
   std::string from = "now", checkpoint;
   uint64_t max_changes = 0;
-  subscribe->add_option("--source", sub_sources);
-  subscribe->add_option("--collection", sub_collections);
-  subscribe->add_option("--key", sub_keys, "explicit keys (JSON text)");
-  subscribe->add_option("--prefix", prefix);
+  subscribe->add_option("--source", sub_sources,
+                        "only changes from these sources (repeatable); in the snapshot, "
+                        "entities whose newest version is from them");
+  auto* sub_collection = subscribe->add_option("--collection", sub_collections,
+                                               "only these collections (repeatable)");
+  subscribe->add_option("--key", sub_keys, "only these keys (JSON text, repeatable)");
+  subscribe
+      ->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
+      ->needs(sub_collection);
   subscribe->add_option("--from", from, "now | snapshot | <seq>")
       ->capture_default_str();
   subscribe->add_option(
       "--checkpoint", checkpoint,
-      "resume from this named checkpoint and commit progress to it");
-  subscribe->add_option("--max", max_changes,
-                        "stop after N changes (0: never)");
+      "resume from this named checkpoint and keep progress in it: committed every "
+      "--commit-every changes, after a quiet second and on a clean stop (SIGINT, SIGTERM, "
+      "--max), so a clean restart continues exactly after the last printed change and a "
+      "crash repeats at most the changes since the last commit");
+  size_t commit_every = 1000;
+  subscribe->add_option("--commit-every", commit_every, "changes between checkpoint commits")
+      ->capture_default_str()
+      ->check(Unsigned(1, 1000000));
+  subscribe->add_option("--max", max_changes, "stop after N changes (0: never)")
+      ->check(Unsigned(0, UINT64_MAX));
+  bool until_caught_up = false;
+  subscribe->add_flag("--until-caught-up", until_caught_up,
+                      "stop once the stream has reached the last committed change");
 
   // session
   auto* session = app.add_subcommand("session", "contribution sessions");
@@ -403,19 +737,22 @@ int main(int argc, char** argv) {
   auto* s_open =
       session->add_subcommand("open", "open a session; prints its id");
   std::string source, mode = "stream", session_id, payload_file;
-  s_open->add_option("source", source)->required();
-  s_open->add_option("collection", collection)->required();
-  s_open->add_option("--mode", mode)
+  s_open->add_option("source", source, "a registered source (its format decodes upserts)")
+      ->required();
+  s_open->add_option("collection", collection, "the collection the records go to")->required();
+  s_open->add_option("--mode", mode,
+                     "stream: visible as posted; accrue: visible on close; replace: on close "
+                     "the records become the source's whole content of the collection")
       ->check(CLI::IsMember({"stream", "accrue", "replace"}))
       ->capture_default_str();
   auto* s_upsert =
       session->add_subcommand("upsert", "post records in the source's format");
-  s_upsert->add_option("id", session_id)->required();
+  s_upsert->add_option("id", session_id, "the session id 'session open' printed")->required();
   s_upsert->add_option("file", payload_file,
                        "records file ('-' or none: stdin)");
   auto* s_delete = session->add_subcommand("delete", "delete records by id");
   std::vector<std::string> delete_ids;
-  s_delete->add_option("id", session_id)->required();
+  s_delete->add_option("id", session_id, "the session id")->required();
   s_delete
       ->add_option("keys", delete_ids,
                    "ids (plain text; use JSON for non-strings)")
@@ -423,8 +760,9 @@ int main(int argc, char** argv) {
   auto* s_close =
       session->add_subcommand("close", "close (commit unless --discard)");
   bool discard = false;
-  s_close->add_option("id", session_id)->required();
-  s_close->add_flag("--discard", discard);
+  s_close->add_option("id", session_id, "the session id")->required();
+  s_close->add_flag("--discard", discard,
+                    "drop what an accrue/replace session staged instead of committing it");
 
   // source
   auto* src = app.add_subcommand("source", "registered sources");
@@ -432,32 +770,52 @@ int main(int argc, char** argv) {
   auto* src_add = src->add_subcommand("add", "register (or replace) a source");
   cairn::SourceDefinition def;
   std::vector<std::string> key_specs, map_specs, schema_specs;
-  src_add->add_option("name", def.name)->required();
-  src_add->add_option("--format", def.format)
+  src_add->add_option("name", def.name, "the source's name (tokens grant writes by it)")
+      ->required();
+  src_add->add_option("--format", def.format, "how its payloads are decoded")
       ->required()
       ->check(CLI::IsMember({"debezium", "goldengate", "infosphere", "sse-feed",
                              "datapoints", "bitbroker", "canonical"}));
-  src_add->add_option("--key", key_specs, "COLLECTION=field1,field2");
-  src_add->add_option("--map", map_specs, "SOURCE_TABLE=COLLECTION");
-  src_add->add_option("--default-collection", def.default_collection);
+  src_add->add_option("--key", key_specs,
+                      "COLLECTION=field1,field2: key fields where the format carries none");
+  src_add->add_option("--map", map_specs, "SOURCE_TABLE=COLLECTION: rename a collection");
+  src_add->add_option("--default-collection", def.default_collection,
+                      "collection for records that name none (datapoints, sse)");
   src_add->add_option("--schema", schema_specs,
                       "COLLECTION=schema.json (JSON Schema)");
-  auto* src_list = src->add_subcommand("list", "list sources");
+  auto* src_list = src->add_subcommand("list", "list sources (one JSON line each)");
+  auto* src_get = src->add_subcommand("get", "one source, with its keys, maps and schemas");
+  src_get->add_option("name", source, "the source's name")->required();
   auto* src_rm = src->add_subcommand("rm", "remove a source");
-  src_rm->add_option("name", source)->required();
+  src_rm->add_option("name", source, "the source's name")->required();
+
+  // checkpoint
+  auto* cp = app.add_subcommand("checkpoint", "subscription checkpoints");
+  cp->require_subcommand(1);
+  std::string cp_name;
+  auto* cp_list = cp->add_subcommand("list", "every checkpoint with its scope (admin)");
+  auto* cp_get = cp->add_subcommand("get", "one checkpoint's seq");
+  cp_get->add_option("name", cp_name, "the checkpoint's name")->required();
+  auto* cp_rm = cp->add_subcommand("rm", "delete a checkpoint (admin)");
+  cp_rm->add_option("name", cp_name, "the checkpoint's name")->required();
 
   auto* stats =
       app.add_subcommand("stats", "store, source and subscription statistics");
   auto* health = app.add_subcommand("health", "standard gRPC health check");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help is success; any other parse error is bad usage (exit 2).
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
 
   auto client_or = Client::Connect(options);
   if (!client_or.ok()) return Fail(client_or.status());
   Client& client = **client_or;
 
-  if (*ingest)
-    return Ingest(client, ingest_source, ingest_files, per_batch, durable);
+  if (*ingest) return Ingest(client, io);
   if (*get) {
     auto e = client.Get(collection, key);
     if (!e.ok()) return Fail(e.status());
@@ -485,6 +843,11 @@ int main(int argc, char** argv) {
     auto versions =
         client.History(collection, key, {.reverse = reverse, .limit = limit});
     if (!versions.ok()) return Fail(versions.status());
+    if (versions->empty()) {
+      // As `get` answers an entity it does not have.
+      return Fail(absl::NotFoundError(absl::StrCat(
+          "no versions of ", key, " in ", collection, limit ? " (with --limit)" : "")));
+    }
     for (const auto& v : *versions) {
       Line()
           .Str("op", cairn::OpName(v.op))
@@ -521,34 +884,64 @@ int main(int argc, char** argv) {
                                 start);
     if (!sub.ok()) return Fail(sub.status());
     uint64_t changes = 0;
+    // Progress is committed in batches: the seq of the last printed change,
+    // not yet committed. A clean stop commits it, so a restart continues
+    // exactly after the last printed change; a crash repeats at most
+    // commit_every changes (at-least-once).
+    uint64_t printed = 0, committed = 0;
+    absl::Time last_commit = absl::Now();
+    auto commit = [&]() -> absl::Status {
+      if (checkpoint.empty() || printed == committed) return absl::OkStatus();
+      std::cout.flush();
+      CAIRN_RETURN_IF_ERROR(client.CommitCheckpoint(checkpoint, printed, sub_collections));
+      committed = printed;
+      last_commit = absl::Now();
+      return absl::OkStatus();
+    };
+    auto stop = [&](int rc) {
+      absl::Status s = commit();
+      return s.ok() ? rc : Fail(s);
+    };
+    static std::atomic<bool> stopping{false};
+    std::signal(SIGINT, [](int) { stopping.store(true); });
+    std::signal(SIGTERM, [](int) { stopping.store(true); });
     cairn::SubscriptionItem item;
     while (true) {
-      auto got = (*sub)->Next(absl::Seconds(1), &item);
-      if (!got.ok()) return Fail(got.status());
-      if (!*got) continue;
+      if (stopping.load()) return stop(0);
+      auto got = (*sub)->Next(absl::Milliseconds(200), &item);
+      if (!got.ok()) {
+        absl::Status s = commit();
+        return Fail(s.ok() ? got.status() : s);
+      }
+      if (!*got) {
+        // Quiet: commit what was printed a second ago or more.
+        if (absl::Now() - last_commit > absl::Seconds(1)) {
+          if (auto s = commit(); !s.ok()) return Fail(s);
+        }
+        continue;
+      }
       switch (item.kind) {
         case cairn::SubscriptionItem::Kind::kSnapshotEntity:
           PrintEntity(item.entity);
           break;
         case cairn::SubscriptionItem::Kind::kSnapshotEnd:
           Line().U64("snapshot_end", item.seq).Print();
+          printed = item.seq;  // the state as of it is printed
           break;
         case cairn::SubscriptionItem::Kind::kCaughtUp:
           Line().U64("caught_up", item.seq).Print();
           std::cout.flush();
+          if (until_caught_up) return stop(0);
           break;
         case cairn::SubscriptionItem::Kind::kChange:
           PrintChange(item.change);
           std::cout.flush();
-          // The line is out: progress is committed after it, so a restart
-          // continues exactly after the last printed change.
-          if (!checkpoint.empty()) {
-            if (auto s = client.CommitCheckpoint(checkpoint, item.change.seq);
-                !s.ok()) {
-              return Fail(s);
-            }
+          if (!std::cout) return stop(1);  // stdout closed: what was printed counts
+          printed = item.change.seq;
+          if (printed - committed >= commit_every) {
+            if (auto s = commit(); !s.ok()) return Fail(s);
           }
-          if (max_changes && ++changes >= max_changes) return 0;
+          if (max_changes && ++changes >= max_changes) return stop(0);
           break;
       }
     }
@@ -620,17 +1013,40 @@ int main(int argc, char** argv) {
     auto s = client.PutSource(def);
     return s.ok() ? 0 : Fail(s);
   }
-  if (*src_list) {
-    auto all = client.ListSources();
+  if (*src_list || *src_get) {
+    std::vector<cairn::SourceDefinition> all;
+    if (*src_get) {
+      auto d = client.GetSource(source);
+      if (!d.ok()) return Fail(d.status());
+      all.push_back(*std::move(d));
+    } else {
+      auto list = client.ListSources();
+      if (!list.ok()) return Fail(list.status());
+      all = *std::move(list);
+    }
+    for (const auto& d : all) PrintSource(d, /*schemas=*/src_get->parsed());
+    return 0;
+  }
+  if (*cp_list) {
+    auto all = client.ListCheckpoints();
     if (!all.ok()) return Fail(all.status());
-    for (const auto& d : *all) {
-      Line()
-          .Str("name", d.name)
-          .Str("format", d.format)
-          .Str("default_collection", d.default_collection)
-          .Print();
+    for (const auto& c : *all) {
+      Line l;
+      l.Str("checkpoint", c.name).U64("seq", c.seq);
+      l.Strs("collections", c.collections);
+      l.Print();
     }
     return 0;
+  }
+  if (*cp_get) {
+    auto seq = client.GetCheckpoint(cp_name);
+    if (!seq.ok()) return Fail(seq.status());
+    Line().Str("checkpoint", cp_name).U64("seq", *seq).Print();
+    return 0;
+  }
+  if (*cp_rm) {
+    auto s = client.DeleteCheckpoint(cp_name);
+    return s.ok() ? 0 : Fail(s);
   }
   if (*src_rm) {
     auto s = client.RemoveSource(source);

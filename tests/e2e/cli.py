@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""The `cairn` CLI as a user drives it, against a real cairnd: the ingest
+policy (stop at the first rejected batch, file line numbers, --continue,
+--atomic, sizes, surviving a server restart), option validation, UTF-8,
+checkpoint batching with an exact clean stop, sessions, sources and
+checkpoints. Closes with an 'N passed, N failed' line."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+from harness import Cairnd
+
+TS = 1_700_000_000_000_000
+
+
+class Cli:
+    def __init__(self, binary, server):
+        self.binary, self.server = binary, server
+
+    def run(self, *args, stdin=None, timeout=120, check_rc=None):
+        p = subprocess.run([self.binary, "--server", f"127.0.0.1:{self.server.port}"] +
+                           [str(a) for a in args], input=stdin, capture_output=True,
+                           timeout=timeout)
+        out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+        if check_rc is not None:
+            assert p.returncode == check_rc, \
+                f"cairn {' '.join(map(str, args))}: rc {p.returncode}, want {check_rc}\n{err}"
+        return p.returncode, out, err
+
+    def lines(self, *args):
+        _, out, _ = self.run(*args, check_rc=0)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def canonical_file(path, n, broken=(), key=lambda i: i, payload=lambda i: {"i": i}):
+    with open(path, "w") as f:
+        for i in range(n):
+            if i + 1 in broken:
+                f.write("{broken\n")
+            else:
+                f.write(json.dumps({"collection": "c", "key": key(i), "op": "upsert",
+                                    "position": {"timestamp": TS + i},
+                                    "payload": payload(i)}) + "\n")
+
+
+def ingest_policy(args, tmp):
+    """16: the file's own line numbers; stop at the first rejected batch and
+    say what was acknowledged; --continue; a re-run after the fix."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", check_rc=0)
+    path = os.path.join(tmp, "f.jsonl")
+    canonical_file(path, 1200, broken={777})
+    rc, _, err = cli.run("ingest", "--source", "s", "--batch", 500, path)
+    assert rc == 3, err
+    assert "batch of lines 501-1000 rejected: line 777 (record 776)" in err, err
+    assert "lines acknowledged: 1-500, 1001-1200; rejected: 501-1000" in err, err
+    assert "ingest again from line 501" in err, err
+    assert len(cli.lines("snapshot", "--collection", "c")) == 700
+    rc, _, err = cli.run("ingest", "--source", "s", "--batch", 500, "--continue", path)
+    assert rc == 3 and "duplicate 700" in err, err
+    canonical_file(path, 1200)
+    rc, _, err = cli.run("ingest", "--source", "s", "--batch", 500, path)
+    assert rc == 0 and "accepted 500, duplicate 700" in err, err
+    assert len(cli.lines("snapshot", "--collection", "c")) == 1200
+
+    # --atomic: all or nothing.
+    atomic = os.path.join(tmp, "atomic.jsonl")
+    canonical_file(atomic, 300, broken={250}, key=lambda i: f"a{i}")
+    rc, _, err = cli.run("ingest", "--source", "s", "--atomic", atomic)
+    assert rc == 3 and "line 250" in err, err
+    assert not [e for e in cli.lines("snapshot", "--collection", "c") if
+                str(e["key"]).startswith("a")], "half of an --atomic file was applied"
+
+    # Inputs are checked before anything is sent.
+    last = cli.lines("stats")[0]["last_seq"]
+    rc, _, err = cli.run("ingest", "--source", "s", path, os.path.join(tmp, "missing"))
+    assert rc == 2 and "cannot read" in err and "missing" in err, err
+    rc, _, err = cli.run("ingest", "--source", "s", tmp)
+    assert rc == 2 and "is a directory" in err, err
+    assert cli.lines("stats")[0]["last_seq"] == last
+
+    # 19: input in the wrong format is an error, not 0 events.
+    cli.run("source", "add", "billing", "--format", "sse-feed", check_rc=0)
+    rc, _, err = cli.run("ingest", "--source", "billing", "/bin/ls")
+    assert rc == 3 and "no SSE event found" in err, err
+    fixture = os.path.join(args.fixtures, "flink", "debezium-postgres-data-schema-exclude.txt")
+    rc, _, err = cli.run("ingest", "--source", "billing", fixture)
+    assert rc == 3 and "no SSE event found" in err, err
+    s.stop()
+
+
+def ingest_sizes(args, tmp):
+    """18: batches split by size; a record larger than the server takes is
+    named with its line and the flag to raise."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--max-message-bytes", str(1 << 20)])
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", check_rc=0)
+    path = os.path.join(tmp, "big.jsonl")
+    # 40 records of 100 KB: one batch by count; by size 4 a batch (a fifth
+    # would take it past 500 KB).
+    canonical_file(path, 40, payload=lambda i: {"blob": "x" * 100_000})
+    rc, _, err = cli.run("ingest", "--source", "s", "--max-batch-bytes", 500_000, path)
+    assert rc == 0 and "batches 10: accepted 40" in err, err
+    huge = os.path.join(tmp, "huge.jsonl")
+    canonical_file(huge, 5, key=lambda i: f"h{i}",
+                   payload=lambda i: {"blob": "y" * (2_000_000 if i == 3 else 10)})
+    rc, _, err = cli.run("ingest", "--source", "s", "--max-batch-bytes", 500_000, huge)
+    assert rc == 1, err
+    assert "lines 4-4 make a batch of" in err and "--max-message-bytes" in err, err
+    assert "lines acknowledged: 1-3" in err and "resume" in err, err
+    s.stop()
+
+
+def ingest_survives_restart(args, tmp):
+    """17: a server restart during an ingest is survived (reconnect, resend
+    what has no ack) and the summary matches the store."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", check_rc=0)
+    path = os.path.join(tmp, "f.jsonl")
+    n = 60_000
+    canonical_file(path, n)
+    p = subprocess.Popen([args.cli, "--server", f"127.0.0.1:{s.port}", "ingest", "--source", "s",
+                          "--batch", "20", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    port = s.port
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait()
+    time.sleep(0.5)
+    s.start(port)
+    _, err = p.communicate(timeout=300)
+    err = err.decode()
+    assert p.returncode == 0, err
+    assert "reconnecting" in err, f"the ingest ended before the restart: {err}"
+    stored = len(cli.lines("snapshot", "--collection", "c"))
+    assert stored == n, f"{stored} of {n} stored\n{err}"
+    s.stop()
+
+
+def options_and_text(args, tmp):
+    """20, 21, 25: numbers, flags that need each other, UTF-8, NOT_FOUND."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    for argv, words in [
+            (["snapshot", "--as-of-seq", "-1"], "expected a whole number from 0"),
+            (["history", "c", "1", "--limit", "-1"], "expected a whole number"),
+            (["subscribe", "--max", "-1"], "expected a whole number"),
+            (["snapshot", "--as-of-time", "2020-01-01T00:00:00Z", "--as-of-tick", "-1"],
+             "expected a whole number"),
+            (["ingest", "--source", "s", "--batch", "0"],
+             "expected a whole number from 1 to 100000, got '0'"),
+            (["snapshot", "--as-of-tick", "3"], "--as-of-tick requires --as-of-time"),
+            (["snapshot", "--prefix", "a"], "--prefix requires --collection"),
+            (["subscribe", "--prefix", "a"], "--prefix requires --collection")]:
+        rc, _, err = cli.run(*argv)
+        assert rc == 2 and words in err, (argv, rc, err)
+    p = subprocess.run([args.cli, "--server", f"127.0.0.1:{s.port}", "get", "products",
+                        b'"ab\xff\xfecd"'], capture_output=True)
+    rc, err = p.returncode, p.stderr.decode(errors="replace")
+    assert rc == 1 and "key is not valid UTF-8" in err and "libprotobuf" not in err, err
+    rc, _, err = cli.run("history", "products", "424242")
+    assert rc == 1 and "NOT_FOUND" in err, err
+    s.stop()
+
+
+def checkpoints_and_sessions(args, tmp):
+    """22, 23 and the source/checkpoint commands."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", "--key", "c=id,x", "--map",
+            "public.c=c", check_rc=0)
+    got = cli.lines("source", "get", "s")[0]
+    assert got["key_fields"] == {"c": ["id", "x"]} and got["collection_map"] == {"public.c": "c"}
+    listed = cli.lines("source", "list")[0]
+    assert listed["key_fields"] == {"c": ["id", "x"]}, listed
+    path = os.path.join(tmp, "f.jsonl")
+    canonical_file(path, 5000)
+    cli.run("ingest", "--source", "s", path, check_rc=0)
+
+    # A clean stop (--max) commits exactly the last printed change.
+    out = cli.lines("subscribe", "--collection", "c", "--from", 0, "--checkpoint", "cp",
+                    "--max", 3210)
+    assert len(out) == 3210 and out[-1]["seq"] == 3210, out[-1]
+    assert cli.lines("checkpoint", "get", "cp")[0]["seq"] == 3210
+    # SIGINT mid-tail: the checkpoint is the last printed line; a restart
+    # continues right after it.
+    p = subprocess.Popen([args.cli, "--server", f"127.0.0.1:{s.port}", "subscribe",
+                          "--collection", "c", "--checkpoint", "cp"], stdout=subprocess.PIPE)
+    lines = []
+
+    def read():
+        for line in p.stdout:
+            lines.append(json.loads(line))
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(500):
+        if any("caught_up" in line for line in lines):
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=30) == 0
+    reader.join()
+    changes = [line for line in lines if "seq" in line]
+    assert changes and changes[0]["seq"] == 3211 and changes[-1]["seq"] == 5000, \
+        (changes[:1], changes[-1:])
+    assert cli.lines("checkpoint", "get", "cp")[0]["seq"] == 5000
+    listing = cli.lines("checkpoint", "list")
+    assert listing == [{"checkpoint": "cp", "seq": 5000, "collections": ["c"]}], listing
+    cli.run("checkpoint", "rm", "cp", check_rc=0)
+    rc, _, err = cli.run("checkpoint", "get", "cp")
+    assert rc == 1 and "NOT_FOUND" in err, err
+
+    # 23: a stream session reports what it applied.
+    cli.run("source", "add", "contrib", "--format", "bitbroker", check_rc=0)
+    _, sid, _ = cli.run("session", "open", "contrib", "countries", check_rc=0)
+    upsert = os.path.join(args.fixtures, "seeds", "bitbroker-upsert.json")
+    cli.run("session", "upsert", sid.strip(), upsert, check_rc=0)
+    closed = cli.lines("session", "close", sid.strip())[0]
+    assert closed["applied"] == 3 and closed["last_seq"] - closed["first_seq"] == 2, closed
+    s.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cairnd", required=True)
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    sections = [ingest_policy, ingest_sizes, ingest_survives_restart, options_and_text,
+                checkpoints_and_sessions]
+    passed = failed = 0
+    for section in sections:
+        if args.only and args.only not in section.__name__:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.time()
+            try:
+                section(args, tmp)
+                passed += 1
+                print(f"PASS {section.__name__} ({time.time() - start:.1f} s)")
+            except Exception:  # noqa: BLE001 - report every section
+                failed += 1
+                print(f"FAIL {section.__name__}")
+                traceback.print_exc()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
