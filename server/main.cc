@@ -34,6 +34,23 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_flag("--insecure-allow-remote", o.insecure_allow_remote,
                "serve a non-loopback --listen address without --tokens or TLS");
+  app.add_option("--max-subscriptions", o.max_subscriptions,
+                 "open subscriptions and snapshot streams at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-ingest-streams", o.max_ingest_streams, "open ingest streams at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  uint64_t subscriber_buffer_mib = o.subscriber_buffer_bytes >> 20;
+  app.add_option("--subscriber-buffer-mib", subscriber_buffer_mib,
+                 "MiB of messages in flight to all subscribers together")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  uint64_t stall_seconds = absl::ToInt64Seconds(o.subscriber_stall_timeout);
+  app.add_option("--subscriber-stall-seconds", stall_seconds,
+                 "cut off a subscriber that takes no message for this long")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   std::string port_file;
   app.add_option("--port-file", port_file,
                  "write the bound port here once serving (for --listen host:0)");
@@ -42,6 +59,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
+  o.subscriber_buffer_bytes = subscriber_buffer_mib << 20;
+  o.subscriber_stall_timeout = absl::Seconds(static_cast<int64_t>(stall_seconds));
   if (retention_seconds) o.retention.max_age = absl::Seconds(retention_seconds);
   if (retention_commits) o.retention.max_commits = retention_commits;
 

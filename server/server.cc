@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -43,7 +44,18 @@ struct Deps {
   const Auth* auth = nullptr;
   const ServerOptions* options = nullptr;
   std::atomic<bool> shutting_down{false};
+  std::atomic<int> ingest_streams{0};
+  // A stream ended since the last trim: the allocator is asked to give
+  // freed memory back to the system (glibc keeps it in its arenas).
+  std::atomic<bool> trim_soon{false};
 };
+
+// Events in one ingest request at most: what a batch costs in memory
+// (decoded events, the engine's indexed write batch) is bounded with it,
+// whatever the message size allows (300,000 deletes fit in 9 MB).
+constexpr int kMaxBatchEvents = 100000;
+// Events the ingest worker takes into one Store::IngestBatches call.
+constexpr size_t kMaxWorkerEvents = 200000;
 
 grpc::Status Unavailable() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
@@ -117,7 +129,16 @@ class IngestWorker {
         mu_.Await(absl::Condition(
             +[](IngestWorker* w) { return !w->queue_.empty() || w->stopping_; }, this));
         if (queue_.empty()) return;
-        items.swap(queue_);
+        // Everything queued, up to a bound on the events one call holds in
+        // memory (at least one batch).
+        size_t take = 0, events = 0;
+        while (take < queue_.size() && (take == 0 || events < kMaxWorkerEvents)) {
+          if (queue_[take].batch) events += queue_[take].batch->events.size();
+          ++take;
+        }
+        items.assign(std::make_move_iterator(queue_.begin()),
+                     std::make_move_iterator(queue_.begin() + take));
+        queue_.erase(queue_.begin(), queue_.begin() + take);
       }
       std::vector<Store::Batch> batches;
       std::vector<size_t> slot;
@@ -199,6 +220,16 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       this->Finish(s);
       return;
     }
+    if (deps_->ingest_streams.fetch_add(1) >= deps_->options->max_ingest_streams) {
+      deps_->ingest_streams.fetch_sub(1);
+      this->Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat(deps_->options->max_ingest_streams,
+                       " ingest streams are open, the server's limit (cairnd "
+                       "--max-ingest-streams); send on an open stream or retry later")));
+      return;
+    }
+    admitted_ = true;
     absl::MutexLock l(&mu_);
     reading_ = true;
     this->StartRead(&read_buf_);
@@ -293,7 +324,11 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     this->Finish(status_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (admitted_) deps_->ingest_streams.fetch_sub(1);
+    deps_->trim_soon.store(true, std::memory_order_relaxed);
+    delete this;
+  }
 
  private:
   static const char* const kMethod;
@@ -318,6 +353,14 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
 
   std::optional<std::vector<Event>> Authorized(std::vector<Event> events,
                                                v1::IngestAck* ack) {
+    if (events.size() > kMaxBatchEvents) {
+      Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("the batch holds ", events.size(),
+                                     " events; the limit is ", kMaxBatchEvents,
+                                     " per batch: split it")),
+           ack);
+      return std::nullopt;
+    }
     for (const Event& e : events) {
       if (grpc::Status s = deps_->auth->CanWrite(ctx_, kMethod, e.source); !s.ok()) {
         Fail(s, ack);
@@ -383,6 +426,7 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   grpc::ByteBuffer read_buf_;   // the outstanding read's target
   grpc::ByteBuffer write_buf_;  // the outstanding write's source (current_ack_)
   uint64_t received_ = 0;       // messages read (on the reading thread only)
+  bool admitted_ = false;       // counted in deps_->ingest_streams
   std::string unparsable_reason_;
   absl::Mutex mu_;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // batches in the worker
@@ -406,6 +450,13 @@ const char* const IngestReactor<v1::IngestRawRequest>::kMethod = "Ingest.IngestP
 template <>
 std::optional<std::vector<Event>> IngestReactor<v1::IngestRequest>::Decode(
     v1::IngestRequest& request, v1::IngestAck* ack) {
+  if (request.events_size() > kMaxBatchEvents) {
+    Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the batch holds ", request.events_size(),
+                                   " events; the limit is ", kMaxBatchEvents, " per batch: split it")),
+         ack);
+    return std::nullopt;
+  }
   auto events = FromProto(request.events());
   if (!events.ok()) {
     FailAck(events.status(), ack);
@@ -574,29 +625,12 @@ class SessionsService final : public v1::Sessions::CallbackService {
 // ---------------------------------------------------------------------------
 // Query: snapshots stream from a cursor, one entity per message.
 
+class Dispatcher;
+
 class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
  public:
-  SnapshotReactor(Deps* deps, grpc::CallbackServerContext* ctx,
-                  const v1::SnapshotRequest* req) {
-    std::vector<std::string> collections;
-    if (!req->collection().empty()) collections.push_back(req->collection());
-    if (grpc::Status s = deps->auth->CanRead(ctx, "Query.Snapshot", collections); !s.ok()) {
-      Finish(s);
-      return;
-    }
-    SnapshotOptions o{.collection = req->collection(),
-                      .key_prefix = req->key_prefix(),
-                      .include_incomplete = !req->exclude_incomplete()};
-    if (req->has_seq()) o.as_of_seq = req->seq();
-    if (req->has_position()) o.as_of_position = FromProto(req->position());
-    auto cursor = deps->store->NewSnapshot(o);
-    if (!cursor.ok()) {
-      Finish(ToGrpc(cursor.status()));
-      return;
-    }
-    cursor_ = *std::move(cursor);
-    Next();
-  }
+  SnapshotReactor(Deps* deps, Dispatcher* dispatcher, grpc::CallbackServerContext* ctx,
+                  const v1::SnapshotRequest* req);
   void OnWriteDone(bool ok) override {
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
@@ -604,7 +638,7 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
     }
     Next();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override;
 
  private:
   void Next() {
@@ -617,16 +651,48 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
     StartWrite(&item_);
   }
 
+  Deps* deps_;
+  Dispatcher* dispatcher_;
+  bool reserved_ = false;  // holds a read-stream place
   std::unique_ptr<SnapshotCursor> cursor_;
   v1::SnapshotItem item_;
 };
+
+grpc::Status TooManyReadStreams(const Deps* deps) {
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat(deps->options->max_subscriptions,
+                                   " subscriptions and snapshots are open, the server's limit "
+                                   "(cairnd --max-subscriptions); retry later"));
+}
 
 // Subscriptions never block a gRPC thread. A reactor is either writing (owned
 // by gRPC until OnWriteDone), idle (waiting for commits; the dispatcher thread
 // pumps it when the store commits) or done. Pump() pulls with a zero timeout.
 // Memory per subscriber is one message: a slow client just stops pulling and
-// later catches up from the stored change feed.
+// later catches up from the stored change feed. All subscribers together
+// hold at most ServerOptions::subscriber_buffer_bytes in messages written
+// and not yet taken by their clients (plus one message being built): a
+// subscriber that finds the budget used up waits, idle. One whose message
+// is not taken within subscriber_stall_timeout is cut off.
 class Dispatcher;
+
+// Bytes of subscription messages in flight, all subscribers together.
+class ByteBudget {
+ public:
+  explicit ByteBudget(size_t limit) : limit_(limit) {}
+  // Room for one more message of the largest size (always, when nothing is
+  // in flight: a budget below one message still lets one through).
+  bool HasRoom(size_t largest) const {
+    size_t used = used_.load(std::memory_order_relaxed);
+    return used == 0 || used + largest <= limit_;
+  }
+  void Take(size_t n) { used_.fetch_add(n, std::memory_order_relaxed); }
+  void Give(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+
+ private:
+  const size_t limit_;
+  std::atomic<size_t> used_{0};
+};
 
 // Bounds on the changes one subscription message carries (max_batch).
 constexpr uint32_t kMaxSubscribeBatch = 1024;
@@ -634,13 +700,32 @@ constexpr size_t kMaxSubscribeBatchBytes = 1 << 20;
 
 class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
  public:
-  SubscribeReactor(Dispatcher* dispatcher, uint64_t id,
+  SubscribeReactor(Dispatcher* dispatcher, Deps* deps, ByteBudget* budget,
+                   grpc::CallbackServerContext* ctx, uint64_t id,
                    std::unique_ptr<Subscription> sub, uint32_t max_batch)
       : dispatcher_(dispatcher),
+        deps_(deps),
+        budget_(budget),
+        ctx_(ctx),
         id_(id),
         sub_(std::move(sub)),
         max_batch_(std::clamp<uint32_t>(max_batch, 1, kMaxSubscribeBatch)),
         delivered_(sub_->position()) {}
+
+  // Cuts the stream off when its message in flight was written before
+  // `deadline` and is still not taken. On the dispatcher's thread.
+  void CutOffIfStalledSince(absl::Time deadline) {
+    {
+      absl::MutexLock l(&mu_);
+      if (state_ != State::kWriting || cut_off_ || write_started_ > deadline) return;
+      cut_off_ = true;
+    }
+    spdlog::warn("subscription {} from {}: its client took no message for {}; cut off", id_,
+                 ctx_->peer(), absl::FormatDuration(deps_->options->subscriber_stall_timeout));
+    // The stream's status cannot pass the data the client does not read:
+    // cancelling resets the stream, and the client resumes from its seq.
+    ctx_->TryCancel();
+  }
 
   // Sends the next item if there is one. Returns false when idle.
   void Pump();
@@ -656,6 +741,14 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   }
 
   void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock l(&mu_);
+      budget_->Give(write_bytes_);
+      // A large message's buffers go back now, not when the next one
+      // happens to be small.
+      if (write_bytes_ > (64 << 10)) item_ = v1::SubscribeItem();
+      write_bytes_ = 0;
+    }
     if (!ok)
       return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     {
@@ -673,6 +766,9 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
  private:
   enum class State { kIdle, kWriting, kDone };
   Dispatcher* dispatcher_;
+  Deps* deps_;
+  ByteBudget* budget_;
+  grpc::CallbackServerContext* ctx_;
   uint64_t id_;
   std::unique_ptr<Subscription> sub_;
   const uint32_t max_batch_;  // changes per message
@@ -685,21 +781,40 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   std::atomic<uint64_t> delivered_{0};
   std::optional<grpc::Status> pending_end_;  // set while writing
   v1::SubscribeItem item_;
+  size_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // the message in flight, in the budget
+  absl::Time write_started_ ABSL_GUARDED_BY(mu_);
+  bool cut_off_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class Dispatcher {
  public:
-  explicit Dispatcher(Store* store)
-      : store_(store), thread_([this] { Loop(); }) {}
+  explicit Dispatcher(Deps* deps)
+      : deps_(deps),
+        store_(deps->store),
+        budget_(deps->options->subscriber_buffer_bytes),
+        thread_([this] { Loop(); }) {}
   ~Dispatcher() { Stop(); }
+
+  // A place for one more read stream (subscription or snapshot), or false
+  // at --max-subscriptions. Each true is matched by one Release.
+  bool Reserve() {
+    if (open_.fetch_add(1) < deps_->options->max_subscriptions) return true;
+    open_.fetch_sub(1);
+    return false;
+  }
+  void Release() { open_.fetch_sub(1); }
+  ByteBudget* budget() { return &budget_; }
 
   void Add(SubscribeReactor* r) {
     absl::MutexLock l(&mu_);
     reactors_[r->id()] = r;
   }
   void Remove(SubscribeReactor* r) {
-    absl::MutexLock l(&mu_);
-    reactors_.erase(r->id());
+    {
+      absl::MutexLock l(&mu_);
+      reactors_.erase(r->id());
+    }
+    Release();
   }
   uint64_t NextId() { return next_id_.fetch_add(1) + 1; }
   // Ends every subscription with UNAVAILABLE and stops the thread.
@@ -721,19 +836,34 @@ class Dispatcher {
  private:
   void Loop() {
     uint64_t seen = store_->LastSeq();
+    absl::Time next_sweep = absl::Now() + absl::Seconds(1);
     while (!stop_.load()) {
       // Wake on commit; the short timeout also picks up reactors that went
-      // idle between our scan and their commit.
+      // idle between our scan and their commit (or wait for the budget).
       store_->AwaitCommit(seen, absl::Milliseconds(2));
       seen = store_->LastSeq();
-      absl::MutexLock l(&mu_);
-      for (auto& [id, r] : reactors_) {
-        if (r->idle()) r->Pump();
+      absl::Time now = absl::Now();
+      bool sweep = now >= next_sweep;
+      {
+        absl::MutexLock l(&mu_);
+        for (auto& [id, r] : reactors_) {
+          if (r->idle()) r->Pump();
+          if (sweep) r->CutOffIfStalledSince(now - deps_->options->subscriber_stall_timeout);
+        }
+      }
+      if (sweep) {
+        next_sweep = now + absl::Seconds(1);
+        // Streams that ended leave their memory in glibc's arenas; give it
+        // back so RSS follows the load down.
+        if (deps_->trim_soon.exchange(false)) malloc_trim(0);
       }
     }
   }
 
+  Deps* deps_;
   Store* store_;
+  ByteBudget budget_;
+  std::atomic<int> open_{0};
   absl::Mutex mu_;
   std::map<uint64_t, SubscribeReactor*> reactors_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> next_id_{0};
@@ -741,11 +871,51 @@ class Dispatcher {
   std::thread thread_;
 };
 
+SnapshotReactor::SnapshotReactor(Deps* deps, Dispatcher* dispatcher,
+                                 grpc::CallbackServerContext* ctx,
+                                 const v1::SnapshotRequest* req)
+    : deps_(deps), dispatcher_(dispatcher) {
+  std::vector<std::string> collections;
+  if (!req->collection().empty()) collections.push_back(req->collection());
+  if (grpc::Status s = deps->auth->CanRead(ctx, "Query.Snapshot", collections); !s.ok()) {
+    Finish(s);
+    return;
+  }
+  // A snapshot pins a RocksDB snapshot while it streams: it counts as a read
+  // stream.
+  if (!dispatcher_->Reserve()) {
+    Finish(TooManyReadStreams(deps));
+    return;
+  }
+  reserved_ = true;
+  SnapshotOptions o{.collection = req->collection(),
+                    .key_prefix = req->key_prefix(),
+                    .include_incomplete = !req->exclude_incomplete()};
+  if (req->has_seq()) o.as_of_seq = req->seq();
+  if (req->has_position()) o.as_of_position = FromProto(req->position());
+  auto cursor = deps->store->NewSnapshot(o);
+  if (!cursor.ok()) {
+    Finish(ToGrpc(cursor.status()));
+    return;
+  }
+  cursor_ = *std::move(cursor);
+  Next();
+}
+
+void SnapshotReactor::OnDone() {
+  cursor_.reset();
+  if (reserved_) dispatcher_->Release();
+  deps_->trim_soon.store(true, std::memory_order_relaxed);
+  delete this;
+}
+
 void SubscribeReactor::Pump() {
   std::optional<grpc::Status> end;
   {
     absl::MutexLock l(&mu_);
     if (state_ != State::kIdle) return;
+    // No room in the budget: stay idle; the dispatcher pumps again.
+    if (!budget_->HasRoom(kMaxSubscribeBatchBytes + (64 << 10))) return;
     SubscriptionItem item;
     absl::StatusOr<bool> got = true;
     uint64_t position;  // the subscription's position after the message
@@ -807,6 +977,9 @@ void SubscribeReactor::Pump() {
       }
       message_position_ = position;
       state_ = State::kWriting;
+      write_bytes_ = item_.ByteSizeLong();
+      budget_->Take(write_bytes_);
+      write_started_ = absl::Now();
       StartWrite(&item_);
     }
   }
@@ -826,6 +999,7 @@ void SubscribeReactor::End(const grpc::Status& s) {
 
 void SubscribeReactor::OnDone() {
   dispatcher_->Remove(this);
+  deps_->trim_soon.store(true, std::memory_order_relaxed);
   delete this;
 }
 
@@ -848,7 +1022,7 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(
       grpc::CallbackServerContext* ctx,
       const v1::SnapshotRequest* req) override {
-    return new SnapshotReactor(deps_, ctx, req);
+    return new SnapshotReactor(deps_, dispatcher_, ctx, req);
   }
 
   grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
@@ -888,6 +1062,12 @@ class QueryService final : public v1::Query::CallbackService {
                                          req->collections().end());
     if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", collections); !s.ok())
       return fail(s);
+    if (!dispatcher_->Reserve()) return fail(TooManyReadStreams(deps_));
+    // From here every failure gives the place back.
+    auto fail_released = [&](const grpc::Status& s) {
+      dispatcher_->Release();
+      return fail(s);
+    };
     SubscribeOptions o;
     o.filter = {.sources = {req->sources().begin(), req->sources().end()},
                 .collections = collections,
@@ -904,10 +1084,10 @@ class QueryService final : public v1::Query::CallbackService {
         break;
       case v1::SubscribeRequest::kCheckpoint: {
         auto cp = deps_->store->GetCheckpointInfo(req->checkpoint());
-        if (!cp.ok()) return fail(ToGrpc(cp.status()));
+        if (!cp.ok()) return fail_released(ToGrpc(cp.status()));
         if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", cp->collections);
             !s.ok()) {
-          return fail(s);
+          return fail_released(s);
         }
         o.start = SubscribeOptions::Start::kFromSeq;
         o.from_seq = cp->seq;
@@ -917,9 +1097,9 @@ class QueryService final : public v1::Query::CallbackService {
         o.start = SubscribeOptions::Start::kNow;
     }
     auto sub = deps_->store->Subscribe(o);
-    if (!sub.ok()) return fail(ToGrpc(sub.status()));
-    auto* r = new SubscribeReactor(dispatcher_, dispatcher_->NextId(),
-                                   *std::move(sub), req->max_batch());
+    if (!sub.ok()) return fail_released(ToGrpc(sub.status()));
+    auto* r = new SubscribeReactor(dispatcher_, deps_, dispatcher_->budget(), ctx,
+                                   dispatcher_->NextId(), *std::move(sub), req->max_batch());
     dispatcher_->Add(r);
     r->Pump();
     return r;
@@ -1185,7 +1365,7 @@ class ServerImpl : public Server {
     deps_.worker = worker_.get();
     deps_.auth = &auth_;
     deps_.options = &options_;
-    dispatcher_ = std::make_unique<Dispatcher>(store_.get());
+    dispatcher_ = std::make_unique<Dispatcher>(&deps_);
     ingest_ = std::make_unique<IngestService>(&deps_);
     sessions_ = std::make_unique<SessionsService>(&deps_);
     query_ = std::make_unique<QueryService>(&deps_, dispatcher_.get());

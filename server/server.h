@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cairn/store.h"
 
 namespace cairn::server {
@@ -26,6 +27,18 @@ struct ServerOptions {
   // A listen address off loopback is refused without tokens or TLS unless
   // this is set (then it is served with a warning in the log).
   bool insecure_allow_remote = false;
+
+  // Server-wide bounds (DESIGN §7 Limits). Past a count, a new stream is
+  // refused with RESOURCE_EXHAUSTED naming the flag.
+  int max_subscriptions = 1024;
+  int max_ingest_streams = 256;
+  // Bytes of subscription messages in flight to clients, all subscribers
+  // together: a subscriber waits (and later reads the stored change feed)
+  // while they are used up.
+  size_t subscriber_buffer_bytes = 64 << 20;
+  // A subscriber whose message has not been taken for this long is cut off
+  // (its stream is cancelled; it may resume from its last seq).
+  absl::Duration subscriber_stall_timeout = absl::Seconds(60);
 };
 
 // True for 127.0.0.0/8, [::1], localhost and unix sockets.

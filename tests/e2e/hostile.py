@@ -459,6 +459,127 @@ def startup_refusals(args, tmp):
     assert "not loopback" in err and "warn" in err, err
 
 
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+# The documented bound (README "Limits"): with the defaults, 500 subscribers
+# that never read plus 500 idle connections stay under this RSS.
+RSS_BOUND_MIB = 512
+
+
+def resource_bounds(args, tmp):
+    """14: bounded streams, bounded memory for slow consumers, memory that
+    comes back, a cut-off for stalled subscribers, bounded batches."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    s = Cairnd(args.cairnd, os.path.join(tmp, "rss"))
+    ch = s.channel
+    doc = json.dumps({"blob": "x" * 4000})
+    for b in range(20):  # 2,000 updates of 4 KB
+        expect_ack(ingest(ch, [event(f'"k{b * 100 + i}"', payload=doc, ts=TS + b * 100 + i)
+                               for i in range(100)], batch_id=b), OK)
+    time.sleep(1)
+    start = rss_mib(s.proc.pid)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{s.port}") for _ in range(10)]
+    subs = []
+    for i in range(500):
+        fn = channels[i % 10].unary_stream(
+            "/cairn.v1.Query/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
+            response_deserializer=pb.SubscribeItem.FromString)
+        subs.append(fn(pb.SubscribeRequest(from_seq=0, max_batch=1024)))  # never read
+    idle = []
+    for _ in range(500):
+        c = grpc.insecure_channel(f"127.0.0.1:{s.port}")
+        grpc.channel_ready_future(c).result(timeout=30)
+        idle.append(c)
+    time.sleep(3)
+    peak = rss_mib(s.proc.pid)
+    s.alive()
+    for sub in subs:
+        sub.cancel()
+    for c in channels + idle:
+        c.close()
+    time.sleep(3)  # the dispatcher trims once a second after streams end
+    after = rss_mib(s.proc.pid)
+    print(f"  RSS: {start} MiB at start, {peak} MiB with 500 never-reading subscribers and "
+          f"500 idle connections, {after} MiB after they left")
+    assert peak < RSS_BOUND_MIB, f"{peak} MiB >= the documented {RSS_BOUND_MIB} MiB"
+    assert after <= start * 1.2, f"RSS did not come back: {start} -> {after} MiB"
+    big = [event(f'"b{i}"', op=pb.OP_DELETE, payload="") for i in range(100_001)]
+    expect_ack(ingest(ch, big), INVALID, "100001 events; the limit is 100000")
+    s.stop()
+
+    # Stream counts and the stall cut-off.
+    s = Cairnd(args.cairnd, os.path.join(tmp, "limits"),
+               ["--max-subscriptions", "3", "--max-ingest-streams", "2",
+                "--subscriber-stall-seconds", "1"])
+    ch = s.channel
+    for b in range(10):
+        expect_ack(ingest(ch, [event(f'"k{b * 100 + i}"', payload=doc, ts=TS + b * 100 + i)
+                               for i in range(100)], batch_id=b), OK)
+    # Without BDP probing the client's window stays at 64 KB: a client that
+    # does not read holds the server's message, as a slow consumer would.
+    slow = grpc.insecure_channel(f"127.0.0.1:{s.port}", options=[("grpc.http2.bdp_probe", 0)])
+    fn = slow.unary_stream("/cairn.v1.Query/Subscribe",
+                           request_serializer=pb.SubscribeRequest.SerializeToString,
+                           response_deserializer=pb.SubscribeItem.FromString)
+    held = [fn(pb.SubscribeRequest(from_seq=0), timeout=30) for _ in range(3)]
+    for h in held:
+        next(h)  # open for sure
+    expect(call(ch, "Query", "Subscribe", "unary_stream", pb.SubscribeRequest(now=True),
+                pb.SubscribeItem, limit=1), grpc.StatusCode.RESOURCE_EXHAUSTED,
+           "--max-subscriptions", what="a fourth subscription")
+    expect(call(ch, "Query", "Snapshot", "unary_stream", pb.SnapshotRequest(),
+                pb.SnapshotItem), grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-subscriptions",
+           what="a snapshot past the limit")
+    # None of them reads: each is cut off once its message waits 1 s (what
+    # its client had already buffered still arrives, then CANCELLED).
+    time.sleep(4)
+    cut = 0
+    for h in held:
+        try:
+            for _ in h:
+                pass
+        except grpc.RpcError as err:
+            cut += err.code() == grpc.StatusCode.CANCELLED
+    assert cut == 3, f"{cut} of 3 stalled subscribers were cut off"
+    items = expect(call(ch, "Query", "Subscribe", "unary_stream",
+                        pb.SubscribeRequest(from_seq=999), pb.SubscribeItem, limit=1), OK)
+    assert items, "a place was not given back"
+    ing = ch.stream_stream("/cairn.v1.Ingest/IngestEvents", request_serializer=lambda b: b,
+                           response_deserializer=pb.IngestAck.FromString)
+    import queue
+    feeds = [queue.Queue() for _ in range(2)]
+
+    def gen(q):
+        while True:
+            m = q.get()
+            if m is None:
+                return
+            yield m
+    open_streams = [ing(gen(q)) for q in feeds]
+    for q in feeds:
+        q.put(pb.IngestRequest(batch_id=1).SerializeToString())
+    for st in open_streams:
+        next(st)
+    code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream",
+                        [pb.IngestRequest(batch_id=1)], pb.IngestAck)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-ingest-streams" in msg, \
+        (code, msg)
+    for q in feeds:
+        q.put(None)
+    for st in open_streams:
+        list(st)
+    s.alive()
+    s.stop()
+    assert "cut off" in s.log, s.log[-2000:]
+
+
 def main():
     global pb, diag
     ap = argparse.ArgumentParser()
@@ -472,7 +593,8 @@ def main():
     from cairn.v1 import cairn_pb2
     from cairn.v1 import diagnosis_pb2
     pb, diag = cairn_pb2, diagnosis_pb2
-    sections = [rejected_requests_store_nothing, accepted_bounds, auth_matrix, startup_refusals]
+    sections = [rejected_requests_store_nothing, accepted_bounds, auth_matrix, startup_refusals,
+                resource_bounds]
     passed = failed = 0
     for section in sections:
         if args.only and args.only not in section.__name__:
