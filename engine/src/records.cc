@@ -357,6 +357,15 @@ std::optional<uint64_t> PeekVersionNext(std::string_view bytes) {
   return (*r)->next_timestamp();
 }
 
+std::optional<StatePeek> PeekState(std::string_view bytes) {
+  auto r = Verified<fbs::StateRecord>(bytes, fbs::StateRecordIdentifier(), "state");
+  if (!r.ok()) return std::nullopt;
+  const fbs::StateRecord* p = *r;
+  return StatePeek{.deleted = p->doc() == nullptr,
+                   .position = {p->timestamp(), p->tick()},
+                   .last_change_seq = p->last_change_seq()};
+}
+
 std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes) {
   auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(),
                                           "entity_seq");

@@ -131,6 +131,17 @@ absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
 std::optional<uint64_t> PeekVersionNext(std::string_view bytes);
 std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes);
 
+// What a snapshot as of a past point needs to know of a state record before
+// it seeks the entity's versions: a tombstone whose delete is at or before
+// that point means the entity does not exist there. nullopt when the buffer
+// does not verify (the caller then seeks as usual).
+struct StatePeek {
+  bool deleted = false;
+  Position position;             // of the newest version
+  uint64_t last_change_seq = 0;  // of the newest entity_seq entry
+};
+std::optional<StatePeek> PeekState(std::string_view bytes);
+
 }  // namespace cairn::records
 
 #endif  // CAIRN_ENGINE_SRC_RECORDS_H_
