@@ -50,7 +50,7 @@ def main():
                 shell_state = declared[-1].replace("declare -- ", "")
                 out = out.replace(declared[-1], "").strip()
             ok = p.returncode == 0
-            query = re.match(r"\s*cairn (get|snapshot|history|stats|health|subscribe|session)",
+            query = re.match(r"\s*cairn (get|snapshot|history|stats|health|subscribe|session|checkpoint|source get)",
                              command)
             if ok and query and not out.strip() and "=$(" not in command:
                 ok = False
