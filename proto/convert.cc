@@ -1,9 +1,11 @@
 #include "convert.h"
 
 #include <algorithm>
+#include <map>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/unknown_field_set.h"
 
 #include "cairn/status.h"
 
@@ -67,6 +69,49 @@ absl::Status CheckUtf8At(const google::protobuf::Message& m, const std::string& 
 }  // namespace
 
 absl::Status CheckUtf8(const google::protobuf::Message& m) { return CheckUtf8At(m, ""); }
+
+namespace {
+
+// Walks a message parsed without its schema alongside the schema `d`.
+bool FindBadUtf8(const google::protobuf::Descriptor* d, const google::protobuf::UnknownFieldSet& fs,
+                 const std::string& prefix, int depth, std::string* path) {
+  using google::protobuf::FieldDescriptor;
+  using google::protobuf::UnknownField;
+  if (depth > 32) return false;
+  std::map<int, int> seen;  // repeated fields: the index of each occurrence
+  for (int i = 0; i < fs.field_count(); ++i) {
+    const UnknownField& f = fs.field(i);
+    const FieldDescriptor* fd = d->FindFieldByNumber(f.number());
+    if (fd == nullptr || f.type() != UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    int k = seen[f.number()]++;
+    std::string name = prefix.empty() ? fd->name() : absl::StrCat(prefix, ".", fd->name());
+    if (fd->is_repeated()) absl::StrAppend(&name, "[", k, "]");
+    if (fd->type() == FieldDescriptor::TYPE_STRING && !IsValidUtf8(f.length_delimited())) {
+      *path = name;
+      return true;
+    }
+    if (fd->type() == FieldDescriptor::TYPE_MESSAGE) {
+      google::protobuf::UnknownFieldSet sub;
+      if (sub.ParseFromString(f.length_delimited()) &&
+          FindBadUtf8(fd->message_type(), sub, name, depth + 1, path)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string WhyUnparsable(const google::protobuf::Descriptor* d, std::string_view bytes) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return "it is not a protobuf message";
+  }
+  std::string path;
+  if (FindBadUtf8(d, fields, "", 0, &path)) return absl::StrCat(path, " is not valid UTF-8");
+  return "a field does not hold what its type says";
+}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;

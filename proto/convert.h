@@ -24,6 +24,10 @@ grpc::Status ToGrpc(const absl::Status& s);
 // "events[2].key") that is not valid UTF-8: protobuf would refuse to send or
 // parse such a message without saying which field it was.
 absl::Status CheckUtf8(const google::protobuf::Message& m);
+// Why `bytes` does not parse as a message of type `d`: the path of the first
+// `string` field holding invalid UTF-8 ("events[3].key is not valid UTF-8"),
+// or that it is no protobuf message at all. Never quotes the bytes.
+std::string WhyUnparsable(const google::protobuf::Descriptor* d, std::string_view bytes);
 absl::Status FromGrpc(const grpc::Status& s);
 
 v1::Position ToProto(Position p);

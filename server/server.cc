@@ -23,7 +23,6 @@
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
-#include "cairn/v1/diagnosis.pb.h"
 #include "convert.h"
 
 namespace cairn::server {
@@ -180,28 +179,16 @@ class IngestWorker {
   std::thread thread_;
 };
 
-// Why a received message did not parse as `Request`: the first string field
-// holding invalid UTF-8 (proto3 refuses the whole message for it), or that it
-// is no protobuf message at all. Never echoes the message.
-std::string WhyUnparsable(const v1::IngestRequest*, const std::string& bytes) {
-  v1::diagnosis::IngestRequest d;
-  if (!d.ParseFromString(bytes)) return "it is not a protobuf message";
-  for (int i = 0; i < d.events_size(); ++i) {
-    const v1::diagnosis::Event& e = d.events(i);
-    for (auto [field, value] : {std::pair{"source", &e.source()}, {"collection", &e.collection()},
-                                {"key", &e.key()}, {"payload", &e.payload()},
-                                {"event_id", &e.event_id()}}) {
-      if (!IsValidUtf8(*value)) return absl::StrCat("events[", i, "].", field, " is not valid UTF-8");
+// The bytes of a received message.
+std::string Bytes(const grpc::ByteBuffer& buf) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (buf.Dump(&slices).ok()) {
+    for (const grpc::Slice& sl : slices) {
+      bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
     }
   }
-  return "a field does not hold what its type says";
-}
-
-std::string WhyUnparsable(const v1::IngestRawRequest*, const std::string& bytes) {
-  v1::diagnosis::IngestRawRequest d;
-  if (!d.ParseFromString(bytes)) return "it is not a protobuf message";
-  if (!IsValidUtf8(d.source())) return "source is not valid UTF-8";
-  return "a field does not hold what its type says";
+  return bytes;
 }
 
 // The stream is read as raw bytes and parsed here, not by gRPC: a message
@@ -335,16 +322,10 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
 
   // Parses read_buf_ into *request; on failure sets unparsable_reason_.
   bool ParseRequest(Request* request) {
-    std::vector<grpc::Slice> slices;
-    std::string bytes;
-    if (read_buf_.Dump(&slices).ok()) {
-      for (const grpc::Slice& sl : slices) {
-        bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-      }
-    }
+    std::string bytes = Bytes(read_buf_);
     read_buf_.Clear();
     if (request->ParseFromString(bytes)) return true;
-    unparsable_reason_ = WhyUnparsable(request, bytes);
+    unparsable_reason_ = wire::WhyUnparsable(Request::descriptor(), bytes);
     return false;
   }
 
@@ -515,39 +496,77 @@ class IngestService final
 // ---------------------------------------------------------------------------
 // Sessions.
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx,
-                                const grpc::Status& s) {
+// Unary calls are registered raw and parsed here: gRPC's callback API
+// answers a request it cannot parse with UNIMPLEMENTED and no message
+// (grpc/grpc#30454). Here the token comes first (an unauthenticated caller
+// learns nothing), then a request that does not parse is INVALID_ARGUMENT
+// naming the field (a string that is not UTF-8), then the handler runs.
+template <typename Req, typename Resp, typename Fn>
+grpc::ServerUnaryReactor* Unary(Deps* deps, grpc::CallbackServerContext* ctx,
+                                const grpc::ByteBuffer* in, grpc::ByteBuffer* out, Fn handler) {
   auto* r = ctx->DefaultReactor();
+  const std::string& method = Req::descriptor()->full_name();
+  if (grpc::Status s = deps->auth->Authenticate(ctx, method); !s.ok()) {
+    r->Finish(s);
+    return r;
+  }
+  std::string bytes = Bytes(*in);
+  Req req;
+  if (!req.ParseFromString(bytes)) {
+    r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                           absl::StrCat("the request is not a ", method, ": ",
+                                        wire::WhyUnparsable(Req::descriptor(), bytes))));
+    return r;
+  }
+  Resp resp;
+  grpc::Status s = handler(&req, &resp);
+  bool own = false;
+  if (s.ok()) s = grpc::SerializationTraits<Resp>::Serialize(resp, out, &own);
   r->Finish(s);
   return r;
 }
 
-class SessionsService final : public v1::Sessions::CallbackService {
+class SessionsService final
+    : public v1::Sessions::WithRawCallbackMethod_Open<
+          v1::Sessions::WithRawCallbackMethod_Upsert<v1::Sessions::WithRawCallbackMethod_Delete<
+              v1::Sessions::WithRawCallbackMethod_Close<v1::Sessions::Service>>>> {
  public:
   explicit SessionsService(Deps* deps) : deps_(deps) {}
 
-  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
-                                 const v1::OpenSessionRequest* req,
-                                 v1::OpenSessionResponse* resp) override {
+    grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
+        deps_, ctx, in, out, [&](const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
+          return DoOpen(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoOpen(grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
     if (grpc::Status s = deps_->auth->CanWrite(ctx, "Sessions.Open", req->source()); !s.ok())
-      return Reply(ctx, s);
+      return s;
     auto id = deps_->store->OpenSession(req->source(), req->collection(),
                                         static_cast<SessionMode>(req->mode()));
     if (id.ok()) resp->set_session_id(*id);
-    return Reply(ctx, ToGrpc(id.status()));
+    return ToGrpc(id.status());
   }
 
-  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
-                                   const v1::SessionUpsertRequest* req,
-                                   v1::SessionReport* resp) override {
+    grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::SessionUpsertRequest, v1::SessionReport>(
+        deps_, ctx, in, out, [&](const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
+          return DoUpsert(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoUpsert(grpc::CallbackServerContext* ctx, const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
     auto info = Authorize(ctx, "Sessions.Upsert", req->session_id());
-    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    if (!info.ok()) return ToGrpc(info.status());
     std::vector<SessionRecord> records;
     for (const auto& r : req->records())
       records.push_back({r.key(), r.document()});
     if (records.empty() && !req->payload().empty()) {
       auto decoded = DecodeRecords(*info, req->payload());
-      if (!decoded.ok()) return Reply(ctx, ToGrpc(decoded.status()));
+      if (!decoded.ok()) return ToGrpc(decoded.status());
       records = *std::move(decoded);
     }
     auto keys =
@@ -555,34 +574,46 @@ class SessionsService final : public v1::Sessions::CallbackService {
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
-    return Reply(ctx, ToGrpc(keys.status()));
+    return ToGrpc(keys.status());
   }
 
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
-                                   const v1::SessionDeleteRequest* req,
-                                   v1::SessionReport* resp) override {
+    grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::SessionDeleteRequest, v1::SessionReport>(
+        deps_, ctx, in, out, [&](const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
+          return DoDelete(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoDelete(grpc::CallbackServerContext* ctx, const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
     auto info = Authorize(ctx, "Sessions.Delete", req->session_id());
-    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    if (!info.ok()) return ToGrpc(info.status());
     auto keys = deps_->store->SessionDelete(
         req->session_id(), {req->keys().begin(), req->keys().end()});
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
-    return Reply(ctx, ToGrpc(keys.status()));
+    return ToGrpc(keys.status());
   }
 
-  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx,
-                                  const v1::CloseSessionRequest* req,
-                                  v1::CloseSessionResponse* resp) override {
+    grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
+        deps_, ctx, in, out, [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
+          return DoClose(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoClose(grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
     auto info = Authorize(ctx, "Sessions.Close", req->session_id());
-    if (!info.ok()) return Reply(ctx, ToGrpc(info.status()));
+    if (!info.ok()) return ToGrpc(info.status());
     auto r = deps_->store->CloseSession(req->session_id(), req->commit());
     if (r.ok()) {
       resp->set_first_seq(r->first_seq);
       resp->set_last_seq(r->last_seq);
       resp->set_applied(r->applied);
     }
-    return Reply(ctx, ToGrpc(r.status()));
+    return ToGrpc(r.status());
   }
 
  private:
@@ -1003,20 +1034,30 @@ void SubscribeReactor::OnDone() {
   delete this;
 }
 
-class QueryService final : public v1::Query::CallbackService {
+class QueryService final
+    : public v1::Query::WithRawCallbackMethod_Get<v1::Query::WithRawCallbackMethod_History<
+          v1::Query::WithRawCallbackMethod_CommitCheckpoint<
+              v1::Query::WithRawCallbackMethod_GetCheckpoint<v1::Query::WithCallbackMethod_Snapshot<
+                  v1::Query::WithCallbackMethod_Subscribe<v1::Query::Service>>>>>> {
  public:
   QueryService(Deps* deps, Dispatcher* dispatcher)
       : deps_(deps), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
-                                const v1::GetRequest* req,
-                                v1::Entity* resp) override {
+    grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::GetRequest, v1::Entity>(
+        deps_, ctx, in, out, [&](const v1::GetRequest* req, v1::Entity* resp) {
+          return DoGet(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* req, v1::Entity* resp) {
     if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Get", {req->collection()}); !s.ok()) {
-      return Reply(ctx, s);
+      return s;
     }
     auto e = deps_->store->Get(req->collection(), req->key());
     if (e.ok()) ToProto(*e, resp);
-    return Reply(ctx, ToGrpc(e.status()));
+    return ToGrpc(e.status());
   }
 
   grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(
@@ -1025,12 +1066,18 @@ class QueryService final : public v1::Query::CallbackService {
     return new SnapshotReactor(deps_, dispatcher_, ctx, req);
   }
 
-  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
-                                    const v1::HistoryRequest* req,
-                                    v1::HistoryResponse* resp) override {
+    grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::HistoryRequest, v1::HistoryResponse>(
+        deps_, ctx, in, out, [&](const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
+          return DoHistory(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoHistory(grpc::CallbackServerContext* ctx, const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
     if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.History", {req->collection()});
         !s.ok()) {
-      return Reply(ctx, s);
+      return s;
     }
     HistoryOptions o{.reverse = req->reverse(), .limit = req->limit()};
     if (req->has_from_position())
@@ -1042,7 +1089,7 @@ class QueryService final : public v1::Query::CallbackService {
     if (versions.ok()) {
       for (const auto& v : *versions) ToProto(v, resp->add_versions());
     }
-    return Reply(ctx, ToGrpc(versions.status()));
+    return ToGrpc(versions.status());
   }
 
   grpc::ServerWriteReactor<v1::SubscribeItem>* Subscribe(
@@ -1108,32 +1155,44 @@ class QueryService final : public v1::Query::CallbackService {
   // Checkpoints belong to a read scope (see CommitCheckpointRequest): a
   // token may create one only for collections it can read, and read or move
   // one only when it can read the whole scope the checkpoint was made for.
-  grpc::ServerUnaryReactor* CommitCheckpoint(
-      grpc::CallbackServerContext* ctx, const v1::CommitCheckpointRequest* req,
-      v1::CommitCheckpointResponse*) override {
+    grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::CommitCheckpointRequest, v1::CommitCheckpointResponse>(
+        deps_, ctx, in, out, [&](const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse* resp) {
+          return DoCommitCheckpoint(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoCommitCheckpoint(grpc::CallbackServerContext* ctx, const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse*) {
     constexpr const char* kMethod = "Query.CommitCheckpoint";
     std::vector<std::string> collections(req->collections().begin(), req->collections().end());
     if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, collections); !s.ok())
-      return Reply(ctx, s);
+      return s;
     auto may_move = [&](const Store::CheckpointInfo& existing) {
       return FromGrpc(deps_->auth->CanRead(ctx, kMethod, existing.collections));
     };
-    return Reply(ctx, ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq(), collections,
-                                                         may_move)));
+    return ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq(), collections,
+                                                         may_move));
   }
 
-  grpc::ServerUnaryReactor* GetCheckpoint(
-      grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req,
-      v1::GetCheckpointResponse* resp) override {
+    grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
+        deps_, ctx, in, out, [&](const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
+          return DoGetCheckpoint(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoGetCheckpoint(grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
     constexpr const char* kMethod = "Query.GetCheckpoint";
-    if (grpc::Status s = deps_->auth->Authenticate(ctx, kMethod); !s.ok()) return Reply(ctx, s);
+    if (grpc::Status s = deps_->auth->Authenticate(ctx, kMethod); !s.ok()) return s;
     auto cp = deps_->store->GetCheckpointInfo(req->name());
-    if (!cp.ok()) return Reply(ctx, ToGrpc(cp.status()));
+    if (!cp.ok()) return ToGrpc(cp.status());
     if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, cp->collections); !s.ok())
-      return Reply(ctx, s);
+      return s;
     resp->set_seq(cp->seq);
     for (const std::string& c : cp->collections) resp->add_collections(c);
-    return Reply(ctx, grpc::Status::OK);
+    return grpc::Status::OK;
   }
 
  private:
@@ -1151,52 +1210,90 @@ constexpr const char* kAdmin = "Admin";
 constexpr int kMaxStatsEntries = 1000;
 constexpr uint64_t kMaxRetentionSeconds = uint64_t{100} * 365 * 24 * 3600;
 
-class AdminService final : public v1::Admin::CallbackService {
+class AdminService final
+    : public v1::Admin::WithRawCallbackMethod_PutSource<v1::Admin::WithRawCallbackMethod_GetSource<
+          v1::Admin::WithRawCallbackMethod_ListSources<v1::Admin::WithRawCallbackMethod_RemoveSource<
+              v1::Admin::WithRawCallbackMethod_Stats<v1::Admin::WithRawCallbackMethod_SetRetention<
+                  v1::Admin::WithRawCallbackMethod_GetRetention<
+                      v1::Admin::WithRawCallbackMethod_Compact<
+                          v1::Admin::WithRawCallbackMethod_ListCheckpoints<
+                              v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
+                                  v1::Admin::Service>>>>>>>>>> {
  public:
   AdminService(Deps* deps, Dispatcher* dispatcher)
       : deps_(deps), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
-                                      const v1::PutSourceRequest* req,
-                                      v1::PutSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
-    SourceDefinition source = FromProto(req->source());
-    if (absl::Status s = formats::CheckSource(source); !s.ok()) return Reply(ctx, ToGrpc(s));
-    return Reply(ctx, ToGrpc(deps_->store->PutSource(source)));
+    grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::PutSourceRequest, v1::PutSourceResponse>(
+        deps_, ctx, in, out, [&](const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
+          return DoPutSource(ctx, req, resp);
+        });
   }
-  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
-                                      const v1::GetSourceRequest* req,
-                                      v1::Source* resp) override {
+
+  grpc::Status DoPutSource(grpc::CallbackServerContext* ctx, const v1::PutSourceRequest* req, v1::PutSourceResponse*) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
+      return s;
+    SourceDefinition source = FromProto(req->source());
+    if (absl::Status s = formats::CheckSource(source); !s.ok()) return ToGrpc(s);
+    return ToGrpc(deps_->store->PutSource(source));
+  }
+    grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::GetSourceRequest, v1::Source>(
+        deps_, ctx, in, out, [&](const v1::GetSourceRequest* req, v1::Source* resp) {
+          return DoGetSource(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoGetSource(grpc::CallbackServerContext* ctx, const v1::GetSourceRequest* req, v1::Source* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
+      return s;
     auto d = deps_->store->GetSource(req->name());
     if (d.ok()) ToProto(*d, resp);
-    return Reply(ctx, ToGrpc(d.status()));
+    return ToGrpc(d.status());
   }
-  grpc::ServerUnaryReactor* ListSources(
-      grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
-      v1::ListSourcesResponse* resp) override {
+    grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::ListSourcesRequest, v1::ListSourcesResponse>(
+        deps_, ctx, in, out, [&](const v1::ListSourcesRequest* req, v1::ListSourcesResponse* resp) {
+          return DoListSources(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoListSources(grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*, v1::ListSourcesResponse* resp) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
+      return s;
     auto all = deps_->store->ListSources();
     if (all.ok()) {
       for (const auto& d : *all) ToProto(d, resp->add_sources());
     }
-    return Reply(ctx, ToGrpc(all.status()));
+    return ToGrpc(all.status());
   }
-  grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
-                                         const v1::RemoveSourceRequest* req,
-                                         v1::RemoveSourceResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
-    return Reply(ctx, ToGrpc(deps_->store->RemoveSource(req->name())));
+    grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::RemoveSourceRequest, v1::RemoveSourceResponse>(
+        deps_, ctx, in, out, [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
+          return DoRemoveSource(ctx, req, resp);
+        });
   }
-  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
-                                  const v1::StatsRequest*,
-                                  v1::StatsResponse* resp) override {
+
+  grpc::Status DoRemoveSource(grpc::CallbackServerContext* ctx, const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse*) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
+      return s;
+    return ToGrpc(deps_->store->RemoveSource(req->name()));
+  }
+    grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::StatsRequest, v1::StatsResponse>(
+        deps_, ctx, in, out, [&](const v1::StatsRequest* req, v1::StatsResponse* resp) {
+          return DoStats(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoStats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*, v1::StatsResponse* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
+      return s;
     StoreStats st = deps_->store->Stats();
     resp->set_last_seq(st.last_seq);
     resp->set_oldest_seq(st.oldest_seq);
@@ -1224,7 +1321,7 @@ class AdminService final : public v1::Admin::CallbackService {
       sub->set_lag(st.last_seq > delivered ? st.last_seq - delivered : 0);
     }
     auto checkpoints = deps_->store->ListCheckpoints();
-    if (!checkpoints.ok()) return Reply(ctx, ToGrpc(checkpoints.status()));
+    if (!checkpoints.ok()) return ToGrpc(checkpoints.status());
     for (const auto& [name, seq] : *checkpoints) {
       // A name stored before names were bounded is left out, not sent.
       if (resp->checkpoints_size() >= kMaxStatsEntries || name.size() > kMaxNameBytes) {
@@ -1234,15 +1331,21 @@ class AdminService final : public v1::Admin::CallbackService {
       }
       (*resp->mutable_checkpoints())[name] = seq;
     }
-    return Reply(ctx, grpc::Status::OK);
+    return grpc::Status::OK;
   }
 
-  grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
-                                            const v1::ListCheckpointsRequest* req,
-                                            v1::ListCheckpointsResponse* resp) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return Reply(ctx, s);
+    grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
+        deps_, ctx, in, out, [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
+          return DoListCheckpoints(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoListCheckpoints(grpc::CallbackServerContext* ctx, const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     auto all = deps_->store->ListCheckpointInfos();
-    if (!all.ok()) return Reply(ctx, ToGrpc(all.status()));
+    if (!all.ok()) return ToGrpc(all.status());
     int limit = req->limit() == 0 || req->limit() > kMaxStatsEntries
                     ? kMaxStatsEntries
                     : static_cast<int>(req->limit());
@@ -1256,50 +1359,74 @@ class AdminService final : public v1::Admin::CallbackService {
       c->set_seq(it->second.seq);
       for (const std::string& col : it->second.collections) c->add_collections(col);
     }
-    return Reply(ctx, grpc::Status::OK);
+    return grpc::Status::OK;
   }
 
-  grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx,
-                                             const v1::DeleteCheckpointRequest* req,
-                                             v1::DeleteCheckpointResponse*) override {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return Reply(ctx, s);
-    return Reply(ctx, ToGrpc(deps_->store->DeleteCheckpoint(req->name())));
+    grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::DeleteCheckpointRequest, v1::DeleteCheckpointResponse>(
+        deps_, ctx, in, out, [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
+          return DoDeleteCheckpoint(ctx, req, resp);
+        });
   }
-  grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
-                                         const v1::SetRetentionRequest* req,
-                                         v1::SetRetentionResponse*) override {
+
+  grpc::Status DoDeleteCheckpoint(grpc::CallbackServerContext* ctx, const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse*) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
+    return ToGrpc(deps_->store->DeleteCheckpoint(req->name()));
+  }
+    grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::SetRetentionRequest, v1::SetRetentionResponse>(
+        deps_, ctx, in, out, [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
+          return DoSetRetention(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoSetRetention(grpc::CallbackServerContext* ctx, const v1::SetRetentionRequest* req, v1::SetRetentionResponse*) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
+      return s;
     RetentionOptions r;
     if (uint64_t age = req->retention().max_age_seconds(); age > kMaxRetentionSeconds) {
-      return Reply(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                      absl::StrCat("retention.max_age_seconds ", age,
                                                   " is out of range: 0 (no age limit) to ",
-                                                  kMaxRetentionSeconds, " (100 years)")));
+                                                  kMaxRetentionSeconds, " (100 years)"));
     }
     if (req->retention().max_age_seconds()) {
       r.max_age = absl::Seconds(static_cast<int64_t>(req->retention().max_age_seconds()));
     }
     if (req->retention().max_commits())
       r.max_commits = req->retention().max_commits();
-    return Reply(ctx, ToGrpc(deps_->store->SetRetention(r)));
+    return ToGrpc(deps_->store->SetRetention(r));
   }
-  grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
-                                         const v1::GetRetentionRequest*,
-                                         v1::Retention* resp) override {
+    grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::GetRetentionRequest, v1::Retention>(
+        deps_, ctx, in, out, [&](const v1::GetRetentionRequest* req, v1::Retention* resp) {
+          return DoGetRetention(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoGetRetention(grpc::CallbackServerContext* ctx, const v1::GetRetentionRequest*, v1::Retention* resp) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
+      return s;
     RetentionOptions r = deps_->store->Retention();
     if (r.max_age) resp->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
     if (r.max_commits) resp->set_max_commits(*r.max_commits);
-    return Reply(ctx, grpc::Status::OK);
+    return grpc::Status::OK;
   }
-  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
-                                    const v1::CompactRequest*,
-                                    v1::CompactResponse*) override {
+    grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
+    return Unary<v1::CompactRequest, v1::CompactResponse>(
+        deps_, ctx, in, out, [&](const v1::CompactRequest* req, v1::CompactResponse* resp) {
+          return DoCompact(ctx, req, resp);
+        });
+  }
+
+  grpc::Status DoCompact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*, v1::CompactResponse*) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return Reply(ctx, s);
-    return Reply(ctx, ToGrpc(deps_->store->CompactNow()));
+      return s;
+    return ToGrpc(deps_->store->CompactNow());
   }
 
  private:

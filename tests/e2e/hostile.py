@@ -26,8 +26,7 @@ import grpc
 
 from harness import Cairnd, ack_code, call, expect, expect_ack
 
-pb = None    # cairn.v1 messages, imported in main()
-diag = None  # cairn.v1.diagnosis: the same field numbers, strings as bytes
+pb = None  # cairn.v1 messages, imported in main()
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -53,6 +52,22 @@ def ingest(ch, events, batch_id=1, token=None):
 def digest(tool, data_dir):
     return subprocess.run([tool, data_dir], check=True, capture_output=True,
                           text=True).stdout.strip()
+
+
+def varint(n):
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def wire(*fields):
+    """A protobuf message by hand: (field number, bytes) pairs, each
+    length-delimited -- so a `string` field can hold bytes that are not
+    UTF-8, which the generated classes refuse to build."""
+    return b"".join(varint(num << 3 | 2) + varint(len(data)) + data for num, data in fields)
 
 
 def deep_array(n=DEEP):
@@ -170,15 +185,25 @@ def rejected_requests_store_nothing(args, tmp):
     code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream",
                         [good, b"\xff\xff\xff", later], pb.IngestAck)
     assert code == INVALID and "message 1" in msg and "not a protobuf" in msg, (code, msg)
-    bad_utf8 = diag.IngestRequest(events=[diag.Event(source=b"billing", collection=b"account",
-                                                     key=b'"ab\xff\xfecd"', payload=b"{}")])
-    code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream",
-                        [bad_utf8.SerializeToString(), later], pb.IngestAck)
+    # IngestRequest.events (2) holding an Event whose key (3) is not UTF-8.
+    bad_utf8 = wire((2, wire((1, b"billing"), (2, b"account"), (3, b'"ab\xff\xfecd"'),
+                             (6, b"{}"))))
+    code, msg, _ = call(ch, "Ingest", "IngestEvents", "stream_stream", [bad_utf8, later],
+                        pb.IngestAck)
     assert code == INVALID and "events[0].key is not valid UTF-8" in msg, (code, msg)
     code, msg, _ = call(ch, "Ingest", "IngestPayloads", "stream_stream",
-                        [diag.IngestRawRequest(source=b"bil\xffling").SerializeToString()],
-                        pb.IngestAck)
+                        [wire((2, b"bil\xffling"))], pb.IngestAck)
     assert code == INVALID and "source is not valid UTF-8" in msg, (code, msg)
+    # Unary calls too (gRPC alone answers UNIMPLEMENTED with no message).
+    expect(call(ch, "Query", "Get", "unary_unary", wire((1, b"account"), (2, b'"ab\xff"')),
+                pb.Entity), INVALID, "cairn.v1.GetRequest", "key is not valid UTF-8",
+           what="Get with a key that is not UTF-8")
+    expect(call(ch, "Admin", "PutSource", "unary_unary",
+                wire((1, wire((1, b"s"), (2, b"canonical"), (5, b"\xc3(")))),
+                pb.PutSourceResponse), INVALID, "source.default_collection is not valid UTF-8",
+           what="PutSource with a field that is not UTF-8")
+    expect(call(ch, "Query", "History", "unary_unary", b"\xff\xff\xff", pb.HistoryResponse),
+           INVALID, "not a protobuf message", what="History garbage")
     expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account",
                                                                  key='"late"'), pb.Entity),
            NOT_FOUND)
@@ -415,6 +440,9 @@ def auth_matrix(args, tmp):
                             [pb.IngestRawRequest(batch_id=1, source=source, payload=b"{}")],
                             pb.IngestAck, "t-other"), DENIED, what=f"payloads into {source}")
         assert source in a.message, a
+    # Even a request that does not parse learns nothing without a token.
+    expect(call(ch, "Query", "Get", "unary_unary", b"\xff\xff\xff", pb.Entity), UNAUTH,
+           what="garbage without a token")
     ids = [session(admin) for _ in range(3)]
     assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids
     common = [sum(x == y for x, y in zip(a, b)) for a, b in zip(ids, ids[1:])]
@@ -581,7 +609,7 @@ def resource_bounds(args, tmp):
 
 
 def main():
-    global pb, diag
+    global pb
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairnd", required=True)
     ap.add_argument("--digest", required=True)
@@ -591,8 +619,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, args.pyout)
     from cairn.v1 import cairn_pb2
-    from cairn.v1 import diagnosis_pb2
-    pb, diag = cairn_pb2, diagnosis_pb2
+    pb = cairn_pb2
     sections = [rejected_requests_store_nothing, accepted_bounds, auth_matrix, startup_refusals,
                 resource_bounds]
     passed = failed = 0
