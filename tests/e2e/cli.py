@@ -11,12 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
-from harness import Cairnd
+from harness import Cairnd, run_sections
 
 TS = 1_700_000_000_000_000
 
@@ -238,22 +236,7 @@ def main():
     args = ap.parse_args()
     sections = [ingest_policy, ingest_sizes, ingest_survives_restart, options_and_text,
                 checkpoints_and_sessions]
-    passed = failed = 0
-    for section in sections:
-        if args.only and args.only not in section.__name__:
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.time()
-            try:
-                section(args, tmp)
-                passed += 1
-                print(f"PASS {section.__name__} ({time.time() - start:.1f} s)")
-            except Exception:  # noqa: BLE001 - report every section
-                failed += 1
-                print(f"FAIL {section.__name__}")
-                traceback.print_exc()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_sections(sections, args)
 
 
 if __name__ == "__main__":

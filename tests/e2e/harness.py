@@ -3,8 +3,10 @@ grpc's generic stubs, and status assertions."""
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
+import traceback
 
 import grpc
 
@@ -110,3 +112,25 @@ def expect_ack(result, code, *words, what=""):
     for w in words:
         assert w in acks[0].message, f"{what}: ack message lacks {w!r}: {acks[0].message[:300]}"
     return acks[0]
+
+
+def run_sections(sections, args):
+    """Runs each section (a function of args and a fresh temporary folder)
+    whose name contains args.only, reports PASS/FAIL per section and closes
+    with the 'N passed, N failed' line; exits non-zero on any failure."""
+    passed = failed = 0
+    for section in sections:
+        if args.only and args.only not in section.__name__:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.time()
+            try:
+                section(args, tmp)
+                passed += 1
+                print(f"PASS {section.__name__} ({time.time() - start:.1f} s)")
+            except Exception:  # noqa: BLE001 - report every section
+                failed += 1
+                print(f"FAIL {section.__name__}")
+                traceback.print_exc()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

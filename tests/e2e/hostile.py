@@ -18,13 +18,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 import grpc
 
-from harness import Cairnd, ack_code, call, expect, expect_ack
+from harness import Cairnd, ack_code, call, expect, expect_ack, run_sections
 
 pb = None  # cairn.v1 messages, imported in main()
 
@@ -622,22 +620,7 @@ def main():
     pb = cairn_pb2
     sections = [rejected_requests_store_nothing, accepted_bounds, auth_matrix, startup_refusals,
                 resource_bounds]
-    passed = failed = 0
-    for section in sections:
-        if args.only and args.only not in section.__name__:
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.time()
-            try:
-                section(args, tmp)
-                passed += 1
-                print(f"PASS {section.__name__} ({time.time() - start:.1f} s)")
-            except Exception:  # noqa: BLE001 - report every section
-                failed += 1
-                print(f"FAIL {section.__name__}")
-                traceback.print_exc()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_sections(sections, args)
 
 
 if __name__ == "__main__":
