@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
@@ -179,6 +180,13 @@ class IngestWorker {
   std::thread thread_;
 };
 
+// Serializes a message for a raw method's write or reply.
+template <typename Msg>
+grpc::Status Serialize(const Msg& m, grpc::ByteBuffer* out) {
+  bool own = false;
+  return grpc::SerializationTraits<Msg>::Serialize(m, out, &own);
+}
+
 // The bytes of a received message.
 std::string Bytes(const grpc::ByteBuffer& buf) {
   std::vector<grpc::Slice> slices;
@@ -320,13 +328,17 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
  private:
   static const char* const kMethod;
 
-  // Parses read_buf_ into *request; on failure sets unparsable_reason_.
+  // Parses read_buf_ into *request (straight from gRPC's slices, as gRPC
+  // itself would); on failure sets unparsable_reason_.
   bool ParseRequest(Request* request) {
-    std::string bytes = Bytes(read_buf_);
+    bool ok;
+    {
+      grpc::ProtoBufferReader reader(&read_buf_);
+      ok = request->ParseFromZeroCopyStream(&reader);
+    }
+    if (!ok) unparsable_reason_ = wire::WhyUnparsable(Request::descriptor(), Bytes(read_buf_));
     read_buf_.Clear();
-    if (request->ParseFromString(bytes)) return true;
-    unparsable_reason_ = wire::WhyUnparsable(Request::descriptor(), bytes);
-    return false;
+    return ok;
   }
 
   // The batch's events, or nullopt with the failure in `ack`.
@@ -381,9 +393,7 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       }
     }
     write_buf_.Clear();
-    bool own = false;
-    if (!grpc::SerializationTraits<v1::IngestAck>::Serialize(current_ack_, &write_buf_, &own)
-             .ok()) {
+    if (!Serialize(current_ack_, &write_buf_).ok()) {
       // An ack is built by cairnd itself: failing to serialize one is a bug.
       spdlog::error("cannot serialize an ingest ack");
     }
@@ -501,27 +511,30 @@ class IngestService final
 // (grpc/grpc#30454). Here the token comes first (an unauthenticated caller
 // learns nothing), then a request that does not parse is INVALID_ARGUMENT
 // naming the field (a string that is not UTF-8), then the handler runs.
+template <typename Req>
+grpc::Status ParseRequest(Deps* deps, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                          Req* req) {
+  const std::string& method = Req::descriptor()->full_name();
+  if (grpc::Status s = deps->auth->Authenticate(ctx, method); !s.ok()) return s;
+  std::string bytes = Bytes(*in);
+  if (req->ParseFromString(bytes)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the request is not a ", method, ": ",
+                                   wire::WhyUnparsable(Req::descriptor(), bytes)));
+}
+
 template <typename Req, typename Resp, typename Fn>
 grpc::ServerUnaryReactor* Unary(Deps* deps, grpc::CallbackServerContext* ctx,
                                 const grpc::ByteBuffer* in, grpc::ByteBuffer* out, Fn handler) {
   auto* r = ctx->DefaultReactor();
-  const std::string& method = Req::descriptor()->full_name();
-  if (grpc::Status s = deps->auth->Authenticate(ctx, method); !s.ok()) {
-    r->Finish(s);
-    return r;
-  }
-  std::string bytes = Bytes(*in);
   Req req;
-  if (!req.ParseFromString(bytes)) {
-    r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                           absl::StrCat("the request is not a ", method, ": ",
-                                        wire::WhyUnparsable(Req::descriptor(), bytes))));
+  if (grpc::Status s = ParseRequest(deps, ctx, in, &req); !s.ok()) {
+    r->Finish(s);
     return r;
   }
   Resp resp;
   grpc::Status s = handler(&req, &resp);
-  bool own = false;
-  if (s.ok()) s = grpc::SerializationTraits<Resp>::Serialize(resp, out, &own);
+  if (s.ok()) s = Serialize(resp, out);
   r->Finish(s);
   return r;
 }
@@ -533,8 +546,8 @@ class SessionsService final
  public:
   explicit SessionsService(Deps* deps) : deps_(deps) {}
 
-    grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
         deps_, ctx, in, out, [&](const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
           return DoOpen(ctx, req, resp);
@@ -550,8 +563,8 @@ class SessionsService final
     return ToGrpc(id.status());
   }
 
-    grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::SessionUpsertRequest, v1::SessionReport>(
         deps_, ctx, in, out, [&](const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
           return DoUpsert(ctx, req, resp);
@@ -577,8 +590,8 @@ class SessionsService final
     return ToGrpc(keys.status());
   }
 
-    grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::SessionDeleteRequest, v1::SessionReport>(
         deps_, ctx, in, out, [&](const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
           return DoDelete(ctx, req, resp);
@@ -596,8 +609,8 @@ class SessionsService final
     return ToGrpc(keys.status());
   }
 
-    grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
         deps_, ctx, in, out, [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
           return DoClose(ctx, req, resp);
@@ -658,10 +671,10 @@ class SessionsService final
 
 class Dispatcher;
 
-class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
+class SnapshotReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   SnapshotReactor(Deps* deps, Dispatcher* dispatcher, grpc::CallbackServerContext* ctx,
-                  const v1::SnapshotRequest* req);
+                  const grpc::ByteBuffer* in);
   void OnWriteDone(bool ok) override {
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
@@ -679,7 +692,9 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
     item_.Clear();
     ToProto(cursor_->entity(), item_.mutable_entity());
     item_.set_snapshot_seq(cursor_->seq());
-    StartWrite(&item_);
+    write_buf_.Clear();
+    if (grpc::Status s = Serialize(item_, &write_buf_); !s.ok()) return Finish(s);
+    StartWrite(&write_buf_);
   }
 
   Deps* deps_;
@@ -687,6 +702,7 @@ class SnapshotReactor : public grpc::ServerWriteReactor<v1::SnapshotItem> {
   bool reserved_ = false;  // holds a read-stream place
   std::unique_ptr<SnapshotCursor> cursor_;
   v1::SnapshotItem item_;
+  grpc::ByteBuffer write_buf_;  // item_, serialized: the write in flight
 };
 
 grpc::Status TooManyReadStreams(const Deps* deps) {
@@ -729,7 +745,7 @@ class ByteBudget {
 constexpr uint32_t kMaxSubscribeBatch = 1024;
 constexpr size_t kMaxSubscribeBatchBytes = 1 << 20;
 
-class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
+class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   SubscribeReactor(Dispatcher* dispatcher, Deps* deps, ByteBudget* budget,
                    grpc::CallbackServerContext* ctx, uint64_t id,
@@ -775,9 +791,6 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
     {
       absl::MutexLock l(&mu_);
       budget_->Give(write_bytes_);
-      // A large message's buffers go back now, not when the next one
-      // happens to be small.
-      if (write_bytes_ > (64 << 10)) item_ = v1::SubscribeItem();
       write_bytes_ = 0;
     }
     if (!ok)
@@ -812,6 +825,7 @@ class SubscribeReactor : public grpc::ServerWriteReactor<v1::SubscribeItem> {
   std::atomic<uint64_t> delivered_{0};
   std::optional<grpc::Status> pending_end_;  // set while writing
   v1::SubscribeItem item_;
+  grpc::ByteBuffer write_buf_;  // item_, serialized: the write in flight
   size_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // the message in flight, in the budget
   absl::Time write_started_ ABSL_GUARDED_BY(mu_);
   bool cut_off_ ABSL_GUARDED_BY(mu_) = false;
@@ -903,9 +917,14 @@ class Dispatcher {
 };
 
 SnapshotReactor::SnapshotReactor(Deps* deps, Dispatcher* dispatcher,
-                                 grpc::CallbackServerContext* ctx,
-                                 const v1::SnapshotRequest* req)
+                                 grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in)
     : deps_(deps), dispatcher_(dispatcher) {
+  v1::SnapshotRequest parsed;
+  if (grpc::Status s = ParseRequest(deps, ctx, in, &parsed); !s.ok()) {
+    Finish(s);
+    return;
+  }
+  const v1::SnapshotRequest* req = &parsed;
   std::vector<std::string> collections;
   if (!req->collection().empty()) collections.push_back(req->collection());
   if (grpc::Status s = deps->auth->CanRead(ctx, "Query.Snapshot", collections); !s.ok()) {
@@ -1008,10 +1027,23 @@ void SubscribeReactor::Pump() {
       }
       message_position_ = position;
       state_ = State::kWriting;
-      write_bytes_ = item_.ByteSizeLong();
-      budget_->Take(write_bytes_);
-      write_started_ = absl::Now();
-      StartWrite(&item_);
+      write_buf_.Clear();
+      if (grpc::Status s = Serialize(item_, &write_buf_); !s.ok()) {
+        state_ = State::kDone;
+        end = s;
+      } else {
+        // Serialized, the message is no longer needed: a large one's
+        // buffers go back now.
+        write_bytes_ = write_buf_.Length();
+        if (write_bytes_ > (64 << 10)) {
+          item_ = v1::SubscribeItem();
+        } else {
+          item_.Clear();
+        }
+        budget_->Take(write_bytes_);
+        write_started_ = absl::Now();
+        StartWrite(&write_buf_);
+      }
     }
   }
   // Finish last: OnDone (which deletes this) cannot run before it.
@@ -1037,14 +1069,15 @@ void SubscribeReactor::OnDone() {
 class QueryService final
     : public v1::Query::WithRawCallbackMethod_Get<v1::Query::WithRawCallbackMethod_History<
           v1::Query::WithRawCallbackMethod_CommitCheckpoint<
-              v1::Query::WithRawCallbackMethod_GetCheckpoint<v1::Query::WithCallbackMethod_Snapshot<
-                  v1::Query::WithCallbackMethod_Subscribe<v1::Query::Service>>>>>> {
+              v1::Query::WithRawCallbackMethod_GetCheckpoint<
+                  v1::Query::WithRawCallbackMethod_Snapshot<
+                      v1::Query::WithRawCallbackMethod_Subscribe<v1::Query::Service>>>>>> {
  public:
   QueryService(Deps* deps, Dispatcher* dispatcher)
       : deps_(deps), dispatcher_(dispatcher) {}
 
-    grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::GetRequest, v1::Entity>(
         deps_, ctx, in, out, [&](const v1::GetRequest* req, v1::Entity* resp) {
           return DoGet(ctx, req, resp);
@@ -1060,14 +1093,13 @@ class QueryService final
     return ToGrpc(e.status());
   }
 
-  grpc::ServerWriteReactor<v1::SnapshotItem>* Snapshot(
-      grpc::CallbackServerContext* ctx,
-      const v1::SnapshotRequest* req) override {
-    return new SnapshotReactor(deps_, dispatcher_, ctx, req);
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Snapshot(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* in) override {
+    return new SnapshotReactor(deps_, dispatcher_, ctx, in);
   }
 
-    grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::HistoryRequest, v1::HistoryResponse>(
         deps_, ctx, in, out, [&](const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
           return DoHistory(ctx, req, resp);
@@ -1092,18 +1124,20 @@ class QueryService final
     return ToGrpc(versions.status());
   }
 
-  grpc::ServerWriteReactor<v1::SubscribeItem>* Subscribe(
-      grpc::CallbackServerContext* ctx,
-      const v1::SubscribeRequest* req) override {
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Subscribe(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* in) override {
     auto fail = [](const grpc::Status& s) {
       // A reactor that only reports the error.
-      class Failed : public grpc::ServerWriteReactor<v1::SubscribeItem> {
+      class Failed : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
        public:
         explicit Failed(const grpc::Status& s) { Finish(s); }
         void OnDone() override { delete this; }
       };
       return new Failed(s);
     };
+    v1::SubscribeRequest parsed;
+    if (grpc::Status s = ParseRequest(deps_, ctx, in, &parsed); !s.ok()) return fail(s);
+    const v1::SubscribeRequest* req = &parsed;
     if (deps_->shutting_down.load()) return fail(Unavailable());
     std::vector<std::string> collections(req->collections().begin(),
                                          req->collections().end());
@@ -1155,8 +1189,8 @@ class QueryService final
   // Checkpoints belong to a read scope (see CommitCheckpointRequest): a
   // token may create one only for collections it can read, and read or move
   // one only when it can read the whole scope the checkpoint was made for.
-    grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::CommitCheckpointRequest, v1::CommitCheckpointResponse>(
         deps_, ctx, in, out, [&](const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse* resp) {
           return DoCommitCheckpoint(ctx, req, resp);
@@ -1175,8 +1209,8 @@ class QueryService final
                                                          may_move));
   }
 
-    grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
         deps_, ctx, in, out, [&](const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
           return DoGetCheckpoint(ctx, req, resp);
@@ -1223,8 +1257,8 @@ class AdminService final
   AdminService(Deps* deps, Dispatcher* dispatcher)
       : deps_(deps), dispatcher_(dispatcher) {}
 
-    grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::PutSourceRequest, v1::PutSourceResponse>(
         deps_, ctx, in, out, [&](const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
           return DoPutSource(ctx, req, resp);
@@ -1238,8 +1272,8 @@ class AdminService final
     if (absl::Status s = formats::CheckSource(source); !s.ok()) return ToGrpc(s);
     return ToGrpc(deps_->store->PutSource(source));
   }
-    grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::GetSourceRequest, v1::Source>(
         deps_, ctx, in, out, [&](const v1::GetSourceRequest* req, v1::Source* resp) {
           return DoGetSource(ctx, req, resp);
@@ -1253,8 +1287,8 @@ class AdminService final
     if (d.ok()) ToProto(*d, resp);
     return ToGrpc(d.status());
   }
-    grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::ListSourcesRequest, v1::ListSourcesResponse>(
         deps_, ctx, in, out, [&](const v1::ListSourcesRequest* req, v1::ListSourcesResponse* resp) {
           return DoListSources(ctx, req, resp);
@@ -1270,8 +1304,8 @@ class AdminService final
     }
     return ToGrpc(all.status());
   }
-    grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::RemoveSourceRequest, v1::RemoveSourceResponse>(
         deps_, ctx, in, out, [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
           return DoRemoveSource(ctx, req, resp);
@@ -1283,8 +1317,8 @@ class AdminService final
       return s;
     return ToGrpc(deps_->store->RemoveSource(req->name()));
   }
-    grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::StatsRequest, v1::StatsResponse>(
         deps_, ctx, in, out, [&](const v1::StatsRequest* req, v1::StatsResponse* resp) {
           return DoStats(ctx, req, resp);
@@ -1334,8 +1368,8 @@ class AdminService final
     return grpc::Status::OK;
   }
 
-    grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
         deps_, ctx, in, out, [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
           return DoListCheckpoints(ctx, req, resp);
@@ -1362,8 +1396,8 @@ class AdminService final
     return grpc::Status::OK;
   }
 
-    grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::DeleteCheckpointRequest, v1::DeleteCheckpointResponse>(
         deps_, ctx, in, out, [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
           return DoDeleteCheckpoint(ctx, req, resp);
@@ -1374,8 +1408,8 @@ class AdminService final
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     return ToGrpc(deps_->store->DeleteCheckpoint(req->name()));
   }
-    grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::SetRetentionRequest, v1::SetRetentionResponse>(
         deps_, ctx, in, out, [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
           return DoSetRetention(ctx, req, resp);
@@ -1399,8 +1433,8 @@ class AdminService final
       r.max_commits = req->retention().max_commits();
     return ToGrpc(deps_->store->SetRetention(r));
   }
-    grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::GetRetentionRequest, v1::Retention>(
         deps_, ctx, in, out, [&](const v1::GetRetentionRequest* req, v1::Retention* resp) {
           return DoGetRetention(ctx, req, resp);
@@ -1415,8 +1449,8 @@ class AdminService final
     if (r.max_commits) resp->set_max_commits(*r.max_commits);
     return grpc::Status::OK;
   }
-    grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
     return Unary<v1::CompactRequest, v1::CompactResponse>(
         deps_, ctx, in, out, [&](const v1::CompactRequest* req, v1::CompactResponse* resp) {
           return DoCompact(ctx, req, resp);

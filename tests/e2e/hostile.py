@@ -202,6 +202,13 @@ def rejected_requests_store_nothing(args, tmp):
            what="PutSource with a field that is not UTF-8")
     expect(call(ch, "Query", "History", "unary_unary", b"\xff\xff\xff", pb.HistoryResponse),
            INVALID, "not a protobuf message", what="History garbage")
+    # And the server streams: SubscribeRequest.keys (4), SnapshotRequest.key_prefix (4).
+    expect(call(ch, "Query", "Subscribe", "unary_stream", wire((4, b'"\xff"')),
+                pb.SubscribeItem), INVALID, "keys[0] is not valid UTF-8",
+           what="Subscribe with a key that is not UTF-8")
+    expect(call(ch, "Query", "Snapshot", "unary_stream", wire((3, b"c"), (4, b"\xe2\x82")),
+                pb.SnapshotItem), INVALID, "key_prefix is not valid UTF-8",
+           what="Snapshot with a prefix that is not UTF-8")
     expect(call(ch, "Query", "Get", "unary_unary", pb.GetRequest(collection="account",
                                                                  key='"late"'), pb.Entity),
            NOT_FOUND)
