@@ -8,7 +8,13 @@ DATA ?= ./data
 APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbuffers-dev \
   flatbuffers-compiler libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
-  libcli11-dev libvalijson-dev python3-grpcio python3-protobuf
+  libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite
+# valijson is header-only, but Debian's libvalijson-dev depends on every
+# adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client
+# libraries, yaml-cpp, jsoncpp, ...: 185 packages) while cairn uses the
+# RapidJSON one: the package's headers are unpacked into the build tree
+# (apt-get download + dpkg-deb -x), not installed with its dependencies.
+VALIJSON_DIR := $(BUILD)/third_party/valijson
 
 .PHONY: deps configure build test run demo bench clean
 
@@ -18,9 +24,17 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@if [ ! -f $(VALIJSON_DIR)/usr/include/valijson/validator.hpp ]; then \
+	  echo "unpacking libvalijson-dev's headers into $(VALIJSON_DIR)"; \
+	  mkdir -p $(VALIJSON_DIR)/deb && cd $(VALIJSON_DIR)/deb && \
+	  { apt-get download -qq libvalijson-dev 2>/dev/null || \
+	    { apt-get update -qq && apt-get download -qq libvalijson-dev; }; } && \
+	  dpkg-deb -x libvalijson-dev_*.deb .. && rm -f libvalijson-dev_*.deb; \
+	fi
 
 configure: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
 	  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(if $(CAIRN_WERROR),-DCAIRN_WERROR=$(CAIRN_WERROR))
 
 build: configure

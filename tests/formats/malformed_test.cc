@@ -463,7 +463,7 @@ TEST_F(MalformedTest, JsonSchemaReferenceCycles) {
   }
   for (const auto& [schema, why] : std::vector<std::pair<std::string, std::string>>{
            {R"({"$ref":"other.json#"})", "is not local"},
-           {R"({"$ref":"#/definitions/none"})", "points to no schema object"},
+           {R"({"$ref":"#/definitions/none"})", "points to no schema"},
            {R"({"$ref":7})", "$ref must be a string"},
            {R"({"type":"no-such-type"})", "unusable"},
            {"[1]", "not a JSON object"}}) {

@@ -51,10 +51,20 @@ absl::Status LoadSchema(const std::string& text, valijson::Schema* schema) {
   CAIRN_RETURN_IF_ERROR(CheckJsonSchema(text));
   rapidjson::Document doc;
   doc.Parse(text.data(), text.size());
-  if (doc.HasParseError() || !doc.IsObject())
+  if (doc.HasParseError() || !(doc.IsObject() || doc.IsBool()))
     return absl::InvalidArgumentError("not a JSON object");
+  // The draft the schema declares ("$schema"); draft-07 when it declares none.
+  auto version = valijson::SchemaParser::kDraft7;
+  if (doc.IsObject() && doc.HasMember("$schema") && doc["$schema"].IsString()) {
+    std::string_view declared = doc["$schema"].GetString();
+    if (declared.find("draft-04") != std::string_view::npos) {
+      version = valijson::SchemaParser::kDraft4;
+    } else if (declared.find("draft-03") != std::string_view::npos) {
+      version = valijson::SchemaParser::kDraft3;
+    }
+  }
   try {
-    valijson::SchemaParser parser;
+    valijson::SchemaParser parser(version);
     valijson::adapters::RapidJsonAdapter adapter(doc);
     parser.populateSchema(adapter, *schema);
   } catch (const std::exception& e) {
@@ -163,6 +173,28 @@ absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx,
   if (!errors.empty())
     return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return out;
+}
+
+absl::Status ValidateJsonSchema(std::string_view schema_text, std::string_view instance) {
+  valijson::Schema schema;
+  CAIRN_RETURN_IF_ERROR(LoadSchema(std::string(schema_text), &schema));
+  rapidjson::Document doc;
+  doc.Parse(instance.data(), instance.size());
+  if (doc.HasParseError()) return absl::InvalidArgumentError("the instance is not JSON");
+  valijson::Validator validator;
+  valijson::ValidationResults results;
+  valijson::adapters::RapidJsonAdapter adapter(doc);
+  try {
+    if (validator.validate(schema, adapter, &results)) return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("the schema is unusable: ", e.what()));
+  }
+  std::vector<std::string> problems;
+  valijson::ValidationResults::Error error;
+  while (results.popError(error)) {
+    problems.push_back(absl::StrCat(absl::StrJoin(error.context, ""), " ", error.description));
+  }
+  return absl::InvalidArgumentError(absl::StrJoin(problems, ", "));
 }
 
 absl::Status CheckSource(const SourceDefinition& source) {

@@ -102,9 +102,10 @@ absl::Status Build(Graph* g) {
         }
         target = p.Get(*g->root);
       }
-      if (!target || !target->IsObject()) {
+      // A schema is an object, or (draft 6 on) true or false.
+      if (!target || !(target->IsObject() || target->IsBool())) {
         return absl::InvalidArgumentError(
-            absl::StrCat("$ref '", Av(Excerpt(r)), "' points to no schema object"));
+            absl::StrCat("$ref '", Av(Excerpt(r)), "' points to no schema"));
       }
       edge(*target);
     }
@@ -115,7 +116,9 @@ absl::Status Build(Graph* g) {
 }  // namespace
 
 absl::Status CheckJsonSchema(std::string_view text) {
-  CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
+  CAIRN_ASSIGN_OR_RETURN(json::Document doc, json::Parse(text));
+  if (doc.IsBool()) return absl::OkStatus();  // true or false: nothing to follow
+  if (!doc.IsObject()) return absl::InvalidArgumentError("not a JSON object (nor true or false)");
   Graph g{.root = &doc};
   CAIRN_RETURN_IF_ERROR(Build(&g));
   // Kahn's algorithm: what cannot be ordered lies on (or behind) a cycle.

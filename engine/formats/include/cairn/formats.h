@@ -67,6 +67,13 @@ absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source,
 // schema again before using it.
 absl::Status CheckSource(const SourceDefinition& source);
 
+// Checks `instance` (any JSON text) against `schema` (a JSON Schema text)
+// the way a bitbroker source checks a record's `entity`: the schema passes
+// CheckSource's checks first. OK when it conforms; INVALID_ARGUMENT listing
+// what does not conform (or why the instance or the schema is unusable).
+// The JSON Schema conformance test runs the official suite through it.
+absl::Status ValidateJsonSchema(std::string_view schema, std::string_view instance);
+
 // True for formats whose records carry no position: cairn assigns one when a
 // contribution session commits, so they are posted through sessions, not
 // ingested directly.
