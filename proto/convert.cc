@@ -4,6 +4,7 @@
 #include <map>
 #include <regex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/unknown_field_set.h"
 
@@ -285,10 +286,15 @@ void FailAck(const absl::Status& s, v1::IngestAck* ack) {
   ack->set_code(static_cast<int32_t>(s.code()));
   std::string msg = WireMessage(Sv(s.message()), kMaxAckMessageBytes);
   ack->set_message(msg);
-  static const std::regex kIndexed(R"((?:event|record) (\d+): ([^;]*))");
+  // "record N: ..." at the start or after "; " (bitbroker joins every bad
+  // record so). A message may quote user text that looks alike: an index
+  // that does not fit 64 bits is not one (and must not throw).
+  static const std::regex kIndexed(R"((?:^|; )(?:event|record) (\d+): ([^;]*))");
   for (std::sregex_iterator it(msg.begin(), msg.end(), kIndexed), end; it != end; ++it) {
+    uint64_t index = 0;
+    if (!absl::SimpleAtoi((*it)[1].str(), &index)) continue;
     v1::RecordError* err = ack->add_errors();
-    err->set_index(std::stoull((*it)[1]));
+    err->set_index(index);
     std::string reason = (*it)[2];
     err->set_reason(reason);
     // Decoders write "[line L: ]<field path>: <reason>"; the engine's own

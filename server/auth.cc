@@ -132,6 +132,16 @@ grpc::Status Auth::CanWriteAny(const grpc::CallbackServerContext* ctx,
                 grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not write"));
 }
 
+grpc::Status Auth::CanReadAny(const grpc::CallbackServerContext* ctx,
+                              std::string_view method) const {
+  if (!enabled_) return grpc::Status::OK;
+  const Grant* g = nullptr;
+  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
+  if (!g->read.empty()) return grpc::Status::OK;
+  return Logged(ctx, method,
+                grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not read"));
+}
+
 grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
                            const std::vector<std::string>& collections) const {
   if (!enabled_) return grpc::Status::OK;

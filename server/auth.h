@@ -44,6 +44,9 @@ class Auth {
   // The token may write to some source (a check made before a lookup, so a
   // caller without any write grant learns nothing of sessions).
   grpc::Status CanWriteAny(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  // The token may read some collection (a check made before a lookup, so a
+  // caller without any read grant learns nothing of checkpoints).
+  grpc::Status CanReadAny(const grpc::CallbackServerContext* ctx, std::string_view method) const;
   // The token may read every one of `collections`; empty means "all
   // collections", which needs the "*" read grant.
   grpc::Status CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/support/proto_buffer_reader.h>
+#include <arpa/inet.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
@@ -1164,12 +1165,8 @@ class QueryService final
         o.start = SubscribeOptions::Start::kSnapshot;
         break;
       case v1::SubscribeRequest::kCheckpoint: {
-        auto cp = deps_->store->GetCheckpointInfo(req->checkpoint());
+        auto cp = ReadableCheckpoint(ctx, "Query.Subscribe", req->checkpoint());
         if (!cp.ok()) return fail_released(ToGrpc(cp.status()));
-        if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", cp->collections);
-            !s.ok()) {
-          return fail_released(s);
-        }
         o.start = SubscribeOptions::Start::kFromSeq;
         o.from_seq = cp->seq;
         break;
@@ -1218,18 +1215,30 @@ class QueryService final
   }
 
   grpc::Status DoGetCheckpoint(grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
-    constexpr const char* kMethod = "Query.GetCheckpoint";
-    if (grpc::Status s = deps_->auth->Authenticate(ctx, kMethod); !s.ok()) return s;
-    auto cp = deps_->store->GetCheckpointInfo(req->name());
+    auto cp = ReadableCheckpoint(ctx, "Query.GetCheckpoint", req->name());
     if (!cp.ok()) return ToGrpc(cp.status());
-    if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, cp->collections); !s.ok())
-      return s;
     resp->set_seq(cp->seq);
     for (const std::string& c : cp->collections) resp->add_collections(c);
     return grpc::Status::OK;
   }
 
  private:
+  // The checkpoint `name` when the caller may read its scope. A checkpoint
+  // that exists but is out of the caller's scope is answered as one that
+  // does not exist: a token learns nothing of other consumers' checkpoints.
+  // A token with no read grant at all is PERMISSION_DENIED before any lookup.
+  absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(grpc::CallbackServerContext* ctx,
+                                                          const char* method,
+                                                          const std::string& name) {
+    if (grpc::Status s = deps_->auth->CanReadAny(ctx, method); !s.ok()) return FromGrpc(s);
+    auto cp = deps_->store->GetCheckpointInfo(name);
+    if (cp.ok() && deps_->auth->CanRead(ctx, method, cp->collections).ok()) return cp;
+    if (!cp.ok() && !absl::IsNotFound(cp.status())) return cp.status();
+    if (!deps_->auth->enabled()) return cp.status();
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoint named '", Excerpt(name), "' that this token may read"));
+  }
+
   Deps* deps_;
   Dispatcher* dispatcher_;
 };
@@ -1629,7 +1638,11 @@ bool IsLoopback(std::string_view listen) {
     return host == "::1";
   }
   if (size_t colon = host.rfind(':'); colon != std::string_view::npos) host = host.substr(0, colon);
-  return host == "localhost" || host.substr(0, 4) == "127.";
+  if (host == "localhost") return true;
+  // A numeric 127.0.0.0/8 address, not a host name that starts with "127.".
+  in_addr a{};
+  return inet_pton(AF_INET, std::string(host).c_str(), &a) == 1 &&
+         (ntohl(a.s_addr) >> 24) == 127;
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
