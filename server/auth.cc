@@ -1,12 +1,14 @@
 #include "auth.h"
 
 #include <algorithm>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "cairn/event.h"
 #include "cairn/status.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
@@ -103,84 +105,68 @@ grpc::Status Auth::Logged(const grpc::CallbackServerContext* ctx, std::string_vi
   return s;
 }
 
-grpc::Status Auth::Authenticate(const grpc::CallbackServerContext* ctx,
-                                std::string_view method) const {
+grpc::Status Auth::Check(const grpc::CallbackServerContext* ctx, std::string_view method,
+                         const std::function<std::string(const Grant&)>& denial) const {
   if (!enabled_) return grpc::Status::OK;
   const Grant* g = nullptr;
-  return Logged(ctx, method, Find(ctx, &g));
+  grpc::Status s = Find(ctx, &g);
+  if (s.ok()) {
+    if (std::string why = denial(*g); !why.empty()) {
+      s = grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
+    }
+  }
+  return Logged(ctx, method, s);
+}
+
+grpc::Status Auth::Authenticate(const grpc::CallbackServerContext* ctx,
+                                std::string_view method) const {
+  return Check(ctx, method, [](const Grant&) { return std::string(); });
 }
 
 grpc::Status Auth::CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
                             std::string_view source) const {
-  if (!enabled_) return grpc::Status::OK;
-  const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
-  if (Allows(g->write, source)) return grpc::Status::OK;
-  return Logged(ctx, method,
-                grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                             absl::StrCat("token may not write to source '",
-                                          std::string(source.substr(0, 256)), "'")));
+  return Check(ctx, method, [&](const Grant& g) {
+    return Allows(g.write, source)
+               ? std::string()
+               : absl::StrCat("token may not write to source '", Excerpt(source), "'");
+  });
 }
 
 grpc::Status Auth::CanWriteAny(const grpc::CallbackServerContext* ctx,
                                std::string_view method) const {
-  if (!enabled_) return grpc::Status::OK;
-  const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
-  if (!g->write.empty()) return grpc::Status::OK;
-  return Logged(ctx, method,
-                grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not write"));
+  return Check(ctx, method, [](const Grant& g) {
+    return g.write.empty() ? std::string("token may not write") : std::string();
+  });
 }
 
 grpc::Status Auth::CanReadAny(const grpc::CallbackServerContext* ctx,
                               std::string_view method) const {
-  if (!enabled_) return grpc::Status::OK;
-  const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
-  if (!g->read.empty()) return grpc::Status::OK;
-  return Logged(ctx, method,
-                grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "token may not read"));
+  return Check(ctx, method, [](const Grant& g) {
+    return g.read.empty() ? std::string("token may not read") : std::string();
+  });
 }
 
 grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
                            const std::vector<std::string>& collections) const {
-  if (!enabled_) return grpc::Status::OK;
-  const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
-  if (collections.empty()) {
-    if (std::find(g->read.begin(), g->read.end(), "*") != g->read.end()) {
-      return grpc::Status::OK;
+  return Check(ctx, method, [&](const Grant& g) {
+    if (collections.empty()) {
+      bool all = std::find(g.read.begin(), g.read.end(), "*") != g.read.end();
+      return all ? std::string() : std::string("token may not read all collections; name one");
     }
-    return Logged(ctx, method,
-                  grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                               "token may not read all collections; name one"));
-  }
-  for (const auto& c : collections) {
-    if (!Allows(g->read, c)) {
-      return Logged(ctx, method,
-                    grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                 absl::StrCat("token may not read collection '",
-                                              c.substr(0, 256), "'")));
+    for (const auto& c : collections) {
+      if (!Allows(g.read, c)) {
+        return absl::StrCat("token may not read collection '", Excerpt(c), "'");
+      }
     }
-  }
-  return grpc::Status::OK;
+    return std::string();
+  });
 }
 
 grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx,
                             std::string_view method) const {
-  if (!enabled_) return grpc::Status::OK;
-  const Grant* g = nullptr;
-  if (grpc::Status s = Find(ctx, &g); !s.ok()) return Logged(ctx, method, s);
-  if (g->admin) return grpc::Status::OK;
-  return Logged(ctx, method,
-                grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                             "token may not use the admin service"));
-}
-
-bool Auth::IsAdmin(const grpc::CallbackServerContext* ctx) const {
-  if (!enabled_) return true;
-  const Grant* g = nullptr;
-  return Find(ctx, &g).ok() && g->admin;
+  return Check(ctx, method, [](const Grant& g) {
+    return g.admin ? std::string() : std::string("token may not use the admin service");
+  });
 }
 
 }  // namespace cairn::server

@@ -13,6 +13,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -52,8 +53,6 @@ class Auth {
   grpc::Status CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
                        const std::vector<std::string>& collections) const;
   grpc::Status CanAdmin(const grpc::CallbackServerContext* ctx, std::string_view method) const;
-  // True when the caller's token has the admin grant (or auth is off).
-  bool IsAdmin(const grpc::CallbackServerContext* ctx) const;
 
  private:
   struct Grant {
@@ -63,6 +62,11 @@ class Auth {
   };
   // The caller's grant, or UNAUTHENTICATED.
   grpc::Status Find(const grpc::CallbackServerContext* ctx, const Grant** grant) const;
+  // The one shape of every check: auth off allows; no or an unknown token is
+  // UNAUTHENTICATED; else `denial` says why the grant does not cover the
+  // call (empty: it does), and that is PERMISSION_DENIED. Denials are logged.
+  grpc::Status Check(const grpc::CallbackServerContext* ctx, std::string_view method,
+                     const std::function<std::string(const Grant&)>& denial) const;
   // Logs `s` when it is a denial; returns it.
   grpc::Status Logged(const grpc::CallbackServerContext* ctx, std::string_view method,
                       grpc::Status s) const;

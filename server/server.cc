@@ -54,7 +54,7 @@ struct Deps {
 // Events in one ingest request at most: what a batch costs in memory
 // (decoded events, the engine's indexed write batch) is bounded with it,
 // whatever the message size allows (300,000 deletes fit in 9 MB).
-constexpr int kMaxBatchEvents = 100000;
+constexpr size_t kMaxBatchEvents = 100000;
 // Events the ingest worker takes into one Store::IngestBatches call.
 constexpr size_t kMaxWorkerEvents = 200000;
 
@@ -235,8 +235,10 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     IngestWorker::Item item;
     Request request;
     std::optional<grpc::Status> unparsable;
+    size_t bytes = 0;  // the message's size on the wire, for kMaxInFlightBytes
     if (ok) {
       ++received_;
+      bytes = read_buf_.Length();
       if (!ParseRequest(&request)) {
         unparsable = grpc::Status(
             grpc::StatusCode::INVALID_ARGUMENT,
@@ -262,7 +264,7 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
       } else {
         // reading_ stays set until the request is decoded: no read may start.
         item.sink = this;
-        item.bytes = request.ByteSizeLong();
+        item.bytes = bytes;
         in_flight_++;
         in_flight_bytes_ += item.bytes;
       }
@@ -345,16 +347,19 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   // The batch's events, or nullopt with the failure in `ack`.
   std::optional<std::vector<Event>> Decode(Request& request, v1::IngestAck* ack);
 
+  // False, with the failure in `ack`, for a batch past kMaxBatchEvents.
+  static bool WithinBatchBound(size_t events, v1::IngestAck* ack) {
+    if (events <= kMaxBatchEvents) return true;
+    Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the batch holds ", events, " events; the limit is ",
+                                   kMaxBatchEvents, " per batch: split it")),
+         ack);
+    return false;
+  }
+
   std::optional<std::vector<Event>> Authorized(std::vector<Event> events,
                                                v1::IngestAck* ack) {
-    if (events.size() > kMaxBatchEvents) {
-      Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("the batch holds ", events.size(),
-                                     " events; the limit is ", kMaxBatchEvents,
-                                     " per batch: split it")),
-           ack);
-      return std::nullopt;
-    }
+    if (!WithinBatchBound(events.size(), ack)) return std::nullopt;
     for (const Event& e : events) {
       if (grpc::Status s = deps_->auth->CanWrite(ctx_, kMethod, e.source); !s.ok()) {
         Fail(s, ack);
@@ -442,13 +447,8 @@ const char* const IngestReactor<v1::IngestRawRequest>::kMethod = "Ingest.IngestP
 template <>
 std::optional<std::vector<Event>> IngestReactor<v1::IngestRequest>::Decode(
     v1::IngestRequest& request, v1::IngestAck* ack) {
-  if (request.events_size() > kMaxBatchEvents) {
-    Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      absl::StrCat("the batch holds ", request.events_size(),
-                                   " events; the limit is ", kMaxBatchEvents, " per batch: split it")),
-         ack);
-    return std::nullopt;
-  }
+  // Before converting: a batch past the bound is not copied at all.
+  if (!WithinBatchBound(request.events_size(), ack)) return std::nullopt;
   auto events = FromProto(request.events());
   if (!events.ok()) {
     FailAck(events.status(), ack);

@@ -2346,6 +2346,10 @@ absl::StatusOr<SessionInfo> StoreImpl::GetSession(std::string_view session_id) {
 // number of collections (8 bytes) and each as (length, bytes), 8-byte
 // lengths. A value of the seq alone (written before scopes existed) has the
 // every-collection scope.
+std::string CheckpointKey(std::string_view name) {
+  return absl::StrCat(Av(kMetaCheckpointPrefix), Av(name));
+}
+
 std::string EncodeCheckpoint(const Store::CheckpointInfo& c) {
   std::string v;
   keys::AppendU64(c.seq, &v);
@@ -2387,28 +2391,28 @@ absl::Status StoreImpl::PutCheckpoint(
   }
   // One writer at a time: the ownership check and the write are one step.
   absl::MutexLock l(&checkpoint_mu_);
-  CheckpointInfo c{.seq = seq, .collections = collections};
-  std::sort(c.collections.begin(), c.collections.end());
-  c.collections.erase(std::unique(c.collections.begin(), c.collections.end()),
-                      c.collections.end());
+  CheckpointInfo c{.seq = seq};
   auto existing = GetCheckpointInfo(name);
   if (existing.ok()) {
     if (may_move) CAIRN_RETURN_IF_ERROR(may_move(*existing));
-    c.collections = existing->collections;  // moving keeps the scope
-  } else if (!absl::IsNotFound(existing.status())) {
+    c.collections = std::move(existing->collections);  // moving keeps the scope
+  } else if (absl::IsNotFound(existing.status())) {
+    c.collections = collections;  // created for this scope, kept sorted and unique
+    std::sort(c.collections.begin(), c.collections.end());
+    c.collections.erase(std::unique(c.collections.begin(), c.collections.end()),
+                        c.collections.end());
+  } else {
     return existing.status();
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)),
-                            EncodeCheckpoint(c)),
+  return FromRocks(db_->Put(wo, cfs_[kMeta], CheckpointKey(name), EncodeCheckpoint(c)),
                    "put checkpoint");
 }
 
 absl::StatusOr<Store::CheckpointInfo> StoreImpl::GetCheckpointInfo(std::string_view name) {
   std::string v;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
-                               absl::StrCat(Av(kMetaCheckpointPrefix), Av(name)), &v);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], CheckpointKey(name), &v);
   if (s.IsNotFound()) {
     return absl::NotFoundError(absl::StrCat("no checkpoint named '", Av(Excerpt(name)), "'"));
   }
@@ -2435,7 +2439,7 @@ absl::Status StoreImpl::DeleteCheckpoint(std::string_view name) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(
-      db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaCheckpointPrefix), Av(name))),
+      db_->Delete(wo, cfs_[kMeta], CheckpointKey(name)),
       "delete checkpoint");
 }
 
