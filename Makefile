@@ -8,7 +8,8 @@ DATA ?= ./data
 APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbuffers-dev \
   flatbuffers-compiler libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
-  libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite
+  libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite \
+  libpq-dev libsqlite3-dev libhiredis-dev valgrind
 # valijson is header-only, but Debian's libvalijson-dev depends on every
 # adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client
 # libraries, yaml-cpp, jsoncpp, ...: 185 packages) while cairn uses the
@@ -16,7 +17,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench clean
+.PHONY: deps configure build test run demo bench scoreboard clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -52,6 +53,10 @@ demo: build
 
 bench: build
 	for b in $(BUILD)/bench/*_bench; do $$b --benchmark_repetitions=5 --benchmark_report_aggregates_only=true; done
+
+# cairn against db_bench, PostgreSQL, SQLite and Redis (bench/run --help).
+scoreboard:
+	bench/run $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(BUILD)

@@ -583,6 +583,10 @@ class StoreImpl : public Store {
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
 
   std::atomic<uint64_t> last_seq_{0};
+  // What the commit path has written since open (StoreStats).
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> records_written_{0};
+  std::atomic<uint64_t> bytes_written_{0};
 
   // The most recent committed changes, decoded, consecutive by seq: what
   // subscriptions near the head read (ReadChanges) instead of each opening
@@ -1074,7 +1078,13 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
+  const rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
   absl::Status s = FromRocks(db_->Write(wo, batch_->GetWriteBatch()), "commit");
+  if (s.ok()) {
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
+    bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
+  }
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
     sources_.clear();
@@ -1874,6 +1884,9 @@ StoreStats StoreImpl::Stats() {
   s.last_seq = LastSeq();
   s.oldest_seq = horizon_.oldest_seq.load();
   s.oldest_position = {horizon_.oldest_timestamp.load(), 0};
+  s.commits = commits_.load(std::memory_order_relaxed);
+  s.records_written = records_written_.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
   absl::MutexLock l(&stats_mu_);
   s.sources = published_sources_;
   return s;

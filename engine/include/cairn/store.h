@@ -93,6 +93,12 @@ struct StoreStats {
   // Oldest seq / position still answerable (the retention horizon).
   uint64_t oldest_seq = 0;
   Position oldest_position;
+  // What ingest commits wrote since the store was opened: RocksDB writes,
+  // the records (puts and deletes) in them, and their bytes (the write
+  // batches' size: keys, values and RocksDB's per-record framing).
+  uint64_t commits = 0;
+  uint64_t records_written = 0;
+  uint64_t bytes_written = 0;
   std::map<std::string, SourceStats> sources;
 };
 
