@@ -139,7 +139,7 @@ std::string PatchJson(const Fields& f) {
   return buf;
 }
 
-// Column families, in the order cairn registers them (store.cc).
+// Column families, in the order cairn registers them (engine/src/config.h).
 enum RawCf : uint8_t { kMeta, kLog, kState, kHistory, kEntitySeq, kChanges, kStaging, kNumCfs };
 constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
                                            "entity_seq", "changes", "staging"};
@@ -152,7 +152,7 @@ struct RawPut {
 };
 
 // What the baseline writes per event. For an in-order update of an existing
-// entity cairn commits (store.cc, ApplyEvent/ApplyToEntity), with average
+// entity cairn commits (store_write.cc ApplyEvent, materializer.cc ApplyToEntity), with average
 // key + value sizes on this workload:
 //   log         1 put   43 + 250 B   the LogRecord (payload: document or patch)
 //   history     2 puts  43 + 299 B   the new version, and its predecessor
@@ -361,7 +361,7 @@ class Workload {
 };
 
 // ---------------------------------------------------------------------------
-// Raw RocksDB, opened with the options cairn's store uses (store.cc Init):
+// Raw RocksDB, opened with the options cairn's store uses (store_open.cc Init):
 // same column families, parallelism, block cache, bloom filters, checksum,
 // compression. cairn also
 // installs its retention compaction filter; the baseline has none.

@@ -1,0 +1,50 @@
+// Engine layout and tuning: the column families, the meta keys of the
+// default family, and the constants the engine is tuned with. Every key the
+// engine writes is built by key_codec.h from these (see README "On-disk
+// layout").
+#ifndef CAIRN_ENGINE_CONFIG_H_
+#define CAIRN_ENGINE_CONFIG_H_
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace cairn::internal {
+
+// ---------------------------------------------------------------------------
+// Column-family registry: every family, its purpose, and its index.
+enum Cf : size_t {
+  kMeta = 0,   // RocksDB's default family: counters, horizon, registry, sessions
+  kLog,        // the event log
+  kState,      // current state per entity
+  kHistory,    // versions per entity in position order
+  kEntitySeq,  // state per entity per change (transaction time)
+  kChanges,    // the change feed by seq
+  kStaging,    // records of open accrue/replace sessions
+  kNumCfs
+};
+inline constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
+                                           "entity_seq", "changes", "staging"};
+
+inline std::string CfName(size_t cf) { return kCfNames[cf]; }
+
+// Meta keys (default column family).
+inline constexpr std::string_view kMetaLastSeq = "last_seq";
+inline constexpr std::string_view kMetaHorizon = "horizon";
+inline constexpr std::string_view kMetaSourcePrefix = "source/";
+inline constexpr std::string_view kMetaTruncatePrefix = "truncate/";
+inline constexpr std::string_view kMetaRegistryPrefix = "registry/";
+inline constexpr std::string_view kMetaSessionPrefix = "session/";
+inline constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
+inline constexpr std::string_view kMetaRetention = "retention";
+
+inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
+                                    "datapoints", "bitbroker",  "canonical"};
+
+
+// Read-ahead of a snapshot's per-entity version seeks (see snapshot_cursor.cc).
+inline constexpr size_t kSnapshotReadahead = 2 << 20;
+
+}  // namespace cairn::internal
+
+#endif  // CAIRN_ENGINE_CONFIG_H_

@@ -1,0 +1,181 @@
+// Retention: the compaction filter of every family and the horizon that
+// drives it.
+#include "retention.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/status.h"
+#include "store_impl.h"
+#include "key_codec.h"
+#include "records.h"
+#include "rocks_status.h"
+
+namespace cairn::internal {
+namespace {
+
+
+class RetentionFilter : public rocksdb::CompactionFilter {
+ public:
+  RetentionFilter(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value,
+              std::string*, bool*) const override {
+    std::string_view k(key.data(), key.size());
+    std::string_view v(value.data(), value.size());
+    uint64_t oldest_seq = horizon_->oldest_seq.load(std::memory_order_relaxed);
+    uint64_t oldest_ts = horizon_->oldest_timestamp.load(std::memory_order_relaxed);
+    switch (cf_) {
+      case kLog: {
+        std::string source;
+        uint64_t ts;
+        return keys::ConsumeEscaped(&k, &source) && keys::ConsumeU64(&k, &ts) &&
+               ts < oldest_ts;
+      }
+      case kChanges: {
+        uint64_t seq;
+        return keys::ConsumeU64(&k, &seq) && seq < oldest_seq;
+      }
+      case kHistory: {
+        // Keep a version while a point inside the window can still see it:
+        // its successor must itself be older than the window.
+        auto next = records::PeekVersionNext(v);
+        if (!next) return false;
+        if (*next != records::kNone) return *next < oldest_ts;
+        // The newest version: removable only as an expired tombstone.
+        auto ver = records::DecodeVersion(v);
+        size_t n = keys::EntityPrefixLength(k);
+        uint64_t ts;
+        std::string_view rest = k.substr(n);
+        return ver.ok() && !ver->after && n > 0 && keys::ConsumeU64(&rest, &ts) &&
+               ts < oldest_ts;
+      }
+      case kEntitySeq: {
+        auto superseded = records::PeekEntitySeqSuperseded(v);
+        if (!superseded) return false;
+        if (*superseded != records::kNone) return *superseded <= oldest_seq;
+        auto e = records::DecodeEntitySeq(v);
+        std::string_view rest = k.substr(keys::EntityPrefixLength(k));
+        uint64_t seq;
+        return e.ok() && !e->doc && keys::ConsumeU64(&rest, &seq) && seq < oldest_seq &&
+               e->position.timestamp < oldest_ts;
+      }
+      case kState: {
+        // Tombstones leave once the delete is older than the window on both
+        // axes; live state is never removed.
+        auto s = records::DecodeState(v);
+        return s.ok() && !s->doc && s->seq < oldest_seq &&
+               s->position.timestamp < oldest_ts;
+      }
+      default:
+        return false;
+    }
+  }
+  const char* Name() const override { return "cairn.RetentionFilter"; }
+
+ private:
+  Cf cf_;
+  const Horizon* horizon_;
+};
+
+}  // namespace
+
+std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon) {
+  return std::make_unique<RetentionFilter>(cf, horizon);
+}
+
+absl::Status StoreImpl::UpdateHorizon() {
+  const RetentionOptions r = Retention();
+  if (!r.max_age && !r.max_commits) return absl::OkStatus();
+  uint64_t last = LastSeq();
+  uint64_t oldest_seq = horizon_.oldest_seq.load();
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  if (r.max_commits && last > *r.max_commits) {
+    oldest_seq = std::max(oldest_seq, last - *r.max_commits + 1);
+  }
+  if (r.max_age) {
+    uint64_t now = options_.now_micros();
+    uint64_t age = static_cast<uint64_t>(absl::ToInt64Microseconds(*r.max_age));
+    uint64_t cutoff = now > age ? now - age : 0;
+    oldest_ts = std::max(oldest_ts, cutoff);
+    // Seqs are committed in time order: binary search the first change
+    // committed at or after the cutoff.
+    uint64_t lo = std::max<uint64_t>(oldest_seq, 1), hi = last + 1;
+    while (lo < hi) {
+      uint64_t mid = lo + (hi - lo) / 2;
+      std::string v;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kChanges], keys::SeqKey(mid), &v);
+      if (s.IsNotFound()) {
+        lo = mid + 1;  // already removed: older than any earlier cutoff
+        continue;
+      }
+      CAIRN_RETURN_IF_ERROR(FromRocks(s, "retention search"));
+      CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c, records::DecodeChange(v));
+      if (c.commit_micros < cutoff) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    oldest_seq = std::max(oldest_seq, lo);
+  }
+  std::string v;
+  keys::AppendU64(oldest_seq, &v);
+  keys::AppendU64(oldest_ts, &v);
+  // Persist before compaction may act on it, so a restart never answers a
+  // point whose data is already gone.
+  CAIRN_RETURN_IF_ERROR(FromRocks(
+      db_->Put(rocksdb::WriteOptions(), cfs_[kMeta], kMetaHorizon, v), "put horizon"));
+  horizon_.oldest_seq.store(oldest_seq);
+  horizon_.oldest_timestamp.store(oldest_ts);
+  return absl::OkStatus();
+}
+
+void StoreImpl::RetentionLoop() {
+  absl::MutexLock l(&retention_mu_);
+  while (!stopping_) {
+    retention_cv_.WaitWithTimeout(&retention_mu_, options_.retention_interval);
+    if (stopping_) break;
+    retention_mu_.Unlock();
+    UpdateHorizon().IgnoreError();  // retried next interval
+    retention_mu_.Lock();
+  }
+}
+
+absl::Status StoreImpl::CompactNow() {
+  CAIRN_RETURN_IF_ERROR(UpdateHorizon());
+  rocksdb::CompactRangeOptions cro;
+  cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(db_->CompactRange(cro, cfs_[cf], nullptr, nullptr), "compact"));
+  }
+  return absl::OkStatus();
+}
+
+
+absl::Status StoreImpl::SetRetention(const RetentionOptions& retention) {
+  if (retention.max_age && *retention.max_age <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("retention max_age must be positive");
+  }
+  if (retention.max_commits && *retention.max_commits == 0) {
+    return absl::InvalidArgumentError("retention max_commits must be positive");
+  }
+  std::string v;
+  keys::AppendU64(retention.max_age ? absl::ToInt64Microseconds(*retention.max_age) : 0, &v);
+  keys::AppendU64(retention.max_commits.value_or(0), &v);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(db_->Put(wo, cfs_[kMeta], kMetaRetention, v), "put retention"));
+  absl::MutexLock l(&retention_opts_mu_);
+  options_.retention = retention;
+  return absl::OkStatus();
+}
+
+RetentionOptions StoreImpl::Retention() {
+  absl::MutexLock l(&retention_opts_mu_);
+  return options_.retention;
+}
+
+
+}  // namespace cairn::internal

@@ -1,0 +1,303 @@
+// StoreImpl: cairn::Store on RocksDB. This header declares the whole
+// implementation; its member functions are defined one file per
+// responsibility:
+//
+//   store_open.cc       open, recovery of the counters, close; Store::Open
+//   store_write.cc      validation, the writer queue and group commit, the
+//                       exclusive (spilled) commit, events and truncates
+//   materializer.cc     ApplyToEntity: one event folded into one entity
+//   store_read.cc       Get, snapshots, History, the change feed, Subscribe,
+//                       Stats
+//   retention.cc        the horizon, the compaction filters, CompactNow
+//   source_registry.cc  PutSource / GetSource / ListSources / RemoveSource
+//   sessions.cc         contribution sessions (stream, accrue, replace)
+//   checkpoints.cc      named subscription checkpoints
+//
+// with snapshot_cursor.cc and subscription.cc for the read-side objects.
+//
+// Write path. Ingest() validates and canonicalizes a batch on the caller's
+// thread, then joins a LevelDB-style writer queue. The writer at the front
+// (the leader) takes every queued batch, folds them one after another into a
+// single WriteBatchWithIndex (so each batch reads the effects of the ones
+// before it), and commits the group in one RocksDB write, fsynced when any
+// batch in it asked for durability: concurrent durable writers share fsyncs.
+// A batch that fails while being folded is rolled back to its save point
+// without disturbing the rest of the group. Only the leader touches the
+// materializer's in-memory state (next seq, counters, truncate markers).
+//
+// Materialization of an event on an entity (see README "Materialization"):
+//  * in order (its position is after the entity's newest version): one new
+//    history version, the predecessor's `next_timestamp` updated, new state.
+//    The state record carries the newest version's fields, so the
+//    predecessor is rewritten without being read: one point read per event;
+//  * late: the version is inserted in position order and the later versions
+//    are re-folded until the first upsert or delete (whose after-image does
+//    not depend on what came before), so the cost is bounded by the entity's
+//    versions after that position, not by the store.
+// When the state (document, existence, completeness) changes, the commit gets
+// the next seq, a change record, and an entity_seq entry (the previous entry,
+// rebuilt from the state record, is marked superseded so retention knows when
+// it stops being needed).
+//
+// Reads take a RocksDB snapshot; the published last seq is updated only after
+#ifndef CAIRN_ENGINE_STORE_IMPL_H_
+#define CAIRN_ENGINE_STORE_IMPL_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "cairn/store.h"
+#include "config.h"
+#include "records.h"
+#include "retention.h"
+#include "rocksdb/compaction_filter.h"
+#include "rocksdb/db.h"
+#include "rocksdb/sst_file_writer.h"
+#include "rocksdb/utilities/write_batch_with_index.h"
+
+namespace cairn::internal {
+
+
+// A version's place in an entity's order: position, then source name.
+struct VersionPos {
+  Position position;
+  std::string source;
+  auto operator<=>(const VersionPos&) const = default;
+};
+
+// Read-ahead of a snapshot's per-entity version seeks (see SnapshotCursorImpl).
+
+
+// An event after validation: canonical key and payload, encoded keys.
+struct Prepared {
+  Event event;
+  std::string key_bytes;
+  std::string entity;   // collection | key
+  std::string log_key;
+};
+
+struct Marker {
+  VersionPos at;
+  auto operator<=>(const Marker&) const = default;
+};
+
+// A source's counters as kept in the meta family (store_open.cc).
+std::string EncodeSourceStats(const SourceStats& s);
+SourceStats DecodeSourceStats(std::string_view in);
+
+class StoreImpl : public Store {
+ public:
+  StoreImpl(const Options& options, std::string path)
+      : options_(options), path_(std::move(path)) {
+    if (!options_.now_micros) {
+      options_.now_micros = [] { return static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())); };
+    }
+  }
+  ~StoreImpl() override;
+
+  absl::Status Init();
+
+  absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
+                                      const IngestOptions& options) override;
+  std::vector<absl::StatusOr<IngestResult>> IngestBatches(std::vector<Batch> batches) override;
+  absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override;
+  absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
+      const SnapshotOptions& options) override;
+  absl::StatusOr<std::vector<Version>> History(std::string_view collection,
+                                               std::string_view key,
+                                               const HistoryOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      const SubscribeOptions& options) override;
+  uint64_t LastSeq() const override { return last_seq_.load(std::memory_order_acquire); }
+  bool AwaitCommit(uint64_t after_seq, absl::Duration timeout) override {
+    std::atomic<bool> never{false};
+    WaitForCommit(after_seq, absl::Now() + timeout, &never);
+    return LastSeq() > after_seq;
+  }
+  StoreStats Stats() override;
+  absl::Status CompactNow() override;
+
+  absl::Status PutSource(const SourceDefinition& source) override;
+  absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override;
+  absl::StatusOr<std::vector<SourceDefinition>> ListSources() override;
+  absl::Status RemoveSource(std::string_view name) override;
+  absl::StatusOr<std::string> OpenSession(std::string_view source,
+                                          std::string_view collection,
+                                          SessionMode mode) override;
+  absl::StatusOr<std::vector<std::string>> SessionUpsert(
+      std::string_view session_id, std::vector<SessionRecord> records) override;
+  absl::StatusOr<std::vector<std::string>> SessionDelete(
+      std::string_view session_id, std::vector<std::string> keys) override;
+  absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
+                                            bool commit) override;
+  absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
+  absl::Status PutCheckpoint(
+      std::string_view name, uint64_t seq, const std::vector<std::string>& collections,
+      const std::function<absl::Status(const CheckpointInfo&)>& may_move) override;
+  absl::StatusOr<CheckpointInfo> GetCheckpointInfo(std::string_view name) override;
+  absl::StatusOr<std::map<std::string, CheckpointInfo>> ListCheckpointInfos() override;
+  absl::Status DeleteCheckpoint(std::string_view name) override;
+  absl::Status SetRetention(const RetentionOptions& retention) override;
+  RetentionOptions Retention() override;
+  void CountRejectedBatch(std::string_view source) override;
+
+  // For subscriptions.
+  void AddSubscriber() { subscriptions_.fetch_add(1, std::memory_order_relaxed); }
+  void RemoveSubscriber() { subscriptions_.fetch_sub(1, std::memory_order_relaxed); }
+  absl::Status ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
+                           uint64_t* last_read);
+  // Waits until LastSeq() > seq, the deadline passes, or *cancelled.
+  void WaitForCommit(uint64_t seq, absl::Time deadline, const std::atomic<bool>* cancelled);
+  void WakeWaiters() {
+    absl::MutexLock l(&notify_mu_);
+    notify_cv_.SignalAll();
+  }
+  Horizon& horizon() { return horizon_; }
+
+ private:
+  struct BatchState;
+  struct Writer {
+    std::vector<Prepared>* events = nullptr;
+    // Instead of events: work folded by the leader like a batch (session
+    // commits), with the same save-point atomicity.
+    std::function<absl::Status(BatchState*, IngestResult*)> task;
+    // Runs alone and commits through SST ingestion (CommitExclusive).
+    bool exclusive = false;
+    bool durable = false;
+    bool done = false;
+    absl::Status status;
+    IngestResult result;
+    absl::CondVar cv;
+  };
+
+  // State the leader mutates while folding one batch; merged into the
+  // store's state only when the batch succeeds.
+  struct BatchState {
+    uint64_t next_seq = 0;
+    std::map<std::string, SourceStats> sources;
+    std::vector<std::pair<std::string, Marker>> markers;  // collection, marker
+    std::vector<Change> changes;  // decoded, for the recent-changes ring
+  };
+
+  absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
+  // Validate, counting a rejected batch against the sources it names.
+  absl::Status Prepare(std::vector<Event>& events, std::vector<Prepared>* out);
+  // Queues `w` and returns once its batch is committed or failed.
+  absl::StatusOr<IngestResult> Enqueue(Writer& w);
+  // Queues the writers together, in order, and returns once each is
+  // committed or failed (see Writer::status, Writer::result).
+  void EnqueueAll(const std::vector<Writer*>& ws);
+  absl::Status ValidateSource(const SourceDefinition& s);
+  absl::StatusOr<records::SessionValue> LoadSession(std::string_view id);
+  absl::Status PutSession(std::string_view id, const records::SessionValue& v);
+  absl::StatusOr<records::SessionValue> OpenSessionFor(std::string_view id);
+  // Ingests a stream session's post and adds what it applied to the
+  // session's record.
+  absl::Status IngestForStreamSession(std::string_view session_id, std::vector<Event> events);
+  absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
+                             BatchState* bs, IngestResult* result);
+  absl::Status DropStaging(std::string_view id);
+  Position NextSessionPosition(const std::string& source, uint64_t count);
+  absl::Status CommitGroup(std::vector<Writer*>& group);
+  absl::Status CommitExclusive(Writer* w);
+  // During an exclusive commit: moves what batch_ holds into the SST files
+  // (meta entries are kept aside for the final meta file) and clears it.
+  absl::Status SpillBatch();
+  absl::Status ApplyBatch(Writer* w, BatchState* bs);
+  absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
+  absl::Status ApplyTruncate(const Prepared& p, BatchState* bs);
+  absl::Status ApplyToEntity(std::string_view collection, std::string_view key_bytes,
+                             const std::string& entity, const VersionPos& at, Op op,
+                             const std::string& payload, bool snapshot, BatchState* bs,
+                             bool check_markers);
+  absl::Status EnforceMarkers(std::string_view collection, std::string_view key_bytes,
+                              const std::string& entity, const VersionPos& at,
+                              BatchState* bs);
+  absl::StatusOr<std::optional<std::string>> BatchGet(Cf cf, const std::string& key);
+  // Puts into the group's batch. The change feed and entity_seq are never
+  // read back while a group is folded, so their entries skip the batch index
+  // (a third of its inserts); a session commit indexes everything, since its
+  // spill reads the batch through the index.
+  absl::Status BatchPut(Cf cf, std::string_view key, std::string_view value);
+  SourceStats& StatsFor(BatchState* bs, const std::string& source);
+
+  absl::Status LoadMeta();
+  absl::Status CleanClosedSessions();
+  absl::Status UpdateHorizon();
+  void RetentionLoop();
+
+  Options options_;
+  std::string path_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  std::vector<std::unique_ptr<rocksdb::CompactionFilter>> filters_;
+  Horizon horizon_;
+
+  // Writer queue (group commit).
+  absl::Mutex mu_;
+  std::deque<Writer*> writers_ ABSL_GUARDED_BY(mu_);
+
+  // Leader-only state (see the file comment).
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;
+  uint64_t next_seq_ = 1;
+  std::map<std::string, SourceStats> sources_;
+  std::map<std::string, std::set<Marker>> markers_;
+  uint64_t group_commit_micros_ = 0;
+  // Set while an exclusive (large session) commit is folding.
+  struct Spill {
+    std::string dir;
+    std::vector<std::unique_ptr<rocksdb::SstFileWriter>> writers;  // per CF
+    std::vector<std::vector<std::string>> files;                   // per CF
+    std::map<std::string, std::string> meta;
+  };
+  std::unique_ptr<Spill> spill_;
+
+  absl::Mutex stats_mu_;  // guards published copies for Stats()
+  std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
+
+  std::atomic<uint64_t> last_seq_{0};
+  // What the commit path has written since open (StoreStats).
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> records_written_{0};
+  std::atomic<uint64_t> bytes_written_{0};
+
+  // The most recent committed changes, decoded, consecutive by seq: what
+  // subscriptions near the head read (ReadChanges) instead of each opening
+  // an iterator and decoding the same records. Filled only while some
+  // subscription exists (capture_ is decided per group); bounded in count
+  // and bytes; a gap (a session commit, a group without capture) restarts it.
+  static constexpr size_t kRecentChanges = 16384;
+  static constexpr size_t kRecentBytes = 32 << 20;
+  absl::Mutex recent_mu_;
+  std::deque<Change> recent_ ABSL_GUARDED_BY(recent_mu_);
+  size_t recent_bytes_ ABSL_GUARDED_BY(recent_mu_) = 0;
+  std::atomic<int> subscriptions_{0};
+  bool capture_ = false;  // this group records its changes (leader only)
+  void AppendRecent(std::vector<Change> changes);
+
+  // Serializes session bookkeeping (record counts, position assignment).
+  absl::Mutex checkpoint_mu_;  // one checkpoint writer at a time
+  absl::Mutex sessions_mu_;
+  std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);
+  absl::Mutex notify_mu_;
+  absl::CondVar notify_cv_;
+
+  absl::Mutex retention_opts_mu_;  // guards options_.retention after Init
+  absl::Mutex retention_mu_;
+  absl::CondVar retention_cv_;
+  bool stopping_ ABSL_GUARDED_BY(retention_mu_) = false;
+  std::thread retention_thread_;
+};
+
+}  // namespace cairn::internal
+
+#endif  // CAIRN_ENGINE_STORE_IMPL_H_

@@ -1,0 +1,280 @@
+// Reads: Get, snapshots, History, the change feed and Subscribe, Stats.
+#include "absl/strings/str_cat.h"
+#include "cairn/status.h"
+#include "store_impl.h"
+#include "key_codec.h"
+#include "rocks_status.h"
+#include "snapshot_cursor.h"
+#include "subscription.h"
+
+namespace cairn::internal {
+
+using records::Doc;
+
+absl::StatusOr<Entity> StoreImpl::Get(std::string_view collection, std::string_view key) {
+  auto kb = keys::EncodeKey(key);
+  if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
+  std::string entity = keys::EntityPrefix(collection, *kb);
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kState], entity, &v);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("no entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection))));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "get"));
+  CAIRN_ASSIGN_OR_RETURN(records::StateValue st, records::DecodeState(v));
+  if (!st.doc) {
+    return absl::NotFoundError(absl::StrCat("entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection)),
+                                            " was deleted at seq ", st.seq));
+  }
+  CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(*kb));
+  return MakeEntity(std::string(collection), std::move(key_json), st.doc, st.complete,
+                    st.position, st.source, st.seq);
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
+    const SnapshotOptions& o) {
+  if (o.as_of_seq && o.as_of_position) {
+    return absl::InvalidArgumentError("as_of_seq and as_of_position are exclusive");
+  }
+  CAIRN_ASSIGN_OR_RETURN(ScanRange range, SnapshotRange(o));
+  uint64_t last = LastSeq();
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  auto mode = SnapshotMode::kCurrent;
+  Cf cf = kState;
+  uint64_t seq = last;
+  Position pos;
+  if (o.as_of_seq) {
+    uint64_t oldest = horizon_.oldest_seq.load();
+    if (*o.as_of_seq < oldest || *o.as_of_seq > last) {
+      db_->ReleaseSnapshot(snap);
+      return absl::OutOfRangeError(absl::StrCat(
+          "seq ", *o.as_of_seq, " is outside the available range: oldest available seq is ",
+          oldest, ", last committed seq is ", last));
+    }
+    mode = SnapshotMode::kAsOfSeq;
+    cf = kEntitySeq;
+    seq = *o.as_of_seq;
+  } else if (o.as_of_position) {
+    uint64_t oldest = horizon_.oldest_timestamp.load();
+    if (o.as_of_position->timestamp < oldest) {
+      db_->ReleaseSnapshot(snap);
+      return absl::OutOfRangeError(absl::StrCat(
+          "position timestamp ", o.as_of_position->timestamp,
+          " is older than the retention window; oldest available timestamp is ", oldest));
+    }
+    if (*o.as_of_position == Position{UINT64_MAX, UINT64_MAX}) {
+      db_->ReleaseSnapshot(snap);
+      return absl::InvalidArgumentError("position overflow");
+    }
+    mode = SnapshotMode::kAsOfPosition;
+    cf = kHistory;
+    pos = *o.as_of_position;
+  }
+  return NewSnapshotCursor(db_.get(), cfs_[kState], cfs_[cf], snap, mode, std::move(range), seq,
+                           pos, o.include_incomplete, /*bulk=*/o.key_prefix.empty());
+}
+
+absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collection,
+                                                        std::string_view key,
+                                                        const HistoryOptions& o) {
+  auto kb = keys::EncodeKey(key);
+  if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
+  if (o.from_seq && o.to_seq && *o.from_seq > *o.to_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("from_seq ", *o.from_seq,
+                                                   " is after to_seq ", *o.to_seq));
+  }
+  if (o.from_position && o.to_position && *o.from_position > *o.to_position) {
+    return absl::InvalidArgumentError("from_position is after to_position");
+  }
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  uint64_t oldest_seq = horizon_.oldest_seq.load();
+  if (o.from_position && o.from_position->timestamp < oldest_ts) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "from_position timestamp ", o.from_position->timestamp,
+        " is older than the retention window; oldest available timestamp is ", oldest_ts));
+  }
+  if (o.from_seq && *o.from_seq < oldest_seq) {
+    return absl::OutOfRangeError(absl::StrCat("from_seq ", *o.from_seq,
+                                              " is older than the retention window; ",
+                                              "oldest available seq is ", oldest_seq));
+  }
+  std::string entity = keys::EntityPrefix(collection, *kb);
+  std::string upper = keys::PrefixSuccessor(entity);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kHistory]));
+  Doc prev;
+  if (o.from_position) {
+    std::string start = keys::HistoryKey(entity, *o.from_position, "");
+    it->SeekForPrev(start);
+    if (it->Valid() && it->key().starts_with(entity) && it->key().compare(start) < 0) {
+      CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
+                             records::DecodeVersion(it->value().ToStringView()));
+      prev = v.after;
+    }
+    it->Seek(start);
+  } else {
+    it->Seek(entity);
+  }
+  std::vector<Version> out;
+  for (; it->Valid(); it->Next()) {
+    std::string_view rest = it->key().ToStringView().substr(entity.size());
+    Version ver;
+    if (!keys::ConsumeU64(&rest, &ver.position.timestamp) ||
+        !keys::ConsumeU64(&rest, &ver.position.tick) ||
+        !keys::ConsumeEscaped(&rest, &ver.source)) {
+      return absl::DataLossError("malformed history key");
+    }
+    if (o.to_position && ver.position > *o.to_position) break;
+    CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
+                           records::DecodeVersion(it->value().ToStringView()));
+    Doc before = std::exchange(prev, v.after);
+    // Versions below the window only seed `before` for the first one inside.
+    if (ver.position.timestamp < oldest_ts) continue;
+    if (o.from_seq && v.seq < *o.from_seq) continue;
+    if (o.to_seq && v.seq > *o.to_seq) continue;
+    ver.op = v.op;
+    ver.seq = v.seq;
+    ver.snapshot = v.snapshot;
+    ver.complete = v.complete;
+    ver.before = before ? *before : "";
+    ver.after = v.after ? *v.after : "";
+    out.push_back(std::move(ver));
+    if (!o.reverse && o.limit && out.size() >= o.limit) break;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
+  if (o.reverse) {
+    std::reverse(out.begin(), out.end());
+    if (o.limit && out.size() > o.limit) out.resize(o.limit);
+  }
+  return out;
+}
+
+absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max,
+                                    std::vector<Change>* out, uint64_t* last_read) {
+  uint64_t last = LastSeq();
+  {
+    // From the recent-changes ring when it holds the next seq.
+    absl::MutexLock l(&recent_mu_);
+    if (!recent_.empty() && after_seq + 1 >= recent_.front().seq &&
+        after_seq < recent_.back().seq && after_seq < last) {
+      *last_read = after_seq;
+      size_t n = 0;
+      for (size_t i = after_seq + 1 - recent_.front().seq;
+           i < recent_.size() && n < max && recent_[i].seq <= last; ++i, ++n) {
+        out->push_back(recent_[i]);
+        *last_read = recent_[i].seq;
+      }
+      // Done, or the ring ends before `last`: the store has the rest.
+      if (n >= max || *last_read == last) return absl::OkStatus();
+      max -= n;
+      after_seq = *last_read;
+    }
+  }
+  std::string lower = keys::SeqKey(after_seq + 1);
+  std::string upper = keys::SeqKey(last + 1);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kChanges]));
+  *last_read = after_seq;
+  size_t n = 0;
+  for (it->Seek(lower); it->Valid() && n < max; it->Next(), ++n) {
+    std::string_view k = it->key().ToStringView();
+    uint64_t seq;
+    keys::ConsumeU64(&k, &seq);
+    CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c,
+                           records::DecodeChange(it->value().ToStringView()));
+    Change ch;
+    ch.seq = seq;
+    ch.collection = std::move(c.collection);
+    CAIRN_ASSIGN_OR_RETURN(ch.key, keys::KeyToJson(c.key_bytes));
+    ch.op = c.op;
+    ch.before = c.before ? *c.before : "";
+    ch.after = c.after ? *c.after : "";
+    ch.position = c.position;
+    ch.source = std::move(c.source);
+    ch.complete = c.complete;
+    out->push_back(std::move(ch));
+    *last_read = seq;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "change feed scan"));
+  // Seqs are dense: reaching `last` with fewer than `max` means we are done.
+  if (n < max) *last_read = last;
+  return absl::OkStatus();
+}
+
+void StoreImpl::WaitForCommit(uint64_t seq, absl::Time deadline,
+                              const std::atomic<bool>* cancelled) {
+  absl::MutexLock l(&notify_mu_);
+  while (last_seq_.load() <= seq && !cancelled->load()) {
+    if (notify_cv_.WaitWithDeadline(&notify_mu_, deadline)) return;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(
+    const SubscribeOptions& o) {
+  std::vector<std::string> key_bytes;
+  for (size_t i = 0; i < o.filter.keys.size(); ++i) {
+    auto kb = keys::EncodeKey(o.filter.keys[i]);
+    if (!kb.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.keys[", i, "]: ", kb.status().message()));
+    }
+    key_bytes.push_back(*std::move(kb));
+  }
+  std::string prefix_bytes =
+      o.filter.key_prefix.empty() ? "" : keys::StringKeyPrefix(o.filter.key_prefix);
+  std::unique_ptr<SnapshotCursor> snapshot;
+  uint64_t start = 0;
+  switch (o.start) {
+    case SubscribeOptions::Start::kFromSeq: {
+      uint64_t oldest = horizon_.oldest_seq.load();
+      if (uint64_t last = LastSeq(); o.from_seq > last) {
+        // Waiting would wait for a seq issued to some other store (DESIGN §4).
+        return absl::OutOfRangeError(absl::StrCat("from_seq ", o.from_seq,
+                                                  " is after the last committed seq ", last));
+      }
+      if (o.from_seq + 1 < oldest) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "from_seq ", o.from_seq, " is older than the retention window; oldest ",
+            "available seq is ", oldest));
+      }
+      start = o.from_seq;
+      break;
+    }
+    case SubscribeOptions::Start::kNow:
+      start = LastSeq();
+      break;
+    case SubscribeOptions::Start::kSnapshot: {
+      uint64_t n = LastSeq();
+      SnapshotOptions so;
+      so.as_of_seq = n;
+      so.include_incomplete = o.include_incomplete;
+      if (o.filter.collections.size() == 1) so.collection = o.filter.collections[0];
+      if (!so.collection.empty()) so.key_prefix = o.filter.key_prefix;
+      if (n == 0) so.as_of_seq.reset();  // empty store: nothing to read as of 0
+      CAIRN_ASSIGN_OR_RETURN(snapshot, NewSnapshot(so));
+      start = n;
+      break;
+    }
+  }
+  return NewStoreSubscription(this, o, std::move(key_bytes), std::move(prefix_bytes),
+                              std::move(snapshot), start);
+}
+
+StoreStats StoreImpl::Stats() {
+  StoreStats s;
+  s.last_seq = LastSeq();
+  s.oldest_seq = horizon_.oldest_seq.load();
+  s.oldest_position = {horizon_.oldest_timestamp.load(), 0};
+  s.commits = commits_.load(std::memory_order_relaxed);
+  s.records_written = records_written_.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  absl::MutexLock l(&stats_mu_);
+  s.sources = published_sources_;
+  return s;
+}
+
+}  // namespace cairn::internal

@@ -1,0 +1,548 @@
+// The write path: validation, the writer queue and group commit, the
+// exclusive commit of large session commits (spilled to SST files), and the
+// application of events and truncates (ApplyToEntity is materializer.cc).
+#include <filesystem>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
+#include "cairn/status.h"
+#include "store_impl.h"
+#include "json_doc.h"
+#include "key_codec.h"
+#include "rocks_status.h"
+
+namespace cairn::internal {
+
+using records::Doc;
+
+// ---------------------------------------------------------------------------
+// Ingest.
+
+absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepared>* out) {
+  out->reserve(events.size());
+  uint64_t oldest_ts = horizon_.oldest_timestamp.load();
+  for (size_t i = 0; i < events.size(); ++i) {
+    Event& e = events[i];
+    auto bad = [i](std::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": ", Av(what)));
+    };
+    if (absl::Status s = CheckName("source", e.source); !s.ok()) return bad(Sv(s.message()));
+    if (absl::Status s = CheckName("collection", e.collection); !s.ok()) {
+      return bad(Sv(s.message()));
+    }
+    if (e.position.timestamp == UINT64_MAX || e.position.tick == UINT64_MAX) {
+      return bad("position overflow: timestamp and tick must be below 2^64-1");
+    }
+    if (e.position.timestamp < oldest_ts) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "event ", i, ": position timestamp ", e.position.timestamp,
+          " is older than the retention window; oldest available timestamp is ",
+          oldest_ts));
+    }
+    Prepared p;
+    switch (e.op) {
+      case Op::kUpsert:
+      case Op::kPatch: {
+        auto canon = json::CanonicalObject(e.payload);
+        if (!canon.ok()) {
+          return bad(absl::StrCat("payload of ", OpName(e.op), ": ",
+                                  canon.status().message()));
+        }
+        e.payload = *std::move(canon);
+        break;
+      }
+      case Op::kDelete:
+        e.payload.clear();
+        break;
+      case Op::kTruncate:
+        if (!e.key.empty()) return bad("key must be empty for truncate");
+        e.payload.clear();
+        break;
+      default:
+        return bad(absl::StrCat("unknown op ", static_cast<int>(e.op)));
+    }
+    if (e.op != Op::kTruncate) {
+      auto kb = keys::EncodeKey(e.key);
+      if (!kb.ok()) return bad(Sv(kb.status().message()));
+      p.key_bytes = *std::move(kb);
+    }
+    p.entity = keys::EntityPrefix(e.collection, p.key_bytes);
+    p.log_key = keys::LogKey(e.source, e.position, e.collection, p.key_bytes);
+    p.event = std::move(e);
+    out->push_back(std::move(p));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::Prepare(std::vector<Event>& events, std::vector<Prepared>* out) {
+  absl::Status s = Validate(events, out);
+  if (!s.ok()) {
+    // Count the rejection against the sources named in the batch; it is
+    // persisted with the next commit.
+    absl::MutexLock l(&stats_mu_);
+    std::set<std::string> seen;
+    for (const Event& e : events) {
+      if (CheckName("source", e.source).ok() && seen.insert(e.source).second) {
+        published_sources_[e.source].rejected_batches++;
+      }
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
+                                               const IngestOptions& options) {
+  std::vector<Prepared> prepared;
+  CAIRN_RETURN_IF_ERROR(Prepare(events, &prepared));
+  Writer w;
+  w.events = &prepared;
+  w.durable = options.durable;
+  return Enqueue(w);
+}
+
+std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestBatches(std::vector<Batch> batches) {
+  std::vector<absl::StatusOr<IngestResult>> out;
+  out.reserve(batches.size());
+  std::vector<std::vector<Prepared>> prepared(batches.size());
+  std::deque<Writer> writers;  // CondVar members: never moved
+  std::vector<Writer*> queued;
+  std::vector<size_t> slot;  // out index of each queued writer
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (absl::Status s = Prepare(batches[i].events, &prepared[i]); !s.ok()) {
+      out.emplace_back(std::move(s));
+      continue;
+    }
+    out.emplace_back(IngestResult{});
+    Writer& w = writers.emplace_back();
+    w.events = &prepared[i];
+    w.durable = batches[i].options.durable;
+    queued.push_back(&w);
+    slot.push_back(i);
+  }
+  if (!queued.empty()) EnqueueAll(queued);
+  for (size_t k = 0; k < queued.size(); ++k) {
+    Writer& w = *queued[k];
+    if (w.status.ok()) {
+      out[slot[k]] = std::move(w.result);
+    } else {
+      out[slot[k]] = std::move(w.status);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
+  EnqueueAll({&w});
+  if (!w.status.ok()) return w.status;
+  return std::move(w.result);
+}
+
+void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
+  absl::MutexLock l(&mu_);
+  for (Writer* w : ws) writers_.push_back(w);
+  // Ours are contiguous in the queue, so when one of them reaches the front
+  // the ones before it are done: wait on the first not yet done.
+  for (Writer* w : ws) {
+    while (!w->done && w != writers_.front()) w->cv.Wait(&mu_);
+    if (w->done) continue;
+    // Leader: take the whole queue (bounded so one group stays reasonable).
+    std::vector<Writer*> group;
+    size_t total = 0;
+    for (Writer* x : writers_) {
+      // An exclusive writer commits alone.
+      if (x->exclusive || (!group.empty() && group.front()->exclusive)) {
+        if (group.empty()) group.push_back(x);
+        break;
+      }
+      size_t n = x->events ? x->events->size() : 1;
+      if (!group.empty() && total + n > 20000) break;
+      group.push_back(x);
+      total += n;
+    }
+    mu_.Unlock();
+    absl::Status group_status = CommitGroup(group);
+    mu_.Lock();
+    for (Writer* x : group) {
+      if (!group_status.ok() && x->status.ok()) x->status = group_status;
+      writers_.pop_front();
+      x->done = true;
+      x->cv.Signal();
+    }
+    if (!writers_.empty()) writers_.front()->cv.Signal();
+  }
+}
+
+SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
+  auto it = bs->sources.find(source);
+  if (it != bs->sources.end()) return it->second;
+  auto base = sources_.find(source);
+  return bs->sources[source] = base == sources_.end() ? SourceStats{} : base->second;
+}
+
+absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
+  capture_ = false;
+  if (group.size() == 1 && group[0]->exclusive) return CommitExclusive(group[0]);
+  batch_->Clear();
+  group_commit_micros_ = options_.now_micros();
+  capture_ = subscriptions_.load(std::memory_order_relaxed) > 0;
+  std::vector<Change> group_changes;
+  bool sync = false;
+  bool any_ok = false;
+  std::vector<BatchState> states(group.size());
+  for (size_t g = 0; g < group.size(); ++g) {
+    Writer* w = group[g];
+    BatchState& bs = states[g];
+    bs.next_seq = next_seq_;
+    batch_->SetSavePoint();
+    w->result = IngestResult{};
+    w->status = ApplyBatch(w, &bs);
+    if (!w->status.ok()) {
+      CAIRN_RETURN_IF_ERROR(FromRocks(batch_->RollbackToSavePoint(), "rollback"));
+      continue;
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(batch_->PopSavePoint(), "pop save point"));
+    // Merge the batch's state into the leader's.
+    next_seq_ = bs.next_seq;
+    for (auto& [name, s] : bs.sources) sources_[name] = s;
+    for (auto& [collection, m] : bs.markers) markers_[collection].insert(m);
+    for (Change& c : bs.changes) group_changes.push_back(std::move(c));
+    sync |= w->durable;
+    any_ok = true;
+  }
+  if (!any_ok) return absl::OkStatus();
+  {
+    // Rejected-batch counts recorded since the last commit ride along.
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, pub] : published_sources_) {
+      if (pub.rejected_batches > sources_[name].rejected_batches) {
+        sources_[name].rejected_batches = pub.rejected_batches;
+      }
+    }
+  }
+  std::string last;
+  keys::AppendU64(next_seq_ - 1, &last);
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], kMetaLastSeq, last), "put"));
+  for (auto& [name, s] : sources_) {
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        batch_->Put(cfs_[kMeta], absl::StrCat(Av(kMetaSourcePrefix), name), EncodeSourceStats(s)),
+        "put"));
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  const rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
+  absl::Status s = FromRocks(db_->Write(wo, batch_->GetWriteBatch()), "commit");
+  if (s.ok()) {
+    commits_.fetch_add(1, std::memory_order_relaxed);
+    records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
+    bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
+  }
+  if (!s.ok()) {
+    // Nothing of the group is visible; reload the leader state from disk.
+    sources_.clear();
+    markers_.clear();
+    next_seq_ = last_seq_.load() + 1;
+    LoadMeta().IgnoreError();
+    return s;
+  }
+  {
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, st] : sources_) published_sources_[name] = st;
+  }
+  // Before the seq is published: a reader bounded by LastSeq() never looks
+  // past what the ring or the store holds.
+  if (capture_) AppendRecent(std::move(group_changes));
+  {
+    absl::MutexLock l(&notify_mu_);
+    last_seq_.store(next_seq_ - 1, std::memory_order_release);
+    notify_cv_.SignalAll();
+  }
+  return absl::OkStatus();
+}
+
+void StoreImpl::AppendRecent(std::vector<Change> changes) {
+  if (changes.empty()) return;
+  auto weight = [](const Change& c) {
+    return c.before.size() + c.after.size() + c.key.size() + c.collection.size() +
+           c.source.size() + sizeof(Change);
+  };
+  absl::MutexLock l(&recent_mu_);
+  if (!recent_.empty() && recent_.back().seq + 1 != changes.front().seq) {
+    recent_.clear();
+    recent_bytes_ = 0;
+  }
+  for (Change& c : changes) {
+    recent_bytes_ += weight(c);
+    recent_.push_back(std::move(c));
+  }
+  while (!recent_.empty() &&
+         (recent_.size() > kRecentChanges || recent_bytes_ > kRecentBytes)) {
+    recent_bytes_ -= weight(recent_.front());
+    recent_.pop_front();
+  }
+}
+
+// A session commit of any size: the task folds into batch_ as usual, but
+// every few MB the batch is spilled into one SST file per column family
+// (keys arrive in order: entities in key order, positions and seqs
+// increasing), and the files are ingested into all families in one atomic
+// IngestExternalFiles at the end. Memory stays bounded by the spill size;
+// readers see all of the commit or none of it; a crash before the ingestion
+// leaves only unreferenced files (removed at the next commit or open).
+absl::Status StoreImpl::SpillBatch() {
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    std::unique_ptr<rocksdb::WBWIIterator> it(batch_->NewIterator(cfs_[cf]));
+    for (it->SeekToFirst(); it->Valid();) {
+      rocksdb::WriteEntry e = it->Entry();
+      if (e.type != rocksdb::kPutRecord) {
+        return absl::InternalError("session commit produced a non-put entry");
+      }
+      // A key written more than once has its entries in write order: keep
+      // the last.
+      it->Next();
+      if (it->Valid() && it->Entry().key == e.key) continue;
+      if (cf == kMeta) {
+        spill_->meta[e.key.ToString()] = e.value.ToString();
+        continue;
+      }
+      // Roll to a new file every 64 MiB: a writer keeps its file's index
+      // and filter in memory until Finish, so this bounds that too.
+      auto& writer = spill_->writers[cf];
+      if (writer && writer->FileSize() > (64u << 20)) {
+        CAIRN_RETURN_IF_ERROR(FromRocks(writer->Finish(), "finish spill file"));
+        writer.reset();
+      }
+      if (!writer) {
+        writer = std::make_unique<rocksdb::SstFileWriter>(
+            rocksdb::EnvOptions(), db_->GetOptions(cfs_[cf]), cfs_[cf]);
+        spill_->files[cf].push_back(absl::StrCat(spill_->dir, "/", CfName(cf), "-",
+                                                 spill_->files[cf].size(), ".sst"));
+        CAIRN_RETURN_IF_ERROR(
+            FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
+      }
+      CAIRN_RETURN_IF_ERROR(
+          FromRocks(spill_->writers[cf]->Put(e.key, e.value), "write spill file"));
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "read batch"));
+  }
+  batch_->Clear();
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::CommitExclusive(Writer* w) {
+  batch_->Clear();
+  group_commit_micros_ = options_.now_micros();
+  std::string dir = absl::StrCat(path_, "/spill");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  spill_ = std::make_unique<Spill>();
+  spill_->dir = dir;
+  spill_->writers.resize(kNumCfs);
+  spill_->files.resize(kNumCfs);
+  BatchState bs;
+  bs.next_seq = next_seq_;
+  w->result = IngestResult{};
+  absl::Status s = ApplyBatch(w, &bs);
+  w->status = s;
+  if (s.ok()) s = SpillBatch();
+  if (s.ok()) {
+    // Counters and the seq counter go in with the data, in the meta file.
+    std::string last;
+    keys::AppendU64(bs.next_seq - 1, &last);
+    spill_->meta[std::string(kMetaLastSeq)] = last;
+    for (const auto& [name, st] : bs.sources) {
+      spill_->meta[absl::StrCat(Av(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
+    }
+    rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]),
+                                cfs_[kMeta]);
+    spill_->files[kMeta] = {dir + "/meta.sst"};
+    s = FromRocks(meta.Open(spill_->files[kMeta][0]), "open spill file");
+    for (auto it = spill_->meta.begin(); s.ok() && it != spill_->meta.end(); ++it) {
+      s = FromRocks(meta.Put(it->first, it->second), "write spill file");
+    }
+    if (s.ok()) s = FromRocks(meta.Finish(), "finish spill file");
+  }
+  std::vector<rocksdb::IngestExternalFileArg> args;
+  for (size_t cf = 0; s.ok() && cf < kNumCfs; ++cf) {
+    if (cf != kMeta && spill_->writers[cf]) {
+      s = FromRocks(spill_->writers[cf]->Finish(), "finish spill file");
+    }
+    if (!s.ok() || spill_->files[cf].empty()) continue;
+    rocksdb::IngestExternalFileArg arg;
+    arg.column_family = cfs_[cf];
+    arg.external_files = spill_->files[cf];
+    arg.options.move_files = true;
+    args.push_back(std::move(arg));
+  }
+  if (s.ok()) s = FromRocks(db_->IngestExternalFiles(args), "ingest session commit");
+  spill_.reset();
+  batch_->Clear();
+  std::filesystem::remove_all(dir);
+  if (!w->status.ok() || !s.ok()) {
+    if (w->status.ok()) w->status = s;
+    return absl::OkStatus();  // only this writer failed; nothing was applied
+  }
+  next_seq_ = bs.next_seq;
+  for (auto& [name, st] : bs.sources) sources_[name] = st;
+  {
+    absl::MutexLock l(&stats_mu_);
+    for (auto& [name, st] : sources_) published_sources_[name] = st;
+  }
+  absl::MutexLock l(&notify_mu_);
+  last_seq_.store(next_seq_ - 1, std::memory_order_release);
+  notify_cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ApplyBatch(Writer* w, BatchState* bs) {
+  IngestResult& r = w->result;
+  uint64_t first = bs->next_seq;
+  if (w->task) {
+    CAIRN_RETURN_IF_ERROR(w->task(bs, &r));
+  } else {
+    r.outcomes.reserve(w->events->size());
+    for (Prepared& p : *w->events) {
+      CAIRN_RETURN_IF_ERROR(ApplyEvent(p, bs, &r));
+    }
+  }
+  if (bs->next_seq > first) {
+    r.first_seq = first;
+    r.last_seq = bs->next_seq - 1;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> StoreImpl::BatchGet(Cf cf,
+                                                               const std::string& key) {
+  std::string value;
+  rocksdb::Status s =
+      batch_->GetFromBatchAndDB(db_.get(), rocksdb::ReadOptions(), cfs_[cf], key, &value);
+  if (s.IsNotFound()) return std::nullopt;
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("read ", CfName(cf))));
+  return value;
+}
+
+absl::Status StoreImpl::BatchPut(Cf cf, std::string_view key, std::string_view value) {
+  rocksdb::Status s;
+  if ((cf == kChanges || cf == kEntitySeq) && !spill_) {
+    // Appended to the batch without an index entry: reads through the index
+    // would not see it (none happen), and a rollback to a save point drops
+    // it like any entry (then re-indexes what is left).
+    s = batch_->GetWriteBatch()->Put(cfs_[cf], key, value);
+  } else {
+    s = batch_->Put(cfs_[cf], key, value);
+  }
+  return FromRocks(s, absl::StrCat("put ", CfName(cf)));
+}
+
+absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result) {
+  const Event& e = p.event;
+  SourceStats& stats = StatsFor(bs, e.source);
+  // Log keys begin with (source, position) and the source's last_position is
+  // the newest position it ever logged (committed atomically with the log),
+  // so an event past it cannot be a duplicate: in-order events skip the read.
+  std::optional<std::string> existing;
+  if (e.position <= stats.last_position) {
+    CAIRN_ASSIGN_OR_RETURN(existing, BatchGet(kLog, p.log_key));
+  }
+  if (existing) {
+    CAIRN_ASSIGN_OR_RETURN(records::LogValue logged, records::DecodeLog(*existing));
+    bool same = logged.op == e.op && logged.payload == e.payload &&
+                logged.snapshot == e.snapshot;
+    result->outcomes.push_back(same ? Outcome::kDuplicate : Outcome::kConflict);
+    (same ? result->duplicates : result->conflicts)++;
+    (same ? stats.duplicates : stats.conflicts)++;
+    return absl::OkStatus();
+  }
+  if (e.op == Op::kTruncate) {
+    CAIRN_RETURN_IF_ERROR(ApplyTruncate(p, bs));
+  } else {
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity,
+                                        {e.position, e.source}, e.op, e.payload,
+                                        e.snapshot, bs, /*check_markers=*/true));
+  }
+  records::LogValue log;
+  log.op = e.op;
+  log.payload = e.payload;
+  log.raw = e.raw;
+  log.event_id = e.event_id;
+  log.snapshot = e.snapshot;
+  log.seq = bs->next_seq - 1;
+  log.ingest_micros = group_commit_micros_;
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kLog], p.log_key, records::Encode(log)),
+                                  "put log"));
+  result->outcomes.push_back(Outcome::kApplied);
+  result->applied++;
+  stats.accepted++;
+  stats.last_position = std::max(stats.last_position, e.position);
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
+  const Event& e = p.event;
+  Marker m{{e.position, e.source}};
+  std::string marker_key(kMetaTruncatePrefix);
+  keys::AppendEscaped(e.collection, &marker_key);
+  keys::AppendU64(e.position.timestamp, &marker_key);
+  keys::AppendU64(e.position.tick, &marker_key);
+  keys::AppendEscaped(e.source, &marker_key);
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], marker_key, ""), "put marker"));
+  bs->markers.emplace_back(e.collection, m);
+
+  // Every entity the collection has ever had gets a truncate version at the
+  // marker; entities first seen later get theirs in EnforceMarkers.
+  std::string lower;
+  keys::AppendEscaped(e.collection, &lower);
+  std::string upper = keys::PrefixSuccessor(lower);
+  std::vector<std::string> entities;
+  {
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice ub(upper);
+    ro.iterate_upper_bound = &ub;
+    std::unique_ptr<rocksdb::Iterator> it(
+        batch_->NewIteratorWithBase(cfs_[kState], db_->NewIterator(ro, cfs_[kState])));
+    for (it->Seek(lower); it->Valid() && it->key().compare(upper) < 0; it->Next()) {
+      entities.emplace_back(it->key().ToString());
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "scan state for truncate"));
+  }
+  for (const std::string& entity : entities) {
+    std::string_view key_bytes = std::string_view(entity).substr(lower.size());
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, key_bytes, entity, m.at,
+                                        Op::kTruncate, "", false, bs,
+                                        /*check_markers=*/false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::EnforceMarkers(std::string_view collection,
+                                       std::string_view key_bytes,
+                                       const std::string& entity, const VersionPos& at,
+                                       BatchState* bs) {
+  std::vector<Marker> pending;
+  auto consider = [&](const Marker& m) {
+    if (at < m.at) pending.push_back(m);
+  };
+  if (auto it = markers_.find(std::string(collection)); it != markers_.end()) {
+    for (const Marker& m : it->second) consider(m);
+  }
+  for (const auto& [c, m] : bs->markers) {
+    if (c == collection) consider(m);
+  }
+  for (const Marker& m : pending) {
+    CAIRN_ASSIGN_OR_RETURN(
+        std::optional<std::string> v,
+        BatchGet(kHistory, keys::HistoryKey(entity, m.at.position, m.at.source)));
+    if (v) continue;
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(collection, key_bytes, entity, m.at,
+                                        Op::kTruncate, "", false, bs, false));
+  }
+  return absl::OkStatus();
+}
+
+void StoreImpl::CountRejectedBatch(std::string_view source) {
+  absl::MutexLock l(&stats_mu_);
+  published_sources_[std::string(source)].rejected_batches++;
+}
+
+
+}  // namespace cairn::internal
