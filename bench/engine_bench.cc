@@ -780,7 +780,8 @@ DeletedStore& GetDeletedStore() {
     for (int64_t k = 0; k < g_deleted.entities;) {
       std::vector<Event> batch;
       for (; k < g_deleted.entities && batch.size() < 20'000; ++k, ++i) {
-        Fields f{.balance_cents = static_cast<uint64_t>(k), .updated_micros = PositionOf(i).timestamp};
+        Fields f{.balance_cents = static_cast<uint64_t>(k),
+                 .updated_micros = PositionOf(i).timestamp};
         batch.push_back({.source = kSource,
                          .collection = kCollection,
                          .key = std::to_string(k),
@@ -813,9 +814,9 @@ void BM_SnapshotOfDeletedCollection(benchmark::State& state) {
       break;
     }
   }
-  state.counters["time_per_entity"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * d.entities),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["time_per_entity"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * d.entities),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_SnapshotOfDeletedCollection)
     ->ArgName("mode")  // 0: current state, 1: as of the last seq, 2: as of the last position

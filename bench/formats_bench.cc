@@ -27,12 +27,9 @@ std::string Payload(const std::string& format, int base) {
           &out, R"({"before":null,"after":{"id":)", n(i),
           R"(,"name":"scooter","description":"Small 2-wheel scooter","weight":3.140000104904175},)",
           R"("source":{"version":"1.2.1.Final","connector":"postgresql","name":"fullfillment",)",
-          R"("ts_ms":)", 1596001099434 + n(i),
-          R"(,"snapshot":"false","db":"postgres",)",
-          R"("schema":"inventory","table":"products","txId":601,"lsn":)",
-          34078720 + n(i),
-          R"(,"xmin":null},"op":"u","ts_ms":1596001099434,"transaction":null})",
-          "\n");
+          R"("ts_ms":)", 1596001099434 + n(i), R"(,"snapshot":"false","db":"postgres",)",
+          R"("schema":"inventory","table":"products","txId":601,"lsn":)", 34078720 + n(i),
+          R"(,"xmin":null},"op":"u","ts_ms":1596001099434,"transaction":null})", "\n");
     }
   } else if (format == "goldengate") {
     for (int i = 0; i < kRecords; ++i) {
@@ -53,10 +50,9 @@ std::string Payload(const std::string& format, int base) {
     for (int i = 0; i < kRecords; ++i) {
       absl::StrAppend(&out, "event: ", i % 2 ? "update" : "load", "\n",
                       R"(data: {"entity":"account","key":{"acct_no":)", n(i),
-                      R"(},"timestamp":"2026-11-20T10:00:00.000Z","tick":)",
-                      n(i), "}\n", R"(data: {"acct_no":)", n(i),
-                      R"(,"status":"ACTIVE","plan":"gold","balance":120.5})",
-                      "\n\n");
+                      R"(},"timestamp":"2026-11-20T10:00:00.000Z","tick":)", n(i), "}\n",
+                      R"(data: {"acct_no":)", n(i),
+                      R"(,"status":"ACTIVE","plan":"gold","balance":120.5})", "\n\n");
     }
   } else if (format == "datapoints") {
     out = R"({"data":{"items":[)";
@@ -64,8 +60,7 @@ std::string Payload(const std::string& format, int base) {
       absl::StrAppend(&out, item ? "," : "", R"({"id":"series-)", base + item,
                       R"(","datapoints":[)");
       for (int p = 0; p < 100; ++p) {
-        absl::StrAppend(&out, p ? "," : "", R"({"time":)",
-                        1543572000000 + n(p) * 1000,
+        absl::StrAppend(&out, p ? "," : "", R"({"time":)", 1543572000000 + n(p) * 1000,
                         R"(,"value":124.5,"status":192})");
       }
       out += "]}";
@@ -81,24 +76,22 @@ std::string Payload(const std::string& format, int base) {
     out += "]";
   } else if (format == "canonical") {
     for (int i = 0; i < kRecords; ++i) {
-      absl::StrAppend(
-          &out, R"({"collection":"account","key":)", n(i),
-          R"(,"op":"upsert","position":{"timestamp":)", 1700000000000000 + n(i),
-          R"(,"tick":0},"payload":{"acct_no":)", n(i),
-          R"(,"status":"ACTIVE","plan":"gold","balance":120.5}})", "\n");
+      absl::StrAppend(&out, R"({"collection":"account","key":)", n(i),
+                      R"(,"op":"upsert","position":{"timestamp":)", 1700000000000000 + n(i),
+                      R"(,"tick":0},"payload":{"acct_no":)", n(i),
+                      R"(,"status":"ACTIVE","plan":"gold","balance":120.5}})", "\n");
     }
   }
   return out;
 }
 
 SourceDefinition Source(const std::string& format) {
-  return {
-      .name = "bench",
-      .format = format,
-      .key_fields = {{"products", {"id"}}},
-      .default_collection = "default",
-      .json_schemas = {{"default",
-                        R"({"type":"object","required":["code","population"],
+  return {.name = "bench",
+          .format = format,
+          .key_fields = {{"products", {"id"}}},
+          .default_collection = "default",
+          .json_schemas = {{"default",
+                            R"({"type":"object","required":["code","population"],
                                "properties":{"population":{"type":"integer"}}})"}}};
 }
 

@@ -85,7 +85,8 @@ uint64_t RssBytes(const char* field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind(field, 0) == 0) return std::strtoull(line.c_str() + strlen(field), nullptr, 10) << 10;
+    if (line.rfind(field, 0) == 0)
+      return std::strtoull(line.c_str() + strlen(field), nullptr, 10) << 10;
   }
   return 0;
 }
@@ -124,9 +125,9 @@ constexpr char kSource[] = "bench";
 
 struct Ev {
   uint64_t entity = 0;
-  uint64_t pos = 0;   // position (µs): increasing with the event index
-  std::string key;    // 24 bytes
-  std::string doc;    // ~200 bytes of JSON
+  uint64_t pos = 0;  // position (µs): increasing with the event index
+  std::string key;   // 24 bytes
+  std::string doc;   // ~200 bytes of JSON
 };
 
 std::string KeyOf(uint64_t entity) {
@@ -140,8 +141,7 @@ std::string DocOf(uint64_t entity, uint64_t version, int64_t t = 0) {
   char buf[320];
   int n = snprintf(buf, sizeof buf,
                    "{\"id\":\"%s\",\"version\":%" PRIu64 ",\"t\":%" PRId64
-                   ",\"name\":\"customer-%08" PRIu64
-                   "\",\"status\":\"active\",\"balance\":%" PRIu64
+                   ",\"name\":\"customer-%08" PRIu64 "\",\"status\":\"active\",\"balance\":%" PRIu64
                    ",\"city\":\"Trondheim\",\"tags\":[\"a\",\"b\"],\"note\":\"",
                    KeyOf(entity).c_str(), version, t, entity, (entity * 7919 + version) % 100000);
   std::string doc(buf, n);
@@ -550,7 +550,8 @@ class Postgres : public System {
         keys += "}", poss += "}", docs += "}";
         const char* params[3] = {keys.c_str(), poss.c_str(), docs.c_str()};
         PGresult* r = PQexecPrepared(conn, "ingest", 3, params, nullptr, nullptr, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(std::string("postgres: ") + PQerrorMessage(conn));
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+          Die(std::string("postgres: ") + PQerrorMessage(conn));
         PQclear(r);
       }
       ~W() override { PQfinish(conn); }
@@ -558,16 +559,16 @@ class Postgres : public System {
     auto w = std::make_unique<W>();
     w->conn = Connect(durable);
     PGresult* r = PQprepare(w->conn, "ingest", kIngest, 3, nullptr);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) Die(std::string("postgres: ") + PQerrorMessage(w->conn));
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+      Die(std::string("postgres: ") + PQerrorMessage(w->conn));
     PQclear(r);
     return w;
   }
   // DISTINCT ON over the (key, seq) index: the newest version per key at
   // or before the seq; streamed in single-row mode for time to first row.
   uint64_t SnapshotAsOf(uint64_t event_index, const std::function<void()>& row) override {
-    std::string sql =
-        "SELECT DISTINCT ON (key) key, doc FROM events WHERE seq <= " +
-        std::to_string(event_index) + " ORDER BY key, seq DESC";
+    std::string sql = "SELECT DISTINCT ON (key) key, doc FROM events WHERE seq <= " +
+                      std::to_string(event_index) + " ORDER BY key, seq DESC";
     return Stream(sql, row);
   }
   uint64_t Stream(const std::string& sql, const std::function<void()>& row) {
@@ -646,8 +647,8 @@ class Postgres : public System {
   // The tables and their indexes (the cluster's WAL and catalog are not
   // the data: du of the directory would count them).
   void Extra(rapidjson::Writer<rapidjson::StringBuffer>& w) override {
-    PGresult* r = PQexec(conn_,
-                         "SELECT pg_total_relation_size('events') + pg_total_relation_size('state')");
+    PGresult* r =
+        PQexec(conn_, "SELECT pg_total_relation_size('events') + pg_total_relation_size('state')");
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
       w.Key("store_bytes");
       w.Uint64(std::strtoull(PQgetvalue(r, 0, 0), nullptr, 10));
@@ -655,7 +656,8 @@ class Postgres : public System {
     PQclear(r);
   }
   void Compact() override {
-    for (const char* sql : {"VACUUM FULL events", "VACUUM FULL state", "CHECKPOINT"}) Exec(conn_, sql);
+    for (const char* sql : {"VACUUM FULL events", "VACUUM FULL state", "CHECKPOINT"})
+      Exec(conn_, sql);
   }
 
  private:
@@ -756,7 +758,8 @@ class Sqlite : public System {
     return n;
   }
   uint64_t CatchUp(uint64_t expected) override {
-    sqlite3_stmt* st = Prepare(db_, "SELECT seq, key, doc FROM events WHERE seq > ? ORDER BY seq LIMIT 1000");
+    sqlite3_stmt* st =
+        Prepare(db_, "SELECT seq, key, doc FROM events WHERE seq > ? ORDER BY seq LIMIT 1000");
     uint64_t n = 0, last = 0;
     while (n < expected) {
       sqlite3_bind_int64(st, 1, last);
@@ -776,7 +779,8 @@ class Sqlite : public System {
     sqlite3_stmt* st = Prepare(db_, "SELECT doc FROM state WHERE key = ?");
     sqlite3_bind_text(st, 1, key.data(), key.size(), SQLITE_STATIC);
     std::string out;
-    if (sqlite3_step(st) == SQLITE_ROW) out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    if (sqlite3_step(st) == SQLITE_ROW)
+      out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
     return out;
   }
@@ -1128,26 +1132,34 @@ int main(int argc, char** argv) {
   Config c;
   CLI::App app("scoreboard: one workload against one system; prints one JSON object");
   app.add_option("system", c.system, "cairn | cairn-grpc | postgres | sqlite | redis")->required();
-  app.add_option("workload", c.workload, "ingest | memory | space | late | snapshot | catchup | latency")
+  app.add_option("workload", c.workload,
+                 "ingest | memory | space | late | snapshot | catchup | latency")
       ->required();
   app.add_option("--dir", c.dir, "data directory (cairn, sqlite)");
   app.add_option("--addr", c.addr, "cairnd address (cairn-grpc)");
   app.add_option("--pg", c.pg, "libpq connection string (postgres)");
   app.add_option("--redis-port", c.redis_port, "Redis port on 127.0.0.1");
-  app.add_option("--entities", c.entities, "distinct keys")->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
-  app.add_option("--events", c.events, "events to ingest")->check(CLI::Range(uint64_t{1}, uint64_t{1} << 36));
-  app.add_option("--batch", c.batch, "events per batch")->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
+  app.add_option("--entities", c.entities, "distinct keys")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+  app.add_option("--events", c.events, "events to ingest")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 36));
+  app.add_option("--batch", c.batch, "events per batch")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
   app.add_option("--producers", c.producers, "concurrent writers")->check(CLI::Range(1, 256));
   app.add_flag("--durable", c.durable, "every batch durable before it is acknowledged");
   app.add_option("--dist", c.dist, "uniform | zipf");
   app.add_option("--seed", c.seed, "generator seed");
-  app.add_option("--versions", c.versions, "versions per entity (snapshot)")->check(CLI::Range(uint64_t{1}, uint64_t{10000}));
+  app.add_option("--versions", c.versions, "versions per entity (snapshot)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10000}));
   app.add_option("--rate", c.rate, "events per second (latency)")->check(CLI::Range(1.0, 1e7));
-  app.add_option("--subscribers", c.subscribers, "subscribers (latency)")->check(CLI::Range(1, 10000));
+  app.add_option("--subscribers", c.subscribers, "subscribers (latency)")
+      ->check(CLI::Range(1, 10000));
   app.add_option("--seconds", c.seconds, "duration (latency)")->check(CLI::Range(0.1, 3600.0));
-  app.add_option("--late-fraction", c.late_fraction, "share of late events (late)")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--late-fraction", c.late_fraction, "share of late events (late)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--displacement", c.displacement, "how many events later a late event arrives");
-  app.add_option("--window", c.window, "messages in flight per gRPC stream")->check(CLI::Range(size_t{1}, size_t{4096}));
+  app.add_option("--window", c.window, "messages in flight per gRPC stream")
+      ->check(CLI::Range(size_t{1}, size_t{4096}));
   CLI11_PARSE(app, argc, argv);
 
   Result out(c);

@@ -34,7 +34,8 @@ std::vector<cairn::Event> Events(uint64_t first, size_t n, int stream) {
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     uint64_t k = first + i;
-    out.push_back({.source = "bench" + std::to_string(stream), .collection = "account",
+    out.push_back({.source = "bench" + std::to_string(stream),
+                   .collection = "account",
                    .key = std::to_string(k % 10000),
                    .position = {1'700'000'000'000'000 + k, 0},
                    .payload = R"({"acct_no":)" + std::to_string(k) +
@@ -48,8 +49,7 @@ struct ServerFixture {
   std::string dir = TempDir();
   std::unique_ptr<cairn::server::Server> server;
   ServerFixture() {
-    auto s = cairn::server::Server::Start(
-        {.listen = "127.0.0.1:0", .data_dir = dir + "/data"});
+    auto s = cairn::server::Server::Start({.listen = "127.0.0.1:0", .data_dir = dir + "/data"});
     if (!s.ok()) abort();
     server = *std::move(s);
   }
@@ -139,7 +139,8 @@ void BM_SubscriptionLatency(benchmark::State& state) {
     constexpr auto kDuration = std::chrono::milliseconds(1500);
     size_t total = static_cast<size_t>(rate * 1.5);
     absl::Mutex mu;
-    std::map<uint64_t, std::pair<Clock::time_point, Clock::time_point>> sent_at;  // seq -> send, accept
+    std::map<uint64_t, std::pair<Clock::time_point, Clock::time_point>>
+        sent_at;  // seq -> send, accept
     std::vector<std::vector<std::pair<uint64_t, Clock::time_point>>> received(subscribers);
     std::vector<std::unique_ptr<cairn::client::Client>> sub_clients;
     std::vector<std::unique_ptr<cairn::client::ClientSubscription>> subs;

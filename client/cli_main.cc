@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
-#include <deque>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -149,8 +149,7 @@ absl::StatusOr<uint64_t> ParseTime(const std::string& s) {
   absl::Time t;
   std::string err;
   if (!absl::ParseTime(absl::RFC3339_full, s, &t, &err)) {
-    return absl::InvalidArgumentError(
-        "--as-of-time: expected RFC 3339 or microseconds: " + err);
+    return absl::InvalidArgumentError("--as-of-time: expected RFC 3339 or microseconds: " + err);
   }
   return static_cast<uint64_t>(absl::ToUnixMicros(t));
 }
@@ -234,8 +233,8 @@ class Batcher {
     if (buffer_.find_first_not_of(" \t\r\n") != std::string::npos) {
       uint64_t lines = std::count(buffer_.begin(), buffer_.end(), '\n');
       if (!buffer_.empty() && buffer_.back() != '\n') ++lines;
-      out->push_back({buffer_, first_line_, first_line_ + std::max<uint64_t>(lines, 1) - 1,
-                      first_record_});
+      out->push_back(
+          {buffer_, first_line_, first_line_ + std::max<uint64_t>(lines, 1) - 1, first_record_});
     }
     buffer_.clear();
     line_start_ = scanned_ = complete_ = records_ = 0;
@@ -243,8 +242,8 @@ class Batcher {
 
  private:
   void Cut(std::vector<Chunk>* out) {
-    out->push_back({buffer_.substr(0, complete_), first_line_,
-                    first_line_ + complete_lines_ - 1, first_record_});
+    out->push_back({buffer_.substr(0, complete_), first_line_, first_line_ + complete_lines_ - 1,
+                    first_record_});
     buffer_.erase(0, complete_);
     line_start_ -= complete_;
     scanned_ -= complete_;
@@ -257,14 +256,14 @@ class Batcher {
   const bool whole_, sse_;
   const size_t per_batch_, max_bytes_;
   std::string buffer_;
-  size_t line_start_ = 0;      // start of the line being scanned
-  size_t scanned_ = 0;         // bytes searched for '\n' so far
-  size_t complete_ = 0;        // end of the last complete record
-  uint64_t lines_ = 0;         // lines ended in buffer_
+  size_t line_start_ = 0;        // start of the line being scanned
+  size_t scanned_ = 0;           // bytes searched for '\n' so far
+  size_t complete_ = 0;          // end of the last complete record
+  uint64_t lines_ = 0;           // lines ended in buffer_
   uint64_t complete_lines_ = 0;  // lines in buffer_[0, complete_)
-  size_t records_ = 0;         // complete records in buffer_[0, complete_)
-  uint64_t first_line_ = 1;    // the line buffer_ starts on
-  uint64_t first_record_ = 0;  // the record buffer_ starts with
+  size_t records_ = 0;           // complete records in buffer_[0, complete_)
+  uint64_t first_line_ = 1;      // the line buffer_ starts on
+  uint64_t first_record_ = 0;    // the record buffer_ starts with
 };
 
 // A decoder's error names the record and line within its batch ("record 276:
@@ -329,10 +328,12 @@ class FileIngest {
  public:
   FileIngest(Client& client, const IngestOptions& o, const std::string& format,
              const std::string& file, IngestTotals* totals)
-      : client_(client), o_(o), file_(file), totals_(totals),
-        batcher_(o.atomic || format == "datapoints" || format == "bitbroker",
-                 format == "sse-feed", o.per_batch,
-                 o.atomic ? SIZE_MAX : o.max_batch_bytes) {}
+      : client_(client),
+        o_(o),
+        file_(file),
+        totals_(totals),
+        batcher_(o.atomic || format == "datapoints" || format == "bitbroker", format == "sse-feed",
+                 o.per_batch, o.atomic ? SIZE_MAX : o.max_batch_bytes) {}
 
   absl::Status Run(bool* stopped);
   void PrintSummary() const;
@@ -360,7 +361,7 @@ class FileIngest {
   std::unique_ptr<cairn::client::IngestStream> stream_;
   std::deque<Chunk> pending_;  // sent, not yet acknowledged, in order
   std::vector<std::pair<uint64_t, uint64_t>> acked_, rejected_;
-  bool stop_ = false;  // a batch was rejected: send nothing more
+  bool stop_ = false;   // a batch was rejected: send nothing more
   absl::Status fatal_;  // what ends the run once the acks in flight are in
   uint64_t read_bytes_ = 0, size_ = 0;
   bool tty_ = isatty(STDERR_FILENO);
@@ -401,7 +402,8 @@ absl::Status FileIngest::ReceiveOne() {
     ++totals_->rejected;
     rejected_.emplace_back(c.first_line, c.last_line);
     std::cerr << (tty_ ? "\r" : "") << file_ << ": batch of lines " << c.first_line << "-"
-              << c.last_line << " rejected: " << InFileTerms(c, cairn::Sv(r.status().message())) << "\n";
+              << c.last_line << " rejected: " << InFileTerms(c, cairn::Sv(r.status().message()))
+              << "\n";
     if (!o_.keep_going) stop_ = true;
   } else {
     pending_.push_front(std::move(c));
@@ -416,14 +418,13 @@ absl::Status FileIngest::Recover(absl::Status s) {
     // A message the server would not take ended the stream: name the
     // largest batch in flight, send nothing from it on, and get the acks of
     // the batches before it on a new stream, so the summary is exact.
-    auto big = std::max_element(pending_.begin(), pending_.end(), [](const Chunk& a,
-                                                                      const Chunk& b) {
-      return a.payload.size() < b.payload.size();
-    });
+    auto big = std::max_element(
+        pending_.begin(), pending_.end(),
+        [](const Chunk& a, const Chunk& b) { return a.payload.size() < b.payload.size(); });
     fatal_ = absl::ResourceExhaustedError(absl::StrCat(
-        "lines ", big->first_line, "-", big->last_line, " make a batch of ",
-        big->payload.size(), " bytes, more than cairnd accepts (", s.message(),
-        "): raise cairnd's --max-message-bytes", o_.atomic ? "" : ", or lower --max-batch-bytes",
+        "lines ", big->first_line, "-", big->last_line, " make a batch of ", big->payload.size(),
+        " bytes, more than cairnd accepts (", s.message(), "): raise cairnd's --max-message-bytes",
+        o_.atomic ? "" : ", or lower --max-batch-bytes",
         " (a single record larger than the server's limit cannot be sent)"));
     pending_.erase(big, pending_.end());
     stop_ = true;
@@ -449,9 +450,9 @@ absl::Status FileIngest::Recover(absl::Status s) {
       if (sent) return absl::OkStatus();
     }
     if (absl::Now() > deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          "cairnd did not come back within ", absl::FormatDuration(o_.reconnect_window), ": ",
-          s.message()));
+      return absl::UnavailableError(absl::StrCat("cairnd did not come back within ",
+                                                 absl::FormatDuration(o_.reconnect_window), ": ",
+                                                 s.message()));
     }
   }
 }
@@ -471,7 +472,8 @@ void FileIngest::Progress() const {
 absl::Status FileIngest::Run(bool* stopped) {
   bool is_stdin = file_ == "-";
   int fd = is_stdin ? STDIN_FILENO : open(file_.c_str(), O_RDONLY);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot read ", file_, ": ", strerror(errno)));
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat("cannot read ", file_, ": ", strerror(errno)));
   struct stat st {};
   bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
   size_ = regular ? st.st_size : 0;
@@ -498,9 +500,9 @@ absl::Status FileIngest::Run(bool* stopped) {
       read_bytes_ += n;
       batcher_.Add(std::string_view(chunk.data(), n), &batches);
       if (!o_.atomic && batcher_.open_bytes() > kMaxRecordBytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "line ", batcher_.next_line(), " and after: more than ", kMaxRecordBytes,
-            " bytes without a record's end (is this file in the source's format?)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", batcher_.next_line(), " and after: more than ", kMaxRecordBytes,
+                         " bytes without a record's end (is this file in the source's format?)"));
       }
       CAIRN_RETURN_IF_ERROR(Send(batches));
     }
@@ -535,8 +537,8 @@ void FileIngest::PrintSummary() const {
     for (auto [a, b] : acked_) {
       if (a == resume) resume = b + 1;
     }
-    std::cerr << file_ << ": to resume, fix what was rejected and ingest again from line "
-              << resume << " (or the whole file: what is stored comes back as duplicates)\n";
+    std::cerr << file_ << ": to resume, fix what was rejected and ingest again from line " << resume
+              << " (or the whole file: what is stored comes back as duplicates)\n";
   }
 }
 
@@ -575,8 +577,8 @@ int Ingest(Client& client, const IngestOptions& o) {
     }
   }
   std::cerr << "batches " << t.batches << ": accepted " << t.applied << ", duplicate "
-            << t.duplicates << ", conflict " << t.conflicts << ", rejected batches "
-            << t.rejected << "\n";
+            << t.duplicates << ", conflict " << t.conflicts << ", rejected batches " << t.rejected
+            << "\n";
   if (rc) return rc;
   return t.rejected ? 3 : 0;
 }
@@ -587,12 +589,10 @@ CLI::Validator Unsigned(uint64_t lo, uint64_t hi) {
   return CLI::Validator(
       [lo, hi](std::string& s) -> std::string {
         uint64_t v = 0;
-        bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-          return c >= '0' && c <= '9';
-        });
+        bool digits = !s.empty() &&
+                      std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
         if (!digits || !absl::SimpleAtoi(s, &v) || v < lo || v > hi) {
-          return absl::StrCat("expected a whole number from ", lo, " to ", hi, ", got '", s,
-                              "'");
+          return absl::StrCat("expected a whole number from ", lo, " to ", hi, ", got '", s, "'");
         }
         return "";
       },
@@ -603,11 +603,9 @@ CLI::Validator Unsigned(uint64_t lo, uint64_t hi) {
 absl::Status ParsePairs(const std::vector<std::string>& in, const char* flag,
                         std::map<std::string, std::string>* out) {
   for (const auto& s : in) {
-    std::pair<std::string, std::string> kv =
-        absl::StrSplit(s, absl::MaxSplits('=', 1));
+    std::pair<std::string, std::string> kv = absl::StrSplit(s, absl::MaxSplits('=', 1));
     if (kv.first.empty() || kv.second.empty()) {
-      return absl::InvalidArgumentError(std::string(flag) +
-                                        " expects NAME=VALUE, got '" + s + "'");
+      return absl::InvalidArgumentError(std::string(flag) + " expects NAME=VALUE, got '" + s + "'");
     }
     (*out)[kv.first] = kv.second;
   }
@@ -624,13 +622,10 @@ int main(int argc, char** argv) {
   app.add_option("--server", options.target, "cairnd address")
       ->capture_default_str()
       ->envname("CAIRN_SERVER");
-  app.add_option("--token", options.token, "bearer token")
-      ->envname("CAIRN_TOKEN");
+  app.add_option("--token", options.token, "bearer token")->envname("CAIRN_TOKEN");
   app.add_option("--tls-ca", options.tls_ca_file, "PEM roots (enables TLS)");
-  app.add_option("--tls-cert", options.tls_cert_file,
-                 "PEM client certificate (mutual TLS)");
-  app.add_option("--tls-key", options.tls_key_file,
-                 "PEM client key (mutual TLS)");
+  app.add_option("--tls-cert", options.tls_cert_file, "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", options.tls_key_file, "PEM client key (mutual TLS)");
 
   // ingest
   auto* ingest = app.add_subcommand(
@@ -639,14 +634,14 @@ int main(int argc, char** argv) {
       "batch stops the run, and the lines acknowledged so far are printed (re-running after "
       "a fix is safe: what is stored comes back as duplicates)");
   IngestOptions io;
-  ingest->add_option("--source", io.source, "registered source (decides the format)")
-      ->required();
+  ingest->add_option("--source", io.source, "registered source (decides the format)")->required();
   ingest->add_option("--batch", io.per_batch, "records per batch")
       ->capture_default_str()
       ->check(Unsigned(1, 100000));
-  ingest->add_option("--max-batch-bytes", io.max_batch_bytes,
-                     "bytes per batch at most (a larger record goes alone); keep it under "
-                     "cairnd's --max-message-bytes")
+  ingest
+      ->add_option("--max-batch-bytes", io.max_batch_bytes,
+                   "bytes per batch at most (a larger record goes alone); keep it under "
+                   "cairnd's --max-message-bytes")
       ->capture_default_str()
       ->check(Unsigned(1, 1 << 30));
   ingest->add_flag("--durable", io.durable, "ack only after fsync");
@@ -661,26 +656,22 @@ int main(int argc, char** argv) {
   auto* get = app.add_subcommand("get", "current state of one entity");
   std::string collection, key;
   get->add_option("collection", collection, "the entity's collection")->required();
-  get->add_option("key", key, "JSON key text, e.g. 101 or '\"ACC-1\"'")
-      ->required();
+  get->add_option("key", key, "JSON key text, e.g. 101 or '\"ACC-1\"'")->required();
 
   // snapshot
-  auto* snapshot = app.add_subcommand(
-      "snapshot", "all entities (JSON lines), now or at a point");
+  auto* snapshot = app.add_subcommand("snapshot", "all entities (JSON lines), now or at a point");
   std::string prefix, as_of_time;
   uint64_t as_of_seq = 0, as_of_tick = 0;
   bool exclude_incomplete = false;
-  auto* snap_collection = snapshot->add_option(
-      "--collection", collection, "only this collection (default: every collection)");
-  snapshot
-      ->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
+  auto* snap_collection = snapshot->add_option("--collection", collection,
+                                               "only this collection (default: every collection)");
+  snapshot->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
       ->needs(snap_collection);
   auto* seq_opt = snapshot->add_option("--as-of-seq", as_of_seq, "state after commit N")
                       ->check(Unsigned(0, UINT64_MAX - 1));
-  auto* time_opt = snapshot->add_option(
-      "--as-of-time", as_of_time, "event time: RFC 3339 or µs since epoch");
-  snapshot
-      ->add_option("--as-of-tick", as_of_tick, "tick at --as-of-time (default: the last)")
+  auto* time_opt =
+      snapshot->add_option("--as-of-time", as_of_time, "event time: RFC 3339 or µs since epoch");
+  snapshot->add_option("--as-of-tick", as_of_tick, "tick at --as-of-time (default: the last)")
       ->check(Unsigned(0, UINT64_MAX - 1))
       ->needs(time_opt);
   seq_opt->excludes(time_opt);
@@ -688,8 +679,7 @@ int main(int argc, char** argv) {
                      "leave out entities whose fold holds only patches (no full upsert yet)");
 
   // history
-  auto* history =
-      app.add_subcommand("history", "versions of one entity with before/after");
+  auto* history = app.add_subcommand("history", "versions of one entity with before/after");
   bool reverse = false;
   size_t limit = 0;
   history->add_option("collection", collection, "the entity's collection")->required();
@@ -699,22 +689,19 @@ int main(int argc, char** argv) {
       ->check(Unsigned(0, UINT32_MAX));
 
   // subscribe
-  auto* subscribe =
-      app.add_subcommand("subscribe", "tail changes (JSON lines)");
+  auto* subscribe = app.add_subcommand("subscribe", "tail changes (JSON lines)");
   std::vector<std::string> sub_sources, sub_collections, sub_keys;
   std::string from = "now", checkpoint;
   uint64_t max_changes = 0;
   subscribe->add_option("--source", sub_sources,
                         "only changes from these sources (repeatable); in the snapshot, "
                         "entities whose newest version is from them");
-  auto* sub_collection = subscribe->add_option("--collection", sub_collections,
-                                               "only these collections (repeatable)");
+  auto* sub_collection =
+      subscribe->add_option("--collection", sub_collections, "only these collections (repeatable)");
   subscribe->add_option("--key", sub_keys, "only these keys (JSON text, repeatable)");
-  subscribe
-      ->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
+  subscribe->add_option("--prefix", prefix, "string keys starting with this (needs --collection)")
       ->needs(sub_collection);
-  subscribe->add_option("--from", from, "now | snapshot | <seq>")
-      ->capture_default_str();
+  subscribe->add_option("--from", from, "now | snapshot | <seq>")->capture_default_str();
   subscribe->add_option(
       "--checkpoint", checkpoint,
       "resume from this named checkpoint and keep progress in it: committed every "
@@ -734,31 +721,26 @@ int main(int argc, char** argv) {
   // session
   auto* session = app.add_subcommand("session", "contribution sessions");
   session->require_subcommand(1);
-  auto* s_open =
-      session->add_subcommand("open", "open a session; prints its id");
+  auto* s_open = session->add_subcommand("open", "open a session; prints its id");
   std::string source, mode = "stream", session_id, payload_file;
   s_open->add_option("source", source, "a registered source (its format decodes upserts)")
       ->required();
   s_open->add_option("collection", collection, "the collection the records go to")->required();
-  s_open->add_option("--mode", mode,
-                     "stream: visible as posted; accrue: visible on close; replace: on close "
-                     "the records become the source's whole content of the collection")
+  s_open
+      ->add_option("--mode", mode,
+                   "stream: visible as posted; accrue: visible on close; replace: on close "
+                   "the records become the source's whole content of the collection")
       ->check(CLI::IsMember({"stream", "accrue", "replace"}))
       ->capture_default_str();
-  auto* s_upsert =
-      session->add_subcommand("upsert", "post records in the source's format");
+  auto* s_upsert = session->add_subcommand("upsert", "post records in the source's format");
   s_upsert->add_option("id", session_id, "the session id 'session open' printed")->required();
-  s_upsert->add_option("file", payload_file,
-                       "records file ('-' or none: stdin)");
+  s_upsert->add_option("file", payload_file, "records file ('-' or none: stdin)");
   auto* s_delete = session->add_subcommand("delete", "delete records by id");
   std::vector<std::string> delete_ids;
   s_delete->add_option("id", session_id, "the session id")->required();
-  s_delete
-      ->add_option("keys", delete_ids,
-                   "ids (plain text; use JSON for non-strings)")
+  s_delete->add_option("keys", delete_ids, "ids (plain text; use JSON for non-strings)")
       ->required();
-  auto* s_close =
-      session->add_subcommand("close", "close (commit unless --discard)");
+  auto* s_close = session->add_subcommand("close", "close (commit unless --discard)");
   bool discard = false;
   s_close->add_option("id", session_id, "the session id")->required();
   s_close->add_flag("--discard", discard,
@@ -774,15 +756,14 @@ int main(int argc, char** argv) {
       ->required();
   src_add->add_option("--format", def.format, "how its payloads are decoded")
       ->required()
-      ->check(CLI::IsMember({"debezium", "goldengate", "infosphere", "sse-feed",
-                             "datapoints", "bitbroker", "canonical"}));
+      ->check(CLI::IsMember({"debezium", "goldengate", "infosphere", "sse-feed", "datapoints",
+                             "bitbroker", "canonical"}));
   src_add->add_option("--key", key_specs,
                       "COLLECTION=field1,field2: key fields where the format carries none");
   src_add->add_option("--map", map_specs, "SOURCE_TABLE=COLLECTION: rename a collection");
   src_add->add_option("--default-collection", def.default_collection,
                       "collection for records that name none (datapoints, sse)");
-  src_add->add_option("--schema", schema_specs,
-                      "COLLECTION=schema.json (JSON Schema)");
+  src_add->add_option("--schema", schema_specs, "COLLECTION=schema.json (JSON Schema)");
   auto* src_list = src->add_subcommand("list", "list sources (one JSON line each)");
   auto* src_get = src->add_subcommand("get", "one source, with its keys, maps and schemas");
   src_get->add_option("name", source, "the source's name")->required();
@@ -799,8 +780,7 @@ int main(int argc, char** argv) {
   auto* cp_rm = cp->add_subcommand("rm", "delete a checkpoint (admin)");
   cp_rm->add_option("name", cp_name, "the checkpoint's name")->required();
 
-  auto* stats =
-      app.add_subcommand("stats", "store, source and subscription statistics");
+  auto* stats = app.add_subcommand("stats", "store, source and subscription statistics");
   auto* health = app.add_subcommand("health", "standard gRPC health check");
 
   try {
@@ -823,15 +803,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*snapshot) {
-    cairn::SnapshotOptions o{.collection = collection,
-                             .key_prefix = prefix,
-                             .include_incomplete = !exclude_incomplete};
+    cairn::SnapshotOptions o{
+        .collection = collection, .key_prefix = prefix, .include_incomplete = !exclude_incomplete};
     if (*seq_opt) o.as_of_seq = as_of_seq;
     if (*time_opt) {
       auto ts = ParseTime(as_of_time);
       if (!ts.ok()) return Fail(ts.status());
-      o.as_of_position = cairn::Position{
-          *ts, snapshot->count("--as-of-tick") ? as_of_tick : UINT64_MAX - 1};
+      o.as_of_position =
+          cairn::Position{*ts, snapshot->count("--as-of-tick") ? as_of_tick : UINT64_MAX - 1};
     }
     auto s = client.Snapshot(o, [](const cairn::Entity& e) {
       PrintEntity(e);
@@ -840,13 +819,12 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : Fail(s);
   }
   if (*history) {
-    auto versions =
-        client.History(collection, key, {.reverse = reverse, .limit = limit});
+    auto versions = client.History(collection, key, {.reverse = reverse, .limit = limit});
     if (!versions.ok()) return Fail(versions.status());
     if (versions->empty()) {
       // As `get` answers an entity it does not have.
-      return Fail(absl::NotFoundError(absl::StrCat(
-          "no versions of ", key, " in ", collection, limit ? " (with --limit)" : "")));
+      return Fail(absl::NotFoundError(absl::StrCat("no versions of ", key, " in ", collection,
+                                                   limit ? " (with --limit)" : "")));
     }
     for (const auto& v : *versions) {
       Line()
@@ -873,8 +851,7 @@ int main(int argc, char** argv) {
     } else if (absl::SimpleAtoi(from, &start.from_seq)) {
       start.kind = cairn::client::SubscribeStart::Kind::kFromSeq;
     } else {
-      std::cerr << "--from: expected now, snapshot or a seq, got '" << from
-                << "'\n";
+      std::cerr << "--from: expected now, snapshot or a seq, got '" << from << "'\n";
       return 2;
     }
     auto sub = client.Subscribe({.sources = sub_sources,
@@ -966,9 +943,8 @@ int main(int argc, char** argv) {
   if (*s_delete) {
     // Plain ids are strings; JSON text (numbers, objects, quoted) is kept.
     for (auto& id : delete_ids) {
-      bool json =
-          !id.empty() && (id[0] == '{' || id[0] == '"' || id[0] == '-' ||
-                          (id[0] >= '0' && id[0] <= '9'));
+      bool json = !id.empty() &&
+                  (id[0] == '{' || id[0] == '"' || id[0] == '-' || (id[0] >= '0' && id[0] <= '9'));
       if (!json) {
         rapidjson::StringBuffer b;
         rapidjson::Writer<rapidjson::StringBuffer> w(b);
@@ -993,10 +969,9 @@ int main(int argc, char** argv) {
   }
   if (*src_add) {
     std::map<std::string, std::string> keys, schemas;
-    for (auto [flag, specs, out] :
-         {std::tuple{"--key", &key_specs, &keys},
-          std::tuple{"--map", &map_specs, &def.collection_map},
-          std::tuple{"--schema", &schema_specs, &schemas}}) {
+    for (auto [flag, specs, out] : {std::tuple{"--key", &key_specs, &keys},
+                                    std::tuple{"--map", &map_specs, &def.collection_map},
+                                    std::tuple{"--schema", &schema_specs, &schemas}}) {
       if (auto s = ParsePairs(*specs, flag, out); !s.ok()) {
         std::cerr << s.message() << "\n";
         return 2;

@@ -195,7 +195,9 @@ class SubscriptionImpl : public ClientSubscription {
  public:
   SubscriptionImpl(ClientImpl* client, v1::SubscribeRequest request,
                    absl::Duration reconnect_window, absl::Duration backoff)
-      : client_(client), request_(std::move(request)), reconnect_window_(reconnect_window),
+      : client_(client),
+        request_(std::move(request)),
+        reconnect_window_(reconnect_window),
         backoff_(backoff) {
     StartReader();
   }
@@ -335,13 +337,15 @@ class ClientImpl : public Client {
     req.set_collection(std::string(collection));
     req.set_mode(static_cast<v1::SessionMode>(mode));
     v1::OpenSessionResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
     return resp.session_id();
   }
 
   absl::StatusOr<std::vector<std::string>> Upsert(const v1::SessionUpsertRequest& req) {
     v1::SessionReport resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Upsert(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return sessions_->Upsert(c, req, &resp); }));
     return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
   }
 
@@ -371,7 +375,8 @@ class ClientImpl : public Client {
     req.set_session_id(std::string(session_id));
     for (const auto& k : keys) req.add_keys(k);
     v1::SessionReport resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Delete(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return sessions_->Delete(c, req, &resp); }));
     return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
   }
 
@@ -380,9 +385,10 @@ class ClientImpl : public Client {
     req.set_session_id(std::string(session_id));
     req.set_commit(commit);
     v1::CloseSessionResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
-    return IngestResult{.first_seq = resp.first_seq(), .last_seq = resp.last_seq(),
-                        .applied = resp.applied()};
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
+    return IngestResult{
+        .first_seq = resp.first_seq(), .last_seq = resp.last_seq(), .applied = resp.applied()};
   }
 
   absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override {
@@ -390,7 +396,8 @@ class ClientImpl : public Client {
     req.set_collection(std::string(collection));
     req.set_key(std::string(key));
     v1::Entity resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->Get(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return query_->Get(c, req, &resp); }));
     return FromProto(resp);
   }
 
@@ -428,7 +435,8 @@ class ClientImpl : public Client {
     req.set_to_seq(o.to_seq.value_or(0));
     req.set_limit(static_cast<uint32_t>(o.limit));
     v1::HistoryResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
     std::vector<Version> out;
     for (const auto& v : resp.versions()) out.push_back(FromProto(v));
     return out;
@@ -470,7 +478,8 @@ class ClientImpl : public Client {
     req.set_seq(seq);
     for (const std::string& c : collections) req.add_collections(c);
     v1::CommitCheckpointResponse resp;
-    return Retry(req, [&](grpc::ClientContext* c) { return query_->CommitCheckpoint(c, req, &resp); });
+    return Retry(req,
+                 [&](grpc::ClientContext* c) { return query_->CommitCheckpoint(c, req, &resp); });
   }
 
   absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() override {
@@ -478,9 +487,8 @@ class ClientImpl : public Client {
     v1::ListCheckpointsRequest req;
     for (;;) {
       v1::ListCheckpointsResponse resp;
-      CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) {
-        return admin_->ListCheckpoints(c, req, &resp);
-      }));
+      CAIRN_RETURN_IF_ERROR(Retry(
+          req, [&](grpc::ClientContext* c) { return admin_->ListCheckpoints(c, req, &resp); }));
       for (const auto& c : resp.checkpoints()) {
         out.push_back({c.name(), c.seq(), {c.collections().begin(), c.collections().end()}});
       }
@@ -493,14 +501,16 @@ class ClientImpl : public Client {
     v1::DeleteCheckpointRequest req;
     req.set_name(std::string(name));
     v1::DeleteCheckpointResponse resp;
-    return Retry(req, [&](grpc::ClientContext* c) { return admin_->DeleteCheckpoint(c, req, &resp); });
+    return Retry(req,
+                 [&](grpc::ClientContext* c) { return admin_->DeleteCheckpoint(c, req, &resp); });
   }
 
   absl::StatusOr<uint64_t> GetCheckpoint(std::string_view name) override {
     v1::GetCheckpointRequest req;
     req.set_name(std::string(name));
     v1::GetCheckpointResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return query_->GetCheckpoint(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return query_->GetCheckpoint(c, req, &resp); }));
     return resp.seq();
   }
 
@@ -515,14 +525,16 @@ class ClientImpl : public Client {
     v1::GetSourceRequest req;
     req.set_name(std::string(name));
     v1::Source resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->GetSource(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->GetSource(c, req, &resp); }));
     return FromProto(resp);
   }
 
   absl::StatusOr<std::vector<SourceDefinition>> ListSources() override {
     v1::ListSourcesRequest req;
     v1::ListSourcesResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->ListSources(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->ListSources(c, req, &resp); }));
     std::vector<SourceDefinition> out;
     for (const auto& s : resp.sources()) out.push_back(FromProto(s));
     return out;
@@ -538,7 +550,8 @@ class ClientImpl : public Client {
   absl::StatusOr<ServerStats> Stats() override {
     v1::StatsRequest req;
     v1::StatsResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
     ServerStats out;
     out.store.last_seq = resp.last_seq();
     out.store.oldest_seq = resp.oldest_seq();
@@ -568,7 +581,8 @@ class ClientImpl : public Client {
   absl::StatusOr<RetentionOptions> GetRetention() override {
     v1::GetRetentionRequest req;
     v1::Retention resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
     RetentionOptions r;
     if (resp.max_age_seconds()) r.max_age = absl::Seconds(resp.max_age_seconds());
     if (resp.max_commits()) r.max_commits = resp.max_commits();
@@ -584,7 +598,8 @@ class ClientImpl : public Client {
   absl::Status Health() override {
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
-    CAIRN_RETURN_IF_ERROR(Retry(req, [&](grpc::ClientContext* c) { return health_->Check(c, req, &resp); }));
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return health_->Check(c, req, &resp); }));
     if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
       return absl::UnavailableError("server is not serving");
     }

@@ -6,9 +6,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/unknown_field_set.h"
-
 #include "cairn/status.h"
+#include "google/protobuf/unknown_field_set.h"
 
 namespace cairn::wire {
 

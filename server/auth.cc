@@ -1,11 +1,11 @@
 #include "auth.h"
 
-#include <algorithm>
-#include <functional>
-#include <fstream>
-#include <sstream>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "cairn/event.h"
@@ -39,9 +39,9 @@ absl::StatusOr<Auth> Auth::FromJson(std::string_view json) {
   rapidjson::Document doc;
   doc.Parse(json.data(), json.size());
   if (doc.HasParseError()) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at offset ",
-                                                   doc.GetErrorOffset(), ": ",
-                                                   rapidjson::GetParseError_En(doc.GetParseError())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at offset ", doc.GetErrorOffset(), ": ",
+                     rapidjson::GetParseError_En(doc.GetParseError())));
   }
   if (!doc.IsObject() || !doc.HasMember("tokens") || !doc["tokens"].IsArray()) {
     return absl::InvalidArgumentError("expected an object with a \"tokens\" array");
@@ -162,8 +162,7 @@ grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_v
   });
 }
 
-grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx,
-                            std::string_view method) const {
+grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx, std::string_view method) const {
   return Check(ctx, method, [](const Grant& g) {
     return g.admin ? std::string() : std::string("token may not use the admin service");
   });

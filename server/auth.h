@@ -37,8 +37,7 @@ class Auth {
   // reason; never the token). With auth off every check is OK.
   //
   // The token is known (any grant).
-  grpc::Status Authenticate(const grpc::CallbackServerContext* ctx,
-                            std::string_view method) const;
+  grpc::Status Authenticate(const grpc::CallbackServerContext* ctx, std::string_view method) const;
   // The token may write to `source`.
   grpc::Status CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
                         std::string_view source) const;

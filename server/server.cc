@@ -1,19 +1,19 @@
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/support/proto_buffer_reader.h>
-#include <arpa/inet.h>
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
 #include <deque>
-#include <optional>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -100,7 +100,7 @@ class IngestWorker {
   struct Item {
     AckSink* sink = nullptr;
     size_t bytes = 0;
-    v1::IngestAck ack;                 // batch id; the failure when no batch
+    v1::IngestAck ack;                  // batch id; the failure when no batch
     std::optional<Store::Batch> batch;  // nullopt: rejected before the engine
   };
 
@@ -209,8 +209,7 @@ template <typename Request>
 class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                       public AckSink {
  public:
-  IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx)
-      : deps_(deps), ctx_(ctx) {
+  IngestReactor(Deps* deps, grpc::CallbackServerContext* ctx) : deps_(deps), ctx_(ctx) {
     // Reject an unknown token up front; per-source checks happen per batch.
     if (grpc::Status s = deps_->auth->Authenticate(ctx_, kMethod); !s.ok()) {
       this->Finish(s);
@@ -274,9 +273,8 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     if (request.coalesce_acks()) coalesce_acks_.store(true, std::memory_order_relaxed);
     std::optional<std::vector<Event>> events = Decode(request, &item.ack);
     if (events) {
-      item.batch = Store::Batch{
-          *std::move(events),
-          {.durable = request.durable() || deps_->options->durable}};
+      item.batch = Store::Batch{*std::move(events),
+                                {.durable = request.durable() || deps_->options->durable}};
     }
     // Submitted before the next read starts, so this stream's batches reach
     // the worker in order.
@@ -357,8 +355,7 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     return false;
   }
 
-  std::optional<std::vector<Event>> Authorized(std::vector<Event> events,
-                                               v1::IngestAck* ack) {
+  std::optional<std::vector<Event>> Authorized(std::vector<Event> events, v1::IngestAck* ack) {
     if (!WithinBatchBound(events.size(), ack)) return std::nullopt;
     for (const Event& e : events) {
       if (grpc::Status s = deps_->auth->CanWrite(ctx_, kMethod, e.source); !s.ok()) {
@@ -429,7 +426,7 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // batches in the worker
   size_t in_flight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::IngestAck> acks_ ABSL_GUARDED_BY(mu_);
-  v1::IngestAck current_ack_;  // the outstanding write's source
+  v1::IngestAck current_ack_;               // the outstanding write's source
   std::atomic<bool> coalesce_acks_{false};  // the client accepts coalesced acks
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -471,9 +468,9 @@ std::optional<std::vector<Event>> IngestReactor<v1::IngestRawRequest>::Decode(
     return std::nullopt;
   }
   if (formats::SessionOnly(source->format)) {
-    FailAck(absl::FailedPreconditionError(absl::StrCat(
-                "source '", source->name, "' is in format ", source->format,
-                ", whose records carry no position: post them through a session")),
+    FailAck(absl::FailedPreconditionError(
+                absl::StrCat("source '", source->name, "' is in format ", source->format,
+                             ", whose records carry no position: post them through a session")),
             ack);
     return std::nullopt;
   }
@@ -547,15 +544,16 @@ class SessionsService final
  public:
   explicit SessionsService(Deps* deps) : deps_(deps) {}
 
-  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override {
     return Unary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
         deps_, ctx, in, out, [&](const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
           return DoOpen(ctx, req, resp);
         });
   }
 
-  grpc::Status DoOpen(grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
+  grpc::Status DoOpen(grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req,
+                      v1::OpenSessionResponse* resp) {
     if (grpc::Status s = deps_->auth->CanWrite(ctx, "Sessions.Open", req->source()); !s.ok())
       return s;
     auto id = deps_->store->OpenSession(req->source(), req->collection(),
@@ -564,61 +562,63 @@ class SessionsService final
     return ToGrpc(id.status());
   }
 
-  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
     return Unary<v1::SessionUpsertRequest, v1::SessionReport>(
         deps_, ctx, in, out, [&](const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
           return DoUpsert(ctx, req, resp);
         });
   }
 
-  grpc::Status DoUpsert(grpc::CallbackServerContext* ctx, const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
+  grpc::Status DoUpsert(grpc::CallbackServerContext* ctx, const v1::SessionUpsertRequest* req,
+                        v1::SessionReport* resp) {
     auto info = Authorize(ctx, "Sessions.Upsert", req->session_id());
     if (!info.ok()) return ToGrpc(info.status());
     std::vector<SessionRecord> records;
-    for (const auto& r : req->records())
-      records.push_back({r.key(), r.document()});
+    for (const auto& r : req->records()) records.push_back({r.key(), r.document()});
     if (records.empty() && !req->payload().empty()) {
       auto decoded = DecodeRecords(*info, req->payload());
       if (!decoded.ok()) return ToGrpc(decoded.status());
       records = *std::move(decoded);
     }
-    auto keys =
-        deps_->store->SessionUpsert(req->session_id(), std::move(records));
+    auto keys = deps_->store->SessionUpsert(req->session_id(), std::move(records));
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
     return ToGrpc(keys.status());
   }
 
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
     return Unary<v1::SessionDeleteRequest, v1::SessionReport>(
         deps_, ctx, in, out, [&](const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
           return DoDelete(ctx, req, resp);
         });
   }
 
-  grpc::Status DoDelete(grpc::CallbackServerContext* ctx, const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
+  grpc::Status DoDelete(grpc::CallbackServerContext* ctx, const v1::SessionDeleteRequest* req,
+                        v1::SessionReport* resp) {
     auto info = Authorize(ctx, "Sessions.Delete", req->session_id());
     if (!info.ok()) return ToGrpc(info.status());
-    auto keys = deps_->store->SessionDelete(
-        req->session_id(), {req->keys().begin(), req->keys().end()});
+    auto keys =
+        deps_->store->SessionDelete(req->session_id(), {req->keys().begin(), req->keys().end()});
     if (keys.ok()) {
       for (auto& k : *keys) resp->add_keys(std::move(k));
     }
     return ToGrpc(keys.status());
   }
 
-  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out) override {
     return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
-        deps_, ctx, in, out, [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
           return DoClose(ctx, req, resp);
         });
   }
 
-  grpc::Status DoClose(grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
+  grpc::Status DoClose(grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* req,
+                       v1::CloseSessionResponse* resp) {
     auto info = Authorize(ctx, "Sessions.Close", req->session_id());
     if (!info.ok()) return ToGrpc(info.status());
     auto r = deps_->store->CloseSession(req->session_id(), req->commit());
@@ -645,19 +645,16 @@ class SessionsService final
 
   // Raw contribution records (e.g. BitBroker) through the source's decoder:
   // each decoded event becomes a session record.
-  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(
-      const SessionInfo& info, const std::string& payload) {
-    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source,
-                           deps_->store->GetSource(info.source));
-    CAIRN_ASSIGN_OR_RETURN(
-        std::vector<Event> events,
-        formats::Decode(source, payload, {.collection = info.collection}));
+  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(const SessionInfo& info,
+                                                           const std::string& payload) {
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, deps_->store->GetSource(info.source));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<Event> events,
+                           formats::Decode(source, payload, {.collection = info.collection}));
     std::vector<SessionRecord> out;
     for (size_t i = 0; i < events.size(); ++i) {
       if (events[i].op != Op::kUpsert) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "record ", i,
-            ": a delete-list entry; post deletes with Sessions.Delete"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("record ", i, ": a delete-list entry; post deletes with Sessions.Delete"));
       }
       out.push_back({std::move(events[i].key), std::move(events[i].payload)});
     }
@@ -749,8 +746,8 @@ constexpr size_t kMaxSubscribeBatchBytes = 1 << 20;
 class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   SubscribeReactor(Dispatcher* dispatcher, Deps* deps, ByteBudget* budget,
-                   grpc::CallbackServerContext* ctx, uint64_t id,
-                   std::unique_ptr<Subscription> sub, uint32_t max_batch)
+                   grpc::CallbackServerContext* ctx, uint64_t id, std::unique_ptr<Subscription> sub,
+                   uint32_t max_batch)
       : dispatcher_(dispatcher),
         deps_(deps),
         budget_(budget),
@@ -794,8 +791,7 @@ class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       budget_->Give(write_bytes_);
       write_bytes_ = 0;
     }
-    if (!ok)
-      return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    if (!ok) return End(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
     {
       absl::MutexLock l(&mu_);
       delivered_.store(message_position_, std::memory_order_relaxed);
@@ -803,9 +799,7 @@ class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     }
     Pump();
   }
-  void OnCancel() override {
-    End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-  }
+  void OnCancel() override { End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
   void OnDone() override;
 
  private:
@@ -826,7 +820,7 @@ class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::atomic<uint64_t> delivered_{0};
   std::optional<grpc::Status> pending_end_;  // set while writing
   v1::SubscribeItem item_;
-  grpc::ByteBuffer write_buf_;  // item_, serialized: the write in flight
+  grpc::ByteBuffer write_buf_;                   // item_, serialized: the write in flight
   size_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // the message in flight, in the budget
   absl::Time write_started_ ABSL_GUARDED_BY(mu_);
   bool cut_off_ ABSL_GUARDED_BY(mu_) = false;
@@ -1074,18 +1068,17 @@ class QueryService final
                   v1::Query::WithRawCallbackMethod_Snapshot<
                       v1::Query::WithRawCallbackMethod_Subscribe<v1::Query::Service>>>>>> {
  public:
-  QueryService(Deps* deps, Dispatcher* dispatcher)
-      : deps_(deps), dispatcher_(dispatcher) {}
+  QueryService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override {
     return Unary<v1::GetRequest, v1::Entity>(
-        deps_, ctx, in, out, [&](const v1::GetRequest* req, v1::Entity* resp) {
-          return DoGet(ctx, req, resp);
-        });
+        deps_, ctx, in, out,
+        [&](const v1::GetRequest* req, v1::Entity* resp) { return DoGet(ctx, req, resp); });
   }
 
-  grpc::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* req, v1::Entity* resp) {
+  grpc::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                     v1::Entity* resp) {
     if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Get", {req->collection()}); !s.ok()) {
       return s;
     }
@@ -1099,22 +1092,21 @@ class QueryService final
     return new SnapshotReactor(deps_, dispatcher_, ctx, in);
   }
 
-  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
     return Unary<v1::HistoryRequest, v1::HistoryResponse>(
         deps_, ctx, in, out, [&](const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
           return DoHistory(ctx, req, resp);
         });
   }
 
-  grpc::Status DoHistory(grpc::CallbackServerContext* ctx, const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
-    if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.History", {req->collection()});
-        !s.ok()) {
+  grpc::Status DoHistory(grpc::CallbackServerContext* ctx, const v1::HistoryRequest* req,
+                         v1::HistoryResponse* resp) {
+    if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.History", {req->collection()}); !s.ok()) {
       return s;
     }
     HistoryOptions o{.reverse = req->reverse(), .limit = req->limit()};
-    if (req->has_from_position())
-      o.from_position = FromProto(req->from_position());
+    if (req->has_from_position()) o.from_position = FromProto(req->from_position());
     if (req->has_to_position()) o.to_position = FromProto(req->to_position());
     if (req->from_seq()) o.from_seq = req->from_seq();
     if (req->to_seq()) o.to_seq = req->to_seq();
@@ -1140,8 +1132,7 @@ class QueryService final
     if (grpc::Status s = ParseRequest(deps_, ctx, in, &parsed); !s.ok()) return fail(s);
     const v1::SubscribeRequest* req = &parsed;
     if (deps_->shutting_down.load()) return fail(Unavailable());
-    std::vector<std::string> collections(req->collections().begin(),
-                                         req->collections().end());
+    std::vector<std::string> collections(req->collections().begin(), req->collections().end());
     if (grpc::Status s = deps_->auth->CanRead(ctx, "Query.Subscribe", collections); !s.ok())
       return fail(s);
     if (!dispatcher_->Reserve()) return fail(TooManyReadStreams(deps_));
@@ -1187,34 +1178,40 @@ class QueryService final
   // token may create one only for collections it can read, and read or move
   // one only when it can read the whole scope the checkpoint was made for.
   grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                             const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) override {
     return Unary<v1::CommitCheckpointRequest, v1::CommitCheckpointResponse>(
-        deps_, ctx, in, out, [&](const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse* resp) {
           return DoCommitCheckpoint(ctx, req, resp);
         });
   }
 
-  grpc::Status DoCommitCheckpoint(grpc::CallbackServerContext* ctx, const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse*) {
+  grpc::Status DoCommitCheckpoint(grpc::CallbackServerContext* ctx,
+                                  const v1::CommitCheckpointRequest* req,
+                                  v1::CommitCheckpointResponse*) {
     constexpr const char* kMethod = "Query.CommitCheckpoint";
     std::vector<std::string> collections(req->collections().begin(), req->collections().end());
-    if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, collections); !s.ok())
-      return s;
+    if (grpc::Status s = deps_->auth->CanRead(ctx, kMethod, collections); !s.ok()) return s;
     auto may_move = [&](const Store::CheckpointInfo& existing) {
       return FromGrpc(deps_->auth->CanRead(ctx, kMethod, existing.collections));
     };
-    return ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq(), collections,
-                                                         may_move));
+    return ToGrpc(deps_->store->PutCheckpoint(req->name(), req->seq(), collections, may_move));
   }
 
   grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                          const grpc::ByteBuffer* in,
+                                          grpc::ByteBuffer* out) override {
     return Unary<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
-        deps_, ctx, in, out, [&](const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
           return DoGetCheckpoint(ctx, req, resp);
         });
   }
 
-  grpc::Status DoGetCheckpoint(grpc::CallbackServerContext* ctx, const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
+  grpc::Status DoGetCheckpoint(grpc::CallbackServerContext* ctx,
+                               const v1::GetCheckpointRequest* req,
+                               v1::GetCheckpointResponse* resp) {
     auto cp = ReadableCheckpoint(ctx, "Query.GetCheckpoint", req->name());
     if (!cp.ok()) return ToGrpc(cp.status());
     resp->set_seq(cp->seq);
@@ -1228,8 +1225,8 @@ class QueryService final
   // does not exist: a token learns nothing of other consumers' checkpoints.
   // A token with no read grant at all is PERMISSION_DENIED before any lookup.
   absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(grpc::CallbackServerContext* ctx,
-                                                          const char* method,
-                                                          const std::string& name) {
+                                                           const char* method,
+                                                           const std::string& name) {
     if (grpc::Status s = deps_->auth->CanReadAny(ctx, method); !s.ok()) return FromGrpc(s);
     auto cp = deps_->store->GetCheckpointInfo(name);
     if (cp.ok() && deps_->auth->CanRead(ctx, method, cp->collections).ok()) return cp;
@@ -1254,59 +1251,60 @@ constexpr int kMaxStatsEntries = 1000;
 constexpr uint64_t kMaxRetentionSeconds = uint64_t{100} * 365 * 24 * 3600;
 
 class AdminService final
-    : public v1::Admin::WithRawCallbackMethod_PutSource<v1::Admin::WithRawCallbackMethod_GetSource<
-          v1::Admin::WithRawCallbackMethod_ListSources<v1::Admin::WithRawCallbackMethod_RemoveSource<
-              v1::Admin::WithRawCallbackMethod_Stats<v1::Admin::WithRawCallbackMethod_SetRetention<
-                  v1::Admin::WithRawCallbackMethod_GetRetention<
-                      v1::Admin::WithRawCallbackMethod_Compact<
-                          v1::Admin::WithRawCallbackMethod_ListCheckpoints<
-                              v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
-                                  v1::Admin::Service>>>>>>>>>> {
+    : public v1::Admin::WithRawCallbackMethod_PutSource<
+          v1::Admin::WithRawCallbackMethod_GetSource<v1::Admin::WithRawCallbackMethod_ListSources<
+              v1::Admin::WithRawCallbackMethod_RemoveSource<v1::Admin::WithRawCallbackMethod_Stats<
+                  v1::Admin::WithRawCallbackMethod_SetRetention<
+                      v1::Admin::WithRawCallbackMethod_GetRetention<
+                          v1::Admin::WithRawCallbackMethod_Compact<
+                              v1::Admin::WithRawCallbackMethod_ListCheckpoints<
+                                  v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
+                                      v1::Admin::Service>>>>>>>>>> {
  public:
-  AdminService(Deps* deps, Dispatcher* dispatcher)
-      : deps_(deps), dispatcher_(dispatcher) {}
+  AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
     return Unary<v1::PutSourceRequest, v1::PutSourceResponse>(
         deps_, ctx, in, out, [&](const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
           return DoPutSource(ctx, req, resp);
         });
   }
 
-  grpc::Status DoPutSource(grpc::CallbackServerContext* ctx, const v1::PutSourceRequest* req, v1::PutSourceResponse*) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoPutSource(grpc::CallbackServerContext* ctx, const v1::PutSourceRequest* req,
+                           v1::PutSourceResponse*) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     SourceDefinition source = FromProto(req->source());
     if (absl::Status s = formats::CheckSource(source); !s.ok()) return ToGrpc(s);
     return ToGrpc(deps_->store->PutSource(source));
   }
-  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
     return Unary<v1::GetSourceRequest, v1::Source>(
         deps_, ctx, in, out, [&](const v1::GetSourceRequest* req, v1::Source* resp) {
           return DoGetSource(ctx, req, resp);
         });
   }
 
-  grpc::Status DoGetSource(grpc::CallbackServerContext* ctx, const v1::GetSourceRequest* req, v1::Source* resp) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoGetSource(grpc::CallbackServerContext* ctx, const v1::GetSourceRequest* req,
+                           v1::Source* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     auto d = deps_->store->GetSource(req->name());
     if (d.ok()) ToProto(*d, resp);
     return ToGrpc(d.status());
   }
   grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                        const grpc::ByteBuffer* in,
+                                        grpc::ByteBuffer* out) override {
     return Unary<v1::ListSourcesRequest, v1::ListSourcesResponse>(
         deps_, ctx, in, out, [&](const v1::ListSourcesRequest* req, v1::ListSourcesResponse* resp) {
           return DoListSources(ctx, req, resp);
         });
   }
 
-  grpc::Status DoListSources(grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*, v1::ListSourcesResponse* resp) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoListSources(grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
+                             v1::ListSourcesResponse* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     auto all = deps_->store->ListSources();
     if (all.ok()) {
       for (const auto& d : *all) ToProto(d, resp->add_sources());
@@ -1314,29 +1312,31 @@ class AdminService final
     return ToGrpc(all.status());
   }
   grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
     return Unary<v1::RemoveSourceRequest, v1::RemoveSourceResponse>(
-        deps_, ctx, in, out, [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
           return DoRemoveSource(ctx, req, resp);
         });
   }
 
-  grpc::Status DoRemoveSource(grpc::CallbackServerContext* ctx, const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse*) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoRemoveSource(grpc::CallbackServerContext* ctx, const v1::RemoveSourceRequest* req,
+                              v1::RemoveSourceResponse*) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     return ToGrpc(deps_->store->RemoveSource(req->name()));
   }
-  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out) override {
     return Unary<v1::StatsRequest, v1::StatsResponse>(
         deps_, ctx, in, out, [&](const v1::StatsRequest* req, v1::StatsResponse* resp) {
           return DoStats(ctx, req, resp);
         });
   }
 
-  grpc::Status DoStats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*, v1::StatsResponse* resp) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoStats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+                       v1::StatsResponse* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     StoreStats st = deps_->store->Stats();
     resp->set_last_seq(st.last_seq);
     resp->set_oldest_seq(st.oldest_seq);
@@ -1378,14 +1378,18 @@ class AdminService final
   }
 
   grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override {
     return Unary<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
-        deps_, ctx, in, out, [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
           return DoListCheckpoints(ctx, req, resp);
         });
   }
 
-  grpc::Status DoListCheckpoints(grpc::CallbackServerContext* ctx, const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
+  grpc::Status DoListCheckpoints(grpc::CallbackServerContext* ctx,
+                                 const v1::ListCheckpointsRequest* req,
+                                 v1::ListCheckpointsResponse* resp) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     auto all = deps_->store->ListCheckpointInfos();
     if (!all.ok()) return ToGrpc(all.status());
@@ -1406,69 +1410,75 @@ class AdminService final
   }
 
   grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                             const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) override {
     return Unary<v1::DeleteCheckpointRequest, v1::DeleteCheckpointResponse>(
-        deps_, ctx, in, out, [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
           return DoDeleteCheckpoint(ctx, req, resp);
         });
   }
 
-  grpc::Status DoDeleteCheckpoint(grpc::CallbackServerContext* ctx, const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse*) {
+  grpc::Status DoDeleteCheckpoint(grpc::CallbackServerContext* ctx,
+                                  const v1::DeleteCheckpointRequest* req,
+                                  v1::DeleteCheckpointResponse*) {
     if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     return ToGrpc(deps_->store->DeleteCheckpoint(req->name()));
   }
   grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
     return Unary<v1::SetRetentionRequest, v1::SetRetentionResponse>(
-        deps_, ctx, in, out, [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
+        deps_, ctx, in, out,
+        [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
           return DoSetRetention(ctx, req, resp);
         });
   }
 
-  grpc::Status DoSetRetention(grpc::CallbackServerContext* ctx, const v1::SetRetentionRequest* req, v1::SetRetentionResponse*) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoSetRetention(grpc::CallbackServerContext* ctx, const v1::SetRetentionRequest* req,
+                              v1::SetRetentionResponse*) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     RetentionOptions r;
     if (uint64_t age = req->retention().max_age_seconds(); age > kMaxRetentionSeconds) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                     absl::StrCat("retention.max_age_seconds ", age,
-                                                  " is out of range: 0 (no age limit) to ",
-                                                  kMaxRetentionSeconds, " (100 years)"));
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("retention.max_age_seconds ", age, " is out of range: 0 (no age limit) to ",
+                       kMaxRetentionSeconds, " (100 years)"));
     }
     if (req->retention().max_age_seconds()) {
       r.max_age = absl::Seconds(static_cast<int64_t>(req->retention().max_age_seconds()));
     }
-    if (req->retention().max_commits())
-      r.max_commits = req->retention().max_commits();
+    if (req->retention().max_commits()) r.max_commits = req->retention().max_commits();
     return ToGrpc(deps_->store->SetRetention(r));
   }
   grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
     return Unary<v1::GetRetentionRequest, v1::Retention>(
         deps_, ctx, in, out, [&](const v1::GetRetentionRequest* req, v1::Retention* resp) {
           return DoGetRetention(ctx, req, resp);
         });
   }
 
-  grpc::Status DoGetRetention(grpc::CallbackServerContext* ctx, const v1::GetRetentionRequest*, v1::Retention* resp) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoGetRetention(grpc::CallbackServerContext* ctx, const v1::GetRetentionRequest*,
+                              v1::Retention* resp) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     RetentionOptions r = deps_->store->Retention();
     if (r.max_age) resp->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
     if (r.max_commits) resp->set_max_commits(*r.max_commits);
     return grpc::Status::OK;
   }
-  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx,
-                                      const grpc::ByteBuffer* in, grpc::ByteBuffer* out) override {
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
     return Unary<v1::CompactRequest, v1::CompactResponse>(
         deps_, ctx, in, out, [&](const v1::CompactRequest* req, v1::CompactResponse* resp) {
           return DoCompact(ctx, req, resp);
         });
   }
 
-  grpc::Status DoCompact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*, v1::CompactResponse*) {
-    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok())
-      return s;
+  grpc::Status DoCompact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*,
+                         v1::CompactResponse*) {
+    if (grpc::Status s = deps_->auth->CanAdmin(ctx, kAdmin); !s.ok()) return s;
     return ToGrpc(deps_->store->CompactNow());
   }
 
@@ -1479,11 +1489,9 @@ class AdminService final
 
 // ---------------------------------------------------------------------------
 
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     const char* what) {
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path);
-  if (!in)
-    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -1506,13 +1514,15 @@ absl::Status CheckSecurity(const ServerOptions& o) {
           " (not loopback) without --tokens or --tls-cert: anyone who can reach it could "
           "read and write everything; give --insecure-allow-remote if that is what you want"));
     }
-    spdlog::warn("listening on {} (not loopback) with no tokens and no TLS "
-                 "(--insecure-allow-remote): every caller may read and write everything",
-                 o.listen);
+    spdlog::warn(
+        "listening on {} (not loopback) with no tokens and no TLS "
+        "(--insecure-allow-remote): every caller may read and write everything",
+        o.listen);
   } else if (!IsLoopback(o.listen) && o.tokens_file.empty()) {
-    spdlog::warn("listening on {} with TLS but no tokens: every caller that can connect may "
-                 "read and write everything",
-                 o.listen);
+    spdlog::warn(
+        "listening on {} with TLS but no tokens: every caller that can connect may "
+        "read and write everything",
+        o.listen);
   }
   return absl::OkStatus();
 }
@@ -1528,8 +1538,7 @@ class ServerImpl : public Server {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
     CAIRN_ASSIGN_OR_RETURN(
-        store_, Store::Open(options_.data_dir,
-                            Options{.retention = options_.retention}));
+        store_, Store::Open(options_.data_dir, Options{.retention = options_.retention}));
     deps_.store = store_.get();
     worker_ = std::make_unique<IngestWorker>(store_.get());
     deps_.worker = worker_.get();
@@ -1541,21 +1550,16 @@ class ServerImpl : public Server {
     query_ = std::make_unique<QueryService>(&deps_, dispatcher_.get());
     admin_ = std::make_unique<AdminService>(&deps_, dispatcher_.get());
 
-    std::shared_ptr<grpc::ServerCredentials> creds =
-        grpc::InsecureServerCredentials();
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
       grpc::SslServerCredentialsOptions ssl;
-      CAIRN_ASSIGN_OR_RETURN(std::string cert,
-                             ReadFile(options_.tls_cert_file, "TLS cert"));
-      CAIRN_ASSIGN_OR_RETURN(std::string key,
-                             ReadFile(options_.tls_key_file, "TLS key"));
+      CAIRN_ASSIGN_OR_RETURN(std::string cert, ReadFile(options_.tls_cert_file, "TLS cert"));
+      CAIRN_ASSIGN_OR_RETURN(std::string key, ReadFile(options_.tls_key_file, "TLS key"));
       ssl.pem_key_cert_pairs.push_back({key, cert});
       if (!options_.tls_client_ca_file.empty()) {
-        CAIRN_ASSIGN_OR_RETURN(
-            ssl.pem_root_certs,
-            ReadFile(options_.tls_client_ca_file, "client CA"));
-        ssl.client_certificate_request =
-            GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+        CAIRN_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                               ReadFile(options_.tls_client_ca_file, "client CA"));
+        ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
       }
       creds = grpc::SslServerCredentials(ssl);
     }
@@ -1571,14 +1575,11 @@ class ServerImpl : public Server {
     builder.RegisterService(admin_.get());
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot listen on ", options_.listen));
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
     }
-    spdlog::info(
-        "cairnd listening on {} (port {}), data in {}, auth {}, tls {}",
-        options_.listen, port_, options_.data_dir,
-        auth_.enabled() ? "on" : "off",
-        options_.tls_cert_file.empty() ? "off" : "on");
+    spdlog::info("cairnd listening on {} (port {}), data in {}, auth {}, tls {}", options_.listen,
+                 port_, options_.data_dir, auth_.enabled() ? "on" : "off",
+                 options_.tls_cert_file.empty() ? "off" : "on");
     return absl::OkStatus();
   }
 
@@ -1589,8 +1590,7 @@ class ServerImpl : public Server {
       done_.WaitForNotification();
       return;
     }
-    spdlog::info(
-        "shutting down: finishing in-flight batches, ending subscriptions");
+    spdlog::info("shutting down: finishing in-flight batches, ending subscriptions");
     deps_.shutting_down.store(true);
     if (server_) {
       server_->GetHealthCheckService()->SetServingStatus(false);
@@ -1598,8 +1598,7 @@ class ServerImpl : public Server {
       // Calls still running after 2 s are cancelled; a batch already inside
       // the engine completes regardless (its ack may be lost; a retry then
       // reports duplicates).
-      server_->Shutdown(std::chrono::system_clock::now() +
-                        std::chrono::seconds(2));
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     }
     if (dispatcher_) dispatcher_->Stop();
     server_.reset();
@@ -1641,12 +1640,10 @@ bool IsLoopback(std::string_view listen) {
   if (host == "localhost") return true;
   // A numeric 127.0.0.0/8 address, not a host name that starts with "127.".
   in_addr a{};
-  return inet_pton(AF_INET, std::string(host).c_str(), &a) == 1 &&
-         (ntohl(a.s_addr) >> 24) == 127;
+  return inet_pton(AF_INET, std::string(host).c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(
-    const ServerOptions& options) {
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   auto server = std::make_unique<ServerImpl>();
   CAIRN_RETURN_IF_ERROR(server->Init(options));
   return std::unique_ptr<Server>(std::move(server));

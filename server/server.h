@@ -47,8 +47,7 @@ bool IsLoopback(std::string_view listen);
 class Server {
  public:
   // Opens the store and starts serving. Fails if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(
-      const ServerOptions& options);
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
   virtual ~Server() = default;
 
   // The bound port (useful with "127.0.0.1:0").

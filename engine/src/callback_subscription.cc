@@ -15,11 +15,10 @@ class CallbackSubscriptionImpl final : public CallbackSubscription {
                            std::function<bool(const SubscriptionItem&)> on_item,
                            std::function<void(const absl::Status&)> on_end)
       : sub_(std::move(sub)),
-        thread_(
-            [this, on_item = std::move(on_item), on_end = std::move(on_end)] {
-              absl::Status end = Run(on_item);
-              if (on_end) on_end(end);
-            }) {}
+        thread_([this, on_item = std::move(on_item), on_end = std::move(on_end)] {
+          absl::Status end = Run(on_item);
+          if (on_end) on_end(end);
+        }) {}
 
   ~CallbackSubscriptionImpl() override {
     stopping_ = true;
@@ -30,16 +29,14 @@ class CallbackSubscriptionImpl final : public CallbackSubscription {
   uint64_t position() const override { return sub_->position(); }
 
  private:
-  absl::Status Run(
-      const std::function<bool(const SubscriptionItem&)>& on_item) {
+  absl::Status Run(const std::function<bool(const SubscriptionItem&)>& on_item) {
     SubscriptionItem item;
     while (true) {
       // A long wait: Cancel() wakes it, so the timeout only bounds how long
       // a missed wake-up could last.
       absl::StatusOr<bool> got = sub_->Next(absl::Seconds(1), &item);
       if (!got.ok()) {
-        return stopping_ && absl::IsCancelled(got.status()) ? absl::OkStatus()
-                                                            : got.status();
+        return stopping_ && absl::IsCancelled(got.status()) ? absl::OkStatus() : got.status();
       }
       if (*got && !on_item(item)) return absl::OkStatus();
     }
@@ -53,13 +50,12 @@ class CallbackSubscriptionImpl final : public CallbackSubscription {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CallbackSubscription>> Store::Subscribe(
-    const SubscribeOptions& options,
-    std::function<bool(const SubscriptionItem&)> on_item,
+    const SubscribeOptions& options, std::function<bool(const SubscriptionItem&)> on_item,
     std::function<void(const absl::Status&)> on_end) {
   absl::StatusOr<std::unique_ptr<Subscription>> sub = Subscribe(options);
   if (!sub.ok()) return sub.status();
-  return std::make_unique<CallbackSubscriptionImpl>(
-      *std::move(sub), std::move(on_item), std::move(on_end));
+  return std::make_unique<CallbackSubscriptionImpl>(*std::move(sub), std::move(on_item),
+                                                    std::move(on_end));
 }
 
 }  // namespace cairn

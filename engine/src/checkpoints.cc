@@ -1,9 +1,9 @@
 // Named subscription checkpoints (persisted in the meta family).
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "key_codec.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 
@@ -55,8 +55,8 @@ absl::Status StoreImpl::PutCheckpoint(
   CAIRN_RETURN_IF_ERROR(CheckName("checkpoint name", name));
   for (const std::string& c : collections) CAIRN_RETURN_IF_ERROR(CheckName("collection", c));
   if (seq > LastSeq()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint seq ", seq, " is beyond the last committed seq ", LastSeq()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint seq ", seq, " is beyond the last committed seq ", LastSeq()));
   }
   // One writer at a time: the ownership check and the write are one step.
   absl::MutexLock l(&checkpoint_mu_);
@@ -92,11 +92,10 @@ absl::StatusOr<Store::CheckpointInfo> StoreImpl::GetCheckpointInfo(std::string_v
 absl::StatusOr<std::map<std::string, Store::CheckpointInfo>> StoreImpl::ListCheckpointInfos() {
   std::map<std::string, CheckpointInfo> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
-  for (it->Seek(kMetaCheckpointPrefix);
-       it->Valid() && it->key().starts_with(kMetaCheckpointPrefix); it->Next()) {
+  for (it->Seek(kMetaCheckpointPrefix); it->Valid() && it->key().starts_with(kMetaCheckpointPrefix);
+       it->Next()) {
     CAIRN_ASSIGN_OR_RETURN(CheckpointInfo c, DecodeCheckpoint(it->value().ToStringView()));
-    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] =
-        std::move(c);
+    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] = std::move(c);
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "list checkpoints"));
   return out;
@@ -107,9 +106,7 @@ absl::Status StoreImpl::DeleteCheckpoint(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(GetCheckpointInfo(name).status());
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(
-      db_->Delete(wo, cfs_[kMeta], CheckpointKey(name)),
-      "delete checkpoint");
+  return FromRocks(db_->Delete(wo, cfs_[kMeta], CheckpointKey(name)), "delete checkpoint");
 }
 
 }  // namespace cairn::internal

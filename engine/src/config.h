@@ -24,7 +24,7 @@ enum Cf : size_t {
   kNumCfs
 };
 inline constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
-                                           "entity_seq", "changes", "staging"};
+                                                  "entity_seq", "changes", "staging"};
 
 inline std::string CfName(size_t cf) { return kCfNames[cf]; }
 
@@ -39,8 +39,7 @@ inline constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
 inline constexpr std::string_view kMetaRetention = "retention";
 
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
-                                    "datapoints", "bitbroker",  "canonical"};
-
+                                           "datapoints", "bitbroker",  "canonical"};
 
 // Read-ahead of a snapshot's per-entity version seeks (see snapshot_cursor.cc).
 inline constexpr size_t kSnapshotReadahead = 2 << 20;

@@ -13,11 +13,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::vector<cairn::Event> events = {
-      {.source = "billing", .collection = "account", .key = "1003",
-       .position = {1700000000000000, 9}, .op = cairn::Op::kPatch,
+      {.source = "billing",
+       .collection = "account",
+       .key = "1003",
+       .position = {1700000000000000, 9},
+       .op = cairn::Op::kPatch,
        .payload = R"({"plan":"platinum"})"},
-      {.source = "billing", .collection = "account", .key = "1003",
-       .position = {1700000000000000, 1}, .op = cairn::Op::kUpsert,
+      {.source = "billing",
+       .collection = "account",
+       .key = "1003",
+       .position = {1700000000000000, 1},
+       .op = cairn::Op::kUpsert,
        .payload = R"({"acct_no":1003,"status":"ACTIVE","plan":"basic","balance":10})",
        .snapshot = true},
   };
@@ -26,10 +32,9 @@ int main(int argc, char** argv) {
     std::cerr << "ingest: " << result.status() << "\n";
     return 1;
   }
-  std::cout << "ingested: applied=" << result->applied
-            << " duplicates=" << result->duplicates
-            << " conflicts=" << result->conflicts << " seqs " << result->first_seq
-            << ".." << result->last_seq << "\n";
+  std::cout << "ingested: applied=" << result->applied << " duplicates=" << result->duplicates
+            << " conflicts=" << result->conflicts << " seqs " << result->first_seq << ".."
+            << result->last_seq << "\n";
   auto print = [](const cairn::Entity& e) {
     std::cout << "  " << e.collection << " " << e.key << " " << e.document
               << (e.complete ? "" : " (incomplete)") << " seq=" << e.seq << "\n";
@@ -38,8 +43,7 @@ int main(int argc, char** argv) {
   std::cout << "current state:\n";
   if (auto s = (*store)->Snapshot({}, print); !s.ok()) std::cerr << s << "\n";
   std::cout << "as of position (1700000000000000, 1):\n";
-  if (auto s = (*store)->Snapshot(
-          {.as_of_position = cairn::Position{1700000000000000, 1}}, print);
+  if (auto s = (*store)->Snapshot({.as_of_position = cairn::Position{1700000000000000, 1}}, print);
       !s.ok()) {
     std::cerr << s << "\n";
   }

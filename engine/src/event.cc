@@ -16,10 +16,10 @@ bool IsValidUtf8(std::string_view s) {
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     }
     auto c1 = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
-    if (n == 2 && c < 0xC2) return false;                               // overlong
-    if (n == 3 && c == 0xE0 && c1 < 0xA0) return false;                 // overlong
-    if (n == 3 && c == 0xED && c1 > 0x9F) return false;                 // surrogate
-    if (n == 4 && c == 0xF0 && c1 < 0x90) return false;                 // overlong
+    if (n == 2 && c < 0xC2) return false;                                // overlong
+    if (n == 3 && c == 0xE0 && c1 < 0xA0) return false;                  // overlong
+    if (n == 3 && c == 0xED && c1 > 0x9F) return false;                  // surrogate
+    if (n == 4 && c == 0xF0 && c1 < 0x90) return false;                  // overlong
     if (n == 4 && (c > 0xF4 || (c == 0xF4 && c1 > 0x8F))) return false;  // > U+10FFFF
     i += n;
   }
@@ -29,8 +29,8 @@ bool IsValidUtf8(std::string_view s) {
 absl::Status CheckName(std::string_view what, std::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(Av(what), " is empty"));
   if (name.size() > kMaxNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(Av(what), " is ", name.size(),
-                                                   " bytes long; the limit is ", kMaxNameBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(Av(what), " is ", name.size(), " bytes long; the limit is ", kMaxNameBytes));
   }
   if (!IsValidUtf8(name)) {
     return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid UTF-8"));

@@ -12,8 +12,7 @@ namespace {
 // Iterative: RapidJSON's recursive parser uses stack per nesting level.
 constexpr unsigned kParseFlags = rapidjson::kParseNumbersAsStringsFlag |
                                  rapidjson::kParseValidateEncodingFlag |
-                                 rapidjson::kParseStopWhenDoneFlag |
-                                 rapidjson::kParseIterativeFlag;
+                                 rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag;
 
 // Forwards SAX events into a Document, turning raw number text into marked
 // strings (see the header), and stops the parse past `max_depth` levels.
@@ -31,16 +30,11 @@ class MarkingHandler {
   bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
     scratch_.assign(1, kNumberMark);
     scratch_.append(s, n);
-    return doc_.String(scratch_.data(),
-                       static_cast<rapidjson::SizeType>(scratch_.size()), true);
+    return doc_.String(scratch_.data(), static_cast<rapidjson::SizeType>(scratch_.size()), true);
   }
-  bool String(const char* s, rapidjson::SizeType n, bool copy) {
-    return doc_.String(s, n, copy);
-  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
   bool StartObject() { return Enter() && doc_.StartObject(); }
-  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
-    return doc_.Key(s, n, copy);
-  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
   bool EndObject(rapidjson::SizeType n) {
     --depth_;
     return doc_.EndObject(n);
@@ -68,8 +62,7 @@ class MarkingHandler {
 // Writes marked strings back as raw numbers.
 class UnmarkingWriter {
  public:
-  explicit UnmarkingWriter(rapidjson::Writer<rapidjson::StringBuffer>& w)
-      : w_(w) {}
+  explicit UnmarkingWriter(rapidjson::Writer<rapidjson::StringBuffer>& w) : w_(w) {}
   bool Null() { return w_.Null(); }
   bool Bool(bool b) { return w_.Bool(b); }
   bool Int(int i) { return w_.Int(i); }
@@ -83,9 +76,7 @@ class UnmarkingWriter {
     }
     return w_.String(s, n, copy);
   }
-  bool Key(const char* s, rapidjson::SizeType n, bool copy = false) {
-    return w_.Key(s, n, copy);
-  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy = false) { return w_.Key(s, n, copy); }
   bool StartObject() { return w_.StartObject(); }
   bool EndObject(rapidjson::SizeType n = 0) { return w_.EndObject(n); }
   bool StartArray() { return w_.StartArray(); }
@@ -117,17 +108,16 @@ absl::StatusOr<Document> Parse(std::string_view text, int max_depth) {
                                                    max_depth, " levels"));
   }
   if (result.IsError()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON at offset ", result.Offset(), ": ",
-                     rapidjson::GetParseError_En(result.Code())));
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at offset ", result.Offset(), ": ",
+                                                   rapidjson::GetParseError_En(result.Code())));
   }
   // kParseStopWhenDoneFlag stops after one value; anything but whitespace
   // after it is an error.
   for (size_t i = in.Tell(); i < text.size(); ++i) {
     char c = text[i];
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid JSON at offset ", i, ": unexpected text after the value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid JSON at offset ", i, ": unexpected text after the value"));
     }
   }
   return doc;
@@ -173,8 +163,7 @@ void MergePatch(Value& target, const Value& patch, Document::AllocatorType& allo
   }
 }
 
-absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc,
-                                            std::string_view patch) {
+absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc, std::string_view patch) {
   Document target;
   if (!doc.empty()) {
     auto parsed = Parse(doc);

@@ -47,8 +47,7 @@ void MergePatch(Value& target, const Value& patch, Document::AllocatorType& allo
 
 // Parses, applies and serializes: the materializer's one-call form.
 // `doc` empty means "no document" (treated as {} for the patch).
-absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc,
-                                            std::string_view patch);
+absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc, std::string_view patch);
 // Parses and re-serializes compactly: the stored form of a payload.
 // INVALID_ARGUMENT unless the text is a JSON object.
 absl::StatusOr<std::string> CanonicalObject(std::string_view text);

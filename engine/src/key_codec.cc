@@ -40,8 +40,7 @@ bool ParseInt64(std::string_view text, int64_t* out) {
   return true;
 }
 
-absl::Status EncodeScalar(const json::Value& v, std::string_view field,
-                          std::string* out) {
+absl::Status EncodeScalar(const json::Value& v, std::string_view field, std::string* out) {
   if (json::IsNumber(v)) {
     std::string_view text = json::NumberText(v);
     int64_t i;
@@ -67,8 +66,8 @@ absl::Status EncodeScalar(const json::Value& v, std::string_view field,
     out->push_back(kNull);
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "key field '", Av(field), "' must be a scalar, not an object or array"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("key field '", Av(field), "' must be a scalar, not an object or array"));
 }
 
 }  // namespace
@@ -143,9 +142,8 @@ absl::StatusOr<std::string> EncodeKey(std::string_view key_json) {
   }
   std::vector<std::pair<std::string_view, const json::Value*>> fields;
   for (auto it = doc->MemberBegin(); it != doc->MemberEnd(); ++it) {
-    fields.emplace_back(
-        std::string_view(it->name.GetString(), it->name.GetStringLength()),
-        &it->value);
+    fields.emplace_back(std::string_view(it->name.GetString(), it->name.GetStringLength()),
+                        &it->value);
   }
   std::sort(fields.begin(), fields.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -276,8 +274,8 @@ size_t EntityPrefixLength(std::string_view cf_key) {
   return cf_key.size() - in.size() + key_len;
 }
 
-std::string LogKey(std::string_view source, Position pos,
-                   std::string_view collection, std::string_view key_bytes) {
+std::string LogKey(std::string_view source, Position pos, std::string_view collection,
+                   std::string_view key_bytes) {
   std::string out;
   AppendEscaped(source, &out);
   AppendU64(pos.timestamp, &out);
@@ -287,8 +285,7 @@ std::string LogKey(std::string_view source, Position pos,
   return out;
 }
 
-std::string HistoryKey(std::string_view entity, Position pos,
-                       std::string_view source) {
+std::string HistoryKey(std::string_view entity, Position pos, std::string_view source) {
   std::string out(entity);
   AppendU64(pos.timestamp, &out);
   AppendU64(pos.tick, &out);

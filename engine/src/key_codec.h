@@ -58,10 +58,9 @@ std::string EntityPrefix(std::string_view collection, std::string_view key_bytes
 // Length of the entity prefix at the start of a state/history/entity_seq key.
 size_t EntityPrefixLength(std::string_view cf_key);
 
-std::string LogKey(std::string_view source, Position pos,
-                   std::string_view collection, std::string_view key_bytes);
-std::string HistoryKey(std::string_view entity, Position pos,
-                       std::string_view source);
+std::string LogKey(std::string_view source, Position pos, std::string_view collection,
+                   std::string_view key_bytes);
+std::string HistoryKey(std::string_view entity, Position pos, std::string_view source);
 std::string EntitySeqKey(std::string_view entity, uint64_t seq);
 std::string SeqKey(uint64_t seq);
 

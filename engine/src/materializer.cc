@@ -3,20 +3,19 @@
 // "Materialization").
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "json_doc.h"
 #include "key_codec.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 
 using records::Doc;
 
-absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
-                                      std::string_view key_bytes,
-                                      const std::string& entity, const VersionPos& at,
-                                      Op op, const std::string& payload, bool snapshot,
-                                      BatchState* bs, bool check_markers) {
+absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_view key_bytes,
+                                      const std::string& entity, const VersionPos& at, Op op,
+                                      const std::string& payload, bool snapshot, BatchState* bs,
+                                      bool check_markers) {
   const std::string state_key = entity;
   CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> state_raw, BatchGet(kState, state_key));
   std::optional<records::StateValue> state;
@@ -25,8 +24,8 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
   }
 
   // Folds one version onto (doc, complete).
-  auto fold = [](Op vop, const std::string& vpayload, const Doc& before,
-                 bool before_complete, Doc* after, bool* complete) -> absl::Status {
+  auto fold = [](Op vop, const std::string& vpayload, const Doc& before, bool before_complete,
+                 Doc* after, bool* complete) -> absl::Status {
     switch (vop) {
       case Op::kUpsert:
         *after = vpayload;
@@ -142,8 +141,8 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
       }
       Doc after;
       bool complete;
-      CAIRN_RETURN_IF_ERROR(fold(later.op, later.patch, running, running_complete, &after,
-                                 &complete));
+      CAIRN_RETURN_IF_ERROR(
+          fold(later.op, later.patch, running, running_complete, &after, &complete));
       if (after != later.after || complete != later.complete) {
         later.after = after;
         later.complete = complete;
@@ -233,13 +232,13 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection,
     ns.newest_snapshot = snapshot;
   }
   for (auto& [k, v] : rewrites) {
-    CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kHistory], k, records::Encode(v)),
-                                    "put history"));
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(batch_->Put(cfs_[kHistory], k, records::Encode(v)), "put history"));
   }
-  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kHistory], new_key, records::Encode(nv)),
-                                  "put history"));
-  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kState], state_key, records::Encode(ns)),
-                                  "put state"));
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(batch_->Put(cfs_[kHistory], new_key, records::Encode(nv)), "put history"));
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(batch_->Put(cfs_[kState], state_key, records::Encode(ns)), "put state"));
   if (check_markers) {
     CAIRN_RETURN_IF_ERROR(EnforceMarkers(collection, key_bytes, entity, at, bs));
   }

@@ -7,12 +7,11 @@ namespace cairn::records {
 namespace {
 
 std::string Finish(flatbuffers::FlatBufferBuilder& b) {
-  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()),
-                     b.GetSize());
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
 }
 
-flatbuffers::Offset<flatbuffers::String> OptString(
-    flatbuffers::FlatBufferBuilder& b, const Doc& d) {
+flatbuffers::Offset<flatbuffers::String> OptString(flatbuffers::FlatBufferBuilder& b,
+                                                   const Doc& d) {
   return d ? b.CreateString(*d) : 0;
 }
 
@@ -42,8 +41,7 @@ absl::StatusOr<Op> FromFbs(fbs::Op op, const char* what) {
 template <typename T>
 absl::StatusOr<const T*> Verified(std::string_view bytes, const char* identifier,
                                   const char* what) {
-  flatbuffers::Verifier v(reinterpret_cast<const uint8_t*>(bytes.data()),
-                          bytes.size());
+  flatbuffers::Verifier v(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (!v.VerifyBuffer<T>(identifier)) {
     return absl::DataLossError(
         absl::StrCat(what, " record does not verify (", bytes.size(), " bytes)"));
@@ -56,8 +54,7 @@ absl::StatusOr<const T*> Verified(std::string_view bytes, const char* identifier
 std::string Encode(const LogValue& v) {
   flatbuffers::FlatBufferBuilder b(256 + v.payload.size() + v.raw.size());
   auto payload = b.CreateString(v.payload);
-  auto raw = b.CreateVector(reinterpret_cast<const uint8_t*>(v.raw.data()),
-                            v.raw.size());
+  auto raw = b.CreateVector(reinterpret_cast<const uint8_t*>(v.raw.data()), v.raw.size());
   auto id = v.event_id.empty() ? 0 : b.CreateString(v.event_id);
   fbs::LogRecordBuilder r(b);
   r.add_op(ToFbs(v.op));
@@ -98,8 +95,7 @@ std::string Encode(const StateValue& v) {
 }
 
 std::string Encode(const VersionValue& v) {
-  flatbuffers::FlatBufferBuilder b(128 + v.patch.size() +
-                                   (v.after ? v.after->size() : 0));
+  flatbuffers::FlatBufferBuilder b(128 + v.patch.size() + (v.after ? v.after->size() : 0));
   auto patch = v.patch.empty() ? 0 : b.CreateString(v.patch);
   auto after = OptString(b, v.after);
   fbs::VersionRecordBuilder r(b);
@@ -115,11 +111,11 @@ std::string Encode(const VersionValue& v) {
 }
 
 std::string Encode(const ChangeValue& v) {
-  flatbuffers::FlatBufferBuilder b(
-      192 + (v.before ? v.before->size() : 0) + (v.after ? v.after->size() : 0));
+  flatbuffers::FlatBufferBuilder b(192 + (v.before ? v.before->size() : 0) +
+                                   (v.after ? v.after->size() : 0));
   auto collection = b.CreateString(v.collection);
-  auto key = b.CreateVector(reinterpret_cast<const uint8_t*>(v.key_bytes.data()),
-                            v.key_bytes.size());
+  auto key =
+      b.CreateVector(reinterpret_cast<const uint8_t*>(v.key_bytes.data()), v.key_bytes.size());
   auto before = OptString(b, v.before);
   auto after = OptString(b, v.after);
   auto source = b.CreateString(v.source);
@@ -162,8 +158,7 @@ absl::StatusOr<LogValue> DecodeLog(std::string_view bytes) {
   if (!op.ok()) return op.status();
   v.op = *op;
   v.payload = Str(p->payload());
-  if (p->raw()) v.raw.assign(reinterpret_cast<const char*>(p->raw()->data()),
-                             p->raw()->size());
+  if (p->raw()) v.raw.assign(reinterpret_cast<const char*>(p->raw()->data()), p->raw()->size());
   v.event_id = Str(p->event_id());
   v.snapshot = p->snapshot();
   v.seq = p->seq();
@@ -197,8 +192,7 @@ absl::StatusOr<StateValue> DecodeState(std::string_view bytes) {
 }
 
 absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
-  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(),
-                                        "history");
+  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(), "history");
   if (!r.ok()) return r.status();
   const fbs::VersionRecord* p = *r;
   VersionValue v;
@@ -215,14 +209,13 @@ absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
 }
 
 absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes) {
-  auto r = Verified<fbs::ChangeRecord>(bytes, fbs::ChangeRecordIdentifier(),
-                                       "changes");
+  auto r = Verified<fbs::ChangeRecord>(bytes, fbs::ChangeRecordIdentifier(), "changes");
   if (!r.ok()) return r.status();
   const fbs::ChangeRecord* p = *r;
   ChangeValue v;
   v.collection = Str(p->collection());
-  if (p->key()) v.key_bytes.assign(reinterpret_cast<const char*>(p->key()->data()),
-                                   p->key()->size());
+  if (p->key())
+    v.key_bytes.assign(reinterpret_cast<const char*>(p->key()->data()), p->key()->size());
   auto op = FromFbs(p->op(), "changes");
   if (!op.ok()) return op.status();
   v.op = *op;
@@ -236,8 +229,7 @@ absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes) {
 }
 
 absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes) {
-  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(),
-                                          "entity_seq");
+  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(), "entity_seq");
   if (!r.ok()) return r.status();
   const fbs::EntitySeqRecord* p = *r;
   EntitySeqValue v;
@@ -253,33 +245,31 @@ std::string Encode(const SourceDefinition& v) {
   flatbuffers::FlatBufferBuilder b(256);
   std::vector<flatbuffers::Offset<fbs::CollectionKeys>> keys;
   for (const auto& [collection, fields] : v.key_fields) {
-    keys.push_back(fbs::CreateCollectionKeys(b, b.CreateString(collection),
-                                             b.CreateVectorOfStrings(fields)));
+    keys.push_back(
+        fbs::CreateCollectionKeys(b, b.CreateString(collection), b.CreateVectorOfStrings(fields)));
   }
   std::vector<flatbuffers::Offset<fbs::CollectionMapping>> mapping;
   for (const auto& [from, to] : v.collection_map) {
-    mapping.push_back(
-        fbs::CreateCollectionMapping(b, b.CreateString(from), b.CreateString(to)));
+    mapping.push_back(fbs::CreateCollectionMapping(b, b.CreateString(from), b.CreateString(to)));
   }
   std::vector<flatbuffers::Offset<fbs::CollectionSchema>> schemas;
   for (const auto& [collection, schema] : v.json_schemas) {
-    schemas.push_back(fbs::CreateCollectionSchema(b, b.CreateString(collection),
-                                                  b.CreateString(schema)));
+    schemas.push_back(
+        fbs::CreateCollectionSchema(b, b.CreateString(collection), b.CreateString(schema)));
   }
   auto root = fbs::CreateSourceRecord(
       b, b.CreateString(v.name), b.CreateString(v.format), b.CreateVector(keys),
-      b.CreateVector(mapping), b.CreateString(v.default_collection),
-      b.CreateVector(schemas));
+      b.CreateVector(mapping), b.CreateString(v.default_collection), b.CreateVector(schemas));
   b.Finish(root, fbs::SourceRecordIdentifier());
   return Finish(b);
 }
 
 std::string Encode(const SessionValue& v) {
   flatbuffers::FlatBufferBuilder b(128);
-  auto root = fbs::CreateSessionRecord(
-      b, b.CreateString(v.source), b.CreateString(v.collection),
-      static_cast<fbs::SessionMode>(v.mode), static_cast<fbs::SessionState>(v.state),
-      v.opened_micros, v.records, v.applied, v.first_seq, v.last_seq);
+  auto root = fbs::CreateSessionRecord(b, b.CreateString(v.source), b.CreateString(v.collection),
+                                       static_cast<fbs::SessionMode>(v.mode),
+                                       static_cast<fbs::SessionState>(v.state), v.opened_micros,
+                                       v.records, v.applied, v.first_seq, v.last_seq);
   b.Finish(root, fbs::SessionRecordIdentifier());
   return Finish(b);
 }
@@ -314,7 +304,8 @@ absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes) {
   }
   v.default_collection = Str(p->default_collection());
   if (p->schemas()) {
-    for (const auto* s : *p->schemas()) v.json_schemas[Str(s->collection())] = Str(s->json_schema());
+    for (const auto* s : *p->schemas())
+      v.json_schemas[Str(s->collection())] = Str(s->json_schema());
   }
   return v;
 }
@@ -351,8 +342,7 @@ absl::StatusOr<StagedValue> DecodeStaged(std::string_view bytes) {
 }
 
 std::optional<uint64_t> PeekVersionNext(std::string_view bytes) {
-  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(),
-                                        "history");
+  auto r = Verified<fbs::VersionRecord>(bytes, fbs::VersionRecordIdentifier(), "history");
   if (!r.ok()) return std::nullopt;
   return (*r)->next_timestamp();
 }
@@ -367,8 +357,7 @@ std::optional<StatePeek> PeekState(std::string_view bytes) {
 }
 
 std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes) {
-  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(),
-                                          "entity_seq");
+  auto r = Verified<fbs::EntitySeqRecord>(bytes, fbs::EntitySeqRecordIdentifier(), "entity_seq");
   if (!r.ok()) return std::nullopt;
   return (*r)->superseded_seq();
 }

@@ -12,7 +12,6 @@
 
 #include "absl/status/statusor.h"
 #include "cairn/event.h"
-#include "cairn/source.h"
 #include "cairn/fbs/change_generated.h"
 #include "cairn/fbs/entity_seq_generated.h"
 #include "cairn/fbs/log_generated.h"
@@ -21,6 +20,7 @@
 #include "cairn/fbs/staged_generated.h"
 #include "cairn/fbs/state_generated.h"
 #include "cairn/fbs/version_generated.h"
+#include "cairn/source.h"
 
 namespace cairn::records {
 

@@ -6,20 +6,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "key_codec.h"
 #include "records.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 namespace {
 
-
 class RetentionFilter : public rocksdb::CompactionFilter {
  public:
   RetentionFilter(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
-  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value,
-              std::string*, bool*) const override {
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*,
+              bool*) const override {
     std::string_view k(key.data(), key.size());
     std::string_view v(value.data(), value.size());
     uint64_t oldest_seq = horizon_->oldest_seq.load(std::memory_order_relaxed);
@@ -28,8 +27,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
       case kLog: {
         std::string source;
         uint64_t ts;
-        return keys::ConsumeEscaped(&k, &source) && keys::ConsumeU64(&k, &ts) &&
-               ts < oldest_ts;
+        return keys::ConsumeEscaped(&k, &source) && keys::ConsumeU64(&k, &ts) && ts < oldest_ts;
       }
       case kChanges: {
         uint64_t seq;
@@ -46,8 +44,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
         size_t n = keys::EntityPrefixLength(k);
         uint64_t ts;
         std::string_view rest = k.substr(n);
-        return ver.ok() && !ver->after && n > 0 && keys::ConsumeU64(&rest, &ts) &&
-               ts < oldest_ts;
+        return ver.ok() && !ver->after && n > 0 && keys::ConsumeU64(&rest, &ts) && ts < oldest_ts;
       }
       case kEntitySeq: {
         auto superseded = records::PeekEntitySeqSuperseded(v);
@@ -63,8 +60,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
         // Tombstones leave once the delete is older than the window on both
         // axes; live state is never removed.
         auto s = records::DecodeState(v);
-        return s.ok() && !s->doc && s->seq < oldest_seq &&
-               s->position.timestamp < oldest_ts;
+        return s.ok() && !s->doc && s->seq < oldest_seq && s->position.timestamp < oldest_ts;
       }
       default:
         return false;
@@ -123,8 +119,8 @@ absl::Status StoreImpl::UpdateHorizon() {
   keys::AppendU64(oldest_ts, &v);
   // Persist before compaction may act on it, so a restart never answers a
   // point whose data is already gone.
-  CAIRN_RETURN_IF_ERROR(FromRocks(
-      db_->Put(rocksdb::WriteOptions(), cfs_[kMeta], kMetaHorizon, v), "put horizon"));
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(db_->Put(rocksdb::WriteOptions(), cfs_[kMeta], kMetaHorizon, v), "put horizon"));
   horizon_.oldest_seq.store(oldest_seq);
   horizon_.oldest_timestamp.store(oldest_ts);
   return absl::OkStatus();
@@ -146,12 +142,10 @@ absl::Status StoreImpl::CompactNow() {
   rocksdb::CompactRangeOptions cro;
   cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   for (size_t cf = 0; cf < kNumCfs; ++cf) {
-    CAIRN_RETURN_IF_ERROR(
-        FromRocks(db_->CompactRange(cro, cfs_[cf], nullptr, nullptr), "compact"));
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->CompactRange(cro, cfs_[cf], nullptr, nullptr), "compact"));
   }
   return absl::OkStatus();
 }
-
 
 absl::Status StoreImpl::SetRetention(const RetentionOptions& retention) {
   if (retention.max_age && *retention.max_age <= absl::ZeroDuration()) {
@@ -165,8 +159,7 @@ absl::Status StoreImpl::SetRetention(const RetentionOptions& retention) {
   keys::AppendU64(retention.max_commits.value_or(0), &v);
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  CAIRN_RETURN_IF_ERROR(
-      FromRocks(db_->Put(wo, cfs_[kMeta], kMetaRetention, v), "put retention"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Put(wo, cfs_[kMeta], kMetaRetention, v), "put retention"));
   absl::MutexLock l(&retention_opts_mu_);
   options_.retention = retention;
   return absl::OkStatus();
@@ -176,6 +169,5 @@ RetentionOptions StoreImpl::Retention() {
   absl::MutexLock l(&retention_opts_mu_);
   return options_.retention;
 }
-
 
 }  // namespace cairn::internal

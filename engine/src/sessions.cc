@@ -1,13 +1,13 @@
 // Contribution sessions (DESIGN §6).
 #include <random>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "json_doc.h"
 #include "key_codec.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 
@@ -18,9 +18,7 @@ namespace cairn::internal {
 
 namespace {
 
-std::string SessionKey(std::string_view id) {
-  return absl::StrCat(Av(kMetaSessionPrefix), Av(id));
-}
+std::string SessionKey(std::string_view id) { return absl::StrCat(Av(kMetaSessionPrefix), Av(id)); }
 
 std::string StagingPrefix(std::string_view id) {
   std::string out;
@@ -53,8 +51,7 @@ absl::StatusOr<records::SessionValue> StoreImpl::OpenSessionFor(std::string_view
 absl::Status StoreImpl::PutSession(std::string_view id, const records::SessionValue& v) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Put(wo, cfs_[kMeta], SessionKey(id), records::Encode(v)),
-                   "put session");
+  return FromRocks(db_->Put(wo, cfs_[kMeta], SessionKey(id), records::Encode(v)), "put session");
 }
 
 absl::Status StoreImpl::DropStaging(std::string_view id) {
@@ -90,8 +87,7 @@ Position StoreImpl::NextSessionPosition(const std::string& source, uint64_t coun
 }
 
 absl::StatusOr<std::string> StoreImpl::OpenSession(std::string_view source,
-                                                   std::string_view collection,
-                                                   SessionMode mode) {
+                                                   std::string_view collection, SessionMode mode) {
   CAIRN_RETURN_IF_ERROR(GetSource(source).status());
   CAIRN_RETURN_IF_ERROR(CheckName("session collection", collection));
   if (mode != SessionMode::kStream && mode != SessionMode::kAccrue &&
@@ -154,9 +150,12 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
     Position p = NextSessionPosition(session.source, records.size());
     std::vector<Event> events(records.size());
     for (size_t i = 0; i < records.size(); ++i) {
-      events[i] = Event{.source = session.source, .collection = session.collection,
-                        .key = key_json[i], .position = {p.timestamp, p.tick + i},
-                        .op = Op::kUpsert, .payload = std::move(records[i].document)};
+      events[i] = Event{.source = session.source,
+                        .collection = session.collection,
+                        .key = key_json[i],
+                        .position = {p.timestamp, p.tick + i},
+                        .op = Op::kUpsert,
+                        .payload = std::move(records[i].document)};
     }
     CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
     return key_json;
@@ -177,8 +176,8 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
   return key_json;
 }
 
-absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(
-    std::string_view session_id, std::vector<std::string> ids) {
+absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(std::string_view session_id,
+                                                                  std::vector<std::string> ids) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
   std::vector<std::string> key_bytes(ids.size()), key_json(ids.size());
   std::string errors;
@@ -200,8 +199,10 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(
     Position p = NextSessionPosition(session.source, ids.size());
     std::vector<Event> events(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
-      events[i] = Event{.source = session.source, .collection = session.collection,
-                        .key = key_json[i], .position = {p.timestamp, p.tick + i},
+      events[i] = Event{.source = session.source,
+                        .collection = session.collection,
+                        .key = key_json[i],
+                        .position = {p.timestamp, p.tick + i},
                         .op = Op::kDelete};
     }
     CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
@@ -223,8 +224,7 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(
   return key_json;
 }
 
-absl::Status StoreImpl::CommitSession(const std::string& id,
-                                      const records::SessionValue& session,
+absl::Status StoreImpl::CommitSession(const std::string& id, const records::SessionValue& session,
                                       BatchState* bs, IngestResult* result) {
   // Staged keys and the collection's state share the canonical key order, so
   // a replace commit finds the records not re-sent with one merge pass.
@@ -252,9 +252,12 @@ absl::Status StoreImpl::CommitSession(const std::string& id,
   auto apply = [&](std::string_view key_bytes, Op op, std::string doc) -> absl::Status {
     CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(key_bytes));
     std::vector<Event> one(1);
-    one[0] = Event{.source = session.source, .collection = session.collection,
-                   .key = std::move(key_json), .position = {base.timestamp, base.tick + tick++},
-                   .op = op, .payload = std::move(doc)};
+    one[0] = Event{.source = session.source,
+                   .collection = session.collection,
+                   .key = std::move(key_json),
+                   .position = {base.timestamp, base.tick + tick++},
+                   .op = op,
+                   .payload = std::move(doc)};
     std::vector<Prepared> prepared;
     CAIRN_RETURN_IF_ERROR(Validate(one, &prepared));
     CAIRN_RETURN_IF_ERROR(ApplyEvent(prepared[0], bs, result));
@@ -264,9 +267,8 @@ absl::Status StoreImpl::CommitSession(const std::string& id,
     return absl::OkStatus();
   };
   while (staged->Valid() || (state && state->Valid())) {
-    std::string_view skey = staged->Valid()
-                                ? staged->key().ToStringView().substr(prefix.size())
-                                : std::string_view();
+    std::string_view skey =
+        staged->Valid() ? staged->key().ToStringView().substr(prefix.size()) : std::string_view();
     if (state && state->Valid()) {
       std::string_view ekey = state->key().ToStringView().substr(coll_prefix.size());
       if (!staged->Valid() || ekey < skey) {
@@ -296,8 +298,7 @@ absl::Status StoreImpl::CommitSession(const std::string& id,
                    "close session");
 }
 
-absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id,
-                                                     bool commit) {
+absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id, bool commit) {
   std::string id(session_id);
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(id));
   records::SessionValue closed = session;
@@ -312,8 +313,8 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
     CAIRN_RETURN_IF_ERROR(DropStaging(id));
     if (session.mode != SessionMode::kStream) return IngestResult{};
     // What the session's posts applied as they came.
-    return IngestResult{.first_seq = session.first_seq, .last_seq = session.last_seq,
-                        .applied = session.applied};
+    return IngestResult{
+        .first_seq = session.first_seq, .last_seq = session.last_seq, .applied = session.applied};
   }
   Writer w;
   w.durable = true;
@@ -330,8 +331,11 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
 
 absl::StatusOr<SessionInfo> StoreImpl::GetSession(std::string_view session_id) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue v, LoadSession(session_id));
-  return SessionInfo{.id = std::string(session_id), .source = v.source,
-                     .collection = v.collection, .mode = v.mode, .records = v.records};
+  return SessionInfo{.id = std::string(session_id),
+                     .source = v.source,
+                     .collection = v.collection,
+                     .mode = v.mode,
+                     .records = v.records};
 }
 
 }  // namespace cairn::internal

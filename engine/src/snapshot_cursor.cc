@@ -24,9 +24,8 @@ absl::StatusOr<ScanRange> SnapshotRange(const SnapshotOptions& o) {
   return r;
 }
 
-
-Entity MakeEntity(std::string collection, std::string key_json, const Doc& doc,
-                  bool complete, Position pos, std::string source, uint64_t seq) {
+Entity MakeEntity(std::string collection, std::string key_json, const Doc& doc, bool complete,
+                  Position pos, std::string source, uint64_t seq) {
   Entity e;
   e.collection = std::move(collection);
   e.key = std::move(key_json);
@@ -38,9 +37,7 @@ Entity MakeEntity(std::string collection, std::string key_json, const Doc& doc,
   return e;
 }
 
-
-absl::Status SplitEntity(std::string_view entity, std::string* collection,
-                         std::string* key_json) {
+absl::Status SplitEntity(std::string_view entity, std::string* collection, std::string* key_json) {
   std::string_view in = entity;
   if (!keys::ConsumeEscaped(&in, collection)) {
     return absl::DataLossError("malformed entity key");
@@ -49,7 +46,6 @@ absl::Status SplitEntity(std::string_view entity, std::string* collection,
   return absl::OkStatus();
 }
 namespace {
-
 
 class SnapshotCursorImpl : public SnapshotCursor {
  public:
@@ -68,8 +64,13 @@ class SnapshotCursorImpl : public SnapshotCursor {
                      rocksdb::ColumnFamilyHandle* versions, const rocksdb::Snapshot* snap,
                      Mode mode, ScanRange range, uint64_t seq, Position pos,
                      bool include_incomplete, bool bulk)
-      : db_(db), snap_(snap), mode_(mode), range_(std::move(range)), seq_(seq),
-        pos_(pos), include_incomplete_(include_incomplete) {
+      : db_(db),
+        snap_(snap),
+        mode_(mode),
+        range_(std::move(range)),
+        seq_(seq),
+        pos_(pos),
+        include_incomplete_(include_incomplete) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
     if (mode_ != Mode::kCurrent) {
@@ -121,8 +122,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
       CAIRN_ASSIGN_OR_RETURN(records::StateValue s,
                              records::DecodeState(it_->value().ToStringView()));
       bool found = s.doc.has_value();
-      if (found) CAIRN_RETURN_IF_ERROR(Fill(key, s.doc, s.complete, s.position,
-                                            s.source, s.seq));
+      if (found) CAIRN_RETURN_IF_ERROR(Fill(key, s.doc, s.complete, s.position, s.source, s.seq));
       it_->Next();
       return found;
     }
@@ -161,8 +161,8 @@ class SnapshotCursorImpl : public SnapshotCursor {
         uint64_t seq;
         keys::ConsumeU64(&rest, &seq);
         found = e.doc.has_value();
-        if (found) CAIRN_RETURN_IF_ERROR(Fill(entity, e.doc, e.complete, e.position,
-                                              e.source, seq));
+        if (found)
+          CAIRN_RETURN_IF_ERROR(Fill(entity, e.doc, e.complete, e.position, e.source, seq));
       } else {
         CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
                                records::DecodeVersion(versions_->value().ToStringView()));
@@ -173,19 +173,19 @@ class SnapshotCursorImpl : public SnapshotCursor {
           return absl::DataLossError("malformed history key");
         }
         found = v.after.has_value();
-        if (found) CAIRN_RETURN_IF_ERROR(Fill(entity, v.after, v.complete, p,
-                                              std::move(source), v.seq));
+        if (found)
+          CAIRN_RETURN_IF_ERROR(Fill(entity, v.after, v.complete, p, std::move(source), v.seq));
       }
     }
     return found;
   }
 
-  absl::Status Fill(std::string_view entity, const Doc& doc, bool complete,
-                    Position pos, std::string source, uint64_t seq) {
+  absl::Status Fill(std::string_view entity, const Doc& doc, bool complete, Position pos,
+                    std::string source, uint64_t seq) {
     std::string collection, key_json;
     CAIRN_RETURN_IF_ERROR(SplitEntity(entity, &collection, &key_json));
-    entity_ = MakeEntity(std::move(collection), std::move(key_json), doc, complete,
-                         pos, std::move(source), seq);
+    entity_ = MakeEntity(std::move(collection), std::move(key_json), doc, complete, pos,
+                         std::move(source), seq);
     return absl::OkStatus();
   }
 
@@ -204,10 +204,12 @@ class SnapshotCursorImpl : public SnapshotCursor {
 
 }  // namespace
 
-std::unique_ptr<SnapshotCursor> NewSnapshotCursor(
-    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state, rocksdb::ColumnFamilyHandle* versions,
-    const rocksdb::Snapshot* snap, SnapshotMode mode, ScanRange range, uint64_t seq,
-    Position pos, bool include_incomplete, bool bulk) {
+std::unique_ptr<SnapshotCursor> NewSnapshotCursor(rocksdb::DB* db,
+                                                  rocksdb::ColumnFamilyHandle* state,
+                                                  rocksdb::ColumnFamilyHandle* versions,
+                                                  const rocksdb::Snapshot* snap, SnapshotMode mode,
+                                                  ScanRange range, uint64_t seq, Position pos,
+                                                  bool include_incomplete, bool bulk) {
   return std::make_unique<SnapshotCursorImpl>(db, state, versions, snap, mode, std::move(range),
                                               seq, pos, include_incomplete, bulk);
 }

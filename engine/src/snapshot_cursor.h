@@ -26,8 +26,7 @@ absl::StatusOr<ScanRange> SnapshotRange(const SnapshotOptions& o);
 
 // Splits an entity key (collection | key bytes) into the collection and the
 // key's canonical JSON.
-absl::Status SplitEntity(std::string_view entity, std::string* collection,
-                         std::string* key_json);
+absl::Status SplitEntity(std::string_view entity, std::string* collection, std::string* key_json);
 
 Entity MakeEntity(std::string collection, std::string key_json, const records::Doc& doc,
                   bool complete, Position pos, std::string source, uint64_t seq);
@@ -38,10 +37,12 @@ enum class SnapshotMode { kCurrent, kAsOfSeq, kAsOfPosition };
 // family the point-in-time modes seek in: entity_seq for kAsOfSeq, history
 // for kAsOfPosition (unused for kCurrent). `bulk`: a whole collection or
 // store, read ahead and kept out of the block cache.
-std::unique_ptr<SnapshotCursor> NewSnapshotCursor(
-    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state, rocksdb::ColumnFamilyHandle* versions,
-    const rocksdb::Snapshot* snap, SnapshotMode mode, ScanRange range, uint64_t seq,
-    Position pos, bool include_incomplete, bool bulk);
+std::unique_ptr<SnapshotCursor> NewSnapshotCursor(rocksdb::DB* db,
+                                                  rocksdb::ColumnFamilyHandle* state,
+                                                  rocksdb::ColumnFamilyHandle* versions,
+                                                  const rocksdb::Snapshot* snap, SnapshotMode mode,
+                                                  ScanRange range, uint64_t seq, Position pos,
+                                                  bool include_incomplete, bool bulk);
 
 }  // namespace cairn::internal
 

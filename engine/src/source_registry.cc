@@ -1,9 +1,9 @@
 // The source registry (persisted in the meta family).
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "json_doc.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 
@@ -24,8 +24,8 @@ absl::Status StoreImpl::ValidateSource(const SourceDefinition& s) {
   for (const auto& [collection, schema] : s.json_schemas) {
     auto doc = json::Parse(schema);
     if (!doc.ok() || !doc->IsObject()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "source '", s.name, "': json_schemas[", collection, "] is not a JSON object"));
+      return absl::InvalidArgumentError(absl::StrCat("source '", s.name, "': json_schemas[",
+                                                     collection, "] is not a JSON object"));
     }
   }
   return absl::OkStatus();
@@ -54,8 +54,8 @@ absl::StatusOr<SourceDefinition> StoreImpl::GetSource(std::string_view name) {
 absl::StatusOr<std::vector<SourceDefinition>> StoreImpl::ListSources() {
   std::vector<SourceDefinition> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kMeta]));
-  for (it->Seek(kMetaRegistryPrefix);
-       it->Valid() && it->key().starts_with(kMetaRegistryPrefix); it->Next()) {
+  for (it->Seek(kMetaRegistryPrefix); it->Valid() && it->key().starts_with(kMetaRegistryPrefix);
+       it->Next()) {
     CAIRN_ASSIGN_OR_RETURN(SourceDefinition d, records::DecodeSource(it->value().ToStringView()));
     out.push_back(std::move(d));
   }
@@ -67,9 +67,8 @@ absl::Status StoreImpl::RemoveSource(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(GetSource(name).status());
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(
-      db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), Av(name))),
-      "remove source");
+  return FromRocks(db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), Av(name))),
+                   "remove source");
 }
 
 }  // namespace cairn::internal

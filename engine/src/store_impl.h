@@ -66,7 +66,6 @@
 
 namespace cairn::internal {
 
-
 // A version's place in an entity's order: position, then source name.
 struct VersionPos {
   Position position;
@@ -76,12 +75,11 @@ struct VersionPos {
 
 // Read-ahead of a snapshot's per-entity version seeks (see SnapshotCursorImpl).
 
-
 // An event after validation: canonical key and payload, encoded keys.
 struct Prepared {
   Event event;
   std::string key_bytes;
-  std::string entity;   // collection | key
+  std::string entity;  // collection | key
   std::string log_key;
 };
 
@@ -96,8 +94,7 @@ SourceStats DecodeSourceStats(std::string_view in);
 
 class StoreImpl : public Store {
  public:
-  StoreImpl(const Options& options, std::string path)
-      : options_(options), path_(std::move(path)) {
+  StoreImpl(const Options& options, std::string path) : options_(options), path_(std::move(path)) {
     if (!options_.now_micros) {
       options_.now_micros = [] { return static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())); };
     }
@@ -112,11 +109,9 @@ class StoreImpl : public Store {
   absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override;
   absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
       const SnapshotOptions& options) override;
-  absl::StatusOr<std::vector<Version>> History(std::string_view collection,
-                                               std::string_view key,
+  absl::StatusOr<std::vector<Version>> History(std::string_view collection, std::string_view key,
                                                const HistoryOptions& options) override;
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
-      const SubscribeOptions& options) override;
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(const SubscribeOptions& options) override;
   uint64_t LastSeq() const override { return last_seq_.load(std::memory_order_acquire); }
   bool AwaitCommit(uint64_t after_seq, absl::Duration timeout) override {
     std::atomic<bool> never{false};
@@ -130,15 +125,13 @@ class StoreImpl : public Store {
   absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override;
   absl::StatusOr<std::vector<SourceDefinition>> ListSources() override;
   absl::Status RemoveSource(std::string_view name) override;
-  absl::StatusOr<std::string> OpenSession(std::string_view source,
-                                          std::string_view collection,
+  absl::StatusOr<std::string> OpenSession(std::string_view source, std::string_view collection,
                                           SessionMode mode) override;
   absl::StatusOr<std::vector<std::string>> SessionUpsert(
       std::string_view session_id, std::vector<SessionRecord> records) override;
-  absl::StatusOr<std::vector<std::string>> SessionDelete(
-      std::string_view session_id, std::vector<std::string> keys) override;
-  absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
-                                            bool commit) override;
+  absl::StatusOr<std::vector<std::string>> SessionDelete(std::string_view session_id,
+                                                         std::vector<std::string> keys) override;
+  absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) override;
   absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
   absl::Status PutCheckpoint(
       std::string_view name, uint64_t seq, const std::vector<std::string>& collections,
@@ -185,7 +178,7 @@ class StoreImpl : public Store {
     uint64_t next_seq = 0;
     std::map<std::string, SourceStats> sources;
     std::vector<std::pair<std::string, Marker>> markers;  // collection, marker
-    std::vector<Change> changes;  // decoded, for the recent-changes ring
+    std::vector<Change> changes;                          // decoded, for the recent-changes ring
   };
 
   absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
@@ -220,8 +213,7 @@ class StoreImpl : public Store {
                              const std::string& payload, bool snapshot, BatchState* bs,
                              bool check_markers);
   absl::Status EnforceMarkers(std::string_view collection, std::string_view key_bytes,
-                              const std::string& entity, const VersionPos& at,
-                              BatchState* bs);
+                              const std::string& entity, const VersionPos& at, BatchState* bs);
   absl::StatusOr<std::optional<std::string>> BatchGet(Cf cf, const std::string& key);
   // Puts into the group's batch. The change feed and entity_seq are never
   // read back while a group is folded, so their entries skip the batch index

@@ -3,14 +3,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "key_codec.h"
 #include "rocks_status.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
-
 
 std::string EncodeSourceStats(const SourceStats& s) {
   std::string out;
@@ -23,8 +22,12 @@ std::string EncodeSourceStats(const SourceStats& s) {
 
 SourceStats DecodeSourceStats(std::string_view in) {
   SourceStats s;
-  uint64_t* fields[] = {&s.accepted, &s.duplicates, &s.conflicts, &s.rejected_batches,
-                        &s.last_position.timestamp, &s.last_position.tick};
+  uint64_t* fields[] = {&s.accepted,
+                        &s.duplicates,
+                        &s.conflicts,
+                        &s.rejected_batches,
+                        &s.last_position.timestamp,
+                        &s.last_position.tick};
   for (uint64_t* f : fields) {
     if (!keys::ConsumeU64(&in, f)) break;
   }
@@ -48,8 +51,8 @@ absl::Status StoreImpl::Init() {
   // Every block read from disk is checksummed: XXH3 is several times faster
   // than CRC32C without SSE4.2, which the packaged RocksDB is built without.
   table.checksum = rocksdb::kXXH3;
-  auto table_factory = std::shared_ptr<rocksdb::TableFactory>(
-      rocksdb::NewBlockBasedTableFactory(table));
+  auto table_factory =
+      std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(table));
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (size_t cf = 0; cf < kNumCfs; ++cf) {
@@ -65,16 +68,16 @@ absl::Status StoreImpl::Init() {
   }
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  CAIRN_RETURN_IF_ERROR(FromRocks(
-      rocksdb::DB::Open(rocksdb::DBOptions(opts), path_, descriptors, &handles, &raw),
-      absl::StrCat("open ", path_)));
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(rocksdb::DBOptions(opts), path_, descriptors, &handles, &raw),
+                absl::StrCat("open ", path_)));
   db_.reset(raw);
   cfs_ = std::move(handles);
   // Without overwrite_key a Put only inserts into the batch index (no search
   // for an older entry of the key): reads still see a key's newest entry, and
   // the index iterator yields every entry (SpillBatch keeps the newest).
-  batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(
-      rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/false);
+  batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
+                                                          /*overwrite_key=*/false);
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
   // Retention given at open wins; otherwise the one last set at runtime.
@@ -140,15 +143,14 @@ absl::Status StoreImpl::LoadMeta() {
     std::string name(it->key().ToStringView().substr(kMetaSourcePrefix.size()));
     sources_[name] = DecodeSourceStats(it->value().ToStringView());
   }
-  for (it->Seek(kMetaTruncatePrefix);
-       it->Valid() && it->key().starts_with(kMetaTruncatePrefix); it->Next()) {
+  for (it->Seek(kMetaTruncatePrefix); it->Valid() && it->key().starts_with(kMetaTruncatePrefix);
+       it->Next()) {
     std::string_view in = it->key().ToStringView().substr(kMetaTruncatePrefix.size());
     std::string collection;
     Marker m;
     if (!keys::ConsumeEscaped(&in, &collection) ||
         !keys::ConsumeU64(&in, &m.at.position.timestamp) ||
-        !keys::ConsumeU64(&in, &m.at.position.tick) ||
-        !keys::ConsumeEscaped(&in, &m.at.source)) {
+        !keys::ConsumeU64(&in, &m.at.position.tick) || !keys::ConsumeEscaped(&in, &m.at.source)) {
       return absl::DataLossError("malformed truncate marker");
     }
     markers_[collection].insert(m);
@@ -165,8 +167,7 @@ namespace cairn {
 
 using internal::StoreImpl;
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(std::string_view path,
-                                                   const Options& options) {
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(std::string_view path, const Options& options) {
   auto store = std::make_unique<StoreImpl>(options, std::string(path));
   CAIRN_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));

@@ -1,10 +1,10 @@
 // Reads: Get, snapshots, History, the change feed and Subscribe, Stats.
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "key_codec.h"
 #include "rocks_status.h"
 #include "snapshot_cursor.h"
+#include "store_impl.h"
 #include "subscription.h"
 
 namespace cairn::internal {
@@ -18,21 +18,22 @@ absl::StatusOr<Entity> StoreImpl::Get(std::string_view collection, std::string_v
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kState], entity, &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection))));
+    return absl::NotFoundError(
+        absl::StrCat("no entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection))));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get"));
   CAIRN_ASSIGN_OR_RETURN(records::StateValue st, records::DecodeState(v));
   if (!st.doc) {
-    return absl::NotFoundError(absl::StrCat("entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection)),
-                                            " was deleted at seq ", st.seq));
+    return absl::NotFoundError(absl::StrCat("entity ", Av(Excerpt(key)), " in ",
+                                            Av(Excerpt(collection)), " was deleted at seq ",
+                                            st.seq));
   }
   CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(*kb));
-  return MakeEntity(std::string(collection), std::move(key_json), st.doc, st.complete,
-                    st.position, st.source, st.seq);
+  return MakeEntity(std::string(collection), std::move(key_json), st.doc, st.complete, st.position,
+                    st.source, st.seq);
 }
 
-absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
-    const SnapshotOptions& o) {
+absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(const SnapshotOptions& o) {
   if (o.as_of_seq && o.as_of_position) {
     return absl::InvalidArgumentError("as_of_seq and as_of_position are exclusive");
   }
@@ -48,8 +49,8 @@ absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(
     if (*o.as_of_seq < oldest || *o.as_of_seq > last) {
       db_->ReleaseSnapshot(snap);
       return absl::OutOfRangeError(absl::StrCat(
-          "seq ", *o.as_of_seq, " is outside the available range: oldest available seq is ",
-          oldest, ", last committed seq is ", last));
+          "seq ", *o.as_of_seq, " is outside the available range: oldest available seq is ", oldest,
+          ", last committed seq is ", last));
     }
     mode = SnapshotMode::kAsOfSeq;
     cf = kEntitySeq;
@@ -80,8 +81,8 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
   auto kb = keys::EncodeKey(key);
   if (!kb.ok()) return absl::InvalidArgumentError(kb.status().message());
   if (o.from_seq && o.to_seq && *o.from_seq > *o.to_seq) {
-    return absl::InvalidArgumentError(absl::StrCat("from_seq ", *o.from_seq,
-                                                   " is after to_seq ", *o.to_seq));
+    return absl::InvalidArgumentError(
+        absl::StrCat("from_seq ", *o.from_seq, " is after to_seq ", *o.to_seq));
   }
   if (o.from_position && o.to_position && *o.from_position > *o.to_position) {
     return absl::InvalidArgumentError("from_position is after to_position");
@@ -122,8 +123,7 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
     std::string_view rest = it->key().ToStringView().substr(entity.size());
     Version ver;
     if (!keys::ConsumeU64(&rest, &ver.position.timestamp) ||
-        !keys::ConsumeU64(&rest, &ver.position.tick) ||
-        !keys::ConsumeEscaped(&rest, &ver.source)) {
+        !keys::ConsumeU64(&rest, &ver.position.tick) || !keys::ConsumeEscaped(&rest, &ver.source)) {
       return absl::DataLossError("malformed history key");
     }
     if (o.to_position && ver.position > *o.to_position) break;
@@ -151,8 +151,8 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
   return out;
 }
 
-absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max,
-                                    std::vector<Change>* out, uint64_t* last_read) {
+absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
+                                    uint64_t* last_read) {
   uint64_t last = LastSeq();
   {
     // From the recent-changes ring when it holds the next seq.
@@ -213,8 +213,7 @@ void StoreImpl::WaitForCommit(uint64_t seq, absl::Time deadline,
   }
 }
 
-absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(
-    const SubscribeOptions& o) {
+absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(const SubscribeOptions& o) {
   std::vector<std::string> key_bytes;
   for (size_t i = 0; i < o.filter.keys.size(); ++i) {
     auto kb = keys::EncodeKey(o.filter.keys[i]);
@@ -233,13 +232,13 @@ absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(
       uint64_t oldest = horizon_.oldest_seq.load();
       if (uint64_t last = LastSeq(); o.from_seq > last) {
         // Waiting would wait for a seq issued to some other store (DESIGN §4).
-        return absl::OutOfRangeError(absl::StrCat("from_seq ", o.from_seq,
-                                                  " is after the last committed seq ", last));
+        return absl::OutOfRangeError(
+            absl::StrCat("from_seq ", o.from_seq, " is after the last committed seq ", last));
       }
       if (o.from_seq + 1 < oldest) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "from_seq ", o.from_seq, " is older than the retention window; oldest ",
-            "available seq is ", oldest));
+        return absl::OutOfRangeError(absl::StrCat("from_seq ", o.from_seq,
+                                                  " is older than the retention window; oldest ",
+                                                  "available seq is ", oldest));
       }
       start = o.from_seq;
       break;

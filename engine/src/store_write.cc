@@ -3,13 +3,13 @@
 // application of events and truncates (ApplyToEntity is materializer.cc).
 #include <filesystem>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "json_doc.h"
 #include "key_codec.h"
 #include "rocks_status.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 
@@ -36,8 +36,7 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
     if (e.position.timestamp < oldest_ts) {
       return absl::OutOfRangeError(absl::StrCat(
           "event ", i, ": position timestamp ", e.position.timestamp,
-          " is older than the retention window; oldest available timestamp is ",
-          oldest_ts));
+          " is older than the retention window; oldest available timestamp is ", oldest_ts));
     }
     Prepared p;
     switch (e.op) {
@@ -45,8 +44,7 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
       case Op::kPatch: {
         auto canon = json::CanonicalObject(e.payload);
         if (!canon.ok()) {
-          return bad(absl::StrCat("payload of ", OpName(e.op), ": ",
-                                  canon.status().message()));
+          return bad(absl::StrCat("payload of ", OpName(e.op), ": ", canon.status().message()));
         }
         e.payload = *std::move(canon);
         break;
@@ -262,8 +260,8 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
 void StoreImpl::AppendRecent(std::vector<Change> changes) {
   if (changes.empty()) return;
   auto weight = [](const Change& c) {
-    return c.before.size() + c.after.size() + c.key.size() + c.collection.size() +
-           c.source.size() + sizeof(Change);
+    return c.before.size() + c.after.size() + c.key.size() + c.collection.size() + c.source.size() +
+           sizeof(Change);
   };
   absl::MutexLock l(&recent_mu_);
   if (!recent_.empty() && recent_.back().seq + 1 != changes.front().seq) {
@@ -274,8 +272,7 @@ void StoreImpl::AppendRecent(std::vector<Change> changes) {
     recent_bytes_ += weight(c);
     recent_.push_back(std::move(c));
   }
-  while (!recent_.empty() &&
-         (recent_.size() > kRecentChanges || recent_bytes_ > kRecentBytes)) {
+  while (!recent_.empty() && (recent_.size() > kRecentChanges || recent_bytes_ > kRecentBytes)) {
     recent_bytes_ -= weight(recent_.front());
     recent_.pop_front();
   }
@@ -312,12 +309,11 @@ absl::Status StoreImpl::SpillBatch() {
         writer.reset();
       }
       if (!writer) {
-        writer = std::make_unique<rocksdb::SstFileWriter>(
-            rocksdb::EnvOptions(), db_->GetOptions(cfs_[cf]), cfs_[cf]);
-        spill_->files[cf].push_back(absl::StrCat(spill_->dir, "/", CfName(cf), "-",
-                                                 spill_->files[cf].size(), ".sst"));
-        CAIRN_RETURN_IF_ERROR(
-            FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
+        writer = std::make_unique<rocksdb::SstFileWriter>(rocksdb::EnvOptions(),
+                                                          db_->GetOptions(cfs_[cf]), cfs_[cf]);
+        spill_->files[cf].push_back(
+            absl::StrCat(spill_->dir, "/", CfName(cf), "-", spill_->files[cf].size(), ".sst"));
+        CAIRN_RETURN_IF_ERROR(FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
       }
       CAIRN_RETURN_IF_ERROR(
           FromRocks(spill_->writers[cf]->Put(e.key, e.value), "write spill file"));
@@ -352,8 +348,7 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
     for (const auto& [name, st] : bs.sources) {
       spill_->meta[absl::StrCat(Av(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
     }
-    rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]),
-                                cfs_[kMeta]);
+    rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]), cfs_[kMeta]);
     spill_->files[kMeta] = {dir + "/meta.sst"};
     s = FromRocks(meta.Open(spill_->files[kMeta][0]), "open spill file");
     for (auto it = spill_->meta.begin(); s.ok() && it != spill_->meta.end(); ++it) {
@@ -411,8 +406,7 @@ absl::Status StoreImpl::ApplyBatch(Writer* w, BatchState* bs) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<std::string>> StoreImpl::BatchGet(Cf cf,
-                                                               const std::string& key) {
+absl::StatusOr<std::optional<std::string>> StoreImpl::BatchGet(Cf cf, const std::string& key) {
   std::string value;
   rocksdb::Status s =
       batch_->GetFromBatchAndDB(db_.get(), rocksdb::ReadOptions(), cfs_[cf], key, &value);
@@ -446,8 +440,7 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
   }
   if (existing) {
     CAIRN_ASSIGN_OR_RETURN(records::LogValue logged, records::DecodeLog(*existing));
-    bool same = logged.op == e.op && logged.payload == e.payload &&
-                logged.snapshot == e.snapshot;
+    bool same = logged.op == e.op && logged.payload == e.payload && logged.snapshot == e.snapshot;
     result->outcomes.push_back(same ? Outcome::kDuplicate : Outcome::kConflict);
     (same ? result->duplicates : result->conflicts)++;
     (same ? stats.duplicates : stats.conflicts)++;
@@ -456,9 +449,8 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
   if (e.op == Op::kTruncate) {
     CAIRN_RETURN_IF_ERROR(ApplyTruncate(p, bs));
   } else {
-    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity,
-                                        {e.position, e.source}, e.op, e.payload,
-                                        e.snapshot, bs, /*check_markers=*/true));
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity, {e.position, e.source},
+                                        e.op, e.payload, e.snapshot, bs, /*check_markers=*/true));
   }
   records::LogValue log;
   log.op = e.op;
@@ -468,8 +460,8 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
   log.snapshot = e.snapshot;
   log.seq = bs->next_seq - 1;
   log.ingest_micros = group_commit_micros_;
-  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kLog], p.log_key, records::Encode(log)),
-                                  "put log"));
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(batch_->Put(cfs_[kLog], p.log_key, records::Encode(log)), "put log"));
   result->outcomes.push_back(Outcome::kApplied);
   result->applied++;
   stats.accepted++;
@@ -507,15 +499,14 @@ absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
   }
   for (const std::string& entity : entities) {
     std::string_view key_bytes = std::string_view(entity).substr(lower.size());
-    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, key_bytes, entity, m.at,
-                                        Op::kTruncate, "", false, bs,
+    CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, key_bytes, entity, m.at, Op::kTruncate, "",
+                                        false, bs,
                                         /*check_markers=*/false));
   }
   return absl::OkStatus();
 }
 
-absl::Status StoreImpl::EnforceMarkers(std::string_view collection,
-                                       std::string_view key_bytes,
+absl::Status StoreImpl::EnforceMarkers(std::string_view collection, std::string_view key_bytes,
                                        const std::string& entity, const VersionPos& at,
                                        BatchState* bs) {
   std::vector<Marker> pending;
@@ -533,8 +524,8 @@ absl::Status StoreImpl::EnforceMarkers(std::string_view collection,
         std::optional<std::string> v,
         BatchGet(kHistory, keys::HistoryKey(entity, m.at.position, m.at.source)));
     if (v) continue;
-    CAIRN_RETURN_IF_ERROR(ApplyToEntity(collection, key_bytes, entity, m.at,
-                                        Op::kTruncate, "", false, bs, false));
+    CAIRN_RETURN_IF_ERROR(
+        ApplyToEntity(collection, key_bytes, entity, m.at, Op::kTruncate, "", false, bs, false));
   }
   return absl::OkStatus();
 }
@@ -543,6 +534,5 @@ void StoreImpl::CountRejectedBatch(std::string_view source) {
   absl::MutexLock l(&stats_mu_);
   published_sources_[std::string(source)].rejected_batches++;
 }
-
 
 }  // namespace cairn::internal

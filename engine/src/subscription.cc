@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
-#include "store_impl.h"
 #include "key_codec.h"
+#include "store_impl.h"
 
 namespace cairn::internal {
 namespace {
@@ -18,11 +18,14 @@ class StoreSubscription : public Subscription {
  public:
   static constexpr size_t kChunk = 256;
 
-  StoreSubscription(StoreImpl* store, SubscribeOptions options,
-                   std::vector<std::string> key_bytes, std::string prefix_bytes,
-                   std::unique_ptr<SnapshotCursor> snapshot, uint64_t start_seq)
-      : store_(store), options_(std::move(options)), key_bytes_(std::move(key_bytes)),
-        prefix_bytes_(std::move(prefix_bytes)), snapshot_(std::move(snapshot)),
+  StoreSubscription(StoreImpl* store, SubscribeOptions options, std::vector<std::string> key_bytes,
+                    std::string prefix_bytes, std::unique_ptr<SnapshotCursor> snapshot,
+                    uint64_t start_seq)
+      : store_(store),
+        options_(std::move(options)),
+        key_bytes_(std::move(key_bytes)),
+        prefix_bytes_(std::move(prefix_bytes)),
+        snapshot_(std::move(snapshot)),
         cursor_(start_seq) {
     store_->AddSubscriber();
   }
@@ -60,9 +63,9 @@ class StoreSubscription : public Subscription {
       if (cursor_ < last) {
         uint64_t oldest = store_->horizon().oldest_seq.load();
         if (cursor_ + 1 < oldest) {
-          return absl::OutOfRangeError(absl::StrCat(
-              "changes after seq ", cursor_, " were removed by retention; oldest ",
-              "available seq is ", oldest));
+          return absl::OutOfRangeError(absl::StrCat("changes after seq ", cursor_,
+                                                    " were removed by retention; oldest ",
+                                                    "available seq is ", oldest));
         }
         std::vector<Change> chunk;
         uint64_t read_to = cursor_;

@@ -1,12 +1,11 @@
 // End-to-end: a real cairnd on loopback, driven by the real client library.
+#include <grpcpp/grpcpp.h>
 #include <stdio.h>
 
 #include <atomic>
 #include <map>
 #include <set>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "cairn/client.h"
 #include "cairn/v1/cairn.grpc.pb.h"
@@ -21,19 +20,16 @@ namespace {
 using client::Client;
 using ::testing::HasSubstr;
 
-std::unique_ptr<Client> Connect(const ServerProcess& server,
-                                std::string token = "",
+std::unique_ptr<Client> Connect(const ServerProcess& server, std::string token = "",
                                 absl::Duration reconnect = absl::Seconds(30)) {
-  auto c = Client::Connect({.target = server.address(),
-                            .token = token,
-                            .reconnect_window = reconnect});
+  auto c =
+      Client::Connect({.target = server.address(), .token = token, .reconnect_window = reconnect});
   EXPECT_TRUE(c.ok()) << c.status();
   return *std::move(c);
 }
 
-Event Ev(const std::string& key, uint64_t ts,
-         std::string payload = R"({"v":1})", Op op = Op::kUpsert,
-         const std::string& source = "billing",
+Event Ev(const std::string& key, uint64_t ts, std::string payload = R"({"v":1})",
+         Op op = Op::kUpsert, const std::string& source = "billing",
          const std::string& collection = "account") {
   return Event{.source = source,
                .collection = collection,
@@ -57,8 +53,8 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
   EXPECT_EQ(c->GetSource("billing")->format, "canonical");
   EXPECT_EQ(c->ListSources()->size(), 2u);
 
-  auto r = c->Ingest({Ev("1", 10, R"({"a":1,"n":3.140000104904175})"),
-                      Ev("2", 11), Ev("1", 12, R"({"b":2})", Op::kPatch)},
+  auto r = c->Ingest({Ev("1", 10, R"({"a":1,"n":3.140000104904175})"), Ev("2", 11),
+                      Ev("1", 12, R"({"b":2})", Op::kPatch)},
                      /*durable=*/true);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->applied, 3u);
@@ -74,19 +70,15 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
   EXPECT_EQ(e->seq, 3u);
 
   std::vector<std::string> now, at_seq1, at_pos10;
-  ASSERT_TRUE(c->Snapshot({}, [&](const Entity& x) {
-                 return now.push_back(x.key), true;
-               }).ok());
+  ASSERT_TRUE(c->Snapshot({}, [&](const Entity& x) { return now.push_back(x.key), true; }).ok());
   ASSERT_TRUE(c->Snapshot({.as_of_seq = 1}, [&](const Entity& x) {
                  return at_seq1.push_back(x.document), true;
                }).ok());
-  ASSERT_TRUE(
-      c->Snapshot({.as_of_position = Position{10, 0}}, [&](const Entity& x) {
-         return at_pos10.push_back(x.document), true;
-       }).ok());
+  ASSERT_TRUE(c->Snapshot({.as_of_position = Position{10, 0}}, [&](const Entity& x) {
+                 return at_pos10.push_back(x.document), true;
+               }).ok());
   EXPECT_EQ(now, (std::vector<std::string>{"1", "2"}));
-  EXPECT_EQ(at_seq1,
-            std::vector<std::string>{R"({"a":1,"n":3.140000104904175})"});
+  EXPECT_EQ(at_seq1, std::vector<std::string>{R"({"a":1,"n":3.140000104904175})"});
   EXPECT_EQ(at_pos10, at_seq1);
 
   auto h = c->History("account", "1", {.reverse = true});
@@ -95,17 +87,15 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
   EXPECT_EQ((*h)[0].op, Op::kPatch);
   EXPECT_EQ((*h)[0].before, R"({"a":1,"n":3.140000104904175})");
 
-  auto sub = c->Subscribe(
-      {.collections = {"account"}},
-      {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 1});
+  auto sub = c->Subscribe({.collections = {"account"}},
+                          {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 1});
   ASSERT_TRUE(sub.ok());
   std::vector<uint64_t> seqs;
   SubscriptionItem item;
   while (seqs.size() < 2) {
     auto got = (*sub)->Next(absl::Seconds(10), &item);
     ASSERT_TRUE(got.ok() && *got) << got.status();
-    if (item.kind == SubscriptionItem::Kind::kChange)
-      seqs.push_back(item.change.seq);
+    if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
   }
   EXPECT_EQ(seqs, (std::vector<uint64_t>{2, 3}));
   ASSERT_TRUE(c->CommitCheckpoint("etl", 3).ok());
@@ -113,12 +103,10 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
 
   auto id = c->OpenSession("contrib", "countries", SessionMode::kAccrue);
   ASSERT_TRUE(id.ok()) << id.status();
-  auto keys = c->SessionUpsert(
-      *id, {{.key = "\"GB\"", .document = R"({"name":"UK"})"}});
+  auto keys = c->SessionUpsert(*id, {{.key = "\"GB\"", .document = R"({"name":"UK"})"}});
   ASSERT_TRUE(keys.ok());
   EXPECT_EQ(*keys, std::vector<std::string>{"\"GB\""});
-  EXPECT_EQ(c->Get("countries", "\"GB\"").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Get("countries", "\"GB\"").status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(c->SessionDelete(*id, {"\"FR\""}).ok());
   auto closed = c->CloseSession(*id, true);
   ASSERT_TRUE(closed.ok()) << closed.status();
@@ -136,8 +124,8 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
   EXPECT_EQ(stats->subscriptions.size(), 1u);
   // The subscription (collection account) has delivered 2 and 3 and skipped
   // 4 (countries): caught up, lag 0, once the dispatcher has looked.
-  for (int i = 0; i < 250 && (stats->subscriptions.empty() ||
-                              stats->subscriptions[0].delivered_seq != 4);
+  for (int i = 0;
+       i < 250 && (stats->subscriptions.empty() || stats->subscriptions[0].delivered_seq != 4);
        ++i) {
     absl::SleepFor(absl::Milliseconds(20));
     stats = c->Stats();
@@ -150,10 +138,9 @@ TEST_F(E2eTest, EveryRpcSucceeds) {
 }
 
 // Runs the cairn CLI against `server`; returns its exit code and stdout.
-std::pair<int, std::string> Cli(const ServerProcess& server,
-                                const std::string& args) {
-  std::string cmd = std::string(CAIRN_CLI_PATH) + " --server " +
-                    server.address() + " " + args + " 2>/dev/null";
+std::pair<int, std::string> Cli(const ServerProcess& server, const std::string& args) {
+  std::string cmd =
+      std::string(CAIRN_CLI_PATH) + " --server " + server.address() + " " + args + " 2>/dev/null";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -206,22 +193,14 @@ TEST_F(E2eTest, FixturesThroughTheCli) {
                                              "106", "107", "108", "109", "110"};
   EXPECT_EQ(keys("products"), products);
   EXPECT_EQ(keys("ogg_products"), products);
-  EXPECT_THAT(c->Get("products", "106")->document,
-              HasSubstr("18oz carpenter hammer"));
-  EXPECT_THAT(c->Get("ogg_products", "107")->document,
-              HasSubstr(R"("weight":5.099999904632568)"));
-  EXPECT_EQ(
-      c->Get("account", "1001")->document,
-      R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})");
-  EXPECT_EQ(
-      c->Get("account", "1003")->document,
-      R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})");
-  EXPECT_EQ(keys("account"),
-            (std::vector<std::string>{"1001", "1002", "1003"}));
-  EXPECT_EQ(
-      c->History("series", R"("4ec07552-7334-47f8-ac9f-666e65304b1a")", {})
-          ->size(),
-      2u);
+  EXPECT_THAT(c->Get("products", "106")->document, HasSubstr("18oz carpenter hammer"));
+  EXPECT_THAT(c->Get("ogg_products", "107")->document, HasSubstr(R"("weight":5.099999904632568)"));
+  EXPECT_EQ(c->Get("account", "1001")->document,
+            R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})");
+  EXPECT_EQ(c->Get("account", "1003")->document,
+            R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})");
+  EXPECT_EQ(keys("account"), (std::vector<std::string>{"1001", "1002", "1003"}));
+  EXPECT_EQ(c->History("series", R"("4ec07552-7334-47f8-ac9f-666e65304b1a")", {})->size(), 2u);
   EXPECT_TRUE(keys("users").empty());
   EXPECT_EQ(keys("countries"), std::vector<std::string>{R"("IN")"});
   auto stats = c->Stats();
@@ -242,8 +221,7 @@ TEST_F(E2eTest, CliIngestStreamsALiveFeed) {
   ServerProcess server(dir_.Sub("data"));
   auto c = Connect(server);
   ASSERT_TRUE(c->PutSource({.name = "billing", .format = "sse-feed"}).ok());
-  std::string cmd = std::string(CAIRN_CLI_PATH) + " --server " +
-                    server.address() +
+  std::string cmd = std::string(CAIRN_CLI_PATH) + " --server " + server.address() +
                     " ingest --source billing --batch 100 - 2>/dev/null";
   FILE* feed = popen(cmd.c_str(), "w");
   ASSERT_NE(feed, nullptr);
@@ -255,14 +233,11 @@ TEST_F(E2eTest, CliIngestStreamsALiveFeed) {
       feed);
   fflush(feed);
   absl::StatusOr<Entity> e;
-  for (absl::Time deadline = absl::Now() + absl::Seconds(20);
-       absl::Now() < deadline;) {
+  for (absl::Time deadline = absl::Now() + absl::Seconds(20); absl::Now() < deadline;) {
     if ((e = c->Get("account", "1001")).ok()) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
-  ASSERT_TRUE(e.ok())
-      << "the first event did not arrive while the feed was open: "
-      << e.status();
+  ASSERT_TRUE(e.ok()) << "the first event did not arrive while the feed was open: " << e.status();
   // The next event arrives split across writes, its end with the close.
   fputs(
       "event: update\ndata: "
@@ -276,8 +251,7 @@ TEST_F(E2eTest, CliIngestStreamsALiveFeed) {
       feed);
   int status = pclose(feed);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_EQ(c->Get("account", "1001")->document,
-            R"({"acct_no":1001,"balance":2})");
+  EXPECT_EQ(c->Get("account", "1001")->document, R"({"acct_no":1001,"balance":2})");
 }
 
 // A payload its source's decoder refuses: INVALID_ARGUMENT naming the record
@@ -285,20 +259,16 @@ TEST_F(E2eTest, CliIngestStreamsALiveFeed) {
 TEST_F(E2eTest, MalformedPayloadIsRejectedWithRecordIndex) {
   ServerProcess server(dir_.Sub("data"));
   auto c = Connect(server);
-  ASSERT_TRUE(c->PutSource({.name = "pg",
-                            .format = "debezium",
-                            .key_fields = {{"products", {"id"}}}})
-                  .ok());
+  ASSERT_TRUE(
+      c->PutSource({.name = "pg", .format = "debezium", .key_fields = {{"products", {"id"}}}})
+          .ok());
   std::string good =
       R"({"op":"c","after":{"id":1},"source":{"table":"products","ts_ms":1,"lsn":1}})";
-  std::string bad =
-      R"({"op":"c","after":{"id":2},"source":{"table":"products","ts_ms":"x"}})";
+  std::string bad = R"({"op":"c","after":{"id":2},"source":{"table":"products","ts_ms":"x"}})";
   std::vector<client::RecordError> errors;
   auto r = c->IngestPayload("pg", good + "\n" + bad + "\n", false, &errors);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
-      << r.status();
-  EXPECT_THAT(std::string(r.status().message()),
-              HasSubstr("record 1: line 2: source.ts_ms"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("record 1: line 2: source.ts_ms"));
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].index, 1u);
   EXPECT_EQ(errors[0].field, "source.ts_ms");
@@ -308,8 +278,7 @@ TEST_F(E2eTest, MalformedPayloadIsRejectedWithRecordIndex) {
   // Session-only formats are not ingested directly.
   ASSERT_TRUE(c->PutSource({.name = "contrib", .format = "bitbroker"}).ok());
   auto direct = c->IngestPayload("contrib", R"(["GB"])", false);
-  EXPECT_EQ(direct.status().code(), absl::StatusCode::kFailedPrecondition)
-      << direct.status();
+  EXPECT_EQ(direct.status().code(), absl::StatusCode::kFailedPrecondition) << direct.status();
 }
 
 TEST_F(E2eTest, ErrorCodesLeaveStoreUnchanged) {
@@ -318,16 +287,13 @@ TEST_F(E2eTest, ErrorCodesLeaveStoreUnchanged) {
   ASSERT_TRUE(c->Ingest({Ev("1", 1)}, false).ok());
   uint64_t seq = c->Stats()->store.last_seq;
 
-  EXPECT_EQ(c->Get("account", "404").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Get("account", "404").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(c->GetSource("nope").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(
-      c->Snapshot({.as_of_seq = 99}, [](const Entity&) { return true; }).code(),
-      absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(c->Snapshot({.as_of_seq = 99}, [](const Entity&) { return true; }).code(),
+            absl::StatusCode::kOutOfRange);
   EXPECT_EQ(c->OpenSession("nope", "c", SessionMode::kStream).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(c->CloseSession("no-such-session", true).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->CloseSession("no-such-session", true).status().code(), absl::StatusCode::kNotFound);
 
   std::vector<client::RecordError> errors;
   auto bad = c->Ingest({Ev("2", 2), Ev("3", 3, "[1,2]")}, false, &errors);
@@ -340,18 +306,14 @@ TEST_F(E2eTest, ErrorCodesLeaveStoreUnchanged) {
   auto unknown = c->IngestPayload("nope", "{}", false);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
 
-  auto huge = c->Ingest(
-      {Ev("4", 4, R"({"blob":")" + std::string(100000, 'x') + "\"}")}, false);
-  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted)
-      << huge.status();
+  auto huge = c->Ingest({Ev("4", 4, R"({"blob":")" + std::string(100000, 'x') + "\"}")}, false);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
 
   // The server is still healthy and nothing of the failed calls was applied.
   ASSERT_TRUE(c->Health().ok());
   EXPECT_EQ(c->Stats()->store.last_seq, seq);
-  EXPECT_EQ(c->Get("account", "2").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(c->Get("account", "4").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Get("account", "2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Get("account", "4").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(E2eTest, TokensScopeWritesReadsAndAdmin) {
@@ -367,16 +329,11 @@ TEST_F(E2eTest, TokensScopeWritesReadsAndAdmin) {
 
   EXPECT_EQ(anonymous->Ingest({Ev("1", 1)}, false).status().code(),
             absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(wrong->Get("account", "1").status().code(),
-            absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(writer->Ingest({Ev("1", 1, "{}", Op::kUpsert, "orders")}, false)
-                .status()
-                .code(),
+  EXPECT_EQ(wrong->Get("account", "1").status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(writer->Ingest({Ev("1", 1, "{}", Op::kUpsert, "orders")}, false).status().code(),
             absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(writer->Get("secrets", "1").status().code(),
-            absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(writer->Stats().status().code(),
-            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writer->Get("secrets", "1").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writer->Stats().status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(writer->Snapshot({}, [](const Entity&) { return true; }).code(),
             absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ops->Stats()->store.last_seq, 0u);  // nothing applied so far
@@ -396,15 +353,12 @@ TEST_F(E2eTest, SnapshotHandOffWhileIngesting) {
     for (int i = 0; i < 300; ++i) {
       std::string key = std::to_string(i % 40);
       Op op = i % 7 == 6 ? Op::kDelete : Op::kUpsert;
-      ASSERT_TRUE(w->Ingest({Ev(key, 100 + i,
-                                R"({"i":)" + std::to_string(i) + "}", op)},
-                            false)
-                      .ok());
+      ASSERT_TRUE(
+          w->Ingest({Ev(key, 100 + i, R"({"i":)" + std::to_string(i) + "}", op)}, false).ok());
     }
     done = true;
   });
-  auto sub =
-      c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kSnapshot});
+  auto sub = c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kSnapshot});
   ASSERT_TRUE(sub.ok());
   std::map<std::string, std::string> state;
   std::set<uint64_t> seen;
@@ -429,8 +383,7 @@ TEST_F(E2eTest, SnapshotHandOffWhileIngesting) {
         break;
       case SubscriptionItem::Kind::kChange:
         ASSERT_FALSE(in_snapshot);
-        ASSERT_EQ(item.change.seq, last + 1)
-            << "gap or duplicate at the hand-off";
+        ASSERT_EQ(item.change.seq, last + 1) << "gap or duplicate at the hand-off";
         ASSERT_TRUE(seen.insert(item.change.seq).second);
         last = item.change.seq;
         if (item.change.after.empty()) {
@@ -539,9 +492,8 @@ TEST_F(E2eTest, ConcurrentSendAndReceiveEndCleanlyWhenTheServerDies) {
   absl::Status send_end, receive_end;
   std::thread sender([&] {
     for (int i = 0;; ++i) {
-      absl::Status s = (*stream)->Send({Ev(std::to_string(i % 100), 10 + i,
-                                           R"({"i":)" + std::to_string(i) + "}")},
-                                       false);
+      absl::Status s = (*stream)->Send(
+          {Ev(std::to_string(i % 100), 10 + i, R"({"i":)" + std::to_string(i) + "}")}, false);
       if (!s.ok()) {
         send_end = s;
         return;
@@ -672,16 +624,15 @@ TEST_F(E2eTest, CheckpointResumeAcrossRestarts) {
     std::vector<Event> batch;
     // Fresh documents each round: an unchanged document produces no change.
     for (int i = 0; i < 20; ++i) {
-      batch.push_back(Ev(std::to_string(i), base + 100 + i,
-                         R"({"round":)" + std::to_string(sig) + "}"));
+      batch.push_back(
+          Ev(std::to_string(i), base + 100 + i, R"({"round":)" + std::to_string(sig) + "}"));
     }
     ASSERT_TRUE(c->Ingest(batch, true).ok());
     // Consume 7 changes, committing each.
-    client::SubscribeStart start = {
-        .kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = base};
+    client::SubscribeStart start = {.kind = client::SubscribeStart::Kind::kFromSeq,
+                                    .from_seq = base};
     if (c->GetCheckpoint("reader").ok()) {
-      start = {.kind = client::SubscribeStart::Kind::kCheckpoint,
-               .checkpoint = "reader"};
+      start = {.kind = client::SubscribeStart::Kind::kCheckpoint, .checkpoint = "reader"};
     }
     auto sub = c->Subscribe({}, start);
     ASSERT_TRUE(sub.ok());
@@ -701,19 +652,16 @@ TEST_F(E2eTest, CheckpointResumeAcrossRestarts) {
     auto c2 = Connect(server);
     ASSERT_TRUE(c2->Health().ok());
     EXPECT_EQ(*c2->GetCheckpoint("reader"), committed);
-    auto resumed =
-        c2->Subscribe({}, {.kind = client::SubscribeStart::Kind::kCheckpoint,
-                           .checkpoint = "reader"});
+    auto resumed = c2->Subscribe(
+        {}, {.kind = client::SubscribeStart::Kind::kCheckpoint, .checkpoint = "reader"});
     ASSERT_TRUE(resumed.ok());
     std::vector<uint64_t> seqs;
     while (seqs.size() < 13) {
       auto got = (*resumed)->Next(absl::Seconds(10), &item);
       ASSERT_TRUE(got.ok() && *got) << got.status();
-      if (item.kind == SubscriptionItem::Kind::kChange)
-        seqs.push_back(item.change.seq);
+      if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
     }
-    for (size_t i = 0; i < seqs.size(); ++i)
-      EXPECT_EQ(seqs[i], committed + 1 + i);
+    for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], committed + 1 + i);
     ASSERT_TRUE(c2->CommitCheckpoint("reader", seqs.back()).ok());
   }
 }
@@ -723,23 +671,21 @@ TEST_F(E2eTest, CheckpointResumeAcrossRestarts) {
 TEST_F(E2eTest, ClientSubscriptionSurvivesRestart) {
   ServerProcess server(dir_.Sub("data"));
   auto c = Connect(server);
-  auto sub = c->Subscribe(
-      {}, {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 0});
+  auto sub = c->Subscribe({}, {.kind = client::SubscribeStart::Kind::kFromSeq, .from_seq = 0});
   ASSERT_TRUE(sub.ok());
   std::vector<uint64_t> seqs;
   SubscriptionItem item;
   for (int round = 0; round < 3; ++round) {
     std::vector<Event> batch;
     for (int i = 0; i < 10; ++i) {
-      batch.push_back(Ev(std::to_string(i), round * 100 + i + 1,
-                         R"({"round":)" + std::to_string(round) + "}"));
+      batch.push_back(
+          Ev(std::to_string(i), round * 100 + i + 1, R"({"round":)" + std::to_string(round) + "}"));
     }
     ASSERT_TRUE(c->Ingest(batch, true).ok());
     while (seqs.size() < static_cast<size_t>(10 * (round + 1))) {
       auto got = (*sub)->Next(absl::Seconds(20), &item);
       ASSERT_TRUE(got.ok() && *got) << got.status();
-      if (item.kind == SubscriptionItem::Kind::kChange)
-        seqs.push_back(item.change.seq);
+      if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
     }
     server.Restart(round % 2 ? SIGKILL : SIGTERM);
   }
@@ -756,10 +702,8 @@ TEST_F(E2eTest, ShutdownEndsSubscriptionsWithUnavailable) {
   ASSERT_TRUE(first.ok() && *first);
   EXPECT_EQ(server.Kill(SIGTERM), 0);  // clean exit
   absl::StatusOr<bool> got = false;
-  for (int i = 0; i < 50 && got.ok(); ++i)
-    got = (*sub)->Next(absl::Milliseconds(200), &item);
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable)
-      << got.status();
+  for (int i = 0; i < 50 && got.ok(); ++i) got = (*sub)->Next(absl::Milliseconds(200), &item);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
 }
 
 }  // namespace

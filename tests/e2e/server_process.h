@@ -29,9 +29,9 @@ class ServerProcess {
   void Start(int port = 0) {
     port_file_ = data_dir_ + ".port";
     std::filesystem::remove(port_file_);
-    std::vector<std::string> args = {CAIRND_PATH, "--data-dir", data_dir_, "--listen",
-                                     "127.0.0.1:" + std::to_string(port), "--port-file",
-                                     port_file_, "--log-level", "warn"};
+    std::vector<std::string> args = {
+        CAIRND_PATH,   "--data-dir", data_dir_,     "--listen", "127.0.0.1:" + std::to_string(port),
+        "--port-file", port_file_,   "--log-level", "warn"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     if (pid_ == 0) {

@@ -8,8 +8,11 @@ namespace cairn {
 namespace {
 
 Event Upsert(int key, uint64_t ts) {
-  return {.source = "s", .collection = "c", .key = std::to_string(key),
-          .position = {ts, 0}, .payload = R"({"v":1})"};
+  return {.source = "s",
+          .collection = "c",
+          .key = std::to_string(key),
+          .position = {ts, 0},
+          .payload = R"({"v":1})"};
 }
 
 TEST(AdminTest, CheckpointsPersistAndAreBounded) {
@@ -82,7 +85,8 @@ TEST(AdminTest, RuntimeRetentionPersistsAndApplies) {
   EXPECT_EQ((*store)->Stats().oldest_seq, 7u);
   auto old = (*store)->NewSnapshot({.as_of_seq = 6});
   EXPECT_EQ(old.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_THAT(std::string(old.status().message()), ::testing::HasSubstr("oldest available seq is 7"));
+  EXPECT_THAT(std::string(old.status().message()),
+              ::testing::HasSubstr("oldest available seq is 7"));
   EXPECT_TRUE((*store)->NewSnapshot({.as_of_seq = 7}).ok());
 }
 

@@ -205,10 +205,9 @@ TEST(BadInputTest, ReadsRejectInvalidKeys) {
   ASSERT_TRUE(id.ok());
   auto session = (*store)->OpenSession("s", "c", SessionMode::kStream);
   ASSERT_TRUE(session.ok()) << session.status();
-  EXPECT_THAT((*store)->SessionUpsert(*session, {{"\"k\"", "{\"a\":" + deep + "}"}})
-                  .status()
-                  .message(),
-              HasSubstr("nest deeper than 512"));
+  EXPECT_THAT(
+      (*store)->SessionUpsert(*session, {{"\"k\"", "{\"a\":" + deep + "}"}}).status().message(),
+      HasSubstr("nest deeper than 512"));
   EXPECT_EQ((*store)->SessionUpsert(*session, {{deep, "{}"}}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -259,7 +258,7 @@ TEST(BadInputTest, IngestBatchesIsIngestOneAfterAnother) {
     std::vector<Store::Batch> b(5);
     b[0].events = {Good(1), Good(2)};
     b[1].events = {Good(3), Good(4)};
-    b[1].events[1].key = "";  // rejects batch 1 only
+    b[1].events[1].key = "";           // rejects batch 1 only
     b[2].events = {Good(1), Good(5)};  // a duplicate of batch 0, a new one
     Event conflict = Good(2);
     conflict.payload = R"({"ok":false})";

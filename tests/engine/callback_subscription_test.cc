@@ -47,8 +47,7 @@ TEST_F(CallbackSubscriptionTest, DeliversEveryChangeInOrderUntilDestroyed) {
         [&](const SubscriptionItem& item) {
           absl::MutexLock l(&mu);
           callback_thread = std::this_thread::get_id();
-          if (item.kind == SubscriptionItem::Kind::kChange)
-            seqs.push_back(item.change.seq);
+          if (item.kind == SubscriptionItem::Kind::kChange) seqs.push_back(item.change.seq);
           return true;
         },
         [&](const absl::Status& s) {
@@ -57,13 +56,12 @@ TEST_F(CallbackSubscriptionTest, DeliversEveryChangeInOrderUntilDestroyed) {
         });
     ASSERT_TRUE(sub.ok()) << sub.status();
     // Changes committed while the subscription runs arrive too.
-    for (int i = 4; i <= 50; ++i)
-      ASSERT_TRUE(store_->Ingest({Put(i, i)}, {}).ok());
+    for (int i = 4; i <= 50; ++i) ASSERT_TRUE(store_->Ingest({Put(i, i)}, {}).ok());
     absl::MutexLock l(&mu);
-    ASSERT_TRUE(mu.AwaitWithTimeout(
-        absl::Condition(
-            +[](std::vector<uint64_t>* v) { return v->size() == 50; }, &seqs),
-        absl::Seconds(30)));
+    ASSERT_TRUE(
+        mu.AwaitWithTimeout(absl::Condition(
+                                +[](std::vector<uint64_t>* v) { return v->size() == 50; }, &seqs),
+                            absl::Seconds(30)));
     EXPECT_NE(callback_thread, std::this_thread::get_id());
     EXPECT_EQ((*sub)->position(), 50u);
   }
@@ -91,12 +89,10 @@ TEST_F(CallbackSubscriptionTest, StopsWhenTheCallbackSaysSo) {
 
 TEST_F(CallbackSubscriptionTest, BadOptionsAreReturnedNotCalledBack) {
   bool called = false;
-  auto sub =
-      store_->Subscribe({.filter = {.keys = {"[1,2]"}}},
-                        [&](const SubscriptionItem&) { return called = true; });
+  auto sub = store_->Subscribe({.filter = {.keys = {"[1,2]"}}},
+                               [&](const SubscriptionItem&) { return called = true; });
   EXPECT_EQ(sub.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(sub.status().message()),
-              ::testing::HasSubstr("filter.keys[0]"));
+  EXPECT_THAT(std::string(sub.status().message()), ::testing::HasSubstr("filter.keys[0]"));
   EXPECT_FALSE(called);
 }
 

@@ -182,8 +182,9 @@ TEST_F(SessionTest, LargeReplaceCommitSpillsAndStaysAtomic) {
   for (int chunk = 0; chunk < kRecords; chunk += 5000) {
     std::vector<SessionRecord> records;
     for (int i = chunk; i < chunk + 5000; ++i) {
-      records.push_back({.key = std::to_string(i),
-                         .document = R"({"n":)" + std::to_string(i) + R"(,"f":")" + filler + "\"}"});
+      records.push_back(
+          {.key = std::to_string(i),
+           .document = R"({"n":)" + std::to_string(i) + R"(,"f":")" + filler + "\"}"});
     }
     ASSERT_TRUE(store_->SessionUpsert(id, std::move(records)).ok());
   }
@@ -232,8 +233,7 @@ TEST_F(SessionTest, UnknownAndStaleIdsRejected) {
   auto again = store_->SessionUpsert(id, {{.key = "\"X\"", .document = "{}"}});
   EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(again.status().message()), HasSubstr("discarded"));
-  EXPECT_EQ(store_->CloseSession(id, true).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->CloseSession(id, true).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->OpenSession("missing", "c", SessionMode::kStream).status().code(),
             absl::StatusCode::kNotFound);
 }

@@ -221,9 +221,9 @@ void WithRawDb(
   for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  s = writable ? rocksdb::DB::Open(rocksdb::DBOptions(), path, descriptors, &handles, &raw)
-               : rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descriptors, &handles,
-                                              &raw);
+  s = writable
+          ? rocksdb::DB::Open(rocksdb::DBOptions(), path, descriptors, &handles, &raw)
+          : rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, descriptors, &handles, &raw);
   ASSERT_TRUE(s.ok()) << s.ToString();
   std::unique_ptr<rocksdb::DB> db(raw);
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
@@ -401,8 +401,11 @@ TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
   ASSERT_TRUE(opened.ok()) << opened.status();
   Store& store = **opened;
   auto ingest = [&](uint64_t at, Op op, std::string payload) {
-    auto r = store.Ingest({Event{.source = "s", .collection = "acct", .key = "1",
-                                 .position = {kT0 + at * kStep, 0}, .op = op,
+    auto r = store.Ingest({Event{.source = "s",
+                                 .collection = "acct",
+                                 .key = "1",
+                                 .position = {kT0 + at * kStep, 0},
+                                 .op = op,
                                  .payload = std::move(payload)}},
                           {});
     ASSERT_TRUE(r.ok()) << r.status();
@@ -443,8 +446,11 @@ TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
 TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
   TempDir dir;
   auto ev = [](uint64_t at, std::string payload) {
-    return Event{.source = "s", .collection = "acct", .key = "1",
-                 .position = {kT0 + at * kStep, 0}, .payload = std::move(payload)};
+    return Event{.source = "s",
+                 .collection = "acct",
+                 .key = "1",
+                 .position = {kT0 + at * kStep, 0},
+                 .payload = std::move(payload)};
   };
   {
     auto store = Store::Open(dir.path(), {});
@@ -473,7 +479,8 @@ TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
   }
   WithRawDb(dir.path(), /*writable=*/false, [&](rocksdb::DB* db, auto& cf) {
     std::string v;
-    ASSERT_TRUE(db->Get({}, cf["history"], keys::HistoryKey(entity, {kT0 + kStep, 0}, "s"), &v).ok());
+    ASSERT_TRUE(
+        db->Get({}, cf["history"], keys::HistoryKey(entity, {kT0 + kStep, 0}, "s"), &v).ok());
     auto pred = records::DecodeVersion(v);
     ASSERT_TRUE(pred.ok()) << pred.status();
     EXPECT_EQ(pred->next_timestamp, kT0 + 2 * kStep);

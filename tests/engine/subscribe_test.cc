@@ -437,7 +437,9 @@ TEST(SubscribeTest, SubscriberBehindTheRecentChangesReadsTheStoreThenMemory) {
   for (int first = 0; first < kEvents; first += 500) {
     std::vector<Event> batch;
     for (int i = first; i < first + 500; ++i) {
-      batch.push_back({.source = "s", .collection = "c", .key = std::to_string(i % 100),
+      batch.push_back({.source = "s",
+                       .collection = "c",
+                       .key = std::to_string(i % 100),
                        .position = {1'000'000 + static_cast<uint64_t>(i), 0},
                        .payload = doc(i)});
     }
@@ -470,8 +472,11 @@ TEST(SubscribeTest, SourcesFilterAppliesToTheSnapshotPhase) {
   auto store = Store::Open(dir.path(), Options{});
   ASSERT_TRUE(store.ok()) << store.status();
   auto ev = [](std::string source, std::string key, uint64_t ts) {
-    return Event{.source = std::move(source), .collection = "c", .key = std::move(key),
-                 .position = {kT0 + ts, 0}, .payload = absl::StrCat(R"({"v":)", ts, "}")};
+    return Event{.source = std::move(source),
+                 .collection = "c",
+                 .key = std::move(key),
+                 .position = {kT0 + ts, 0},
+                 .payload = absl::StrCat(R"({"v":)", ts, "}")};
   };
   // "1": billing only; "2": billing then other (newest from other); "3": other.
   ASSERT_TRUE((*store)->Ingest({ev("billing", "1", 1), ev("billing", "2", 2)}, {}).ok());

@@ -12,8 +12,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::vector<std::string> Keys(
-    const std::map<std::string, std::string>& content) {
+std::vector<std::string> Keys(const std::map<std::string, std::string>& content) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : content) keys.push_back(k);
   return keys;
@@ -29,26 +28,21 @@ std::vector<std::string> Lines(const std::string& text) {
   return out;
 }
 
-const SourceDefinition kProductsDb{.name = "products-db",
-                                   .format = "debezium",
-                                   .key_fields = {{"products", {"id"}}}};
+const SourceDefinition kProductsDb{
+    .name = "products-db", .format = "debezium", .key_fields = {{"products", {"id"}}}};
 
 class FixturesTest : public StoreFixture {};
 
 TEST_F(FixturesTest, DebeziumPostgresSchemaExclude) {
-  auto r =
-      Ingest(kProductsDb,
-             ReadFixture("flink/debezium-postgres-data-schema-exclude.txt"));
+  auto r = Ingest(kProductsDb, ReadFixture("flink/debezium-postgres-data-schema-exclude.txt"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->applied, 16u);
   auto content = Content("products");
-  EXPECT_THAT(Keys(content), ElementsAre("101", "102", "103", "104", "105",
-                                         "106", "107", "108", "109", "110"));
-  EXPECT_EQ(
-      content["101"],
-      R"({"id":101,"name":"scooter","description":"Small 2-wheel scooter","weight":3.14})");
-  EXPECT_THAT(content["106"],
-              HasSubstr(R"("description":"18oz carpenter hammer")"));
+  EXPECT_THAT(Keys(content),
+              ElementsAre("101", "102", "103", "104", "105", "106", "107", "108", "109", "110"));
+  EXPECT_EQ(content["101"],
+            R"({"id":101,"name":"scooter","description":"Small 2-wheel scooter","weight":3.14})");
+  EXPECT_THAT(content["106"], HasSubstr(R"("description":"18oz carpenter hammer")"));
   EXPECT_THAT(content["107"], HasSubstr(R"("weight":5.1})"));
   EXPECT_EQ(
       content["110"],
@@ -71,17 +65,13 @@ TEST_F(FixturesTest, DebeziumPostgresSchemaExclude) {
 }
 
 TEST_F(FixturesTest, DebeziumReplicaIdentityRejectsKeylessDelete) {
-  std::string text =
-      ReadFixture("flink/debezium-postgres-data-replica-identity.txt");
+  std::string text = ReadFixture("flink/debezium-postgres-data-replica-identity.txt");
   // As one batch: the keyless delete (the 16th record) rejects all of it.
   auto r = Ingest(kProductsDb, text);
   ASSERT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
-  EXPECT_THAT(std::string(r.status().message()),
-              HasSubstr("record 15: line 16: before:"));
-  EXPECT_THAT(std::string(r.status().message()),
-              HasSubstr("no key can be found"));
-  EXPECT_THAT(std::string(r.status().message()),
-              HasSubstr("REPLICA IDENTITY FULL"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("record 15: line 16: before:"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("no key can be found"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("REPLICA IDENTITY FULL"));
   EXPECT_EQ(store_->LastSeq(), 0u);
 
   // Without it, the updates (before: null) apply as upserts by the key in
@@ -89,8 +79,7 @@ TEST_F(FixturesTest, DebeziumReplicaIdentityRejectsKeylessDelete) {
   std::vector<std::string> lines = Lines(text);
   ASSERT_EQ(lines.size(), 16u);
   std::string without_delete;
-  for (size_t i = 0; i + 1 < lines.size(); ++i)
-    without_delete += lines[i] + "\n";
+  for (size_t i = 0; i + 1 < lines.size(); ++i) without_delete += lines[i] + "\n";
   ASSERT_TRUE(Ingest(kProductsDb, without_delete).ok());
   auto content = Content("products");
   EXPECT_EQ(content.size(), 11u);
@@ -98,8 +87,7 @@ TEST_F(FixturesTest, DebeziumReplicaIdentityRejectsKeylessDelete) {
   EXPECT_THAT(content["111"], HasSubstr(R"("weight":5.17)"));
 
   // With a message key in a Kafka envelope, the same delete applies.
-  std::string keyed =
-      R"({"key":{"id":111},"value":)" + lines.back() + R"(,"offset":16})";
+  std::string keyed = R"({"key":{"id":111},"value":)" + lines.back() + R"(,"offset":16})";
   auto d = Ingest(kProductsDb, keyed);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_TRUE(absl::IsNotFound(store_->Get("products", "111").status()));
@@ -107,18 +95,15 @@ TEST_F(FixturesTest, DebeziumReplicaIdentityRejectsKeylessDelete) {
 }
 
 TEST_F(FixturesTest, GoldenGateMatchesDebezium) {
-  SourceDefinition ogg{.name = "ogg",
-                       .format = "goldengate",
-                       .collection_map = {{"OGG.TBL_TEST", "products"}}};
+  SourceDefinition ogg{
+      .name = "ogg", .format = "goldengate", .collection_map = {{"OGG.TBL_TEST", "products"}}};
   auto r = Ingest(ogg, ReadFixture("flink/ogg-data.txt"));
   ASSERT_TRUE(r.ok()) << r.status();
   auto content = Content("products");
 
   auto other = Store::Open(dir_.Sub("debezium"), Options{});
   ASSERT_TRUE(other.ok());
-  auto events =
-      Decode(kProductsDb,
-             ReadFixture("flink/debezium-postgres-data-schema-exclude.txt"));
+  auto events = Decode(kProductsDb, ReadFixture("flink/debezium-postgres-data-schema-exclude.txt"));
   ASSERT_TRUE(events.ok());
   ASSERT_TRUE((*other)->Ingest(*events, {}).ok());
   std::map<std::string, std::string> expected;
@@ -131,12 +116,10 @@ TEST_F(FixturesTest, GoldenGateMatchesDebezium) {
                   .ok());
   EXPECT_EQ(Keys(content), Keys(expected));
   // Same rows; float digits are kept as GoldenGate sent them.
-  EXPECT_THAT(content["106"],
-              HasSubstr(R"("description":"18oz carpenter hammer")"));
+  EXPECT_THAT(content["106"], HasSubstr(R"("description":"18oz carpenter hammer")"));
   EXPECT_THAT(content["107"], HasSubstr(R"("weight":5.099999904632568})"));
   EXPECT_THAT(content["110"], HasSubstr(R"("weight":0.5})"));
-  EXPECT_THAT(content["110"],
-              HasSubstr("new water resistent white wind breaker"));
+  EXPECT_THAT(content["110"], HasSubstr("new water resistent white wind breaker"));
   EXPECT_TRUE(absl::IsNotFound(store_->Get("products", "111").status()));
   auto h = store_->History("products", "107", {});
   ASSERT_TRUE(h.ok());
@@ -149,8 +132,7 @@ TEST_F(FixturesTest, GoldenGateMatchesDebezium) {
 // The three Kafka message shapes of the seeds: an insert then a delete of the
 // same composite key.
 TEST_F(FixturesTest, KafkaEnvelopeSeeds) {
-  const std::string kKey =
-      R"({"FISCAL_CODE":"ABCDEF12B02M100O","USER_ID":123})";
+  const std::string kKey = R"({"FISCAL_CODE":"ABCDEF12B02M100O","USER_ID":123})";
   struct Case {
     SourceDefinition source;
     std::string file;
@@ -166,9 +148,7 @@ TEST_F(FixturesTest, KafkaEnvelopeSeeds) {
        "seeds/goldengate.jsonl",
        "MY_TABLE",
        R"({"USER_ID":123,"FISCAL_CODE":"the-fiscal-code-123","COINS":300000000})"},
-      {{.name = "iis",
-        .format = "infosphere",
-        .default_collection = "users_iis"},
+      {{.name = "iis", .format = "infosphere", .default_collection = "users_iis"},
        "seeds/infosphere-basic.jsonl",
        "users_iis",
        R"({"NAME":456})"},
@@ -200,8 +180,8 @@ TEST_F(FixturesTest, BitBrokerStreamSession) {
   auto id = store_->OpenSession("contrib", "countries", SessionMode::kStream);
   ASSERT_TRUE(id.ok()) << id.status();
 
-  auto upserts = Decode(contrib, ReadFixture("seeds/bitbroker-upsert.json"),
-                        {.collection = "countries"});
+  auto upserts =
+      Decode(contrib, ReadFixture("seeds/bitbroker-upsert.json"), {.collection = "countries"});
   ASSERT_TRUE(upserts.ok()) << upserts.status();
   std::vector<SessionRecord> records;
   for (const Event& e : *upserts) {
@@ -212,8 +192,8 @@ TEST_F(FixturesTest, BitBrokerStreamSession) {
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_THAT(*keys, ElementsAre(R"("GB")", R"("IN")", R"("BR")"));
 
-  auto deletes = Decode(contrib, ReadFixture("seeds/bitbroker-delete.json"),
-                        {.collection = "countries"});
+  auto deletes =
+      Decode(contrib, ReadFixture("seeds/bitbroker-delete.json"), {.collection = "countries"});
   ASSERT_TRUE(deletes.ok()) << deletes.status();
   std::vector<std::string> ids;
   for (const Event& e : *deletes) {
@@ -225,19 +205,17 @@ TEST_F(FixturesTest, BitBrokerStreamSession) {
 
   auto content = Content("countries");
   EXPECT_THAT(Keys(content), ElementsAre(R"("IN")"));
-  EXPECT_THAT(content[R"("IN")"],
-              HasSubstr(R"("instance":{"independence":1947})"));
+  EXPECT_THAT(content[R"("IN")"], HasSubstr(R"("instance":{"independence":1947})"));
 }
 
 TEST_F(FixturesTest, BitBrokerSchemaValidationReportsEveryRecord) {
   SourceDefinition contrib{
       .name = "contrib",
       .format = "bitbroker",
-      .json_schemas = {
-          {"countries", R"({"type":"object","required":["code","population"],
+      .json_schemas = {{"countries", R"({"type":"object","required":["code","population"],
           "properties":{"population":{"type":"integer","minimum":0},"code":{"type":"string"}}})"}}};
-  auto ok = Decode(contrib, ReadFixture("seeds/bitbroker-upsert.json"),
-                   {.collection = "countries"});
+  auto ok =
+      Decode(contrib, ReadFixture("seeds/bitbroker-upsert.json"), {.collection = "countries"});
   ASSERT_TRUE(ok.ok()) << ok.status();
   std::string bad =
       R"([{"id":"GB","name":"United Kingdom","entity":{"code":"GB","population":1}},
@@ -254,25 +232,19 @@ TEST_F(FixturesTest, BitBrokerSchemaValidationReportsEveryRecord) {
 }
 
 TEST_F(FixturesTest, OmniaDatapointsCollapseRepeats) {
-  SourceDefinition plant{
-      .name = "plant", .format = "datapoints", .default_collection = "series"};
+  SourceDefinition plant{.name = "plant", .format = "datapoints", .default_collection = "series"};
   auto r = Ingest(plant, ReadFixture("seeds/omnia-datapoints.json"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->applied, 4u);
   EXPECT_EQ(r->duplicates,
             1u);  // the repeated 10:01 point of the second series
-  auto h = store_->History("series",
-                           R"("4ec07552-7334-47f8-ac9f-666e65304b1a")", {});
+  auto h = store_->History("series", R"("4ec07552-7334-47f8-ac9f-666e65304b1a")", {});
   ASSERT_TRUE(h.ok()) << h.status();
   ASSERT_EQ(h->size(), 2u);
-  EXPECT_EQ(
-      (*h)[1].after,
-      R"({"time":"2018-11-30T10:01:00.000Z","value":224.6,"status":192})");
+  EXPECT_EQ((*h)[1].after, R"({"time":"2018-11-30T10:01:00.000Z","value":224.6,"status":192})");
   auto e = store_->Get("series", R"("f69ec89b-494b-4e07-9da2-7c89489e3346")");
   ASSERT_TRUE(e.ok()) << e.status();
-  EXPECT_EQ(
-      e->document,
-      R"({"time":"2018-11-30T10:01:00.000Z","value":124.6,"status":192})");
+  EXPECT_EQ(e->document, R"({"time":"2018-11-30T10:01:00.000Z","value":124.6,"status":192})");
   EXPECT_EQ(e->position.timestamp, 1543572060000000u);
 }
 
@@ -296,15 +268,10 @@ TEST_F(FixturesTest, AriaFeedIncompleteThenComplete) {
   }
   auto content = Content("account");
   EXPECT_THAT(Keys(content), ElementsAre("1001", "1002", "1003"));
-  EXPECT_EQ(
-      content["1001"],
-      R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})");
-  EXPECT_EQ(
-      content["1002"],
-      R"({"acct_no":1002,"status":"ACTIVE","plan":"silver","balance":0})");
-  EXPECT_EQ(
-      content["1003"],
-      R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})");
+  EXPECT_EQ(content["1001"], R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})");
+  EXPECT_EQ(content["1002"], R"({"acct_no":1002,"status":"ACTIVE","plan":"silver","balance":0})");
+  EXPECT_EQ(content["1003"],
+            R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})");
   auto e = store_->Get("account", "1003");
   ASSERT_TRUE(e.ok());
   EXPECT_TRUE(e->complete);

@@ -17,8 +17,7 @@
 namespace cairn::formats {
 
 inline std::string ReadFixture(const std::string& relative) {
-  std::ifstream in(std::string(CAIRN_FIXTURES_DIR) + "/" + relative,
-                   std::ios::binary);
+  std::ifstream in(std::string(CAIRN_FIXTURES_DIR) + "/" + relative, std::ios::binary);
   EXPECT_TRUE(in.good()) << "cannot read fixture " << relative;
   std::stringstream ss;
   ss << in.rdbuf();
@@ -34,8 +33,7 @@ class StoreFixture : public ::testing::Test {
   }
 
   // Decodes `payload` as `source` and ingests it as one batch.
-  absl::StatusOr<IngestResult> Ingest(const SourceDefinition& source,
-                                      std::string_view payload) {
+  absl::StatusOr<IngestResult> Ingest(const SourceDefinition& source, std::string_view payload) {
     auto events = Decode(source, payload);
     if (!events.ok()) return events.status();
     return store_->Ingest(*std::move(events), {});
@@ -44,11 +42,10 @@ class StoreFixture : public ::testing::Test {
   // Every entity of `collection`: canonical key -> document.
   std::map<std::string, std::string> Content(const std::string& collection) {
     std::map<std::string, std::string> out;
-    absl::Status s =
-        store_->Snapshot({.collection = collection}, [&](const Entity& e) {
-          out[e.key] = e.document;
-          return true;
-        });
+    absl::Status s = store_->Snapshot({.collection = collection}, [&](const Entity& e) {
+      out[e.key] = e.document;
+      return true;
+    });
     EXPECT_TRUE(s.ok()) << s;
     return out;
   }

@@ -97,8 +97,8 @@ std::map<std::string, Tally> RunDraft(const std::string& draft,
       for (const auto& test : group["tests"].GetArray()) {
         bool want = test["valid"].GetBool();
         absl::Status s = validate(schema, Json(test["data"]));
-        std::string what = absl::StrCat(group["description"].GetString(), " / ",
-                                        test["description"].GetString());
+        std::string what =
+            absl::StrCat(group["description"].GetString(), " / ", test["description"].GetString());
         if (!s.ok() && !absl::IsInvalidArgument(s)) {
           ++t.failed;
           t.failures.push_back(absl::StrCat(what, ": ", s.ToString()));

@@ -17,26 +17,20 @@ using ::testing::HasSubstr;
 const SourceDefinition kBilling{.name = "billing", .format = "sse-feed"};
 
 const std::map<std::string, std::string> kExpected = {
-    {"1001",
-     R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})"},
-    {"1002",
-     R"({"acct_no":1002,"status":"ACTIVE","plan":"silver","balance":0})"},
-    {"1003",
-     R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})"},
+    {"1001", R"({"acct_no":1001,"status":"ACTIVE","plan":"gold","balance":99.0})"},
+    {"1002", R"({"acct_no":1002,"status":"ACTIVE","plan":"silver","balance":0})"},
+    {"1003", R"({"acct_no":1003,"status":"ACTIVE","plan":"platinum","balance":10})"},
 };
 
 // Feeds `text` to a fresh decoder in random chunks of 1..max_chunk bytes.
-absl::StatusOr<std::vector<Event>> FeedChunked(const std::string& text,
-                                               std::mt19937& rng,
+absl::StatusOr<std::vector<Event>> FeedChunked(const std::string& text, std::mt19937& rng,
                                                size_t max_chunk) {
   SseDecoder decoder(kBilling);
   std::vector<Event> out;
   std::uniform_int_distribution<size_t> size(1, max_chunk);
   for (size_t at = 0; at < text.size();) {
     size_t n = std::min(size(rng), text.size() - at);
-    if (absl::Status s =
-            decoder.Feed(std::string_view(text).substr(at, n), &out);
-        !s.ok()) {
+    if (absl::Status s = decoder.Feed(std::string_view(text).substr(at, n), &out); !s.ok()) {
       return s;
     }
     at += n;
@@ -53,17 +47,14 @@ std::vector<std::string> Blocks(const std::string& text) {
     size_t end = text.find("\n\n", start);
     if (end == std::string::npos) end = text.size();
     std::string block = text.substr(start, end - start);
-    if (block.find("event:") != std::string::npos)
-      blocks.push_back(block + "\n\n");
+    if (block.find("event:") != std::string::npos) blocks.push_back(block + "\n\n");
     start = end + 2;
   }
   return blocks;
 }
 
-std::string Replace(std::string s, const std::string& from,
-                    const std::string& to) {
-  for (size_t at = 0; (at = s.find(from, at)) != std::string::npos;
-       at += to.size()) {
+std::string Replace(std::string s, const std::string& from, const std::string& to) {
+  for (size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) {
     s.replace(at, from.size(), to);
   }
   return s;
@@ -73,11 +64,9 @@ class SseTest : public StoreFixture {
  protected:
   // Ingests `events` in random batches into a fresh store and returns its
   // account collection.
-  std::map<std::string, std::string> IngestInBatches(std::vector<Event> events,
-                                                     std::mt19937& rng,
+  std::map<std::string, std::string> IngestInBatches(std::vector<Event> events, std::mt19937& rng,
                                                      int round) {
-    auto store =
-        Store::Open(dir_.Sub("round" + std::to_string(round)), Options{});
+    auto store = Store::Open(dir_.Sub("round" + std::to_string(round)), Options{});
     EXPECT_TRUE(store.ok()) << store.status();
     std::uniform_int_distribution<size_t> batch(1, 4);
     for (size_t at = 0; at < events.size();) {
@@ -109,8 +98,7 @@ TEST_F(SseTest, AnyChunkingAndLineEnding) {
   for (std::string ending : {"\n", "\r\n", "\r"}) {
     std::string text = Replace(feed, "\n", ending);
     for (size_t max_chunk : {1, 2, 3, 7, 64, 4096}) {
-      SCOPED_TRACE(testing::Message()
-                   << "ending " << ending.size() << " chunk " << max_chunk);
+      SCOPED_TRACE(testing::Message() << "ending " << ending.size() << " chunk " << max_chunk);
       auto events = FeedChunked(text, rng, max_chunk);
       ASSERT_TRUE(events.ok()) << events.status();
       ASSERT_EQ(events->size(), whole->size());
@@ -167,9 +155,7 @@ TEST_F(SseTest, SpecDetails) {
   SseDecoder decoder(kBilling);
   std::vector<Event> out;
   absl::Status s = decoder.Feed("event: upsert\ndata: {}\ndata: {}\n\n", &out);
-  EXPECT_THAT(
-      s.message(),
-      HasSubstr("record 0: line 1: event: unknown event type 'upsert'"));
+  EXPECT_THAT(s.message(), HasSubstr("record 0: line 1: event: unknown event type 'upsert'"));
   EXPECT_EQ(decoder.Feed("\n", &out), s);
   EXPECT_TRUE(out.empty());
 }
@@ -179,7 +165,10 @@ TEST_F(SseTest, SpecDetails) {
 TEST_F(SseTest, APayloadWithoutAnyEventIsAnError) {
   for (const auto& [payload, line] : std::vector<std::pair<std::string, int>>{
            {"{\"before\":null,\"after\":{\"id\":1},\"op\":\"c\"}\n", 1},
-           {std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10), 1},
+           {std::string("\x7f"
+                        "ELF\x02\x01\x01\0\0\0",
+                        10),
+            1},
            {": comment\r\nretry: 5\r\n\r\nevent: create\r\n\r\n", 4},
            {"event: create\nid: 3\n\n", 1}}) {
     SCOPED_TRACE(payload);
@@ -189,8 +178,8 @@ TEST_F(SseTest, APayloadWithoutAnyEventIsAnError) {
                 HasSubstr(absl::StrCat("line ", line, ": no SSE event found")));
   }
   // What a live stream may send between events is no error.
-  for (const std::string payload : {"", "\n\n", ": keep-alive\n\n", "retry: 1000\n\n",
-                                    "id: 7\n\n"}) {
+  for (const std::string payload :
+       {"", "\n\n", ": keep-alive\n\n", "retry: 1000\n\n", "id: 7\n\n"}) {
     auto r = Decode(kBilling, payload);
     ASSERT_TRUE(r.ok()) << payload << ": " << r.status();
     EXPECT_TRUE(r->empty());

@@ -31,11 +31,11 @@ namespace cairn::client {
 
 struct ClientOptions {
   std::string target = "127.0.0.1:50051";
-  std::string token;            // sent as "authorization: Bearer <token>"
-  std::string tls_ca_file;      // PEM roots; TLS when set
-  std::string tls_cert_file;    // PEM client cert/key for mutual TLS
+  std::string token;          // sent as "authorization: Bearer <token>"
+  std::string tls_ca_file;    // PEM roots; TLS when set
+  std::string tls_cert_file;  // PEM client cert/key for mutual TLS
   std::string tls_key_file;
-  int max_attempts = 5;         // per call, for UNAVAILABLE
+  int max_attempts = 5;  // per call, for UNAVAILABLE
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration call_timeout = absl::Seconds(60);  // unary calls
   int max_message_bytes = 64 << 20;
@@ -75,8 +75,7 @@ class IngestStream {
  public:
   virtual ~IngestStream() = default;
   virtual absl::Status Send(std::vector<Event> events, bool durable) = 0;
-  virtual absl::Status SendPayload(std::string_view source, std::string payload,
-                                   bool durable) = 0;
+  virtual absl::Status SendPayload(std::string_view source, std::string payload, bool durable) = 0;
   // The next batch's result: its IngestResult, or its error (errors, if not
   // null, receives the per-record problems).
   virtual absl::StatusOr<IngestResult> Receive(std::vector<RecordError>* errors = nullptr) = 0;
@@ -106,9 +105,9 @@ class Client {
   virtual absl::StatusOr<std::unique_ptr<IngestStream>> OpenIngestStream(bool payloads) = 0;
   virtual absl::StatusOr<IngestResult> Ingest(std::vector<Event> events, bool durable,
                                               std::vector<RecordError>* errors = nullptr) = 0;
-  virtual absl::StatusOr<IngestResult> IngestPayload(std::string_view source,
-                                                     std::string payload, bool durable,
-                                                     std::vector<RecordError>* errors = nullptr) = 0;
+  virtual absl::StatusOr<IngestResult> IngestPayload(
+      std::string_view source, std::string payload, bool durable,
+      std::vector<RecordError>* errors = nullptr) = 0;
 
   // --- Sessions
   virtual absl::StatusOr<std::string> OpenSession(std::string_view source,
@@ -117,12 +116,11 @@ class Client {
   virtual absl::StatusOr<std::vector<std::string>> SessionUpsert(
       std::string_view session_id, const std::vector<SessionRecord>& records) = 0;
   // Raw contribution records in the source's format (e.g. BitBroker JSON).
-  virtual absl::StatusOr<std::vector<std::string>> SessionUpsertPayload(
-      std::string_view session_id, std::string payload) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> SessionUpsertPayload(std::string_view session_id,
+                                                                        std::string payload) = 0;
   virtual absl::StatusOr<std::vector<std::string>> SessionDelete(
       std::string_view session_id, const std::vector<std::string>& keys) = 0;
-  virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
-                                                    bool commit) = 0;
+  virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) = 0;
 
   // --- Query
   virtual absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) = 0;

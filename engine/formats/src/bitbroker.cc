@@ -34,12 +34,10 @@ size_t Utf8Length(std::string_view s) {
 }
 
 absl::Status CheckName(const Value* v, const char* field) {
-  if (v == nullptr || !IsText(*v))
-    return FieldError(field, "missing or not a string");
+  if (v == nullptr || !IsText(*v)) return FieldError(field, "missing or not a string");
   size_t n = Utf8Length(Text(*v));
   if (n == 0 || n > kMaxIdLength) {
-    return FieldError(field, absl::StrCat("must be 1 to ", kMaxIdLength,
-                                          " characters, got ", n));
+    return FieldError(field, absl::StrCat("must be 1 to ", kMaxIdLength, " characters, got ", n));
   }
   return absl::OkStatus();
 }
@@ -76,23 +74,21 @@ absl::Status LoadSchema(const std::string& text, valijson::Schema* schema) {
 // Parses the collection's JSON Schema, once per payload, into *schema.
 // Returns false when the collection has none. A schema stored before the
 // registration checks existed is checked here too.
-absl::StatusOr<bool> ParseSchema(const Context& ctx,
-                                 const std::string& collection,
+absl::StatusOr<bool> ParseSchema(const Context& ctx, const std::string& collection,
                                  valijson::Schema* schema) {
   auto it = ctx.source.json_schemas.find(collection);
   if (it == ctx.source.json_schemas.end()) return false;
   if (absl::Status s = LoadSchema(it->second, schema); !s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "source '", ctx.source.name, "': the JSON Schema of collection '",
-        collection, "' is unusable: ", s.message()));
+    return absl::FailedPreconditionError(absl::StrCat("source '", ctx.source.name,
+                                                      "': the JSON Schema of collection '",
+                                                      collection, "' is unusable: ", s.message()));
   }
   return true;
 }
 
 // Validates `entity_text` (re-parsed with plain numbers: cairn's documents
 // keep numbers as text, which a validator would take for strings).
-absl::Status Validate(const valijson::Schema& schema,
-                      std::string_view entity_text) {
+absl::Status Validate(const valijson::Schema& schema, std::string_view entity_text) {
   rapidjson::Document entity;
   entity.Parse(entity_text.data(), entity_text.size());
   valijson::Validator validator;
@@ -105,14 +101,12 @@ absl::Status Validate(const valijson::Schema& schema,
     std::string path = absl::StrJoin(error.context, "");
     problems.push_back(absl::StrCat(path, " ", error.description));
   }
-  return FieldError(
-      "entity", absl::StrCat("does not match the collection's JSON Schema: ",
-                             absl::StrJoin(problems, ", ")));
+  return FieldError("entity", absl::StrCat("does not match the collection's JSON Schema: ",
+                                           absl::StrJoin(problems, ", ")));
 }
 
 absl::Status DecodeRecord(const Context& ctx, const std::string& collection,
-                          const valijson::Schema* schema, const Value& r,
-                          Event* e) {
+                          const valijson::Schema* schema, const Value& r, Event* e) {
   e->source = ctx.source.name;
   e->collection = collection;
   if (IsText(r)) {  // a delete-list entry
@@ -122,9 +116,7 @@ absl::Status DecodeRecord(const Context& ctx, const std::string& collection,
     e->raw = e->key;
     return absl::OkStatus();
   }
-  if (!r.IsObject())
-    return FieldError("record",
-                      "must be an object or, in a delete list, an id");
+  if (!r.IsObject()) return FieldError("record", "must be an object or, in a delete list, an id");
   const Value* id = Member(r, "id");
   CAIRN_RETURN_IF_ERROR(CheckName(id, "id"));
   CAIRN_RETURN_IF_ERROR(CheckName(Member(r, "name"), "name"));
@@ -132,12 +124,10 @@ absl::Status DecodeRecord(const Context& ctx, const std::string& collection,
   if (entity == nullptr || !entity->IsObject()) {
     return FieldError("entity", "missing or not an object");
   }
-  if (const Value* instance = Member(r, "instance");
-      instance && !instance->IsObject()) {
+  if (const Value* instance = Member(r, "instance"); instance && !instance->IsObject()) {
     return FieldError("instance", "must be an object");
   }
-  if (schema)
-    CAIRN_RETURN_IF_ERROR(Validate(*schema, json::Serialize(*entity)));
+  if (schema) CAIRN_RETURN_IF_ERROR(Validate(*schema, json::Serialize(*entity)));
   e->op = Op::kUpsert;
   e->key = json::Serialize(*id);
   e->payload = json::Serialize(r);
@@ -147,15 +137,13 @@ absl::Status DecodeRecord(const Context& ctx, const std::string& collection,
 
 }  // namespace
 
-absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx,
-                                                   std::string_view payload) {
+absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx, std::string_view payload) {
   auto doc = json::Parse(payload);
   if (!doc.ok()) return RecordError(0, 0, doc.status());
   auto collection = ResolveCollection(ctx, "", "collection");
   if (!collection.ok()) return RecordError(0, 0, collection.status());
   valijson::Schema schema;
-  CAIRN_ASSIGN_OR_RETURN(bool has_schema,
-                         ParseSchema(ctx, *collection, &schema));
+  CAIRN_ASSIGN_OR_RETURN(bool has_schema, ParseSchema(ctx, *collection, &schema));
 
   std::vector<const Value*> records;
   if (doc->IsArray()) {
@@ -166,12 +154,11 @@ absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx,
   std::vector<Event> out(records.size());
   std::vector<std::string> errors;
   for (size_t i = 0; i < records.size(); ++i) {
-    absl::Status s = DecodeRecord(
-        ctx, *collection, has_schema ? &schema : nullptr, *records[i], &out[i]);
+    absl::Status s =
+        DecodeRecord(ctx, *collection, has_schema ? &schema : nullptr, *records[i], &out[i]);
     if (!s.ok()) errors.push_back(std::string(RecordError(i, 0, s).message()));
   }
-  if (!errors.empty())
-    return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return out;
 }
 

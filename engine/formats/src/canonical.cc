@@ -17,17 +17,14 @@ namespace {
 
 absl::StatusOr<Op> ReadOp(const Value* v) {
   if (v == nullptr || !IsText(*v)) {
-    return FieldError(
-        "op",
-        "missing or not a string; expected upsert, patch, delete or truncate");
+    return FieldError("op", "missing or not a string; expected upsert, patch, delete or truncate");
   }
   std::string_view s = Text(*v);
   for (Op op : {Op::kUpsert, Op::kPatch, Op::kDelete, Op::kTruncate}) {
     if (s == OpName(op)) return op;
   }
   return FieldError(
-      "op", absl::StrCat("unknown op '", Av(s),
-                         "'; expected upsert, patch, delete or truncate"));
+      "op", absl::StrCat("unknown op '", Av(s), "'; expected upsert, patch, delete or truncate"));
 }
 
 }  // namespace
@@ -40,31 +37,26 @@ absl::Status DecodeCanonicalRecord(const Context& ctx, std::string_view text,
   e.source = ctx.source.name;
   if (const Value* s = Member(doc, "source")) {
     if (!IsText(*s) || Text(*s) != ctx.source.name) {
-      return FieldError(
-          "source", absl::StrCat("names another source than '", ctx.source.name,
-                                 "', the one the payload was sent for"));
+      return FieldError("source", absl::StrCat("names another source than '", ctx.source.name,
+                                               "', the one the payload was sent for"));
     }
   }
   const Value* collection = Member(doc, "collection");
-  if (collection && !IsText(*collection))
-    return FieldError("collection", "must be a string");
-  CAIRN_ASSIGN_OR_RETURN(
-      e.collection, ResolveCollection(ctx, collection ? Text(*collection) : "",
-                                      "collection"));
+  if (collection && !IsText(*collection)) return FieldError("collection", "must be a string");
+  CAIRN_ASSIGN_OR_RETURN(e.collection,
+                         ResolveCollection(ctx, collection ? Text(*collection) : "", "collection"));
   CAIRN_ASSIGN_OR_RETURN(e.op, ReadOp(Member(doc, "op")));
 
   const Value* position = Member(doc, "position");
   const Value* holder = &doc;
   if (position) {
-    if (!position->IsObject())
-      return FieldError("position", "must be an object");
+    if (!position->IsObject()) return FieldError("position", "must be an object");
     holder = position;
   }
   const Value* ts = Member(*holder, "timestamp");
   if (ts == nullptr) return FieldError("position.timestamp", "missing");
-  CAIRN_ASSIGN_OR_RETURN(
-      e.position.timestamp,
-      ReadTimestamp(*ts, EpochUnit::kMicros, "position.timestamp"));
+  CAIRN_ASSIGN_OR_RETURN(e.position.timestamp,
+                         ReadTimestamp(*ts, EpochUnit::kMicros, "position.timestamp"));
   if (const Value* tick = Member(*holder, "tick")) {
     CAIRN_ASSIGN_OR_RETURN(e.position.tick, ReadU64(*tick, "position.tick"));
   }
@@ -81,8 +73,7 @@ absl::Status DecodeCanonicalRecord(const Context& ctx, std::string_view text,
   if (e.op == Op::kUpsert || e.op == Op::kPatch) {
     const Value* payload = Member(doc, "payload");
     if (payload == nullptr || !payload->IsObject()) {
-      return FieldError("payload",
-                        absl::StrCat("must be an object for ", OpName(e.op)));
+      return FieldError("payload", absl::StrCat("must be an object for ", OpName(e.op)));
     }
     e.payload = json::Serialize(*payload);
   }

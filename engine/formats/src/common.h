@@ -45,28 +45,24 @@ absl::StatusOr<uint64_t> ReadU64(const Value& v, std::string_view field);
 enum class EpochUnit { kSeconds, kMillis, kMicros };
 // A timestamp in µs since the epoch: ISO-8601 text, or an integer (number or
 // digit string) in `unit`.
-absl::StatusOr<uint64_t> ReadTimestamp(const Value& v, EpochUnit unit,
-                                       std::string_view field);
+absl::StatusOr<uint64_t> ReadTimestamp(const Value& v, EpochUnit unit, std::string_view field);
 absl::StatusOr<uint64_t> ParseIsoTimestamp(std::string_view text);
 
 // Key JSON text for a message key: scalars as they are, objects of one field
 // unwrapped to the field's value, Debezium's {schema, payload} wrapper removed.
-absl::StatusOr<std::string> KeyFromMessageKey(const Value& key,
-                                              std::string_view field);
+absl::StatusOr<std::string> KeyFromMessageKey(const Value& key, std::string_view field);
 // Key JSON text from `fields` of a row image (`image_name` names it in errors).
-absl::StatusOr<std::string> KeyFromFields(
-    const Value& image, std::string_view image_name,
-    const std::vector<std::string>& fields);
+absl::StatusOr<std::string> KeyFromFields(const Value& image, std::string_view image_name,
+                                          const std::vector<std::string>& fields);
 // The configured key fields of `collection`, or nullptr.
-const std::vector<std::string>* ConfiguredKeyFields(
-    const Context& ctx, const std::string& collection);
+const std::vector<std::string>* ConfiguredKeyFields(const Context& ctx,
+                                                    const std::string& collection);
 
 // The collection for a producer-side name (empty: none given): the source's
 // collection_map entry, else the name itself, else the session's or the
 // source's default collection. INVALID_ARGUMENT naming `field` when there is
 // none.
-absl::StatusOr<std::string> ResolveCollection(const Context& ctx,
-                                              std::string_view name,
+absl::StatusOr<std::string> ResolveCollection(const Context& ctx, std::string_view name,
                                               std::string_view field);
 
 // Parses one JSON object (a record). Errors name no record: callers wrap them.
@@ -75,11 +71,9 @@ absl::StatusOr<json::Document> ParseObject(std::string_view text);
 // Line formats: one record per non-blank line, decoded by a RecordDecoder
 // that appends its events (none for a Kafka tombstone) or returns a field
 // error; DecodeLines numbers the records and lines.
-using RecordDecoder = absl::Status (*)(const Context& ctx,
-                                       std::string_view record,
+using RecordDecoder = absl::Status (*)(const Context& ctx, std::string_view record,
                                        std::vector<Event>* out);
-absl::StatusOr<std::vector<Event>> DecodeLines(const Context& ctx,
-                                               std::string_view payload,
+absl::StatusOr<std::vector<Event>> DecodeLines(const Context& ctx, std::string_view payload,
                                                RecordDecoder decode);
 absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view record,
                                   std::vector<Event>* out);
@@ -95,10 +89,8 @@ absl::Status DecodeCanonicalRecord(const Context& ctx, std::string_view record,
 absl::Status CheckJsonSchema(std::string_view text);
 
 // Whole-document formats.
-absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx,
-                                                    std::string_view payload);
-absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx,
-                                                   std::string_view payload);
+absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx, std::string_view payload);
+absl::StatusOr<std::vector<Event>> DecodeBitBroker(const Context& ctx, std::string_view payload);
 
 }  // namespace cairn::formats
 

@@ -13,8 +13,8 @@
 namespace cairn::formats {
 namespace {
 
-absl::Status DecodeItem(const Context& ctx, const std::string& collection,
-                        const Value& item, std::vector<Event>* out) {
+absl::Status DecodeItem(const Context& ctx, const std::string& collection, const Value& item,
+                        std::vector<Event>* out) {
   if (!item.IsObject()) return FieldError("item", "must be an object");
   const Value* id = Member(item, "id");
   if (id == nullptr || !IsText(*id) || id->GetStringLength() == 0) {
@@ -30,26 +30,21 @@ absl::Status DecodeItem(const Context& ctx, const std::string& collection,
     std::string field = absl::StrCat("datapoints[", j, "]");
     if (!p.IsObject()) return FieldError(field, "must be an object");
     const Value* time = Member(p, "time");
-    if (time == nullptr)
-      return FieldError(absl::StrCat(field, ".time"), "missing");
+    if (time == nullptr) return FieldError(absl::StrCat(field, ".time"), "missing");
     auto it = p.FindMember("value");
-    if (it == p.MemberEnd())
-      return FieldError(absl::StrCat(field, ".value"), "missing");
+    if (it == p.MemberEnd()) return FieldError(absl::StrCat(field, ".value"), "missing");
     if (it->value.IsObject() || it->value.IsArray()) {
-      return FieldError(absl::StrCat(field, ".value"),
-                        "must be a number, string, boolean or null");
+      return FieldError(absl::StrCat(field, ".value"), "must be a number, string, boolean or null");
     }
-    if (const Value* status = Member(p, "status");
-        status && !json::IsNumber(*status)) {
+    if (const Value* status = Member(p, "status"); status && !json::IsNumber(*status)) {
       return FieldError(absl::StrCat(field, ".status"), "must be a number");
     }
     Event e;
     e.source = ctx.source.name;
     e.collection = collection;
     e.key = key;
-    CAIRN_ASSIGN_OR_RETURN(
-        e.position.timestamp,
-        ReadTimestamp(*time, EpochUnit::kMillis, absl::StrCat(field, ".time")));
+    CAIRN_ASSIGN_OR_RETURN(e.position.timestamp,
+                           ReadTimestamp(*time, EpochUnit::kMillis, absl::StrCat(field, ".time")));
     e.op = Op::kUpsert;
     e.payload = json::Serialize(p);
     e.raw = e.payload;
@@ -60,8 +55,7 @@ absl::Status DecodeItem(const Context& ctx, const std::string& collection,
 
 }  // namespace
 
-absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx,
-                                                    std::string_view payload) {
+absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx, std::string_view payload) {
   auto doc = ParseObject(payload);
   if (!doc.ok()) return RecordError(0, 0, doc.status());
   const Value* data = Member(*doc, "data");
@@ -70,8 +64,7 @@ absl::StatusOr<std::vector<Event>> DecodeDatapoints(const Context& ctx,
   }
   const Value* items = Member(*data, "items");
   if (items == nullptr || !items->IsArray()) {
-    return RecordError(0, 0,
-                       FieldError("data.items", "missing or not an array"));
+    return RecordError(0, 0, FieldError("data.items", "missing or not an array"));
   }
   auto collection = ResolveCollection(ctx, "", "collection");
   if (!collection.ok()) return RecordError(0, 0, collection.status());

@@ -25,29 +25,23 @@ absl::StatusOr<Position> ReadPosition(const Value& event, const Value* source,
   Position p;
   const Value* v = nullptr;
   if (source && (v = Member(*source, "ts_us"))) {
-    CAIRN_ASSIGN_OR_RETURN(
-        p.timestamp, ReadTimestamp(*v, EpochUnit::kMicros, "source.ts_us"));
+    CAIRN_ASSIGN_OR_RETURN(p.timestamp, ReadTimestamp(*v, EpochUnit::kMicros, "source.ts_us"));
   } else if (source && (v = Member(*source, "ts_ns"))) {
     CAIRN_ASSIGN_OR_RETURN(uint64_t ns, ReadU64(*v, "source.ts_ns"));
     p.timestamp = ns / 1000;
   } else if (source && (v = Member(*source, "ts_ms"))) {
-    CAIRN_ASSIGN_OR_RETURN(
-        p.timestamp, ReadTimestamp(*v, EpochUnit::kMillis, "source.ts_ms"));
+    CAIRN_ASSIGN_OR_RETURN(p.timestamp, ReadTimestamp(*v, EpochUnit::kMillis, "source.ts_ms"));
   } else if (env.timestamp) {
-    CAIRN_ASSIGN_OR_RETURN(
-        p.timestamp,
-        ReadTimestamp(*env.timestamp, EpochUnit::kMillis, "timestamp"));
+    CAIRN_ASSIGN_OR_RETURN(p.timestamp,
+                           ReadTimestamp(*env.timestamp, EpochUnit::kMillis, "timestamp"));
   } else if ((v = Member(event, "ts_us"))) {
-    CAIRN_ASSIGN_OR_RETURN(p.timestamp,
-                           ReadTimestamp(*v, EpochUnit::kMicros, "ts_us"));
+    CAIRN_ASSIGN_OR_RETURN(p.timestamp, ReadTimestamp(*v, EpochUnit::kMicros, "ts_us"));
   } else if ((v = Member(event, "ts_ms"))) {
-    CAIRN_ASSIGN_OR_RETURN(p.timestamp,
-                           ReadTimestamp(*v, EpochUnit::kMillis, "ts_ms"));
+    CAIRN_ASSIGN_OR_RETURN(p.timestamp, ReadTimestamp(*v, EpochUnit::kMillis, "ts_ms"));
   } else {
-    return FieldError(
-        "source.ts_ms",
-        "missing: no source.ts_us/ts_ms, envelope timestamp or ts_ms gives the "
-        "event's time");
+    return FieldError("source.ts_ms",
+                      "missing: no source.ts_us/ts_ms, envelope timestamp or ts_ms gives the "
+                      "event's time");
   }
   if (source) {
     for (const char* f : {"lsn", "pos", "scn"}) {
@@ -63,17 +57,15 @@ absl::StatusOr<Position> ReadPosition(const Value& event, const Value* source,
   return p;
 }
 
-absl::StatusOr<std::string> ReadCollection(const Context& ctx,
-                                           const Value* source) {
+absl::StatusOr<std::string> ReadCollection(const Context& ctx, const Value* source) {
   const Value* table = source ? Member(*source, "table") : nullptr;
   if (table == nullptr) return ResolveCollection(ctx, "", "source.table");
   if (!IsText(*table) || table->GetStringLength() == 0) {
     return FieldError("source.table", "must be a non-empty string");
   }
-  if (const Value* schema = Member(*source, "schema");
-      schema && IsText(*schema)) {
-    auto it = ctx.source.collection_map.find(
-        absl::StrCat(Av(Text(*schema)), ".", Av(Text(*table))));
+  if (const Value* schema = Member(*source, "schema"); schema && IsText(*schema)) {
+    auto it =
+        ctx.source.collection_map.find(absl::StrCat(Av(Text(*schema)), ".", Av(Text(*table))));
     if (it != ctx.source.collection_map.end()) return it->second;
   }
   return ResolveCollection(ctx, Text(*table), "source.table");
@@ -85,25 +77,21 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
                                   std::vector<Event>* out) {
   CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
   KafkaEnvelope env;
-  CAIRN_ASSIGN_OR_RETURN(
-      const Value* event,
-      UnwrapKafkaEnvelope(doc, "op", "a Debezium event object", &env));
+  CAIRN_ASSIGN_OR_RETURN(const Value* event,
+                         UnwrapKafkaEnvelope(doc, "op", "a Debezium event object", &env));
   if (event == nullptr) return absl::OkStatus();  // tombstone
   if (event->HasMember("schema") && event->HasMember("payload")) {
     event = Member(*event, "payload");
     if (event == nullptr) return absl::OkStatus();  // tombstone in the wrapper
-    if (!event->IsObject())
-      return FieldError("payload", "must be a Debezium event object");
+    if (!event->IsObject()) return FieldError("payload", "must be a Debezium event object");
   }
   const Value* op = Member(*event, "op");
   if (op == nullptr || !IsText(*op)) {
-    return FieldError("op",
-                      "missing or not a string; expected c, r, u, d or t");
+    return FieldError("op", "missing or not a string; expected c, r, u, d or t");
   }
   std::string_view op_text = Text(*op);
   const Value* source = Member(*event, "source");
-  if (source && !source->IsObject())
-    return FieldError("source", "must be an object");
+  if (source && !source->IsObject()) return FieldError("source", "must be an object");
 
   Event e;
   e.source = ctx.source.name;
@@ -113,20 +101,16 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
 
   const Value* before = Member(*event, "before");
   const Value* after = Member(*event, "after");
-  if (before && !before->IsObject())
-    return FieldError("before", "must be an object or null");
-  if (after && !after->IsObject())
-    return FieldError("after", "must be an object or null");
+  if (before && !before->IsObject()) return FieldError("before", "must be an object or null");
+  if (after && !after->IsObject()) return FieldError("after", "must be an object or null");
   auto key_from = [&](const Value* image, const char* image_name) {
-    return ChangeRecordKey(ctx, env, e.collection,
-                           ConfiguredKeyFields(ctx, e.collection), image,
+    return ChangeRecordKey(ctx, env, e.collection, ConfiguredKeyFields(ctx, e.collection), image,
                            image_name, "key", "");
   };
 
   if (op_text == "c" || op_text == "r" || op_text == "u") {
     if (after == nullptr) {
-      return FieldError("after", absl::StrCat("is null; op '", Av(op_text),
-                                              "' needs the row"));
+      return FieldError("after", absl::StrCat("is null; op '", Av(op_text), "' needs the row"));
     }
     e.op = Op::kUpsert;
     e.snapshot = op_text == "r";
@@ -146,8 +130,8 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
   } else if (op_text == "t") {
     e.op = Op::kTruncate;
   } else {
-    return FieldError("op", absl::StrCat("unknown op '", Av(op_text),
-                                         "'; expected c, r, u, d or t"));
+    return FieldError("op",
+                      absl::StrCat("unknown op '", Av(op_text), "'; expected c, r, u, d or t"));
   }
   out->push_back(std::move(e));
   return absl::OkStatus();

@@ -17,8 +17,8 @@ size_t FirstNonSseLine(std::string_view payload) {
     ++n;
     size_t end = payload.find_first_of("\r\n");
     std::string_view line = payload.substr(0, end);
-    bool crlf = end != std::string_view::npos && payload[end] == '\r' &&
-                end + 1 < payload.size() && payload[end + 1] == '\n';
+    bool crlf = end != std::string_view::npos && payload[end] == '\r' && end + 1 < payload.size() &&
+                payload[end + 1] == '\n';
     payload.remove_prefix(end == std::string_view::npos ? payload.size() : end + 1 + crlf);
     if (line.find_first_not_of(" \t") == std::string_view::npos || line[0] == ':' ||
         line.substr(0, 3) == "id:" || line == "id" || line.substr(0, 6) == "retry:") {
@@ -31,16 +31,13 @@ size_t FirstNonSseLine(std::string_view payload) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source,
-                                          std::string_view payload,
+absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source, std::string_view payload,
                                           const DecodeOptions& options) {
   Context ctx{source, options};
   const std::string& f = source.format;
   if (f == "debezium") return DecodeLines(ctx, payload, DecodeDebeziumRecord);
-  if (f == "goldengate")
-    return DecodeLines(ctx, payload, DecodeGoldenGateRecord);
-  if (f == "infosphere")
-    return DecodeLines(ctx, payload, DecodeInfoSphereRecord);
+  if (f == "goldengate") return DecodeLines(ctx, payload, DecodeGoldenGateRecord);
+  if (f == "infosphere") return DecodeLines(ctx, payload, DecodeInfoSphereRecord);
   if (f == "canonical") return DecodeLines(ctx, payload, DecodeCanonicalRecord);
   if (f == "datapoints") return DecodeDatapoints(ctx, payload);
   if (f == "bitbroker") return DecodeBitBroker(ctx, payload);

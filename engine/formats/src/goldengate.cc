@@ -30,8 +30,7 @@ absl::StatusOr<std::vector<std::string>> PrimaryKeys(const Value& record) {
   }
   std::vector<std::string> fields;
   if (pk == nullptr) return fields;
-  if (!pk->IsArray() || pk->Empty())
-    return FieldError(name, "must be a non-empty array of names");
+  if (!pk->IsArray() || pk->Empty()) return FieldError(name, "must be a non-empty array of names");
   for (const Value& f : pk->GetArray()) {
     if (!IsText(f) || f.GetStringLength() == 0) {
       return FieldError(name, "must hold non-empty column names");
@@ -55,9 +54,8 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
                                     std::vector<Event>* out) {
   CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
   KafkaEnvelope env;
-  CAIRN_ASSIGN_OR_RETURN(
-      const Value* record,
-      UnwrapKafkaEnvelope(doc, "op_type", "a GoldenGate record", &env));
+  CAIRN_ASSIGN_OR_RETURN(const Value* record,
+                         UnwrapKafkaEnvelope(doc, "op_type", "a GoldenGate record", &env));
   if (record == nullptr) return absl::OkStatus();  // tombstone
   const Value* table = Member(*record, "table");
   if (table == nullptr || !IsText(*table) || table->GetStringLength() == 0) {
@@ -65,8 +63,7 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
   }
   const Value* op_type = Member(*record, "op_type");
   if (op_type == nullptr || !IsText(*op_type)) {
-    return FieldError("op_type",
-                      "missing or not a string; expected I, U, D or T");
+    return FieldError("op_type", "missing or not a string; expected I, U, D or T");
   }
   const Value* op_ts = Member(*record, "op_ts");
   if (op_ts == nullptr) return FieldError("op_ts", "missing");
@@ -74,36 +71,28 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
   if (pos == nullptr) return FieldError("pos", "missing");
   const Value* before = Member(*record, "before");
   const Value* after = Member(*record, "after");
-  if (before && !before->IsObject())
-    return FieldError("before", "must be an object or null");
-  if (after && !after->IsObject())
-    return FieldError("after", "must be an object or null");
+  if (before && !before->IsObject()) return FieldError("before", "must be an object or null");
+  if (after && !after->IsObject()) return FieldError("after", "must be an object or null");
 
   Event e;
   e.source = ctx.source.name;
   e.raw = std::string(text);
-  CAIRN_ASSIGN_OR_RETURN(e.collection,
-                         ResolveCollection(ctx, Text(*table), "table"));
-  CAIRN_ASSIGN_OR_RETURN(e.position.timestamp,
-                         ReadTimestamp(*op_ts, EpochUnit::kMicros, "op_ts"));
+  CAIRN_ASSIGN_OR_RETURN(e.collection, ResolveCollection(ctx, Text(*table), "table"));
+  CAIRN_ASSIGN_OR_RETURN(e.position.timestamp, ReadTimestamp(*op_ts, EpochUnit::kMicros, "op_ts"));
   CAIRN_ASSIGN_OR_RETURN(e.position.tick, ReadU64(*pos, "pos"));
   CAIRN_ASSIGN_OR_RETURN(std::vector<std::string> pk, PrimaryKeys(*record));
 
   auto key_from = [&](const Value* image, const char* image_name) {
-    return ChangeRecordKey(
-        ctx, env, e.collection,
-        pk.empty() ? ConfiguredKeyFields(ctx, e.collection) : &pk, image,
-        image_name, "primary_keys", "missing, ");
+    return ChangeRecordKey(ctx, env, e.collection,
+                           pk.empty() ? ConfiguredKeyFields(ctx, e.collection) : &pk, image,
+                           image_name, "primary_keys", "missing, ");
   };
 
   std::string_view op = Text(*op_type);
   if (op == "I" || op == "INSERT" || op == "U" || op == "UPDATE") {
-    if (after == nullptr)
-      return FieldError("after", "is null; inserts and updates need it");
+    if (after == nullptr) return FieldError("after", "is null; inserts and updates need it");
     bool update = op == "U" || op == "UPDATE";
-    e.op = update && (before == nullptr || !Whole(*after, *before))
-               ? Op::kPatch
-               : Op::kUpsert;
+    e.op = update && (before == nullptr || !Whole(*after, *before)) ? Op::kPatch : Op::kUpsert;
     e.payload = json::Serialize(*after);
     CAIRN_ASSIGN_OR_RETURN(e.key, key_from(after, "after"));
   } else if (op == "D" || op == "DELETE") {
@@ -112,8 +101,8 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
   } else if (op == "T" || op == "TRUNCATE") {
     e.op = Op::kTruncate;
   } else {
-    return FieldError("op_type", absl::StrCat("unknown op_type '", Av(op),
-                                              "'; expected I, U, D or T"));
+    return FieldError("op_type",
+                      absl::StrCat("unknown op_type '", Av(op), "'; expected I, U, D or T"));
   }
   out->push_back(std::move(e));
   return absl::OkStatus();

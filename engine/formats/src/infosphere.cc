@@ -13,11 +13,9 @@ absl::Status DecodeInfoSphereRecord(const Context& ctx, std::string_view text,
   CAIRN_ASSIGN_OR_RETURN(json::Document doc, ParseObject(text));
   const Value* key = Member(doc, "key");
   if (key == nullptr) return FieldError("key", "missing or null");
-  if (!doc.HasMember("value"))
-    return FieldError("value", "missing (null means delete)");
+  if (!doc.HasMember("value")) return FieldError("value", "missing (null means delete)");
   const Value* value = Member(doc, "value");
-  if (value && !value->IsObject())
-    return FieldError("value", "must be an object or null");
+  if (value && !value->IsObject()) return FieldError("value", "must be an object or null");
   const Value* timestamp = Member(doc, "timestamp");
   if (timestamp == nullptr) return FieldError("timestamp", "missing");
   const Value* offset = Member(doc, "offset");
@@ -26,12 +24,10 @@ absl::Status DecodeInfoSphereRecord(const Context& ctx, std::string_view text,
   Event e;
   e.source = ctx.source.name;
   e.raw = std::string(text);
-  CAIRN_ASSIGN_OR_RETURN(e.collection,
-                         ResolveCollection(ctx, "", "collection"));
+  CAIRN_ASSIGN_OR_RETURN(e.collection, ResolveCollection(ctx, "", "collection"));
   CAIRN_ASSIGN_OR_RETURN(e.key, KeyFromMessageKey(*key, "key"));
-  CAIRN_ASSIGN_OR_RETURN(
-      e.position.timestamp,
-      ReadTimestamp(*timestamp, EpochUnit::kMillis, "timestamp"));
+  CAIRN_ASSIGN_OR_RETURN(e.position.timestamp,
+                         ReadTimestamp(*timestamp, EpochUnit::kMillis, "timestamp"));
   CAIRN_ASSIGN_OR_RETURN(e.position.tick, ReadU64(*offset, "offset"));
   if (value) {
     e.op = Op::kUpsert;

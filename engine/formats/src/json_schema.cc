@@ -30,8 +30,7 @@ constexpr const char* kSameInstanceMany[] = {"allOf", "anyOf", "oneOf"};
 // to a member, an item or a name of the instance: progress.
 constexpr const char* kDescendOne[] = {"additionalProperties", "additionalItems", "contains",
                                        "propertyNames", "items"};
-constexpr const char* kDescendMap[] = {"properties", "patternProperties", "definitions",
-                                       "$defs"};
+constexpr const char* kDescendMap[] = {"properties", "patternProperties", "definitions", "$defs"};
 
 struct Graph {
   const json::Value* root;

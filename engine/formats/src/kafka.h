@@ -25,11 +25,9 @@ struct KafkaEnvelope {
 // one of key/timestamp/offset, and not the format's own `marker` field (so a
 // bare record with a column named "value" is not mistaken for one). Returns
 // false for bare records.
-inline bool SplitKafkaEnvelope(const Value& record, const char* marker,
-                               KafkaEnvelope* env) {
+inline bool SplitKafkaEnvelope(const Value& record, const char* marker, KafkaEnvelope* env) {
   if (record.HasMember(marker) || !record.HasMember("value")) return false;
-  if (!record.HasMember("key") && !record.HasMember("timestamp") &&
-      !record.HasMember("offset")) {
+  if (!record.HasMember("key") && !record.HasMember("timestamp") && !record.HasMember("offset")) {
     return false;
   }
   env->key = Member(record, "key");
@@ -42,10 +40,8 @@ inline bool SplitKafkaEnvelope(const Value& record, const char* marker,
 // The change record in `doc`: the envelope's value when `doc` is an envelope
 // (nullptr for a tombstone, which carries nothing to apply), else `doc`.
 // `what` names the record in the error for a value that is not an object.
-inline absl::StatusOr<const Value*> UnwrapKafkaEnvelope(const Value& doc,
-                                                        const char* marker,
-                                                        std::string_view what,
-                                                        KafkaEnvelope* env) {
+inline absl::StatusOr<const Value*> UnwrapKafkaEnvelope(const Value& doc, const char* marker,
+                                                        std::string_view what, KafkaEnvelope* env) {
   if (!SplitKafkaEnvelope(doc, marker, env)) return &doc;
   if (env->value && !env->value->IsObject()) {
     return FieldError("value", absl::StrCat("must be ", Av(what), " or null"));
@@ -57,19 +53,19 @@ inline absl::StatusOr<const Value*> UnwrapKafkaEnvelope(const Value& doc,
 // `fields` (the record's own primary keys or the source's key fields for
 // `collection`) read from `image`. With no key fields known, the error names
 // `missing_field`, its reason starting with `missing_lead`.
-inline absl::StatusOr<std::string> ChangeRecordKey(
-    const Context& ctx, const KafkaEnvelope& env, const std::string& collection,
-    const std::vector<std::string>* fields, const Value* image,
-    const char* image_name, std::string_view missing_field,
-    std::string_view missing_lead) {
+inline absl::StatusOr<std::string> ChangeRecordKey(const Context& ctx, const KafkaEnvelope& env,
+                                                   const std::string& collection,
+                                                   const std::vector<std::string>* fields,
+                                                   const Value* image, const char* image_name,
+                                                   std::string_view missing_field,
+                                                   std::string_view missing_lead) {
   if (env.key) return KeyFromMessageKey(*env.key, "key");
   if (fields == nullptr) {
     return FieldError(
         missing_field,
-        absl::StrCat(Av(missing_lead), "the message has no key and source '",
-                     ctx.source.name, "' has no key fields for collection '",
-                     collection, "' (register them, e.g. --key ", collection,
-                     "=id)"));
+        absl::StrCat(Av(missing_lead), "the message has no key and source '", ctx.source.name,
+                     "' has no key fields for collection '", collection,
+                     "' (register them, e.g. --key ", collection, "=id)"));
   }
   if (image == nullptr) {
     return FieldError(image_name, "is null, so the primary key cannot be read");

@@ -43,8 +43,7 @@ struct SseDecoder::State {
   absl::Status Build(Event* e);
 };
 
-absl::Status SseDecoder::State::Line(std::string_view line,
-                                     std::vector<Event>* out) {
+absl::Status SseDecoder::State::Line(std::string_view line, std::vector<Event>* out) {
   ++line_no;
   if (line.empty()) return Dispatch(out);
   if (line[0] == ':') return absl::OkStatus();  // comment
@@ -91,32 +90,27 @@ absl::Status SseDecoder::State::Build(Event* e) {
   } else if (type == "delete") {
     e->op = Op::kDelete;
   } else {
-    return FieldError(
-        "event", absl::StrCat("unknown event type '", type,
-                              "'; expected load, create, update or delete"));
+    return FieldError("event", absl::StrCat("unknown event type '", type,
+                                            "'; expected load, create, update or delete"));
   }
   if (data.size() != 2) {
     return FieldError("data",
-                      absl::StrCat("expected 2 data lines (header, body), got ",
-                                   data.size()));
+                      absl::StrCat("expected 2 data lines (header, body), got ", data.size()));
   }
   auto header = ParseObject(data[0]);
   if (!header.ok()) return FieldError("header", header.status().message());
   Context ctx{source, options};
   const Value* entity = Member(*header, "entity");
-  if (entity && !IsText(*entity))
-    return FieldError("header.entity", "must be a string");
-  CAIRN_ASSIGN_OR_RETURN(
-      e->collection,
-      ResolveCollection(ctx, entity ? Text(*entity) : "", "header.entity"));
+  if (entity && !IsText(*entity)) return FieldError("header.entity", "must be a string");
+  CAIRN_ASSIGN_OR_RETURN(e->collection,
+                         ResolveCollection(ctx, entity ? Text(*entity) : "", "header.entity"));
   const Value* key = Member(*header, "key");
   if (key == nullptr) return FieldError("header.key", "missing");
   CAIRN_ASSIGN_OR_RETURN(e->key, KeyFromMessageKey(*key, "header.key"));
   const Value* ts = Member(*header, "timestamp");
   if (ts == nullptr) return FieldError("header.timestamp", "missing");
-  CAIRN_ASSIGN_OR_RETURN(
-      e->position.timestamp,
-      ReadTimestamp(*ts, EpochUnit::kMillis, "header.timestamp"));
+  CAIRN_ASSIGN_OR_RETURN(e->position.timestamp,
+                         ReadTimestamp(*ts, EpochUnit::kMillis, "header.timestamp"));
   const Value* tick = Member(*header, "tick");
   if (tick == nullptr) return FieldError("header.tick", "missing");
   CAIRN_ASSIGN_OR_RETURN(e->position.tick, ReadU64(*tick, "header.tick"));

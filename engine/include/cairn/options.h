@@ -46,9 +46,9 @@ struct IngestOptions {
 
 struct SnapshotOptions {
   // At most one of the two; neither means "now".
-  std::optional<uint64_t> as_of_seq;         // transaction time
-  std::optional<Position> as_of_position;    // event time
-  std::string collection;                    // empty: all collections
+  std::optional<uint64_t> as_of_seq;       // transaction time
+  std::optional<Position> as_of_position;  // event time
+  std::string collection;                  // empty: all collections
   // Matches entities whose key is a string starting with this prefix
   // (requires `collection`).
   std::string key_prefix;

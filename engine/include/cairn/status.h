@@ -3,11 +3,11 @@
 #ifndef CAIRN_STATUS_H_
 #define CAIRN_STATUS_H_
 
+#include <string_view>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-
-#include <string_view>
 
 namespace cairn {
 // Debian's abseil has its own string_view type: convert at absl call sites
@@ -20,10 +20,10 @@ inline std::string_view Sv(absl::string_view s) { return {s.data(), s.size()}; }
 #define CAIRN_CONCAT_(a, b) CAIRN_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define CAIRN_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    ::absl::Status cairn_status_ = (expr);           \
-    if (!cairn_status_.ok()) return cairn_status_;   \
+#define CAIRN_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status cairn_status_ = (expr);         \
+    if (!cairn_status_.ok()) return cairn_status_; \
   } while (0)
 
 // `lhs = value of expr` where expr is an absl::StatusOr<T>; returns its status

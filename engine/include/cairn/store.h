@@ -46,9 +46,9 @@ class SnapshotCursor {
 struct SubscriptionItem {
   enum class Kind { kSnapshotEntity, kSnapshotEnd, kChange, kCaughtUp };
   Kind kind = Kind::kChange;
-  Entity entity;    // kSnapshotEntity
-  Change change;    // kChange
-  uint64_t seq = 0; // kSnapshotEnd: N; kCaughtUp: last committed seq
+  Entity entity;     // kSnapshotEntity
+  Change change;     // kChange
+  uint64_t seq = 0;  // kSnapshotEnd: N; kCaughtUp: last committed seq
 };
 
 // A pull subscription. Memory is bounded whatever the consumer's speed: it
@@ -60,8 +60,7 @@ class Subscription {
   // Waits up to `timeout` for the next item. Returns false on timeout (the
   // caller may simply call again), CANCELLED after Cancel(), OUT_OF_RANGE when
   // retention removed changes the subscription has not read yet.
-  virtual absl::StatusOr<bool> Next(absl::Duration timeout,
-                                    SubscriptionItem* item) = 0;
+  virtual absl::StatusOr<bool> Next(absl::Duration timeout, SubscriptionItem* item) = 0;
   // Wakes a blocked Next(); later calls return CANCELLED. Thread-safe.
   virtual void Cancel() = 0;
   // Seq of the last change delivered (or skipped by the filter).
@@ -105,8 +104,7 @@ struct StoreStats {
 class Store {
  public:
   // Opens (creating if allowed) the store in directory `path`.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(std::string_view path,
-                                                     const Options& options);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(std::string_view path, const Options& options);
   // Closes cleanly: stops background work, flushes nothing that is not
   // already durable-safe (the WAL holds every acknowledged batch).
   virtual ~Store() = default;
@@ -128,12 +126,10 @@ class Store {
     std::vector<Event> events;
     IngestOptions options;
   };
-  virtual std::vector<absl::StatusOr<IngestResult>> IngestBatches(
-      std::vector<Batch> batches) = 0;
+  virtual std::vector<absl::StatusOr<IngestResult>> IngestBatches(std::vector<Batch> batches) = 0;
 
   // Current state. NOT_FOUND when the entity never existed or is deleted.
-  virtual absl::StatusOr<Entity> Get(std::string_view collection,
-                                     std::string_view key) = 0;
+  virtual absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) = 0;
 
   virtual absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
       const SnapshotOptions& options) = 0;
@@ -143,9 +139,9 @@ class Store {
 
   // The entity's versions in the range (none for an entity the store never
   // had). INVALID_ARGUMENT for an inverted range.
-  virtual absl::StatusOr<std::vector<Version>> History(
-      std::string_view collection, std::string_view key,
-      const HistoryOptions& options) = 0;
+  virtual absl::StatusOr<std::vector<Version>> History(std::string_view collection,
+                                                       std::string_view key,
+                                                       const HistoryOptions& options) = 0;
 
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       const SubscribeOptions& options) = 0;
@@ -179,14 +175,13 @@ class Store {
   // FAILED_PRECONDITION for closed ones.
   virtual absl::StatusOr<std::vector<std::string>> SessionUpsert(
       std::string_view session_id, std::vector<SessionRecord> records) = 0;
-  virtual absl::StatusOr<std::vector<std::string>> SessionDelete(
-      std::string_view session_id, std::vector<std::string> keys) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> SessionDelete(std::string_view session_id,
+                                                                 std::vector<std::string> keys) = 0;
   // commit=true applies an accrue/replace session atomically (a snapshot or
   // subscriber never sees half of it); commit=false discards what is staged.
   // For stream sessions, close ends the session and reports what its posts
   // applied as they came (seq range and count).
-  virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id,
-                                                    bool commit) = 0;
+  virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) = 0;
   virtual absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) = 0;
 
   // --- Named subscription checkpoints (persisted): the seq a consumer has

@@ -42,9 +42,8 @@
 namespace cairn::formats {
 
 // The registered format names.
-inline constexpr const char* kFormatNames[] = {
-    "debezium",   "goldengate", "infosphere", "sse-feed",
-    "datapoints", "bitbroker",  "canonical"};
+inline constexpr const char* kFormatNames[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
+                                               "datapoints", "bitbroker",  "canonical"};
 
 struct DecodeOptions {
   // The collection records go to when the format names none; overrides the
@@ -55,8 +54,7 @@ struct DecodeOptions {
 
 // Decodes one whole payload in `source.format`. INVALID_ARGUMENT for unknown
 // formats and bad records (see above).
-absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source,
-                                          std::string_view payload,
+absl::StatusOr<std::vector<Event>> Decode(const SourceDefinition& source, std::string_view payload,
                                           const DecodeOptions& options = {});
 
 // Checks what Decode will need of a source before it is registered: each
