@@ -772,7 +772,9 @@ class SubscribeReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     ctx_->TryCancel();
   }
 
-  // Sends the next item if there is one. Returns false when idle.
+  // Starts writing the next message if the reactor is idle and there is an
+  // item (and room in the budget); otherwise leaves it idle for the
+  // dispatcher to pump again after the next commit.
   void Pump();
   // Ends the stream with `s` unless it already ended.
   void End(const grpc::Status& s);
