@@ -75,6 +75,12 @@ class RetentionFilter : public rocksdb::CompactionFilter {
 
 }  // namespace
 
+absl::Status OlderThanRetention(std::string_view what, RetentionAxis axis, uint64_t oldest) {
+  return absl::OutOfRangeError(
+      absl::StrCat(Av(what), " is older than the retention window; oldest available ",
+                   axis == RetentionAxis::kSeq ? "seq" : "timestamp", " is ", oldest));
+}
+
 std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon) {
   return std::make_unique<RetentionFilter>(cf, horizon);
 }

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
+#include "absl/status/status.h"
 #include "config.h"
 #include "rocksdb/compaction_filter.h"
 
@@ -24,6 +26,12 @@ struct Horizon {
 // that no answerable point can see any more (the rule per family is in
 // retention.cc). Reads `horizon` on every call; it must outlive the filter.
 std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon);
+
+// OUT_OF_RANGE for a request point the retention window no longer covers:
+// "<what> is older than the retention window; oldest available seq is N"
+// (or "timestamp is N"). `what` names the point, e.g. "from_seq 3".
+enum class RetentionAxis { kSeq, kTimestamp };
+absl::Status OlderThanRetention(std::string_view what, RetentionAxis axis, uint64_t oldest);
 
 }  // namespace cairn::internal
 

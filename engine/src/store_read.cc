@@ -59,9 +59,8 @@ absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(const Sna
     uint64_t oldest = horizon_.oldest_timestamp.load();
     if (o.as_of_position->timestamp < oldest) {
       db_->ReleaseSnapshot(snap);
-      return absl::OutOfRangeError(absl::StrCat(
-          "position timestamp ", o.as_of_position->timestamp,
-          " is older than the retention window; oldest available timestamp is ", oldest));
+      return OlderThanRetention(absl::StrCat("position timestamp ", o.as_of_position->timestamp),
+                                RetentionAxis::kTimestamp, oldest);
     }
     if (*o.as_of_position == Position{UINT64_MAX, UINT64_MAX}) {
       db_->ReleaseSnapshot(snap);
@@ -90,14 +89,12 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
   uint64_t oldest_ts = horizon_.oldest_timestamp.load();
   uint64_t oldest_seq = horizon_.oldest_seq.load();
   if (o.from_position && o.from_position->timestamp < oldest_ts) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "from_position timestamp ", o.from_position->timestamp,
-        " is older than the retention window; oldest available timestamp is ", oldest_ts));
+    return OlderThanRetention(absl::StrCat("from_position timestamp ", o.from_position->timestamp),
+                              RetentionAxis::kTimestamp, oldest_ts);
   }
   if (o.from_seq && *o.from_seq < oldest_seq) {
-    return absl::OutOfRangeError(absl::StrCat("from_seq ", *o.from_seq,
-                                              " is older than the retention window; ",
-                                              "oldest available seq is ", oldest_seq));
+    return OlderThanRetention(absl::StrCat("from_seq ", *o.from_seq), RetentionAxis::kSeq,
+                              oldest_seq);
   }
   std::string entity = keys::EntityPrefix(collection, *kb);
   std::string upper = keys::PrefixSuccessor(entity);
@@ -236,9 +233,8 @@ absl::StatusOr<std::unique_ptr<Subscription>> StoreImpl::Subscribe(const Subscri
             absl::StrCat("from_seq ", o.from_seq, " is after the last committed seq ", last));
       }
       if (o.from_seq + 1 < oldest) {
-        return absl::OutOfRangeError(absl::StrCat("from_seq ", o.from_seq,
-                                                  " is older than the retention window; oldest ",
-                                                  "available seq is ", oldest));
+        return OlderThanRetention(absl::StrCat("from_seq ", o.from_seq), RetentionAxis::kSeq,
+                                  oldest);
       }
       start = o.from_seq;
       break;

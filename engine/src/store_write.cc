@@ -34,9 +34,9 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
       return bad("position overflow: timestamp and tick must be below 2^64-1");
     }
     if (e.position.timestamp < oldest_ts) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "event ", i, ": position timestamp ", e.position.timestamp,
-          " is older than the retention window; oldest available timestamp is ", oldest_ts));
+      return OlderThanRetention(
+          absl::StrCat("event ", i, ": position timestamp ", e.position.timestamp),
+          RetentionAxis::kTimestamp, oldest_ts);
     }
     Prepared p;
     switch (e.op) {

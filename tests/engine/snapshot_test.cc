@@ -369,6 +369,32 @@ TEST(SnapshotTest, RetentionByAgeKeepsTheWindowExact) {
     }
     auto old_history = (*store)->History("acct", "3", {.from_position = Position{kT0, 0}});
     EXPECT_EQ(old_history.status().code(), absl::StatusCode::kOutOfRange);
+    // Every point older than the window is refused the same way: named, with
+    // the oldest seq or timestamp still available.
+    EXPECT_EQ(old_history.status().message(),
+              absl::StrCat("from_position timestamp ", kT0,
+                           " is older than the retention window; oldest available timestamp is ",
+                           cutoff));
+    auto old_history_seq = (*store)->History("acct", "3", {.from_seq = oldest_seq - 1});
+    EXPECT_EQ(
+        old_history_seq.status().message(),
+        absl::StrCat("from_seq ", oldest_seq - 1,
+                     " is older than the retention window; oldest available seq is ", oldest_seq));
+    SubscribeOptions from_old{.start = SubscribeOptions::Start::kFromSeq, .from_seq = 0};
+    auto old_sub = (*store)->Subscribe(from_old);
+    EXPECT_EQ(old_sub.status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ(
+        old_sub.status().message(),
+        absl::StrCat("from_seq 0 is older than the retention window; oldest available seq is ",
+                     oldest_seq));
+    Event late{
+        .source = "s", .collection = "acct", .key = "3", .position = {kT0, 0}, .payload = "{}"};
+    auto old_event = (*store)->Ingest({late}, {});
+    EXPECT_EQ(old_event.status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ(old_event.status().message(),
+              absl::StrCat("event 0: position timestamp ", kT0,
+                           " is older than the retention window; oldest available timestamp is ",
+                           cutoff));
     store->reset();
 
     // What lies before the window is gone from disk.
