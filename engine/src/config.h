@@ -41,6 +41,25 @@ inline constexpr std::string_view kMetaRetention = "retention";
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
                                            "datapoints", "bitbroker",  "canonical"};
 
+// --- Tuning. Each constant's effect is described where it is used.
+
+// Write path (store_write.cc): events one group commit folds at most, so a
+// group's WriteBatchWithIndex stays bounded however many writers queue.
+inline constexpr size_t kMaxGroupEvents = 20000;
+// Exclusive (spilled) session commits: the in-memory batch is moved into SST
+// files once it holds this much (sessions.cc, between entities), and a spill
+// file is rolled at kSpillFileBytes (an SstFileWriter keeps its file's index
+// and filter in memory until Finish).
+inline constexpr size_t kSpillBatchBytes = 8 << 20;
+inline constexpr uint64_t kSpillFileBytes = 64u << 20;
+
+// Recent-changes ring (store_impl.h): the decoded changes kept for
+// subscriptions near the head, bounded in count and bytes.
+inline constexpr size_t kRecentChanges = 16384;
+inline constexpr size_t kRecentBytes = 32 << 20;
+// Changes a subscription reads from the change feed per step.
+inline constexpr size_t kSubscriptionChunk = 256;
+
 // Read-ahead of a snapshot's per-entity version seeks (see snapshot_cursor.cc).
 inline constexpr size_t kSnapshotReadahead = 2 << 20;
 

@@ -262,8 +262,7 @@ absl::Status StoreImpl::CommitSession(const std::string& id, const records::Sess
     CAIRN_RETURN_IF_ERROR(Validate(one, &prepared));
     CAIRN_RETURN_IF_ERROR(ApplyEvent(prepared[0], bs, result));
     // Between entities (never inside one), keep the batch small.
-    constexpr size_t kSpillBytes = 8 << 20;
-    if (spill_ && batch_->GetDataSize() > kSpillBytes) return SpillBatch();
+    if (spill_ && batch_->GetDataSize() > kSpillBatchBytes) return SpillBatch();
     return absl::OkStatus();
   };
   while (staged->Valid() || (state && state->Valid())) {

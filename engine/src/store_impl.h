@@ -266,9 +266,8 @@ class StoreImpl : public Store {
   // subscriptions near the head read (ReadChanges) instead of each opening
   // an iterator and decoding the same records. Filled only while some
   // subscription exists (capture_ is decided per group); bounded in count
-  // and bytes; a gap (a session commit, a group without capture) restarts it.
-  static constexpr size_t kRecentChanges = 16384;
-  static constexpr size_t kRecentBytes = 32 << 20;
+  // and bytes (kRecentChanges, kRecentBytes in config.h); a gap (a session
+  // commit, a group without capture) restarts it.
   absl::Mutex recent_mu_;
   std::deque<Change> recent_ ABSL_GUARDED_BY(recent_mu_);
   size_t recent_bytes_ ABSL_GUARDED_BY(recent_mu_) = 0;

@@ -153,7 +153,7 @@ void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
         break;
       }
       size_t n = x->events ? x->events->size() : 1;
-      if (!group.empty() && total + n > 20000) break;
+      if (!group.empty() && total + n > kMaxGroupEvents) break;
       group.push_back(x);
       total += n;
     }
@@ -301,10 +301,10 @@ absl::Status StoreImpl::SpillBatch() {
         spill_->meta[e.key.ToString()] = e.value.ToString();
         continue;
       }
-      // Roll to a new file every 64 MiB: a writer keeps its file's index
-      // and filter in memory until Finish, so this bounds that too.
+      // Roll to a new file every kSpillFileBytes: a writer keeps its file's
+      // index and filter in memory until Finish, so this bounds that too.
       auto& writer = spill_->writers[cf];
-      if (writer && writer->FileSize() > (64u << 20)) {
+      if (writer && writer->FileSize() > kSpillFileBytes) {
         CAIRN_RETURN_IF_ERROR(FromRocks(writer->Finish(), "finish spill file"));
         writer.reset();
       }

@@ -16,8 +16,6 @@ bool Contains(const std::vector<std::string>& v, std::string_view s) {
 
 class StoreSubscription : public Subscription {
  public:
-  static constexpr size_t kChunk = 256;
-
   StoreSubscription(StoreImpl* store, SubscribeOptions options, std::vector<std::string> key_bytes,
                     std::string prefix_bytes, std::unique_ptr<SnapshotCursor> snapshot,
                     uint64_t start_seq)
@@ -69,8 +67,8 @@ class StoreSubscription : public Subscription {
         }
         std::vector<Change> chunk;
         uint64_t read_to = cursor_;
-        CAIRN_RETURN_IF_ERROR(store_->ReadChanges(cursor_, kChunk, &chunk, &read_to));
-        if (read_to - cursor_ >= kChunk) behind_ = true;
+        CAIRN_RETURN_IF_ERROR(store_->ReadChanges(cursor_, kSubscriptionChunk, &chunk, &read_to));
+        if (read_to - cursor_ >= kSubscriptionChunk) behind_ = true;
         cursor_ = read_to;
         for (Change& c : chunk) {
           if (Matches(c)) buffer_.push_back(std::move(c));
