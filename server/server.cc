@@ -896,12 +896,21 @@ class Dispatcher {
       if (sweep) {
         next_sweep = now + absl::Seconds(1);
         // Streams that ended leave their memory in glibc's arenas; give it
-        // back so RSS follows the load down.
-        if (deps_->trim_soon.exchange(false)) malloc_trim(0);
+        // back so RSS follows the load down. gRPC frees a stream's transport
+        // memory (and a closed connection's) some time after the stream
+        // ends, so trim on the next few sweeps too, not only the first.
+        if (deps_->trim_soon.exchange(false)) trim_sweeps_ = kTrimSweeps;
+        if (trim_sweeps_ > 0) {
+          --trim_sweeps_;
+          malloc_trim(0);
+        }
       }
     }
   }
 
+  // Sweeps (one a second) that still trim after the last stream ended.
+  static constexpr int kTrimSweeps = 5;
+  int trim_sweeps_ = 0;  // dispatcher thread only
   Deps* deps_;
   Store* store_;
   ByteBudget budget_;
