@@ -146,33 +146,10 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
     return absl::InvalidArgumentError(
         absl::StrCat(bad, " of ", records.size(), " records rejected: ", errors));
   }
-  if (session.mode == SessionMode::kStream) {
-    Position p = NextSessionPosition(session.source, records.size());
-    std::vector<Event> events(records.size());
-    for (size_t i = 0; i < records.size(); ++i) {
-      events[i] = Event{.source = session.source,
-                        .collection = session.collection,
-                        .key = key_json[i],
-                        .position = {p.timestamp, p.tick + i},
-                        .op = Op::kUpsert,
-                        .payload = std::move(records[i].document)};
-    }
-    CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
-    return key_json;
-  }
-  absl::MutexLock l(&sessions_mu_);
-  CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(session_id));
-  rocksdb::WriteBatch wb;
-  std::string prefix = StagingPrefix(session_id);
-  for (size_t i = 0; i < records.size(); ++i) {
-    records::StagedValue sv{.op = Op::kUpsert, .doc = std::move(records[i].document)};
-    CAIRN_RETURN_IF_ERROR(
-        FromRocks(wb.Put(cfs_[kStaging], prefix + key_bytes[i], records::Encode(sv)), "stage"));
-  }
-  session.records += records.size();
+  std::vector<std::string> docs(records.size());
+  for (size_t i = 0; i < records.size(); ++i) docs[i] = std::move(records[i].document);
   CAIRN_RETURN_IF_ERROR(
-      FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
-  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
+      StreamOrStage(session_id, std::move(session), Op::kUpsert, key_bytes, key_json, &docs));
   return key_json;
 }
 
@@ -195,33 +172,42 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(std::string_vi
     return absl::InvalidArgumentError(
         absl::StrCat(bad, " of ", ids.size(), " records rejected: ", errors));
   }
+  CAIRN_RETURN_IF_ERROR(
+      StreamOrStage(session_id, std::move(session), Op::kDelete, key_bytes, key_json, nullptr));
+  return key_json;
+}
+
+absl::Status StoreImpl::StreamOrStage(std::string_view session_id, records::SessionValue session,
+                                      Op op, const std::vector<std::string>& key_bytes,
+                                      const std::vector<std::string>& key_json,
+                                      std::vector<std::string>* docs) {
+  const size_t n = key_bytes.size();
   if (session.mode == SessionMode::kStream) {
-    Position p = NextSessionPosition(session.source, ids.size());
-    std::vector<Event> events(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
+    Position p = NextSessionPosition(session.source, n);
+    std::vector<Event> events(n);
+    for (size_t i = 0; i < n; ++i) {
       events[i] = Event{.source = session.source,
                         .collection = session.collection,
                         .key = key_json[i],
                         .position = {p.timestamp, p.tick + i},
-                        .op = Op::kDelete};
+                        .op = op,
+                        .payload = docs ? std::move((*docs)[i]) : std::string()};
     }
-    CAIRN_RETURN_IF_ERROR(IngestForStreamSession(session_id, std::move(events)));
-    return key_json;
+    return IngestForStreamSession(session_id, std::move(events));
   }
   absl::MutexLock l(&sessions_mu_);
   CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(session_id));
   rocksdb::WriteBatch wb;
   std::string prefix = StagingPrefix(session_id);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    records::StagedValue sv{.op = Op::kDelete};
+  for (size_t i = 0; i < n; ++i) {
+    records::StagedValue sv{.op = op, .doc = docs ? std::move((*docs)[i]) : std::string()};
     CAIRN_RETURN_IF_ERROR(
         FromRocks(wb.Put(cfs_[kStaging], prefix + key_bytes[i], records::Encode(sv)), "stage"));
   }
-  session.records += ids.size();
+  session.records += n;
   CAIRN_RETURN_IF_ERROR(
       FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
-  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
-  return key_json;
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage");
 }
 
 absl::Status StoreImpl::CommitSession(const std::string& id, const records::SessionValue& session,

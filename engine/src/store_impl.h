@@ -196,6 +196,15 @@ class StoreImpl : public Store {
   // Ingests a stream session's post and adds what it applied to the
   // session's record.
   absl::Status IngestForStreamSession(std::string_view session_id, std::vector<Event> events);
+  // The tail of SessionUpsert/SessionDelete once every record is valid: a
+  // stream session ingests the records now (positions from
+  // NextSessionPosition); accrue/replace sessions stage them (the last write
+  // of a key wins) and count them in the session record, in one write.
+  // `docs` holds the upserts' documents (moved from), null for deletes.
+  absl::Status StreamOrStage(std::string_view session_id, records::SessionValue session, Op op,
+                             const std::vector<std::string>& key_bytes,
+                             const std::vector<std::string>& key_json,
+                             std::vector<std::string>* docs);
   absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
                              BatchState* bs, IngestResult* result);
   absl::Status DropStaging(std::string_view id);

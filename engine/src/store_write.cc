@@ -227,13 +227,8 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  const rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
-  absl::Status s = FromRocks(db_->Write(wo, batch_->GetWriteBatch()), "commit");
-  if (s.ok()) {
-    commits_.fetch_add(1, std::memory_order_relaxed);
-    records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
-    bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
-  }
+  rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
+  absl::Status s = FromRocks(db_->Write(wo, wb), "commit");
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
     sources_.clear();
@@ -242,6 +237,9 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     LoadMeta().IgnoreError();
     return s;
   }
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
+  bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
   {
     absl::MutexLock l(&stats_mu_);
     for (auto& [name, st] : sources_) published_sources_[name] = st;
