@@ -402,8 +402,8 @@ absl::Status FileIngest::ReceiveOne() {
     ++totals_->rejected;
     rejected_.emplace_back(c.first_line, c.last_line);
     std::cerr << (tty_ ? "\r" : "") << file_ << ": batch of lines " << c.first_line << "-"
-              << c.last_line << " rejected: " << InFileTerms(c, cairn::Sv(r.status().message()))
-              << "\n";
+              << c.last_line
+              << " rejected: " << InFileTerms(c, cairn::StdView(r.status().message())) << "\n";
     if (!o_.keep_going) stop_ = true;
   } else {
     pending_.push_front(std::move(c));

@@ -36,7 +36,7 @@ absl::StatusOr<IngestResult> FromAck(const v1::IngestAck& ack, std::vector<Recor
   if (errors) {
     for (const auto& e : ack.errors()) errors->push_back({e.index(), e.field(), e.reason()});
   }
-  return absl::Status(static_cast<absl::StatusCode>(ack.code()), ack.message());
+  return wire::AckStatus(ack);
 }
 
 class ClientImpl;
@@ -191,17 +191,17 @@ class IngestStreamImpl : public IngestStream {
 // Changes per subscription message the client accepts while it is behind.
 constexpr uint32_t kSubscribeBatch = 256;
 
-class SubscriptionImpl : public ClientSubscription {
+class RemoteSubscription : public ClientSubscription {
  public:
-  SubscriptionImpl(ClientImpl* client, v1::SubscribeRequest request,
-                   absl::Duration reconnect_window, absl::Duration backoff)
+  RemoteSubscription(ClientImpl* client, v1::SubscribeRequest request,
+                     absl::Duration reconnect_window, absl::Duration backoff)
       : client_(client),
         request_(std::move(request)),
         reconnect_window_(reconnect_window),
         backoff_(backoff) {
     StartReader();
   }
-  ~SubscriptionImpl() override {
+  ~RemoteSubscription() override {
     Cancel();
     if (reader_.joinable()) reader_.join();
   }
@@ -335,7 +335,7 @@ class ClientImpl : public Client {
     v1::OpenSessionRequest req;
     req.set_source(std::string(source));
     req.set_collection(std::string(collection));
-    req.set_mode(static_cast<v1::SessionMode>(mode));
+    req.set_mode(ToProto(mode));
     v1::OpenSessionResponse resp;
     CAIRN_RETURN_IF_ERROR(
         Retry(req, [&](grpc::ClientContext* c) { return sessions_->Open(c, req, &resp); }));
@@ -387,8 +387,7 @@ class ClientImpl : public Client {
     v1::CloseSessionResponse resp;
     CAIRN_RETURN_IF_ERROR(
         Retry(req, [&](grpc::ClientContext* c) { return sessions_->Close(c, req, &resp); }));
-    return IngestResult{
-        .first_seq = resp.first_seq(), .last_seq = resp.last_seq(), .applied = resp.applied()};
+    return FromProto(resp);
   }
 
   absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override {
@@ -403,12 +402,7 @@ class ClientImpl : public Client {
 
   absl::Status Snapshot(const SnapshotOptions& o,
                         const std::function<bool(const Entity&)>& fn) override {
-    v1::SnapshotRequest req;
-    if (o.as_of_seq) req.set_seq(*o.as_of_seq);
-    if (o.as_of_position) *req.mutable_position() = ToProto(*o.as_of_position);
-    req.set_collection(o.collection);
-    req.set_key_prefix(o.key_prefix);
-    req.set_exclude_incomplete(!o.include_incomplete);
+    v1::SnapshotRequest req = ToProto(o);
     CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     auto ctx = Context(/*deadline=*/false);
     auto reader = query_->Snapshot(ctx.get(), req);
@@ -425,15 +419,7 @@ class ClientImpl : public Client {
 
   absl::StatusOr<std::vector<Version>> History(std::string_view collection, std::string_view key,
                                                const HistoryOptions& o) override {
-    v1::HistoryRequest req;
-    req.set_collection(std::string(collection));
-    req.set_key(std::string(key));
-    req.set_reverse(o.reverse);
-    if (o.from_position) *req.mutable_from_position() = ToProto(*o.from_position);
-    if (o.to_position) *req.mutable_to_position() = ToProto(*o.to_position);
-    req.set_from_seq(o.from_seq.value_or(0));
-    req.set_to_seq(o.to_seq.value_or(0));
-    req.set_limit(static_cast<uint32_t>(o.limit));
+    v1::HistoryRequest req = ToProto(collection, key, o);
     v1::HistoryResponse resp;
     CAIRN_RETURN_IF_ERROR(
         Retry(req, [&](grpc::ClientContext* c) { return query_->History(c, req, &resp); }));
@@ -446,11 +432,7 @@ class ClientImpl : public Client {
                                                                 const SubscribeStart& start,
                                                                 bool include_incomplete) override {
     v1::SubscribeRequest req;
-    for (const auto& s : filter.sources) req.add_sources(s);
-    for (const auto& c : filter.collections) req.add_collections(c);
-    req.set_key_prefix(filter.key_prefix);
-    for (const auto& k : filter.keys) req.add_keys(k);
-    req.set_exclude_incomplete(!include_incomplete);
+    ToProto(filter, include_incomplete, &req);
     req.set_max_batch(kSubscribeBatch);
     CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     switch (start.kind) {
@@ -467,7 +449,7 @@ class ClientImpl : public Client {
         req.set_checkpoint(start.checkpoint);
         break;
     }
-    return std::unique_ptr<ClientSubscription>(new SubscriptionImpl(
+    return std::unique_ptr<ClientSubscription>(new RemoteSubscription(
         this, std::move(req), options_.reconnect_window, options_.initial_backoff));
   }
 
@@ -553,16 +535,7 @@ class ClientImpl : public Client {
     CAIRN_RETURN_IF_ERROR(
         Retry(req, [&](grpc::ClientContext* c) { return admin_->Stats(c, req, &resp); }));
     ServerStats out;
-    out.store.last_seq = resp.last_seq();
-    out.store.oldest_seq = resp.oldest_seq();
-    out.store.oldest_position = FromProto(resp.oldest_position());
-    for (const auto& [name, s] : resp.sources()) {
-      out.store.sources[name] = SourceStats{.accepted = s.accepted(),
-                                            .duplicates = s.duplicates(),
-                                            .conflicts = s.conflicts(),
-                                            .rejected_batches = s.rejected_batches(),
-                                            .last_position = FromProto(s.last_position())};
-    }
+    out.store = FromProto(resp);
     for (const auto& s : resp.subscriptions()) {
       out.subscriptions.push_back({s.id(), s.delivered_seq(), s.lag()});
     }
@@ -572,8 +545,7 @@ class ClientImpl : public Client {
 
   absl::Status SetRetention(const RetentionOptions& r) override {
     v1::SetRetentionRequest req;
-    if (r.max_age) req.mutable_retention()->set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
-    if (r.max_commits) req.mutable_retention()->set_max_commits(*r.max_commits);
+    *req.mutable_retention() = ToProto(r);
     v1::SetRetentionResponse resp;
     return Retry(req, [&](grpc::ClientContext* c) { return admin_->SetRetention(c, req, &resp); });
   }
@@ -583,10 +555,7 @@ class ClientImpl : public Client {
     v1::Retention resp;
     CAIRN_RETURN_IF_ERROR(
         Retry(req, [&](grpc::ClientContext* c) { return admin_->GetRetention(c, req, &resp); }));
-    RetentionOptions r;
-    if (resp.max_age_seconds()) r.max_age = absl::Seconds(resp.max_age_seconds());
-    if (resp.max_commits()) r.max_commits = resp.max_commits();
-    return r;
+    return FromProto(resp);
   }
 
   absl::Status Compact() override {
@@ -618,7 +587,7 @@ class ClientImpl : public Client {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
-void SubscriptionImpl::StartReader() {
+void RemoteSubscription::StartReader() {
   auto ctx = client_->Context(/*deadline=*/false);
   {
     absl::MutexLock l(&mu_);
@@ -629,7 +598,7 @@ void SubscriptionImpl::StartReader() {
   reader_ = std::thread([this, c = std::move(ctx)]() mutable { ReadLoop(std::move(c)); });
 }
 
-void SubscriptionImpl::ReadLoop(std::unique_ptr<grpc::ClientContext> ctx) {
+void RemoteSubscription::ReadLoop(std::unique_ptr<grpc::ClientContext> ctx) {
   auto reader = client_->query()->Subscribe(ctx.get(), request_);
   v1::SubscribeItem item;
   while (reader->Read(&item)) {
@@ -656,7 +625,7 @@ void SubscriptionImpl::ReadLoop(std::unique_ptr<grpc::ClientContext> ctx) {
   ended_ = s;
 }
 
-absl::StatusOr<bool> SubscriptionImpl::Next(absl::Duration timeout, SubscriptionItem* out) {
+absl::StatusOr<bool> RemoteSubscription::Next(absl::Duration timeout, SubscriptionItem* out) {
   absl::Time deadline = absl::Now() + timeout;
   while (true) {
     std::optional<grpc::Status> ended;
@@ -672,32 +641,21 @@ absl::StatusOr<bool> SubscriptionImpl::Next(absl::Duration timeout, Subscription
         queue_.pop_front();
         attempts_ = 0;
         failing_since_.reset();
-        switch (item.item_case()) {
-          case v1::SubscribeItem::kSnapshotEntity:
-            out->kind = SubscriptionItem::Kind::kSnapshotEntity;
-            out->entity = FromProto(item.snapshot_entity());
+        if (!FromProto(item, out)) continue;  // a kind this build does not know
+        switch (out->kind) {
+          case SubscriptionItem::Kind::kSnapshotEntity:
             break;
-          case v1::SubscribeItem::kSnapshotEnd:
-            out->kind = SubscriptionItem::Kind::kSnapshotEnd;
-            out->seq = item.snapshot_end();
-            last_seq_.store(item.snapshot_end());
-            have_position_ = true;
+          case SubscriptionItem::Kind::kSnapshotEnd:
             in_snapshot_ = false;
-            break;
-          case v1::SubscribeItem::kChange:
-            out->kind = SubscriptionItem::Kind::kChange;
-            out->change = FromProto(item.change());
-            last_seq_.store(item.change().seq());
+            [[fallthrough]];
+          case SubscriptionItem::Kind::kCaughtUp:
+            last_seq_.store(out->seq);
             have_position_ = true;
             break;
-          case v1::SubscribeItem::kCaughtUp:
-            out->kind = SubscriptionItem::Kind::kCaughtUp;
-            out->seq = item.caught_up();
-            last_seq_.store(item.caught_up());
+          case SubscriptionItem::Kind::kChange:
+            last_seq_.store(out->change.seq);
             have_position_ = true;
             break;
-          default:
-            continue;
         }
         return true;
       }

@@ -11,27 +11,41 @@
 
 namespace cairn::wire {
 
-std::string WireMessage(std::string_view message, size_t max_bytes) {
+namespace {
+
+// At most `limit` bytes of `message` from its start, whole characters only;
+// *consumed is how much of `message` they cover.
+std::string ValidPrefix(std::string_view message, size_t limit, size_t* consumed) {
   std::string out;
-  out.reserve(std::min(message.size(), max_bytes) + 16);
+  out.reserve(std::min(message.size(), limit));
   size_t i = 0;
-  while (i < message.size() && out.size() < max_bytes) {
+  while (i < message.size()) {
     // One character at a time: valid sequences are kept, a byte that starts
     // none becomes U+FFFD (a status message travels in a protobuf string).
     size_t n = 1;
     auto c = static_cast<unsigned char>(message[i]);
     if (c >= 0x80) n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
     std::string_view ch = message.substr(i, n);
-    if (c < 0x80 || (ch.size() == n && n > 1 && IsValidUtf8(ch))) {
-      out.append(ch);
-      i += n;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      i += 1;
-    }
+    bool valid = c < 0x80 || (ch.size() == n && n > 1 && IsValidUtf8(ch));
+    std::string_view piece = valid ? ch : std::string_view("\xEF\xBF\xBD");
+    if (out.size() + piece.size() > limit) break;
+    out.append(piece);
+    i += valid ? n : 1;
   }
-  if (i < message.size()) absl::StrAppend(&out, "\xE2\x80\xA6 (", message.size(), " bytes)");
+  *consumed = i;
   return out;
+}
+
+}  // namespace
+
+std::string WireMessage(std::string_view message, size_t max_bytes) {
+  size_t consumed = 0;
+  std::string out = ValidPrefix(message, max_bytes, &consumed);
+  if (consumed == message.size()) return out;
+  // Cut: what is kept and the note of the whole size fit max_bytes together.
+  std::string note = absl::StrCat("\xE2\x80\xA6 (", message.size(), " bytes)");
+  out = ValidPrefix(message, max_bytes > note.size() ? max_bytes - note.size() : 0, &consumed);
+  return out + note;
 }
 
 namespace {
@@ -118,7 +132,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
   // absl's canonical codes are gRPC's codes, number for number. The message
   // is bounded: it travels in a header that clients cap (8 KiB by default).
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                      WireMessage(Sv(s.message()), kMaxStatusMessageBytes));
+                      WireMessage(StdView(s.message()), kMaxStatusMessageBytes));
 }
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -281,9 +295,195 @@ absl::StatusOr<std::vector<Event>> FromProto(
   return out;
 }
 
+absl::Status AckStatus(const v1::IngestAck& ack) {
+  if (ack.code() == 0) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(ack.code()), ack.message());
+}
+
+v1::SessionMode ToProto(SessionMode m) { return static_cast<v1::SessionMode>(m); }
+SessionMode FromProto(v1::SessionMode m) { return static_cast<SessionMode>(m); }
+
+void ToProto(const IngestResult& r, v1::CloseSessionResponse* out) {
+  out->set_first_seq(r.first_seq);
+  out->set_last_seq(r.last_seq);
+  out->set_applied(r.applied);
+}
+
+IngestResult FromProto(const v1::CloseSessionResponse& r) {
+  return IngestResult{.first_seq = r.first_seq(), .last_seq = r.last_seq(), .applied = r.applied()};
+}
+
+v1::SnapshotRequest ToProto(const SnapshotOptions& o) {
+  v1::SnapshotRequest req;
+  if (o.as_of_seq) req.set_seq(*o.as_of_seq);
+  if (o.as_of_position) *req.mutable_position() = ToProto(*o.as_of_position);
+  req.set_collection(o.collection);
+  req.set_key_prefix(o.key_prefix);
+  req.set_exclude_incomplete(!o.include_incomplete);
+  return req;
+}
+
+SnapshotOptions FromProto(const v1::SnapshotRequest& r) {
+  SnapshotOptions o{.collection = r.collection(),
+                    .key_prefix = r.key_prefix(),
+                    .include_incomplete = !r.exclude_incomplete()};
+  if (r.has_seq()) o.as_of_seq = r.seq();
+  if (r.has_position()) o.as_of_position = FromProto(r.position());
+  return o;
+}
+
+v1::HistoryRequest ToProto(std::string_view collection, std::string_view key,
+                           const HistoryOptions& o) {
+  v1::HistoryRequest req;
+  req.set_collection(std::string(collection));
+  req.set_key(std::string(key));
+  req.set_reverse(o.reverse);
+  if (o.from_position) *req.mutable_from_position() = ToProto(*o.from_position);
+  if (o.to_position) *req.mutable_to_position() = ToProto(*o.to_position);
+  // 0 on the wire means "no bound": seq 0 is before every change anyway.
+  req.set_from_seq(o.from_seq.value_or(0));
+  req.set_to_seq(o.to_seq.value_or(0));
+  req.set_limit(static_cast<uint32_t>(o.limit));
+  return req;
+}
+
+HistoryOptions FromProto(const v1::HistoryRequest& r) {
+  HistoryOptions o{.reverse = r.reverse(), .limit = r.limit()};
+  if (r.has_from_position()) o.from_position = FromProto(r.from_position());
+  if (r.has_to_position()) o.to_position = FromProto(r.to_position());
+  if (r.from_seq()) o.from_seq = r.from_seq();
+  if (r.to_seq()) o.to_seq = r.to_seq();
+  return o;
+}
+
+void ToProto(const SubscribeFilter& filter, bool include_incomplete, v1::SubscribeRequest* out) {
+  for (const auto& s : filter.sources) out->add_sources(s);
+  for (const auto& c : filter.collections) out->add_collections(c);
+  out->set_key_prefix(filter.key_prefix);
+  for (const auto& k : filter.keys) out->add_keys(k);
+  out->set_exclude_incomplete(!include_incomplete);
+}
+
+SubscribeOptions FromProto(const v1::SubscribeRequest& r) {
+  SubscribeOptions o;
+  o.filter = {.sources = {r.sources().begin(), r.sources().end()},
+              .collections = {r.collections().begin(), r.collections().end()},
+              .key_prefix = r.key_prefix(),
+              .keys = {r.keys().begin(), r.keys().end()}};
+  o.include_incomplete = !r.exclude_incomplete();
+  switch (r.start_case()) {
+    case v1::SubscribeRequest::kFromSeq:
+      o.start = SubscribeOptions::Start::kFromSeq;
+      o.from_seq = r.from_seq();
+      break;
+    case v1::SubscribeRequest::kSnapshot:
+      o.start = SubscribeOptions::Start::kSnapshot;
+      break;
+    default:
+      o.start = SubscribeOptions::Start::kNow;
+  }
+  return o;
+}
+
+void ToProto(const SubscriptionItem& item, v1::SubscribeItem* out) {
+  switch (item.kind) {
+    case SubscriptionItem::Kind::kSnapshotEntity:
+      ToProto(item.entity, out->mutable_snapshot_entity());
+      break;
+    case SubscriptionItem::Kind::kSnapshotEnd:
+      out->set_snapshot_end(item.seq);
+      break;
+    case SubscriptionItem::Kind::kChange:
+      ToProto(item.change, out->mutable_change());
+      break;
+    case SubscriptionItem::Kind::kCaughtUp:
+      out->set_caught_up(item.seq);
+      break;
+  }
+}
+
+bool FromProto(const v1::SubscribeItem& in, SubscriptionItem* out) {
+  switch (in.item_case()) {
+    case v1::SubscribeItem::kSnapshotEntity:
+      out->kind = SubscriptionItem::Kind::kSnapshotEntity;
+      out->entity = FromProto(in.snapshot_entity());
+      return true;
+    case v1::SubscribeItem::kSnapshotEnd:
+      out->kind = SubscriptionItem::Kind::kSnapshotEnd;
+      out->seq = in.snapshot_end();
+      return true;
+    case v1::SubscribeItem::kChange:
+      out->kind = SubscriptionItem::Kind::kChange;
+      out->change = FromProto(in.change());
+      return true;
+    case v1::SubscribeItem::kCaughtUp:
+      out->kind = SubscriptionItem::Kind::kCaughtUp;
+      out->seq = in.caught_up();
+      return true;
+    default:
+      return false;
+  }
+}
+
+void ToProto(const SourceStats& s, v1::SourceStats* out) {
+  out->set_accepted(s.accepted);
+  out->set_duplicates(s.duplicates);
+  out->set_conflicts(s.conflicts);
+  out->set_rejected_batches(s.rejected_batches);
+  *out->mutable_last_position() = ToProto(s.last_position);
+}
+
+SourceStats FromProto(const v1::SourceStats& s) {
+  return SourceStats{.accepted = s.accepted(),
+                     .duplicates = s.duplicates(),
+                     .conflicts = s.conflicts(),
+                     .rejected_batches = s.rejected_batches(),
+                     .last_position = FromProto(s.last_position())};
+}
+
+void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out) {
+  out->set_last_seq(s.last_seq);
+  out->set_oldest_seq(s.oldest_seq);
+  *out->mutable_oldest_position() = ToProto(s.oldest_position);
+  for (const auto& [name, source] : s.sources) {
+    if (out->sources_size() >= max_sources) {
+      out->set_truncated(true);
+      break;
+    }
+    ToProto(source, &(*out->mutable_sources())[name]);
+  }
+}
+
+StoreStats FromProto(const v1::StatsResponse& r) {
+  StoreStats s{.last_seq = r.last_seq(),
+               .oldest_seq = r.oldest_seq(),
+               .oldest_position = FromProto(r.oldest_position())};
+  for (const auto& [name, source] : r.sources()) s.sources[name] = FromProto(source);
+  return s;
+}
+
+v1::Retention ToProto(const RetentionOptions& r) {
+  v1::Retention out;
+  if (r.max_age) out.set_max_age_seconds(absl::ToInt64Seconds(*r.max_age));
+  if (r.max_commits) out.set_max_commits(*r.max_commits);
+  return out;
+}
+
+absl::StatusOr<RetentionOptions> FromProto(const v1::Retention& r) {
+  if (r.max_age_seconds() > kMaxRetentionSeconds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "retention.max_age_seconds ", r.max_age_seconds(), " is out of range: 0 (no age limit) to ",
+        kMaxRetentionSeconds, " (100 years)"));
+  }
+  RetentionOptions out;
+  if (r.max_age_seconds()) out.max_age = absl::Seconds(static_cast<int64_t>(r.max_age_seconds()));
+  if (r.max_commits()) out.max_commits = r.max_commits();
+  return out;
+}
+
 void FailAck(const absl::Status& s, v1::IngestAck* ack) {
   ack->set_code(static_cast<int32_t>(s.code()));
-  std::string msg = WireMessage(Sv(s.message()), kMaxAckMessageBytes);
+  std::string msg = WireMessage(StdView(s.message()), kMaxAckMessageBytes);
   ack->set_message(msg);
   // "record N: ..." at the start or after "; " (bitbroker joins every bad
   // record so). A message may quote user text that looks alike: an index

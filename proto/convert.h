@@ -8,7 +8,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
-#include "cairn/store.h"
+#include "cairn/event.h"
+#include "cairn/options.h"
+#include "cairn/source.h"
+#include "cairn/stats.h"
 #include "cairn/v1/cairn.pb.h"
 
 namespace cairn::wire {
@@ -47,6 +50,45 @@ void ToProto(const Event& e, v1::Event* out);
 // INVALID_ARGUMENT naming `events[i].op` for an unknown op.
 absl::StatusOr<std::vector<Event>> FromProto(
     const google::protobuf::RepeatedPtrField<v1::Event>& events);
+
+// A batch's ack as a status: OK, or the code and message it failed with.
+absl::Status AckStatus(const v1::IngestAck& ack);
+
+// Sessions.
+v1::SessionMode ToProto(SessionMode m);
+// The engine checks the mode (an unknown number is INVALID_ARGUMENT there).
+SessionMode FromProto(v1::SessionMode m);
+void ToProto(const IngestResult& r, v1::CloseSessionResponse* out);
+IngestResult FromProto(const v1::CloseSessionResponse& r);
+
+// Queries.
+v1::SnapshotRequest ToProto(const SnapshotOptions& o);
+SnapshotOptions FromProto(const v1::SnapshotRequest& r);
+v1::HistoryRequest ToProto(std::string_view collection, std::string_view key,
+                           const HistoryOptions& o);
+HistoryOptions FromProto(const v1::HistoryRequest& r);
+// The filter and include_incomplete of a subscription; the start is the
+// caller's (a checkpoint start is resolved against the store by cairnd).
+void ToProto(const SubscribeFilter& filter, bool include_incomplete, v1::SubscribeRequest* out);
+SubscribeOptions FromProto(const v1::SubscribeRequest& r);
+// One item of a subscription (a change alone; more_changes are the caller's).
+void ToProto(const SubscriptionItem& item, v1::SubscribeItem* out);
+// False for an item of a kind this build does not know (skip it).
+bool FromProto(const v1::SubscribeItem& in, SubscriptionItem* out);
+
+// Admin.
+void ToProto(const SourceStats& s, v1::SourceStats* out);
+SourceStats FromProto(const v1::SourceStats& s);
+// The store's part of a StatsResponse, holding at most `max_sources` sources
+// (the rest are left out and `truncated` is set).
+void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out);
+StoreStats FromProto(const v1::StatsResponse& r);
+// Retention ages are bounded so that their seconds fit absl::Duration with
+// room to spare: 0 (no age limit) to kMaxRetentionSeconds.
+inline constexpr uint64_t kMaxRetentionSeconds = uint64_t{100} * 365 * 24 * 3600;
+v1::Retention ToProto(const RetentionOptions& r);
+// INVALID_ARGUMENT naming retention.max_age_seconds past the bound.
+absl::StatusOr<RetentionOptions> FromProto(const v1::Retention& r);
 
 // Fills an ack's code/message/errors from a failed batch. Engine messages
 // start with "event <i>: " or list "record <i>: ..."; those indexes become

@@ -52,7 +52,7 @@ absl::StatusOr<Auth> Auth::FromJson(std::string_view json) {
   for (rapidjson::SizeType i = 0; i < tokens.Size(); ++i) {
     const auto& t = tokens[i];
     auto bad = [i](std::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "]: ", cairn::Av(what)));
+      return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "]: ", cairn::AbslView(what)));
     };
     if (!t.IsObject()) return bad("must be an object");
     if (!t.HasMember("token") || !t["token"].IsString() || t["token"].GetStringLength() == 0) {
@@ -76,79 +76,69 @@ absl::StatusOr<Auth> Auth::FromJson(std::string_view json) {
   return auth;
 }
 
-grpc::Status Auth::Find(const grpc::CallbackServerContext* ctx, const Grant** grant) const {
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing 'authorization: Bearer <token>' metadata");
+absl::Status Auth::Find(const Caller& caller, const Grant** grant) const {
+  if (!caller.authorization) {
+    return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
   }
-  std::string_view value(it->second.data(), it->second.size());
+  std::string_view value = *caller.authorization;
   constexpr std::string_view kBearer = "Bearer ";
   if (value.substr(0, kBearer.size()) != kBearer) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization metadata must be 'Bearer <token>'");
+    return absl::UnauthenticatedError("authorization metadata must be 'Bearer <token>'");
   }
   auto t = tokens_.find(value.substr(kBearer.size()));
-  if (t == tokens_.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
-  }
+  if (t == tokens_.end()) return absl::UnauthenticatedError("unknown token");
   *grant = &t->second;
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
-grpc::Status Auth::Logged(const grpc::CallbackServerContext* ctx, std::string_view method,
-                          grpc::Status s) const {
+absl::Status Auth::Logged(const Caller& caller, std::string_view method, absl::Status s) const {
   if (!s.ok()) {
-    spdlog::warn("denied {} from {}: {}", method, ctx->peer(), s.error_message());
+    spdlog::warn("denied {} from {}: {}", method, caller.peer, StdView(s.message()));
   }
   return s;
 }
 
-grpc::Status Auth::Check(const grpc::CallbackServerContext* ctx, std::string_view method,
+absl::Status Auth::Check(const Caller& caller, std::string_view method,
                          const std::function<std::string(const Grant&)>& denial) const {
-  if (!enabled_) return grpc::Status::OK;
+  if (!enabled_) return absl::OkStatus();
   const Grant* g = nullptr;
-  grpc::Status s = Find(ctx, &g);
+  absl::Status s = Find(caller, &g);
   if (s.ok()) {
     if (std::string why = denial(*g); !why.empty()) {
-      s = grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
+      s = absl::PermissionDeniedError(why);
     }
   }
-  return Logged(ctx, method, s);
+  return Logged(caller, method, s);
 }
 
-grpc::Status Auth::Authenticate(const grpc::CallbackServerContext* ctx,
-                                std::string_view method) const {
-  return Check(ctx, method, [](const Grant&) { return std::string(); });
+absl::Status Auth::Authenticate(const Caller& caller, std::string_view method) const {
+  return Check(caller, method, [](const Grant&) { return std::string(); });
 }
 
-grpc::Status Auth::CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
+absl::Status Auth::CanWrite(const Caller& caller, std::string_view method,
                             std::string_view source) const {
-  return Check(ctx, method, [&](const Grant& g) {
+  return Check(caller, method, [&](const Grant& g) {
     return Allows(g.write, source)
                ? std::string()
                : absl::StrCat("token may not write to source '", Excerpt(source), "'");
   });
 }
 
-grpc::Status Auth::CanWriteAny(const grpc::CallbackServerContext* ctx,
-                               std::string_view method) const {
-  return Check(ctx, method, [](const Grant& g) {
+absl::Status Auth::CanWriteAny(const Caller& caller, std::string_view method) const {
+  return Check(caller, method, [](const Grant& g) {
     return g.write.empty() ? std::string("token may not write") : std::string();
   });
 }
 
-grpc::Status Auth::CanReadAny(const grpc::CallbackServerContext* ctx,
-                              std::string_view method) const {
-  return Check(ctx, method, [](const Grant& g) {
+absl::Status Auth::CanReadAny(const Caller& caller, std::string_view method) const {
+  return Check(caller, method, [](const Grant& g) {
     return g.read.empty() ? std::string("token may not read") : std::string();
   });
 }
 
-grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
+absl::Status Auth::CanRead(const Caller& caller, std::string_view method,
                            const std::vector<std::string>& collections) const {
-  return Check(ctx, method, [&](const Grant& g) {
+  return Check(caller, method, [&](const Grant& g) {
     if (collections.empty()) {
       bool all = std::find(g.read.begin(), g.read.end(), "*") != g.read.end();
       return all ? std::string() : std::string("token may not read all collections; name one");
@@ -162,8 +152,8 @@ grpc::Status Auth::CanRead(const grpc::CallbackServerContext* ctx, std::string_v
   });
 }
 
-grpc::Status Auth::CanAdmin(const grpc::CallbackServerContext* ctx, std::string_view method) const {
-  return Check(ctx, method, [](const Grant& g) {
+absl::Status Auth::CanAdmin(const Caller& caller, std::string_view method) const {
+  return Check(caller, method, [](const Grant& g) {
     return g.admin ? std::string() : std::string("token may not use the admin service");
   });
 }

@@ -8,13 +8,16 @@
 //
 // Without a tokens file every call is allowed (and the server listens on
 // loopback unless told otherwise).
+//
+// Auth knows no transport: it decides from the caller's authorization value
+// (gRPC metadata or an HTTP header, "Bearer <token>") and answers an
+// absl::Status.
 #ifndef CAIRN_SERVER_AUTH_H_
 #define CAIRN_SERVER_AUTH_H_
 
-#include <grpcpp/grpcpp.h>
-
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +25,13 @@
 #include "absl/status/statusor.h"
 
 namespace cairn::server {
+
+// Who is calling: the authorization value it sent (nullopt: none) and its
+// address (for the log only).
+struct Caller {
+  std::optional<std::string> authorization;
+  std::string peer;
+};
 
 class Auth {
  public:
@@ -37,21 +47,21 @@ class Auth {
   // reason; never the token). With auth off every check is OK.
   //
   // The token is known (any grant).
-  grpc::Status Authenticate(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  absl::Status Authenticate(const Caller& caller, std::string_view method) const;
   // The token may write to `source`.
-  grpc::Status CanWrite(const grpc::CallbackServerContext* ctx, std::string_view method,
+  absl::Status CanWrite(const Caller& caller, std::string_view method,
                         std::string_view source) const;
   // The token may write to some source (a check made before a lookup, so a
   // caller without any write grant learns nothing of sessions).
-  grpc::Status CanWriteAny(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  absl::Status CanWriteAny(const Caller& caller, std::string_view method) const;
   // The token may read some collection (a check made before a lookup, so a
   // caller without any read grant learns nothing of checkpoints).
-  grpc::Status CanReadAny(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  absl::Status CanReadAny(const Caller& caller, std::string_view method) const;
   // The token may read every one of `collections`; empty means "all
   // collections", which needs the "*" read grant.
-  grpc::Status CanRead(const grpc::CallbackServerContext* ctx, std::string_view method,
+  absl::Status CanRead(const Caller& caller, std::string_view method,
                        const std::vector<std::string>& collections) const;
-  grpc::Status CanAdmin(const grpc::CallbackServerContext* ctx, std::string_view method) const;
+  absl::Status CanAdmin(const Caller& caller, std::string_view method) const;
 
  private:
   struct Grant {
@@ -60,15 +70,14 @@ class Auth {
     bool admin = false;
   };
   // The caller's grant, or UNAUTHENTICATED.
-  grpc::Status Find(const grpc::CallbackServerContext* ctx, const Grant** grant) const;
+  absl::Status Find(const Caller& caller, const Grant** grant) const;
   // The one shape of every check: auth off allows; no or an unknown token is
   // UNAUTHENTICATED; else `denial` says why the grant does not cover the
   // call (empty: it does), and that is PERMISSION_DENIED. Denials are logged.
-  grpc::Status Check(const grpc::CallbackServerContext* ctx, std::string_view method,
+  absl::Status Check(const Caller& caller, std::string_view method,
                      const std::function<std::string(const Grant&)>& denial) const;
   // Logs `s` when it is a denial; returns it.
-  grpc::Status Logged(const grpc::CallbackServerContext* ctx, std::string_view method,
-                      grpc::Status s) const;
+  absl::Status Logged(const Caller& caller, std::string_view method, absl::Status s) const;
 
   bool enabled_ = false;
   std::map<std::string, Grant, std::less<>> tokens_;

@@ -14,7 +14,7 @@ namespace cairn::internal {
 namespace {
 
 std::string CheckpointKey(std::string_view name) {
-  return absl::StrCat(Av(kMetaCheckpointPrefix), Av(name));
+  return absl::StrCat(AbslView(kMetaCheckpointPrefix), AbslView(name));
 }
 
 std::string EncodeCheckpoint(const Store::CheckpointInfo& c) {
@@ -83,7 +83,7 @@ absl::StatusOr<Store::CheckpointInfo> StoreImpl::GetCheckpointInfo(std::string_v
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], CheckpointKey(name), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("no checkpoint named '", Av(Excerpt(name)), "'"));
+    return absl::NotFoundError(absl::StrCat("no checkpoint named '", AbslView(Excerpt(name)), "'"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get checkpoint"));
   return DecodeCheckpoint(v);

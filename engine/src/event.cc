@@ -27,18 +27,18 @@ bool IsValidUtf8(std::string_view s) {
 }
 
 absl::Status CheckName(std::string_view what, std::string_view name) {
-  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(Av(what), " is empty"));
+  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(AbslView(what), " is empty"));
   if (name.size() > kMaxNameBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Av(what), " is ", name.size(), " bytes long; the limit is ", kMaxNameBytes));
+    return absl::InvalidArgumentError(absl::StrCat(AbslView(what), " is ", name.size(),
+                                                   " bytes long; the limit is ", kMaxNameBytes));
   }
   if (!IsValidUtf8(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid UTF-8"));
+    return absl::InvalidArgumentError(absl::StrCat(AbslView(what), " is not valid UTF-8"));
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7F) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(Av(what), " '", Av(Excerpt(name)), "' holds a control character"));
+      return absl::InvalidArgumentError(absl::StrCat(AbslView(what), " '", AbslView(Excerpt(name)),
+                                                     "' holds a control character"));
     }
   }
   return absl::OkStatus();
@@ -49,7 +49,7 @@ std::string Excerpt(std::string_view value, size_t max_bytes) {
   size_t n = max_bytes;
   // Back up to a character boundary (never inside a UTF-8 sequence).
   while (n > 0 && (static_cast<unsigned char>(value[n]) & 0xC0) == 0x80) --n;
-  return absl::StrCat(Av(value.substr(0, n)), "\xE2\x80\xA6 (", value.size(), " bytes)");
+  return absl::StrCat(AbslView(value.substr(0, n)), "\xE2\x80\xA6 (", value.size(), " bytes)");
 }
 
 const char* OpName(Op op) {

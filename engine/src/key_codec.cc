@@ -67,7 +67,7 @@ absl::Status EncodeScalar(const json::Value& v, std::string_view field, std::str
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("key field '", Av(field), "' must be a scalar, not an object or array"));
+      absl::StrCat("key field '", AbslView(field), "' must be a scalar, not an object or array"));
 }
 
 }  // namespace
@@ -150,7 +150,7 @@ absl::StatusOr<std::string> EncodeKey(std::string_view key_json) {
   for (size_t i = 1; i < fields.size(); ++i) {
     if (fields[i].first == fields[i - 1].first) {
       return absl::InvalidArgumentError(
-          absl::StrCat("key field '", Av(fields[i].first), "' appears twice"));
+          absl::StrCat("key field '", AbslView(fields[i].first), "' appears twice"));
     }
   }
   out.push_back(kComposite);

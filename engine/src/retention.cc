@@ -77,7 +77,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
 
 absl::Status OlderThanRetention(std::string_view what, RetentionAxis axis, uint64_t oldest) {
   return absl::OutOfRangeError(
-      absl::StrCat(Av(what), " is older than the retention window; oldest available ",
+      absl::StrCat(AbslView(what), " is older than the retention window; oldest available ",
                    axis == RetentionAxis::kSeq ? "seq" : "timestamp", " is ", oldest));
 }
 

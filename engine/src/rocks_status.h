@@ -13,7 +13,7 @@ namespace cairn::internal {
 // The one place a rocksdb::Status becomes an absl::Status.
 inline absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  std::string msg = absl::StrCat(Av(what), ": ", s.ToString());
+  std::string msg = absl::StrCat(AbslView(what), ": ", s.ToString());
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsCorruption()) return absl::DataLossError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);

@@ -18,7 +18,9 @@ namespace cairn::internal {
 
 namespace {
 
-std::string SessionKey(std::string_view id) { return absl::StrCat(Av(kMetaSessionPrefix), Av(id)); }
+std::string SessionKey(std::string_view id) {
+  return absl::StrCat(AbslView(kMetaSessionPrefix), AbslView(id));
+}
 
 std::string StagingPrefix(std::string_view id) {
   std::string out;
@@ -32,7 +34,7 @@ absl::StatusOr<records::SessionValue> StoreImpl::LoadSession(std::string_view id
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], SessionKey(id), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("unknown session '", Av(Excerpt(id)), "'"));
+    return absl::NotFoundError(absl::StrCat("unknown session '", AbslView(Excerpt(id)), "'"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get session"));
   return records::DecodeSession(v);
@@ -42,7 +44,7 @@ absl::StatusOr<records::SessionValue> StoreImpl::OpenSessionFor(std::string_view
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue v, LoadSession(id));
   if (v.state != records::SessionState::kOpen) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "session '", Av(id), "' is already closed (",
+        "session '", AbslView(id), "' is already closed (",
         v.state == records::SessionState::kCommitted ? "committed" : "discarded", ")"));
   }
   return v;

@@ -35,17 +35,19 @@ absl::Status StoreImpl::PutSource(const SourceDefinition& source) {
   CAIRN_RETURN_IF_ERROR(ValidateSource(source));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Put(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), source.name),
-                            records::Encode(source)),
-                   "put source");
+  return FromRocks(
+      db_->Put(wo, cfs_[kMeta], absl::StrCat(AbslView(kMetaRegistryPrefix), source.name),
+               records::Encode(source)),
+      "put source");
 }
 
 absl::StatusOr<SourceDefinition> StoreImpl::GetSource(std::string_view name) {
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
-                               absl::StrCat(Av(kMetaRegistryPrefix), Av(name)), &v);
+                               absl::StrCat(AbslView(kMetaRegistryPrefix), AbslView(name)), &v);
   if (s.IsNotFound()) {
-    return absl::NotFoundError(absl::StrCat("source '", Av(Excerpt(name)), "' is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("source '", AbslView(Excerpt(name)), "' is not registered"));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get source"));
   return records::DecodeSource(v);
@@ -67,8 +69,9 @@ absl::Status StoreImpl::RemoveSource(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(GetSource(name).status());
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Delete(wo, cfs_[kMeta], absl::StrCat(Av(kMetaRegistryPrefix), Av(name))),
-                   "remove source");
+  return FromRocks(
+      db_->Delete(wo, cfs_[kMeta], absl::StrCat(AbslView(kMetaRegistryPrefix), AbslView(name))),
+      "remove source");
 }
 
 }  // namespace cairn::internal

@@ -19,13 +19,13 @@ absl::StatusOr<Entity> StoreImpl::Get(std::string_view collection, std::string_v
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kState], entity, &v);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
-        absl::StrCat("no entity ", Av(Excerpt(key)), " in ", Av(Excerpt(collection))));
+        absl::StrCat("no entity ", AbslView(Excerpt(key)), " in ", AbslView(Excerpt(collection))));
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "get"));
   CAIRN_ASSIGN_OR_RETURN(records::StateValue st, records::DecodeState(v));
   if (!st.doc) {
-    return absl::NotFoundError(absl::StrCat("entity ", Av(Excerpt(key)), " in ",
-                                            Av(Excerpt(collection)), " was deleted at seq ",
+    return absl::NotFoundError(absl::StrCat("entity ", AbslView(Excerpt(key)), " in ",
+                                            AbslView(Excerpt(collection)), " was deleted at seq ",
                                             st.seq));
   }
   CAIRN_ASSIGN_OR_RETURN(std::string key_json, keys::KeyToJson(*kb));

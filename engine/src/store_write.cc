@@ -24,11 +24,11 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
   for (size_t i = 0; i < events.size(); ++i) {
     Event& e = events[i];
     auto bad = [i](std::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": ", Av(what)));
+      return absl::InvalidArgumentError(absl::StrCat("event ", i, ": ", AbslView(what)));
     };
-    if (absl::Status s = CheckName("source", e.source); !s.ok()) return bad(Sv(s.message()));
+    if (absl::Status s = CheckName("source", e.source); !s.ok()) return bad(StdView(s.message()));
     if (absl::Status s = CheckName("collection", e.collection); !s.ok()) {
-      return bad(Sv(s.message()));
+      return bad(StdView(s.message()));
     }
     if (e.position.timestamp == UINT64_MAX || e.position.tick == UINT64_MAX) {
       return bad("position overflow: timestamp and tick must be below 2^64-1");
@@ -61,7 +61,7 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
     }
     if (e.op != Op::kTruncate) {
       auto kb = keys::EncodeKey(e.key);
-      if (!kb.ok()) return bad(Sv(kb.status().message()));
+      if (!kb.ok()) return bad(StdView(kb.status().message()));
       p.key_bytes = *std::move(kb);
     }
     p.entity = keys::EntityPrefix(e.collection, p.key_bytes);
@@ -221,9 +221,10 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   keys::AppendU64(next_seq_ - 1, &last);
   CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], kMetaLastSeq, last), "put"));
   for (auto& [name, s] : sources_) {
-    CAIRN_RETURN_IF_ERROR(FromRocks(
-        batch_->Put(cfs_[kMeta], absl::StrCat(Av(kMetaSourcePrefix), name), EncodeSourceStats(s)),
-        "put"));
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(batch_->Put(cfs_[kMeta], absl::StrCat(AbslView(kMetaSourcePrefix), name),
+                              EncodeSourceStats(s)),
+                  "put"));
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
@@ -344,7 +345,7 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
     keys::AppendU64(bs.next_seq - 1, &last);
     spill_->meta[std::string(kMetaLastSeq)] = last;
     for (const auto& [name, st] : bs.sources) {
-      spill_->meta[absl::StrCat(Av(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
+      spill_->meta[absl::StrCat(AbslView(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
     }
     rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]), cfs_[kMeta]);
     spill_->files[kMeta] = {dir + "/meta.sst"};

@@ -5,6 +5,11 @@
 // at a random moment, reopens the store and checks that every acknowledged
 // batch is there, that no batch is there in part, and that the state, the
 // history and the counters are exactly the fold of the batches present.
+//
+// The child is a fresh process (fork, then exec of this binary), not a bare
+// fork: the parent has opened stores, so RocksDB's background threads live
+// in it, and a forked copy of a process whose thread held a lock at the
+// fork can block forever on it.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -100,9 +105,40 @@ std::vector<EntityId> AllEntities() {
     if (write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) _exit(6);
     if (fsync(fd) != 0) _exit(7);
   }
-  // Not reached in practice. Leave without running destructors: a forked
-  // child must not tear down state it shares with the parent.
+  // Not reached in practice. Leave without running destructors (the child
+  // runs before main; nothing of it needs tearing down).
   _exit(0);
+}
+
+// Set in the environment of the re-executed child: what ChildIngest needs.
+constexpr const char* kChildEnv = "CAIRN_CRASH_TEST_CHILD";  // "<store>\n<acks>\n<first>"
+
+// In a re-executed child, ingesting is all the binary does: once main has
+// started (RocksDB's own static state is set up by then), before any test.
+class ChildIngestEnvironment : public testing::Environment {
+ public:
+  void SetUp() override {
+    std::string text = getenv(kChildEnv);
+    size_t a = text.find('\n'), b = text.find('\n', a + 1);
+    if (a == std::string::npos || b == std::string::npos) _exit(2);
+    ChildIngest(text.substr(0, a), text.substr(a + 1, b - a - 1), std::stoull(text.substr(b + 1)));
+  }
+};
+[[maybe_unused]] testing::Environment* const kChildEnvironment =
+    getenv(kChildEnv) ? testing::AddGlobalTestEnvironment(new ChildIngestEnvironment) : nullptr;
+
+// Starts the child: fork, then exec of this same binary with kChildEnv set.
+pid_t StartChild(const std::string& store_path, const std::string& acks_path, uint64_t first) {
+  // Everything the child needs is built before the fork: between fork and
+  // exec it only calls async-signal-safe functions.
+  std::string env = absl::StrCat(kChildEnv, "=", store_path, "\n", acks_path, "\n", first);
+  char arg0[] = "engine_test";
+  char* argv[] = {arg0, nullptr};
+  char* envp[] = {env.data(), nullptr};
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  execve("/proc/self/exe", argv, envp);
+  _exit(8);
 }
 
 // Batch ids in the side file; a torn last line (killed mid-write) is ignored.
@@ -216,9 +252,8 @@ TEST(CrashTest, KilledWriterLeavesWholeBatchesOnly) {
   for (int cycle = 0; cycle < kCycles; ++cycle) {
     SCOPED_TRACE(absl::StrCat("cycle ", cycle));
     size_t acks_before = CountLines(acks_path);
-    pid_t pid = fork();
+    pid_t pid = StartChild(store_path, acks_path, next);
     ASSERT_GE(pid, 0) << "fork failed";
-    if (pid == 0) ChildIngest(store_path, acks_path, next);
 
     // Mostly kill it while it ingests (after a fresh ack, plus a random
     // delay); every fourth cycle at a random instant, maybe while it opens or

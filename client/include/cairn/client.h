@@ -25,7 +25,7 @@
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
-#include "cairn/store.h"
+#include "cairn/stats.h"
 
 namespace cairn::client {
 

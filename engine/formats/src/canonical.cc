@@ -23,8 +23,8 @@ absl::StatusOr<Op> ReadOp(const Value* v) {
   for (Op op : {Op::kUpsert, Op::kPatch, Op::kDelete, Op::kTruncate}) {
     if (s == OpName(op)) return op;
   }
-  return FieldError(
-      "op", absl::StrCat("unknown op '", Av(s), "'; expected upsert, patch, delete or truncate"));
+  return FieldError("op", absl::StrCat("unknown op '", AbslView(s),
+                                       "'; expected upsert, patch, delete or truncate"));
 }
 
 }  // namespace

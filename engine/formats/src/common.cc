@@ -11,7 +11,7 @@
 namespace cairn::formats {
 
 absl::Status FieldError(std::string_view field, absl::string_view reason) {
-  return absl::InvalidArgumentError(absl::StrCat(Av(field), ": ", reason));
+  return absl::InvalidArgumentError(absl::StrCat(AbslView(field), ": ", reason));
 }
 
 absl::Status RecordError(size_t index, size_t line, const absl::Status& s) {
@@ -40,11 +40,11 @@ absl::StatusOr<uint64_t> ParseDigits(std::string_view s, std::string_view field)
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') {
-      return FieldError(field, absl::StrCat("'", Av(s), "' is not an unsigned integer"));
+      return FieldError(field, absl::StrCat("'", AbslView(s), "' is not an unsigned integer"));
     }
     uint64_t d = c - '0';
     if (v > (std::numeric_limits<uint64_t>::max() - d) / 10) {
-      return FieldError(field, absl::StrCat("'", Av(s), "' does not fit in 64 bits"));
+      return FieldError(field, absl::StrCat("'", AbslView(s), "' does not fit in 64 bits"));
     }
     v = v * 10 + d;
   }
@@ -75,15 +75,15 @@ absl::StatusOr<uint64_t> ParseIsoTimestamp(std::string_view text) {
   absl::Time t;
   std::string err;
   for (const char* layout : kLayouts) {
-    if (absl::ParseTime(layout, Av(text), absl::UTCTimeZone(), &t, &err)) {
+    if (absl::ParseTime(layout, AbslView(text), absl::UTCTimeZone(), &t, &err)) {
       if (t < absl::UnixEpoch()) {
-        return absl::InvalidArgumentError(absl::StrCat("'", Av(text), "' is before 1970"));
+        return absl::InvalidArgumentError(absl::StrCat("'", AbslView(text), "' is before 1970"));
       }
       return static_cast<uint64_t>(absl::ToUnixMicros(t));
     }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("'", Av(text), "' is not an ISO-8601 timestamp (e.g. 2020-05-13T15:40:06Z)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "'", AbslView(text), "' is not an ISO-8601 timestamp (e.g. 2020-05-13T15:40:06Z)"));
 }
 
 absl::StatusOr<uint64_t> ReadTimestamp(const Value& v, EpochUnit unit, std::string_view field) {
@@ -130,7 +130,7 @@ absl::StatusOr<std::string> KeyFromMessageKey(const Value& key, std::string_view
     if (k->MemberCount() == 0) return FieldError(field, "is an empty object");
     for (auto m = k->MemberBegin(); m != k->MemberEnd(); ++m) {
       if (!IsScalar(m->value) && !m->value.IsNull()) {
-        return FieldError(absl::StrCat(Av(field), ".", Av(Text(m->name))),
+        return FieldError(absl::StrCat(AbslView(field), ".", AbslView(Text(m->name))),
                           "key fields must be strings, numbers or booleans");
       }
     }
@@ -149,10 +149,10 @@ absl::StatusOr<std::string> KeyFromFields(const Value& image, std::string_view i
   for (const std::string& f : fields) {
     auto it = image.FindMember(rapidjson::StringRef(f.data(), f.size()));
     if (it == image.MemberEnd() || it->value.IsNull()) {
-      return FieldError(absl::StrCat(Av(image_name), ".", f), "key field is missing or null");
+      return FieldError(absl::StrCat(AbslView(image_name), ".", f), "key field is missing or null");
     }
     if (!IsScalar(it->value)) {
-      return FieldError(absl::StrCat(Av(image_name), ".", f),
+      return FieldError(absl::StrCat(AbslView(image_name), ".", f),
                         "key field must be a string, number or boolean");
     }
     if (fields.size() == 1) return json::Serialize(it->value);
@@ -177,7 +177,7 @@ absl::StatusOr<std::string> ResolveCollection(const Context& ctx, std::string_vi
   if (!ctx.options.collection.empty()) return ctx.options.collection;
   if (!ctx.source.default_collection.empty()) return ctx.source.default_collection;
   return FieldError(field, absl::StrCat("the record names no collection and source '",
-                                        Av(ctx.source.name), "' has no default collection"));
+                                        AbslView(ctx.source.name), "' has no default collection"));
 }
 
 absl::StatusOr<std::vector<Event>> DecodeLines(const Context& ctx, std::string_view payload,

@@ -64,8 +64,8 @@ absl::StatusOr<std::string> ReadCollection(const Context& ctx, const Value* sour
     return FieldError("source.table", "must be a non-empty string");
   }
   if (const Value* schema = Member(*source, "schema"); schema && IsText(*schema)) {
-    auto it =
-        ctx.source.collection_map.find(absl::StrCat(Av(Text(*schema)), ".", Av(Text(*table))));
+    auto it = ctx.source.collection_map.find(
+        absl::StrCat(AbslView(Text(*schema)), ".", AbslView(Text(*table))));
     if (it != ctx.source.collection_map.end()) return it->second;
   }
   return ResolveCollection(ctx, Text(*table), "source.table");
@@ -110,7 +110,8 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
 
   if (op_text == "c" || op_text == "r" || op_text == "u") {
     if (after == nullptr) {
-      return FieldError("after", absl::StrCat("is null; op '", Av(op_text), "' needs the row"));
+      return FieldError("after",
+                        absl::StrCat("is null; op '", AbslView(op_text), "' needs the row"));
     }
     e.op = Op::kUpsert;
     e.snapshot = op_text == "r";
@@ -130,8 +131,8 @@ absl::Status DecodeDebeziumRecord(const Context& ctx, std::string_view text,
   } else if (op_text == "t") {
     e.op = Op::kTruncate;
   } else {
-    return FieldError("op",
-                      absl::StrCat("unknown op '", Av(op_text), "'; expected c, r, u, d or t"));
+    return FieldError(
+        "op", absl::StrCat("unknown op '", AbslView(op_text), "'; expected c, r, u, d or t"));
   }
   out->push_back(std::move(e));
   return absl::OkStatus();

@@ -102,7 +102,7 @@ absl::Status DecodeGoldenGateRecord(const Context& ctx, std::string_view text,
     e.op = Op::kTruncate;
   } else {
     return FieldError("op_type",
-                      absl::StrCat("unknown op_type '", Av(op), "'; expected I, U, D or T"));
+                      absl::StrCat("unknown op_type '", AbslView(op), "'; expected I, U, D or T"));
   }
   out->push_back(std::move(e));
   return absl::OkStatus();

@@ -89,22 +89,23 @@ absl::Status Build(Graph* g) {
       if (!IsText(*ref)) return absl::InvalidArgumentError("$ref must be a string");
       std::string_view r = Text(*ref);
       if (r.empty() || r[0] != '#') {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "$ref '", Av(Excerpt(r)), "' is not local: only '#' and '#/pointer' are followed"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("$ref '", AbslView(Excerpt(r)),
+                         "' is not local: only '#' and '#/pointer' are followed"));
       }
       const json::Value* target = g->root;
       if (r.size() > 1) {
         rapidjson::GenericPointer<json::Value> p(r.data(), r.size());
         if (!p.IsValid()) {
           return absl::InvalidArgumentError(
-              absl::StrCat("$ref '", Av(Excerpt(r)), "' is not a valid JSON pointer"));
+              absl::StrCat("$ref '", AbslView(Excerpt(r)), "' is not a valid JSON pointer"));
         }
         target = p.Get(*g->root);
       }
       // A schema is an object, or (draft 6 on) true or false.
       if (!target || !(target->IsObject() || target->IsBool())) {
         return absl::InvalidArgumentError(
-            absl::StrCat("$ref '", Av(Excerpt(r)), "' points to no schema"));
+            absl::StrCat("$ref '", AbslView(Excerpt(r)), "' points to no schema"));
       }
       edge(*target);
     }

@@ -44,7 +44,7 @@ inline absl::StatusOr<const Value*> UnwrapKafkaEnvelope(const Value& doc, const 
                                                         std::string_view what, KafkaEnvelope* env) {
   if (!SplitKafkaEnvelope(doc, marker, env)) return &doc;
   if (env->value && !env->value->IsObject()) {
-    return FieldError("value", absl::StrCat("must be ", Av(what), " or null"));
+    return FieldError("value", absl::StrCat("must be ", AbslView(what), " or null"));
   }
   return env->value;
 }
@@ -63,7 +63,7 @@ inline absl::StatusOr<std::string> ChangeRecordKey(const Context& ctx, const Kaf
   if (fields == nullptr) {
     return FieldError(
         missing_field,
-        absl::StrCat(Av(missing_lead), "the message has no key and source '", ctx.source.name,
+        absl::StrCat(AbslView(missing_lead), "the message has no key and source '", ctx.source.name,
                      "' has no key fields for collection '", collection,
                      "' (register them, e.g. --key ", collection, "=id)"));
   }

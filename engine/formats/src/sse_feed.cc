@@ -48,7 +48,7 @@ absl::Status SseDecoder::State::Line(std::string_view line, std::vector<Event>* 
   if (line.empty()) return Dispatch(out);
   if (line[0] == ':') return absl::OkStatus();  // comment
   if (event_line == 0) event_line = line_no;
-  absl::StrAppend(&raw, Av(line), "\n");
+  absl::StrAppend(&raw, AbslView(line), "\n");
   size_t colon = line.find(':');
   std::string_view field = line.substr(0, colon);
   std::string_view value;

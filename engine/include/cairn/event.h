@@ -103,6 +103,18 @@ struct Change {
   bool complete = true;
 };
 
+// What a subscription delivers, in this order for Start::kSnapshot:
+// kSnapshotEntity*, kSnapshotEnd (seq = N), then kChange with seq > N; a
+// kCaughtUp marker each time the stream reaches the last committed seq after
+// having been behind (always once, first time it is caught up).
+struct SubscriptionItem {
+  enum class Kind { kSnapshotEntity, kSnapshotEnd, kChange, kCaughtUp };
+  Kind kind = Kind::kChange;
+  Entity entity;     // kSnapshotEntity
+  Change change;     // kChange
+  uint64_t seq = 0;  // kSnapshotEnd: N; kCaughtUp: last committed seq
+};
+
 // --- Input bounds shared by the engine, cairnd and the client (DESIGN §7).
 
 // RFC 3629 UTF-8: shortest forms only, no UTF-16 surrogates, nothing past

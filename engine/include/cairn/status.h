@@ -10,10 +10,17 @@
 #include "absl/strings/string_view.h"
 
 namespace cairn {
-// Debian's abseil has its own string_view type: convert at absl call sites
-// (absl::StrCat, status messages) with these.
-inline absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
-inline std::string_view Sv(absl::string_view s) { return {s.data(), s.size()}; }
+// Debian's abseil has its own string_view type, not std::string_view:
+// convert at absl call sites (absl::StrCat, status messages) with these.
+inline absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
+inline std::string_view StdView(absl::string_view s) { return {s.data(), s.size()}; }
+// Their former names, kept so code that embeds cairn still builds.
+[[deprecated("use cairn::AbslView")]] inline absl::string_view Av(std::string_view s) {
+  return AbslView(s);
+}
+[[deprecated("use cairn::StdView")]] inline std::string_view Sv(absl::string_view s) {
+  return StdView(s);
+}
 }  // namespace cairn
 
 #define CAIRN_CONCAT_INNER_(a, b) a##b

@@ -23,6 +23,7 @@
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
+#include "cairn/stats.h"
 
 namespace cairn {
 
@@ -37,18 +38,6 @@ class SnapshotCursor {
   // The seq this snapshot is consistent with (as_of_seq, or the store's last
   // committed seq when the cursor was created).
   virtual uint64_t seq() const = 0;
-};
-
-// What a subscription delivers, in this order for Start::kSnapshot:
-// kSnapshotEntity*, kSnapshotEnd (seq = N), then kChange with seq > N; a
-// kCaughtUp marker each time the stream reaches the last committed seq after
-// having been behind (always once, first time it is caught up).
-struct SubscriptionItem {
-  enum class Kind { kSnapshotEntity, kSnapshotEnd, kChange, kCaughtUp };
-  Kind kind = Kind::kChange;
-  Entity entity;     // kSnapshotEntity
-  Change change;     // kChange
-  uint64_t seq = 0;  // kSnapshotEnd: N; kCaughtUp: last committed seq
 };
 
 // A pull subscription. Memory is bounded whatever the consumer's speed: it
@@ -77,28 +66,6 @@ class CallbackSubscription {
   virtual ~CallbackSubscription() = default;
   // Seq of the last change delivered (or skipped by the filter).
   virtual uint64_t position() const = 0;
-};
-
-struct SourceStats {
-  uint64_t accepted = 0;
-  uint64_t duplicates = 0;
-  uint64_t conflicts = 0;
-  uint64_t rejected_batches = 0;
-  Position last_position;
-};
-
-struct StoreStats {
-  uint64_t last_seq = 0;
-  // Oldest seq / position still answerable (the retention horizon).
-  uint64_t oldest_seq = 0;
-  Position oldest_position;
-  // What ingest commits wrote since the store was opened: RocksDB writes,
-  // the records (puts and deletes) in them, and their bytes (the write
-  // batches' size: keys, values and RocksDB's per-record framing).
-  uint64_t commits = 0;
-  uint64_t records_written = 0;
-  uint64_t bytes_written = 0;
-  std::map<std::string, SourceStats> sources;
 };
 
 class Store {

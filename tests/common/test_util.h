@@ -1,6 +1,7 @@
-// Shared test helpers for the engine tests.
-#ifndef CAIRN_TESTS_ENGINE_TEST_UTIL_H_
-#define CAIRN_TESTS_ENGINE_TEST_UTIL_H_
+// Helpers every test binary shares (tests/common, the cairn_test_common
+// target).
+#ifndef CAIRN_TESTS_COMMON_TEST_UTIL_H_
+#define CAIRN_TESTS_COMMON_TEST_UTIL_H_
 
 #include <stdlib.h>
 
@@ -34,4 +35,4 @@ class TempDir {
 
 }  // namespace cairn
 
-#endif  // CAIRN_TESTS_ENGINE_TEST_UTIL_H_
+#endif  // CAIRN_TESTS_COMMON_TEST_UTIL_H_

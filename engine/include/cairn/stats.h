@@ -1,0 +1,38 @@
+// What a store reports about itself (Store::Stats; over gRPC, Admin.Stats).
+// Plain value types, shared by the engine and the client.
+#ifndef CAIRN_STATS_H_
+#define CAIRN_STATS_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "cairn/event.h"
+
+namespace cairn {
+
+struct SourceStats {
+  uint64_t accepted = 0;
+  uint64_t duplicates = 0;
+  uint64_t conflicts = 0;
+  uint64_t rejected_batches = 0;
+  Position last_position;
+};
+
+struct StoreStats {
+  uint64_t last_seq = 0;
+  // Oldest seq / position still answerable (the retention horizon).
+  uint64_t oldest_seq = 0;
+  Position oldest_position;
+  // What ingest commits wrote since the store was opened: RocksDB writes,
+  // the records (puts and deletes) in them, and their bytes (the write
+  // batches' size: keys, values and RocksDB's per-record framing).
+  uint64_t commits = 0;
+  uint64_t records_written = 0;
+  uint64_t bytes_written = 0;
+  std::map<std::string, SourceStats> sources;
+};
+
+}  // namespace cairn
+
+#endif  // CAIRN_STATS_H_

@@ -1,0 +1,234 @@
+// Admin.*: sources, stats, retention, compaction, checkpoints. Every call
+// needs the admin grant.
+#include "cairn/formats.h"
+#include "cairn/status.h"
+#include "cairn/v1/cairn.grpc.pb.h"
+#include "dispatcher.h"
+#include "service.h"
+
+namespace cairn::server {
+namespace {
+
+using wire::FromProto;
+using wire::ToProto;
+
+// Admin calls are logged under one name when denied: every one needs the
+// admin grant, whatever it does.
+constexpr const char* kAdmin = "Admin";
+// What one Stats or ListCheckpoints answer holds of each list.
+constexpr int kMaxStatsEntries = 1000;
+
+class AdminService final
+    : public v1::Admin::WithRawCallbackMethod_PutSource<
+          v1::Admin::WithRawCallbackMethod_GetSource<v1::Admin::WithRawCallbackMethod_ListSources<
+              v1::Admin::WithRawCallbackMethod_RemoveSource<v1::Admin::WithRawCallbackMethod_Stats<
+                  v1::Admin::WithRawCallbackMethod_SetRetention<
+                      v1::Admin::WithRawCallbackMethod_GetRetention<
+                          v1::Admin::WithRawCallbackMethod_Compact<
+                              v1::Admin::WithRawCallbackMethod_ListCheckpoints<
+                                  v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
+                                      v1::Admin::Service>>>>>>>>>> {
+ public:
+  AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
+
+  grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
+    return Unary<v1::PutSourceRequest, v1::PutSourceResponse>(
+        deps_, ctx, in, out, [&](const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
+          return DoPutSource(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoPutSource(grpc::CallbackServerContext* ctx, const v1::PutSourceRequest* req,
+                           v1::PutSourceResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    SourceDefinition source = FromProto(req->source());
+    CAIRN_RETURN_IF_ERROR(formats::CheckSource(source));
+    return deps_->store->PutSource(source);
+  }
+  grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
+    return Unary<v1::GetSourceRequest, v1::Source>(
+        deps_, ctx, in, out, [&](const v1::GetSourceRequest* req, v1::Source* resp) {
+          return DoGetSource(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoGetSource(grpc::CallbackServerContext* ctx, const v1::GetSourceRequest* req,
+                           v1::Source* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition d, deps_->store->GetSource(req->name()));
+    ToProto(d, resp);
+    return absl::OkStatus();
+  }
+  grpc::ServerUnaryReactor* ListSources(grpc::CallbackServerContext* ctx,
+                                        const grpc::ByteBuffer* in,
+                                        grpc::ByteBuffer* out) override {
+    return Unary<v1::ListSourcesRequest, v1::ListSourcesResponse>(
+        deps_, ctx, in, out, [&](const v1::ListSourcesRequest* req, v1::ListSourcesResponse* resp) {
+          return DoListSources(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoListSources(grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
+                             v1::ListSourcesResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<SourceDefinition> all, deps_->store->ListSources());
+    for (const auto& d : all) ToProto(d, resp->add_sources());
+    return absl::OkStatus();
+  }
+  grpc::ServerUnaryReactor* RemoveSource(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+    return Unary<v1::RemoveSourceRequest, v1::RemoveSourceResponse>(
+        deps_, ctx, in, out,
+        [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
+          return DoRemoveSource(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoRemoveSource(grpc::CallbackServerContext* ctx, const v1::RemoveSourceRequest* req,
+                              v1::RemoveSourceResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    return deps_->store->RemoveSource(req->name());
+  }
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out) override {
+    return Unary<v1::StatsRequest, v1::StatsResponse>(
+        deps_, ctx, in, out, [&](const v1::StatsRequest* req, v1::StatsResponse* resp) {
+          return DoStats(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoStats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
+                       v1::StatsResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    StoreStats st = deps_->store->Stats();
+    ToProto(st, kMaxStatsEntries, resp);
+    for (const auto& [id, delivered] : dispatcher_->Delivered()) {
+      if (resp->subscriptions_size() >= kMaxStatsEntries) {
+        resp->set_truncated(true);
+        break;
+      }
+      v1::SubscriptionStats* sub = resp->add_subscriptions();
+      sub->set_id(id);
+      sub->set_delivered_seq(delivered);
+      sub->set_lag(st.last_seq > delivered ? st.last_seq - delivered : 0);
+    }
+    CAIRN_ASSIGN_OR_RETURN(auto checkpoints, deps_->store->ListCheckpoints());
+    for (const auto& [name, seq] : checkpoints) {
+      // A name stored before names were bounded is left out, not sent.
+      if (resp->checkpoints_size() >= kMaxStatsEntries || name.size() > kMaxNameBytes) {
+        resp->set_truncated(true);
+        if (resp->checkpoints_size() >= kMaxStatsEntries) break;
+        continue;
+      }
+      (*resp->mutable_checkpoints())[name] = seq;
+    }
+    return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* ListCheckpoints(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override {
+    return Unary<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
+        deps_, ctx, in, out,
+        [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
+          return DoListCheckpoints(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoListCheckpoints(grpc::CallbackServerContext* ctx,
+                                 const v1::ListCheckpointsRequest* req,
+                                 v1::ListCheckpointsResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(auto all, deps_->store->ListCheckpointInfos());
+    int limit = req->limit() == 0 || req->limit() > kMaxStatsEntries
+                    ? kMaxStatsEntries
+                    : static_cast<int>(req->limit());
+    for (auto it = all.upper_bound(req->after()); it != all.end(); ++it) {
+      if (resp->checkpoints_size() >= limit) {
+        resp->set_next(resp->checkpoints().rbegin()->name());
+        break;
+      }
+      v1::Checkpoint* c = resp->add_checkpoints();
+      c->set_name(Excerpt(it->first, kMaxNameBytes));
+      c->set_seq(it->second.seq);
+      for (const std::string& col : it->second.collections) c->add_collections(col);
+    }
+    return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* DeleteCheckpoint(grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) override {
+    return Unary<v1::DeleteCheckpointRequest, v1::DeleteCheckpointResponse>(
+        deps_, ctx, in, out,
+        [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
+          return DoDeleteCheckpoint(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoDeleteCheckpoint(grpc::CallbackServerContext* ctx,
+                                  const v1::DeleteCheckpointRequest* req,
+                                  v1::DeleteCheckpointResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    return deps_->store->DeleteCheckpoint(req->name());
+  }
+  grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+    return Unary<v1::SetRetentionRequest, v1::SetRetentionResponse>(
+        deps_, ctx, in, out,
+        [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
+          return DoSetRetention(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoSetRetention(grpc::CallbackServerContext* ctx, const v1::SetRetentionRequest* req,
+                              v1::SetRetentionResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(RetentionOptions r, FromProto(req->retention()));
+    return deps_->store->SetRetention(r);
+  }
+  grpc::ServerUnaryReactor* GetRetention(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+    return Unary<v1::GetRetentionRequest, v1::Retention>(
+        deps_, ctx, in, out, [&](const v1::GetRetentionRequest* req, v1::Retention* resp) {
+          return DoGetRetention(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoGetRetention(grpc::CallbackServerContext* ctx, const v1::GetRetentionRequest*,
+                              v1::Retention* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    *resp = ToProto(deps_->store->Retention());
+    return absl::OkStatus();
+  }
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
+    return Unary<v1::CompactRequest, v1::CompactResponse>(
+        deps_, ctx, in, out, [&](const v1::CompactRequest* req, v1::CompactResponse* resp) {
+          return DoCompact(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoCompact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*,
+                         v1::CompactResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    return deps_->store->CompactNow();
+  }
+
+ private:
+  Deps* deps_;
+  Dispatcher* dispatcher_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewAdminService(Deps* deps, Dispatcher* dispatcher) {
+  return std::make_unique<AdminService>(deps, dispatcher);
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,135 @@
+// Sessions.Open / Upsert / Delete / Close: contribution sessions (DESIGN §6).
+#include "cairn/formats.h"
+#include "cairn/status.h"
+#include "cairn/v1/cairn.grpc.pb.h"
+#include "service.h"
+
+namespace cairn::server {
+namespace {
+
+using wire::FromProto;
+using wire::ToProto;
+
+class SessionsService final
+    : public v1::Sessions::WithRawCallbackMethod_Open<
+          v1::Sessions::WithRawCallbackMethod_Upsert<v1::Sessions::WithRawCallbackMethod_Delete<
+              v1::Sessions::WithRawCallbackMethod_Close<v1::Sessions::Service>>>> {
+ public:
+  explicit SessionsService(Deps* deps) : deps_(deps) {}
+
+  grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override {
+    return Unary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
+        deps_, ctx, in, out, [&](const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
+          return DoOpen(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoOpen(grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req,
+                      v1::OpenSessionResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(CallerOf(ctx), "Sessions.Open", req->source()));
+    CAIRN_ASSIGN_OR_RETURN(
+        std::string id,
+        deps_->store->OpenSession(req->source(), req->collection(), FromProto(req->mode())));
+    resp->set_session_id(std::move(id));
+    return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
+    return Unary<v1::SessionUpsertRequest, v1::SessionReport>(
+        deps_, ctx, in, out, [&](const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
+          return DoUpsert(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoUpsert(grpc::CallbackServerContext* ctx, const v1::SessionUpsertRequest* req,
+                        v1::SessionReport* resp) {
+    CAIRN_ASSIGN_OR_RETURN(SessionInfo info, Authorize(ctx, "Sessions.Upsert", req->session_id()));
+    std::vector<SessionRecord> records;
+    for (const auto& r : req->records()) records.push_back({r.key(), r.document()});
+    if (records.empty() && !req->payload().empty()) {
+      CAIRN_ASSIGN_OR_RETURN(records, DecodeRecords(info, req->payload()));
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::vector<std::string> keys,
+                           deps_->store->SessionUpsert(req->session_id(), std::move(records)));
+    for (auto& k : keys) resp->add_keys(std::move(k));
+    return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
+    return Unary<v1::SessionDeleteRequest, v1::SessionReport>(
+        deps_, ctx, in, out, [&](const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
+          return DoDelete(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoDelete(grpc::CallbackServerContext* ctx, const v1::SessionDeleteRequest* req,
+                        v1::SessionReport* resp) {
+    CAIRN_RETURN_IF_ERROR(Authorize(ctx, "Sessions.Delete", req->session_id()).status());
+    CAIRN_ASSIGN_OR_RETURN(
+        std::vector<std::string> keys,
+        deps_->store->SessionDelete(req->session_id(), {req->keys().begin(), req->keys().end()}));
+    for (auto& k : keys) resp->add_keys(std::move(k));
+    return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out) override {
+    return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
+        deps_, ctx, in, out,
+        [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
+          return DoClose(ctx, req, resp);
+        });
+  }
+
+  absl::Status DoClose(grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* req,
+                       v1::CloseSessionResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(Authorize(ctx, "Sessions.Close", req->session_id()).status());
+    CAIRN_ASSIGN_OR_RETURN(IngestResult r,
+                           deps_->store->CloseSession(req->session_id(), req->commit()));
+    ToProto(r, resp);
+    return absl::OkStatus();
+  }
+
+ private:
+  // The token before the lookup: a caller with no write grant learns
+  // nothing of which sessions exist (ids are 128 random bits besides).
+  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx, const char* method,
+                                        const std::string& id) {
+    Caller caller = CallerOf(ctx);
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanWriteAny(caller, method));
+    CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(caller, method, info.source));
+    return info;
+  }
+
+  // Raw contribution records (e.g. BitBroker) through the source's decoder:
+  // each decoded event becomes a session record.
+  absl::StatusOr<std::vector<SessionRecord>> DecodeRecords(const SessionInfo& info,
+                                                           const std::string& payload) {
+    CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, deps_->store->GetSource(info.source));
+    CAIRN_ASSIGN_OR_RETURN(std::vector<Event> events,
+                           formats::Decode(source, payload, {.collection = info.collection}));
+    std::vector<SessionRecord> out;
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i].op != Op::kUpsert) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("record ", i, ": a delete-list entry; post deletes with Sessions.Delete"));
+      }
+      out.push_back({std::move(events[i].key), std::move(events[i].payload)});
+    }
+    return out;
+  }
+
+  Deps* deps_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewSessionsService(Deps* deps) {
+  return std::make_unique<SessionsService>(deps);
+}
+
+}  // namespace cairn::server
