@@ -13,9 +13,7 @@ namespace cairn::internal {
 // every-collection scope.
 namespace {
 
-std::string CheckpointKey(std::string_view name) {
-  return absl::StrCat(AbslView(kMetaCheckpointPrefix), AbslView(name));
-}
+using keys::CheckpointKey;
 
 std::string EncodeCheckpoint(const Store::CheckpointInfo& c) {
   std::string v;
@@ -95,7 +93,8 @@ absl::StatusOr<std::map<std::string, Store::CheckpointInfo>> StoreImpl::ListChec
   for (it->Seek(kMetaCheckpointPrefix); it->Valid() && it->key().starts_with(kMetaCheckpointPrefix);
        it->Next()) {
     CAIRN_ASSIGN_OR_RETURN(CheckpointInfo c, DecodeCheckpoint(it->value().ToStringView()));
-    out[std::string(it->key().ToStringView().substr(kMetaCheckpointPrefix.size()))] = std::move(c);
+    out[std::string(keys::MetaName(it->key().ToStringView(), kMetaCheckpointPrefix))] =
+        std::move(c);
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "list checkpoints"));
   return out;

@@ -305,6 +305,62 @@ std::string SeqKey(uint64_t seq) {
   return out;
 }
 
+std::string CollectionPrefix(std::string_view collection) {
+  std::string out;
+  AppendEscaped(collection, &out);
+  return out;
+}
+
+std::string StagingPrefix(std::string_view session_id) {
+  std::string out;
+  AppendEscaped(session_id, &out);
+  return out;
+}
+
+std::string StagingKey(std::string_view session_id, std::string_view key_bytes) {
+  std::string out = StagingPrefix(session_id);
+  out.append(key_bytes);
+  return out;
+}
+
+namespace {
+std::string MetaKey(std::string_view prefix, std::string_view name) {
+  std::string out(prefix);
+  out.append(name);
+  return out;
+}
+}  // namespace
+
+std::string SourceStatsKey(std::string_view source) {
+  return MetaKey(internal::kMetaSourcePrefix, source);
+}
+std::string RegistryKey(std::string_view source) {
+  return MetaKey(internal::kMetaRegistryPrefix, source);
+}
+std::string SessionKey(std::string_view session_id) {
+  return MetaKey(internal::kMetaSessionPrefix, session_id);
+}
+std::string CheckpointKey(std::string_view name) {
+  return MetaKey(internal::kMetaCheckpointPrefix, name);
+}
+
+std::string TruncateMarkerKey(std::string_view collection, Position pos, std::string_view source) {
+  std::string out(internal::kMetaTruncatePrefix);
+  AppendEscaped(collection, &out);
+  AppendU64(pos.timestamp, &out);
+  AppendU64(pos.tick, &out);
+  AppendEscaped(source, &out);
+  return out;
+}
+
+bool ParseTruncateMarkerKey(std::string_view key, std::string* collection, Position* pos,
+                            std::string* source) {
+  if (!key.starts_with(internal::kMetaTruncatePrefix)) return false;
+  key.remove_prefix(internal::kMetaTruncatePrefix.size());
+  return ConsumeEscaped(&key, collection) && ConsumeU64(&key, &pos->timestamp) &&
+         ConsumeU64(&key, &pos->tick) && ConsumeEscaped(&key, source) && key.empty();
+}
+
 std::string PrefixSuccessor(std::string_view prefix) {
   std::string out(prefix);
   while (!out.empty()) {

@@ -23,6 +23,17 @@
 //   history     <esc collection> <key> <u64 ts> <u64 tick> <esc source>
 //   entity_seq  <esc collection> <key> <u64 seq>
 //   changes     <u64 seq>
+//   staging     <esc session id> <key>
+//
+// Meta keys (RocksDB's default family; the prefixes are in config.h):
+//
+//   last_seq, horizon, retention     one each
+//   source/<name>                    a source's counters
+//   registry/<name>                  a source definition
+//   session/<id>                     a session record
+//   checkpoint/<name>                a named checkpoint
+//   truncate/<esc collection> <u64 ts> <u64 tick> <esc source>
+//                                    a truncate marker (empty value)
 //
 // <esc collection><key> ("entity prefix") is prefix-free: no entity prefix is
 // a prefix of another, so per-entity ranges never interleave.
@@ -35,6 +46,7 @@
 
 #include "absl/status/statusor.h"
 #include "cairn/event.h"
+#include "config.h"
 
 namespace cairn::keys {
 
@@ -54,6 +66,8 @@ size_t KeyLength(std::string_view bytes);
 // Canonical-key prefix matching string keys that start with `prefix`.
 std::string StringKeyPrefix(std::string_view prefix);
 
+// What every state/history/entity_seq key of the collection starts with.
+std::string CollectionPrefix(std::string_view collection);
 std::string EntityPrefix(std::string_view collection, std::string_view key_bytes);
 // Length of the entity prefix at the start of a state/history/entity_seq key.
 size_t EntityPrefixLength(std::string_view cf_key);
@@ -63,6 +77,24 @@ std::string LogKey(std::string_view source, Position pos, std::string_view colle
 std::string HistoryKey(std::string_view entity, Position pos, std::string_view source);
 std::string EntitySeqKey(std::string_view entity, uint64_t seq);
 std::string SeqKey(uint64_t seq);
+
+// Staging keys of a session: StagingPrefix(id) starts every one of them.
+std::string StagingPrefix(std::string_view session_id);
+std::string StagingKey(std::string_view session_id, std::string_view key_bytes);
+
+// Meta keys. `name` is stored as given (names are checked before).
+std::string SourceStatsKey(std::string_view source);
+std::string RegistryKey(std::string_view source);
+std::string SessionKey(std::string_view session_id);
+std::string CheckpointKey(std::string_view name);
+std::string TruncateMarkerKey(std::string_view collection, Position pos, std::string_view source);
+// The parts of a truncate marker key; false when it is malformed.
+bool ParseTruncateMarkerKey(std::string_view key, std::string* collection, Position* pos,
+                            std::string* source);
+// The name in a meta key built from `prefix`. REQUIRES: key starts with it.
+inline std::string_view MetaName(std::string_view key, std::string_view prefix) {
+  return key.substr(prefix.size());
+}
 
 // Smallest key greater than every key starting with `prefix` ("" if none).
 std::string PrefixSuccessor(std::string_view prefix);

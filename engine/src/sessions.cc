@@ -16,19 +16,8 @@ namespace cairn::internal {
 // id) | canonical key; the last write of a key wins) and fold them at commit
 // as one task in the writer queue, i.e. in one atomic RocksDB write.
 
-namespace {
-
-std::string SessionKey(std::string_view id) {
-  return absl::StrCat(AbslView(kMetaSessionPrefix), AbslView(id));
-}
-
-std::string StagingPrefix(std::string_view id) {
-  std::string out;
-  keys::AppendEscaped(id, &out);
-  return out;
-}
-
-}  // namespace
+using keys::SessionKey;
+using keys::StagingPrefix;
 
 absl::StatusOr<records::SessionValue> StoreImpl::LoadSession(std::string_view id) {
   std::string v;
@@ -73,7 +62,7 @@ absl::Status StoreImpl::CleanClosedSessions() {
                            records::DecodeSession(it->value().ToStringView()));
     if (v.state != records::SessionState::kOpen) {
       CAIRN_RETURN_IF_ERROR(
-          DropStaging(it->key().ToStringView().substr(kMetaSessionPrefix.size())));
+          DropStaging(keys::MetaName(it->key().ToStringView(), kMetaSessionPrefix)));
     }
   }
   return FromRocks(it->status(), "scan sessions");
@@ -203,8 +192,9 @@ absl::Status StoreImpl::StreamOrStage(std::string_view session_id, records::Sess
   std::string prefix = StagingPrefix(session_id);
   for (size_t i = 0; i < n; ++i) {
     records::StagedValue sv{.op = op, .doc = docs ? std::move((*docs)[i]) : std::string()};
-    CAIRN_RETURN_IF_ERROR(
-        FromRocks(wb.Put(cfs_[kStaging], prefix + key_bytes[i], records::Encode(sv)), "stage"));
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        wb.Put(cfs_[kStaging], keys::StagingKey(session_id, key_bytes[i]), records::Encode(sv)),
+        "stage"));
   }
   session.records += n;
   CAIRN_RETURN_IF_ERROR(
@@ -224,8 +214,7 @@ absl::Status StoreImpl::CommitSession(const std::string& id, const records::Sess
   std::unique_ptr<rocksdb::Iterator> staged(db_->NewIterator(sro, cfs_[kStaging]));
   staged->Seek(prefix);
 
-  std::string coll_prefix;
-  keys::AppendEscaped(session.collection, &coll_prefix);
+  std::string coll_prefix = keys::CollectionPrefix(session.collection);
   std::string state_upper = keys::PrefixSuccessor(coll_prefix);
   rocksdb::ReadOptions ro;
   rocksdb::Slice ub(state_upper);
@@ -305,7 +294,7 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
   }
   Writer w;
   w.durable = true;
-  w.exclusive = true;
+  w.commit_alone = true;
   w.task = [&](BatchState* bs, IngestResult* result) {
     // Re-check inside the queue: a concurrent close may have won.
     CAIRN_ASSIGN_OR_RETURN(records::SessionValue current, OpenSessionFor(id));

@@ -18,7 +18,7 @@ absl::StatusOr<ScanRange> SnapshotRange(const SnapshotOptions& o) {
     }
     return r;
   }
-  keys::AppendEscaped(o.collection, &r.lower);
+  r.lower = keys::CollectionPrefix(o.collection);
   if (!o.key_prefix.empty()) r.lower += keys::StringKeyPrefix(o.key_prefix);
   r.upper = keys::PrefixSuccessor(r.lower);
   return r;

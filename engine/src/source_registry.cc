@@ -2,6 +2,7 @@
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "json_doc.h"
+#include "key_codec.h"
 #include "rocks_status.h"
 #include "store_impl.h"
 
@@ -36,15 +37,13 @@ absl::Status StoreImpl::PutSource(const SourceDefinition& source) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(
-      db_->Put(wo, cfs_[kMeta], absl::StrCat(AbslView(kMetaRegistryPrefix), source.name),
-               records::Encode(source)),
+      db_->Put(wo, cfs_[kMeta], keys::RegistryKey(source.name), records::Encode(source)),
       "put source");
 }
 
 absl::StatusOr<SourceDefinition> StoreImpl::GetSource(std::string_view name) {
   std::string v;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta],
-                               absl::StrCat(AbslView(kMetaRegistryPrefix), AbslView(name)), &v);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], keys::RegistryKey(name), &v);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
         absl::StrCat("source '", AbslView(Excerpt(name)), "' is not registered"));
@@ -69,9 +68,7 @@ absl::Status StoreImpl::RemoveSource(std::string_view name) {
   CAIRN_RETURN_IF_ERROR(GetSource(name).status());
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(
-      db_->Delete(wo, cfs_[kMeta], absl::StrCat(AbslView(kMetaRegistryPrefix), AbslView(name))),
-      "remove source");
+  return FromRocks(db_->Delete(wo, cfs_[kMeta], keys::RegistryKey(name)), "remove source");
 }
 
 }  // namespace cairn::internal

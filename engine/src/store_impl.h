@@ -3,9 +3,12 @@
 // responsibility:
 //
 //   store_open.cc       open, recovery of the counters, close; Store::Open
-//   store_write.cc      validation, the writer queue and group commit, the
-//                       exclusive (spilled) commit, events and truncates
-//   materializer.cc     ApplyToEntity: one event folded into one entity
+//   store_write.cc      validation, group commit (on the writer queue of
+//                       write_queue.h), the exclusive (spilled) commit,
+//                       events and truncates
+//   materializer.cc     ApplyToEntity: one event folded into one entity, in
+//                       named steps (FoldInOrder, RefoldLate, EmitChange,
+//                       WriteEntity)
 //   store_read.cc       Get, snapshots, History, the change feed, Subscribe,
 //                       Stats
 //   retention.cc        the horizon, the compaction filters, CompactNow
@@ -13,7 +16,8 @@
 //   sessions.cc         contribution sessions (stream, accrue, replace)
 //   checkpoints.cc      named subscription checkpoints
 //
-// with snapshot_cursor.cc and subscription.cc for the read-side objects.
+// with snapshot_cursor.cc and subscription.cc for the read-side objects and
+// recent_changes.cc for the ring of recent changes subscriptions read.
 //
 // Write path. Ingest() validates and canonicalizes a batch on the caller's
 // thread, then joins a LevelDB-style writer queue. The writer at the front
@@ -57,12 +61,14 @@
 #include "absl/time/clock.h"
 #include "cairn/store.h"
 #include "config.h"
+#include "recent_changes.h"
 #include "records.h"
 #include "retention.h"
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
 #include "rocksdb/sst_file_writer.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
+#include "write_queue.h"
 
 namespace cairn::internal {
 
@@ -158,18 +164,19 @@ class StoreImpl : public Store {
 
  private:
   struct BatchState;
-  struct Writer {
+  // One batch (or task) in the writer queue (write_queue.h).
+  struct Writer : QueuedWriter {
     std::vector<Prepared>* events = nullptr;
     // Instead of events: work folded by the leader like a batch (session
     // commits), with the same save-point atomicity.
     std::function<absl::Status(BatchState*, IngestResult*)> task;
     // Runs alone and commits through SST ingestion (CommitExclusive).
-    bool exclusive = false;
+    bool commit_alone = false;
     bool durable = false;
-    bool done = false;
-    absl::Status status;
     IngestResult result;
-    absl::CondVar cv;
+
+    size_t weight() const { return events ? events->size() : 1; }
+    bool exclusive() const { return commit_alone; }
   };
 
   // State the leader mutates while folding one batch; merged into the
@@ -205,10 +212,16 @@ class StoreImpl : public Store {
                              const std::vector<std::string>& key_bytes,
                              const std::vector<std::string>& key_json,
                              std::vector<std::string>* docs);
+  // REQUIRES: the writer-queue leader (a session commit runs as its task).
   absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
                              BatchState* bs, IngestResult* result);
   absl::Status DropStaging(std::string_view id);
   Position NextSessionPosition(const std::string& source, uint64_t count);
+
+  // --- The commit path. REQUIRES (every function to the end of this
+  // list): the calling thread is the writer-queue leader, i.e. inside
+  // WriteQueue::Run's commit callback; only it touches batch_ and the
+  // leader-only members below.
   absl::Status CommitGroup(std::vector<Writer*>& group);
   absl::Status CommitExclusive(Writer* w);
   // During an exclusive commit: moves what batch_ holds into the SST files
@@ -221,6 +234,32 @@ class StoreImpl : public Store {
                              const std::string& entity, const VersionPos& at, Op op,
                              const std::string& payload, bool snapshot, BatchState* bs,
                              bool check_markers);
+  // One event being folded into one entity by ApplyToEntity's steps
+  // (materializer.cc).
+  struct EntityFold {
+    std::string_view collection;
+    std::string_view key_bytes;
+    const std::string& entity;
+    VersionPos at;
+    Op op;
+    const std::string& payload;
+    bool snapshot;
+    std::optional<records::StateValue> state;  // before; nullopt: new entity
+    records::StateValue next;                  // the state it leaves
+    records::VersionValue version;             // the event's history version
+    std::string version_key;
+    // Versions whose records are rewritten, with their new values.
+    std::vector<std::pair<std::string, records::VersionValue>> rewrites;
+    bool in_order = true;  // after the newest version
+    uint64_t oldest_ts = 0;
+    uint64_t oldest_seq = 0;  // the retention horizon when it started
+  };
+  absl::Status FoldInOrder(EntityFold& f);
+  absl::Status RefoldLate(EntityFold& f);
+  // The seq of the change, or of the previous commit when nothing visible
+  // changed (no change is emitted then).
+  absl::StatusOr<uint64_t> EmitChange(EntityFold& f, BatchState* bs);
+  absl::Status WriteEntity(const EntityFold& f);
   absl::Status EnforceMarkers(std::string_view collection, std::string_view key_bytes,
                               const std::string& entity, const VersionPos& at, BatchState* bs);
   absl::StatusOr<std::optional<std::string>> BatchGet(Cf cf, const std::string& key);
@@ -230,24 +269,30 @@ class StoreImpl : public Store {
   // spill reads the batch through the index.
   absl::Status BatchPut(Cf cf, std::string_view key, std::string_view value);
   SourceStats& StatsFor(BatchState* bs, const std::string& source);
+  // --- End of the commit path.
 
   absl::Status LoadMeta();
   absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();
   void RetentionLoop();
 
+  // Members, grouped by what protects them.
+  //
+  // Set by the constructor and Init, read-only after (options_.retention
+  // excepted: retention_opts_mu_).
   Options options_;
   std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   std::vector<std::unique_ptr<rocksdb::CompactionFilter>> filters_;
+  // Atomics inside; written by the retention thread, read by everyone.
   Horizon horizon_;
 
-  // Writer queue (group commit).
-  absl::Mutex mu_;
-  std::deque<Writer*> writers_ ABSL_GUARDED_BY(mu_);
+  // Writer queue (group commit): a group holds at most kMaxGroupEvents
+  // events, so its WriteBatchWithIndex stays bounded.
+  WriteQueue<Writer> write_queue_{kMaxGroupEvents};
 
-  // Leader-only state (see the file comment).
+  // Leader-only: touched only by the writer-queue leader (the commit path).
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;
   uint64_t next_seq_ = 1;
   std::map<std::string, SourceStats> sources_;
@@ -262,6 +307,7 @@ class StoreImpl : public Store {
   };
   std::unique_ptr<Spill> spill_;
 
+  // Published by the leader after each commit, read by any thread.
   absl::Mutex stats_mu_;  // guards published copies for Stats()
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
 
@@ -271,27 +317,24 @@ class StoreImpl : public Store {
   std::atomic<uint64_t> records_written_{0};
   std::atomic<uint64_t> bytes_written_{0};
 
-  // The most recent committed changes, decoded, consecutive by seq: what
-  // subscriptions near the head read (ReadChanges) instead of each opening
-  // an iterator and decoding the same records. Filled only while some
-  // subscription exists (capture_ is decided per group); bounded in count
-  // and bytes (kRecentChanges, kRecentBytes in config.h); a gap (a session
-  // commit, a group without capture) restarts it.
-  absl::Mutex recent_mu_;
-  std::deque<Change> recent_ ABSL_GUARDED_BY(recent_mu_);
-  size_t recent_bytes_ ABSL_GUARDED_BY(recent_mu_) = 0;
+  // The most recent committed changes, for subscriptions near the head
+  // (ReadChanges). Filled only while some subscription exists (capture_ is
+  // decided per group); a gap (a session commit, a group without capture)
+  // restarts it.
+  RecentChanges recent_{kRecentChanges, kRecentBytes};
   std::atomic<int> subscriptions_{0};
   bool capture_ = false;  // this group records its changes (leader only)
-  void AppendRecent(std::vector<Change> changes);
 
-  // Serializes session bookkeeping (record counts, position assignment).
+  // Each guarded by its own mutex.
   absl::Mutex checkpoint_mu_;  // one checkpoint writer at a time
+  // Serializes session bookkeeping (record counts, position assignment).
   absl::Mutex sessions_mu_;
   std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);
-  absl::Mutex notify_mu_;
+  absl::Mutex notify_mu_;  // commit waiters (WaitForCommit) sleep on notify_cv_
   absl::CondVar notify_cv_;
 
   absl::Mutex retention_opts_mu_;  // guards options_.retention after Init
+  // The retention thread sleeps on retention_cv_ until stopping_.
   absl::Mutex retention_mu_;
   absl::CondVar retention_cv_;
   bool stopping_ ABSL_GUARDED_BY(retention_mu_) = false;

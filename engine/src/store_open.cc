@@ -140,17 +140,15 @@ absl::Status StoreImpl::LoadMeta() {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kMeta]));
   for (it->Seek(kMetaSourcePrefix); it->Valid() && it->key().starts_with(kMetaSourcePrefix);
        it->Next()) {
-    std::string name(it->key().ToStringView().substr(kMetaSourcePrefix.size()));
+    std::string name(keys::MetaName(it->key().ToStringView(), kMetaSourcePrefix));
     sources_[name] = DecodeSourceStats(it->value().ToStringView());
   }
   for (it->Seek(kMetaTruncatePrefix); it->Valid() && it->key().starts_with(kMetaTruncatePrefix);
        it->Next()) {
-    std::string_view in = it->key().ToStringView().substr(kMetaTruncatePrefix.size());
     std::string collection;
     Marker m;
-    if (!keys::ConsumeEscaped(&in, &collection) ||
-        !keys::ConsumeU64(&in, &m.at.position.timestamp) ||
-        !keys::ConsumeU64(&in, &m.at.position.tick) || !keys::ConsumeEscaped(&in, &m.at.source)) {
+    if (!keys::ParseTruncateMarkerKey(it->key().ToStringView(), &collection, &m.at.position,
+                                      &m.at.source)) {
       return absl::DataLossError("malformed truncate marker");
     }
     markers_[collection].insert(m);

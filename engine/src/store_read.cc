@@ -151,23 +151,12 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
 absl::Status StoreImpl::ReadChanges(uint64_t after_seq, size_t max, std::vector<Change>* out,
                                     uint64_t* last_read) {
   uint64_t last = LastSeq();
-  {
-    // From the recent-changes ring when it holds the next seq.
-    absl::MutexLock l(&recent_mu_);
-    if (!recent_.empty() && after_seq + 1 >= recent_.front().seq &&
-        after_seq < recent_.back().seq && after_seq < last) {
-      *last_read = after_seq;
-      size_t n = 0;
-      for (size_t i = after_seq + 1 - recent_.front().seq;
-           i < recent_.size() && n < max && recent_[i].seq <= last; ++i, ++n) {
-        out->push_back(recent_[i]);
-        *last_read = recent_[i].seq;
-      }
-      // Done, or the ring ends before `last`: the store has the rest.
-      if (n >= max || *last_read == last) return absl::OkStatus();
-      max -= n;
-      after_seq = *last_read;
-    }
+  // From the recent-changes ring when it holds the next seq.
+  if (size_t n = recent_.Read(after_seq, last, max, out, last_read); n > 0) {
+    // Done, or the ring ends before `last`: the store has the rest.
+    if (n >= max || *last_read == last) return absl::OkStatus();
+    max -= n;
+    after_seq = *last_read;
   }
   std::string lower = keys::SeqKey(after_seq + 1);
   std::string upper = keys::SeqKey(last + 1);

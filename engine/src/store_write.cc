@@ -136,38 +136,7 @@ absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
 }
 
 void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
-  absl::MutexLock l(&mu_);
-  for (Writer* w : ws) writers_.push_back(w);
-  // Ours are contiguous in the queue, so when one of them reaches the front
-  // the ones before it are done: wait on the first not yet done.
-  for (Writer* w : ws) {
-    while (!w->done && w != writers_.front()) w->cv.Wait(&mu_);
-    if (w->done) continue;
-    // Leader: take the whole queue (bounded so one group stays reasonable).
-    std::vector<Writer*> group;
-    size_t total = 0;
-    for (Writer* x : writers_) {
-      // An exclusive writer commits alone.
-      if (x->exclusive || (!group.empty() && group.front()->exclusive)) {
-        if (group.empty()) group.push_back(x);
-        break;
-      }
-      size_t n = x->events ? x->events->size() : 1;
-      if (!group.empty() && total + n > kMaxGroupEvents) break;
-      group.push_back(x);
-      total += n;
-    }
-    mu_.Unlock();
-    absl::Status group_status = CommitGroup(group);
-    mu_.Lock();
-    for (Writer* x : group) {
-      if (!group_status.ok() && x->status.ok()) x->status = group_status;
-      writers_.pop_front();
-      x->done = true;
-      x->cv.Signal();
-    }
-    if (!writers_.empty()) writers_.front()->cv.Signal();
-  }
+  write_queue_.Run(ws, [this](std::vector<Writer*>& group) { return CommitGroup(group); });
 }
 
 SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
@@ -179,7 +148,7 @@ SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
 
 absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   capture_ = false;
-  if (group.size() == 1 && group[0]->exclusive) return CommitExclusive(group[0]);
+  if (group.size() == 1 && group[0]->commit_alone) return CommitExclusive(group[0]);
   batch_->Clear();
   group_commit_micros_ = options_.now_micros();
   capture_ = subscriptions_.load(std::memory_order_relaxed) > 0;
@@ -221,10 +190,8 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   keys::AppendU64(next_seq_ - 1, &last);
   CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], kMetaLastSeq, last), "put"));
   for (auto& [name, s] : sources_) {
-    CAIRN_RETURN_IF_ERROR(
-        FromRocks(batch_->Put(cfs_[kMeta], absl::StrCat(AbslView(kMetaSourcePrefix), name),
-                              EncodeSourceStats(s)),
-                  "put"));
+    CAIRN_RETURN_IF_ERROR(FromRocks(
+        batch_->Put(cfs_[kMeta], keys::SourceStatsKey(name), EncodeSourceStats(s)), "put"));
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync;
@@ -247,34 +214,13 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   }
   // Before the seq is published: a reader bounded by LastSeq() never looks
   // past what the ring or the store holds.
-  if (capture_) AppendRecent(std::move(group_changes));
+  if (capture_) recent_.Append(std::move(group_changes));
   {
     absl::MutexLock l(&notify_mu_);
     last_seq_.store(next_seq_ - 1, std::memory_order_release);
     notify_cv_.SignalAll();
   }
   return absl::OkStatus();
-}
-
-void StoreImpl::AppendRecent(std::vector<Change> changes) {
-  if (changes.empty()) return;
-  auto weight = [](const Change& c) {
-    return c.before.size() + c.after.size() + c.key.size() + c.collection.size() + c.source.size() +
-           sizeof(Change);
-  };
-  absl::MutexLock l(&recent_mu_);
-  if (!recent_.empty() && recent_.back().seq + 1 != changes.front().seq) {
-    recent_.clear();
-    recent_bytes_ = 0;
-  }
-  for (Change& c : changes) {
-    recent_bytes_ += weight(c);
-    recent_.push_back(std::move(c));
-  }
-  while (!recent_.empty() && (recent_.size() > kRecentChanges || recent_bytes_ > kRecentBytes)) {
-    recent_bytes_ -= weight(recent_.front());
-    recent_.pop_front();
-  }
 }
 
 // A session commit of any size: the task folds into batch_ as usual, but
@@ -345,7 +291,7 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
     keys::AppendU64(bs.next_seq - 1, &last);
     spill_->meta[std::string(kMetaLastSeq)] = last;
     for (const auto& [name, st] : bs.sources) {
-      spill_->meta[absl::StrCat(AbslView(kMetaSourcePrefix), name)] = EncodeSourceStats(st);
+      spill_->meta[keys::SourceStatsKey(name)] = EncodeSourceStats(st);
     }
     rocksdb::SstFileWriter meta(rocksdb::EnvOptions(), db_->GetOptions(cfs_[kMeta]), cfs_[kMeta]);
     spill_->files[kMeta] = {dir + "/meta.sst"};
@@ -471,18 +417,14 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
 absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
   const Event& e = p.event;
   Marker m{{e.position, e.source}};
-  std::string marker_key(kMetaTruncatePrefix);
-  keys::AppendEscaped(e.collection, &marker_key);
-  keys::AppendU64(e.position.timestamp, &marker_key);
-  keys::AppendU64(e.position.tick, &marker_key);
-  keys::AppendEscaped(e.source, &marker_key);
-  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kMeta], marker_key, ""), "put marker"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(
+      batch_->Put(cfs_[kMeta], keys::TruncateMarkerKey(e.collection, e.position, e.source), ""),
+      "put marker"));
   bs->markers.emplace_back(e.collection, m);
 
   // Every entity the collection has ever had gets a truncate version at the
   // marker; entities first seen later get theirs in EnforceMarkers.
-  std::string lower;
-  keys::AppendEscaped(e.collection, &lower);
+  std::string lower = keys::CollectionPrefix(e.collection);
   std::string upper = keys::PrefixSuccessor(lower);
   std::vector<std::string> entities;
   {

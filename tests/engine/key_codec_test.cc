@@ -234,5 +234,41 @@ TEST(KeyCodecTest, PrefixSuccessorBoundsEveryKeyWithThePrefix) {
   }
 }
 
+TEST(KeyCodecTest, MetaAndStagingKeysRoundTrip) {
+  std::string key = TruncateMarkerKey(std::string_view("acc\0x", 5), {17, 4}, "billing");
+  EXPECT_TRUE(key.starts_with(internal::kMetaTruncatePrefix));
+  std::string collection, source;
+  Position pos;
+  ASSERT_TRUE(ParseTruncateMarkerKey(key, &collection, &pos, &source));
+  EXPECT_EQ(collection, std::string_view("acc\0x", 5));
+  EXPECT_EQ(pos, (Position{17, 4}));
+  EXPECT_EQ(source, "billing");
+  EXPECT_FALSE(ParseTruncateMarkerKey(key + "x", &collection, &pos, &source));
+  EXPECT_FALSE(ParseTruncateMarkerKey(key.substr(0, key.size() - 1), &collection, &pos, &source));
+  EXPECT_FALSE(ParseTruncateMarkerKey("session/x", &collection, &pos, &source));
+
+  EXPECT_EQ(MetaName(SessionKey("s1"), internal::kMetaSessionPrefix), "s1");
+  EXPECT_EQ(MetaName(CheckpointKey("cp"), internal::kMetaCheckpointPrefix), "cp");
+  EXPECT_EQ(MetaName(RegistryKey("src"), internal::kMetaRegistryPrefix), "src");
+  EXPECT_EQ(MetaName(SourceStatsKey("src"), internal::kMetaSourcePrefix), "src");
+  // The meta prefixes never start one another's keys.
+  for (std::string_view a :
+       {internal::kMetaSourcePrefix, internal::kMetaTruncatePrefix, internal::kMetaRegistryPrefix,
+        internal::kMetaSessionPrefix, internal::kMetaCheckpointPrefix}) {
+    for (std::string_view b :
+         {internal::kMetaSourcePrefix, internal::kMetaTruncatePrefix, internal::kMetaRegistryPrefix,
+          internal::kMetaSessionPrefix, internal::kMetaCheckpointPrefix}) {
+      if (a != b) {
+        EXPECT_FALSE(b.starts_with(a)) << a << " " << b;
+      }
+    }
+  }
+  // One session's staging range never holds another's keys.
+  std::string k = Key("1");
+  EXPECT_TRUE(StagingKey("ab", k).starts_with(StagingPrefix("ab")));
+  EXPECT_FALSE(StagingKey("abc", k).starts_with(StagingPrefix("ab")));
+  EXPECT_FALSE(StagingKey(std::string_view("ab\0", 3), k).starts_with(StagingPrefix("ab")));
+}
+
 }  // namespace
 }  // namespace cairn::keys
