@@ -37,6 +37,14 @@ inline constexpr std::string_view kMetaRegistryPrefix = "registry/";
 inline constexpr std::string_view kMetaSessionPrefix = "session/";
 inline constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
 inline constexpr std::string_view kMetaRetention = "retention";
+inline constexpr std::string_view kMetaFormatVersion = "format_version";
+
+// The on-disk format (README "On-disk layout"): the records and keys of every
+// family. A store records the version that wrote it (kMetaFormatVersion, a
+// u64); one written before stores recorded it is version 1. Opening a store
+// of another version is FAILED_PRECONDITION naming both (CheckFormatVersion,
+// store_open.cc) until an upgrade path for it exists.
+inline constexpr uint64_t kFormatVersion = 1;
 
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
                                            "datapoints", "bitbroker",  "canonical"};

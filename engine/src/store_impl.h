@@ -271,6 +271,9 @@ class StoreImpl : public Store {
   SourceStats& StatsFor(BatchState* bs, const std::string& source);
   // --- End of the commit path.
 
+  // FAILED_PRECONDITION for a store of another format version; records the
+  // version in a store that has none (see kFormatVersion).
+  absl::Status CheckFormatVersion();
   absl::Status LoadMeta();
   absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();

@@ -78,6 +78,7 @@ absl::Status StoreImpl::Init() {
   // the index iterator yields every entry (SpillBatch keeps the newest).
   batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
                                                           /*overwrite_key=*/false);
+  CAIRN_RETURN_IF_ERROR(CheckFormatVersion());
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
   // Retention given at open wins; otherwise the one last set at runtime.
@@ -111,6 +112,36 @@ StoreImpl::~StoreImpl() {
     for (auto* h : cfs_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db_->Close().PermitUncheckedError();
   }
+}
+
+absl::Status StoreImpl::CheckFormatVersion() {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], kMetaFormatVersion, &v);
+  if (s.IsNotFound()) {
+    // A new store, or one written before stores recorded their version
+    // (version 1, this layout): record it.
+    std::string version;
+    keys::AppendU64(kFormatVersion, &version);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Put(wo, cfs_[kMeta], kMetaFormatVersion, version),
+                     "record the format version");
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(s, "read the format version"));
+  std::string_view in = v;
+  uint64_t version = 0;
+  if (!keys::ConsumeU64(&in, &version) || !in.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("store at ", path_, ": malformed format version (", v.size(), " bytes)"));
+  }
+  if (version != kFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store at ", path_, " has on-disk format version ", version,
+                     "; this cairn reads version ", kFormatVersion,
+                     version > kFormatVersion ? " (it was written by a newer cairn: use that one)"
+                                              : " (no upgrade from that version exists)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status StoreImpl::LoadMeta() {

@@ -1,0 +1,107 @@
+// The store's on-disk format version (kFormatVersion, config.h): recorded in
+// every store, assumed for stores written before it was recorded, and a
+// store of another version is refused naming both versions.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cairn/store.h"
+#include "config.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "key_codec.h"
+#include "rocksdb/db.h"
+#include "test_util.h"
+
+namespace cairn {
+namespace {
+
+using ::testing::HasSubstr;
+
+Event Upsert(int key) {
+  return {.source = "s",
+          .collection = "c",
+          .key = std::to_string(key),
+          .position = {static_cast<uint64_t>(key), 0},
+          .payload = R"({"v":1})"};
+}
+
+// Runs `fn` on the store's default (meta) family with plain RocksDB.
+template <typename Fn>
+void WithMeta(const std::string& path, Fn fn) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const char* name : internal::kCfNames)
+    cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), path, cfs, &handles, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  fn(db.get(), handles[internal::kMeta]);
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+}
+
+std::string U64(uint64_t v) {
+  std::string out;
+  keys::AppendU64(v, &out);
+  return out;
+}
+
+TEST(FormatVersionTest, EveryStoreRecordsItsVersion) {
+  TempDir dir;
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+  }
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    std::string v;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), meta, internal::kMetaFormatVersion, &v).ok());
+    EXPECT_EQ(v, U64(internal::kFormatVersion));
+  });
+}
+
+TEST(FormatVersionTest, AStoreWrittenBeforeVersionsIsVersionOne) {
+  TempDir dir;
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Ingest({Upsert(1), Upsert(2)}, {}).ok());
+  }
+  // As the previous commit's binary left it: no version key.
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), meta, internal::kMetaFormatVersion).ok());
+  });
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->LastSeq(), 2u);
+  auto e = (*store)->Get("c", "2");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->document, R"({"v":1})");
+}
+
+TEST(FormatVersionTest, AnotherVersionIsRefusedNamingBoth) {
+  TempDir dir;
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Ingest({Upsert(1)}, {}).ok());
+  }
+  for (uint64_t version : {uint64_t{0}, internal::kFormatVersion + 1, uint64_t{99}}) {
+    WithMeta(dir.path(), [&](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+      ASSERT_TRUE(
+          db->Put(rocksdb::WriteOptions(), meta, internal::kMetaFormatVersion, U64(version)).ok());
+    });
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_FALSE(store.ok()) << version;
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(store.status().message()),
+                HasSubstr(absl::StrCat("format version ", version, "; this cairn reads version ",
+                                       internal::kFormatVersion)));
+  }
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), meta, internal::kMetaFormatVersion, "xyz").ok());
+  });
+  EXPECT_EQ(Store::Open(dir.path(), Options{}).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace cairn
