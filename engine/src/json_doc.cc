@@ -86,6 +86,68 @@ class UnmarkingWriter {
   rapidjson::Writer<rapidjson::StringBuffer>& w_;
 };
 
+// Checks a text as Parse does (encoding, nesting) without building a
+// document, and notes whether its value is an object.
+class CheckingHandler {
+ public:
+  explicit CheckingHandler(int max_depth) : max_depth_(max_depth) {}
+  bool root_is_object() const { return root_is_object_; }
+  bool Null() { return Value(); }
+  bool Bool(bool) { return Value(); }
+  bool Int(int) { return Value(); }
+  bool Uint(unsigned) { return Value(); }
+  bool Int64(int64_t) { return Value(); }
+  bool Uint64(uint64_t) { return Value(); }
+  bool Double(double) { return Value(); }
+  bool RawNumber(const char*, rapidjson::SizeType, bool) { return Value(); }
+  bool String(const char*, rapidjson::SizeType, bool) { return Value(); }
+  bool Key(const char*, rapidjson::SizeType, bool) { return true; }
+  bool StartObject() {
+    if (!seen_value_) root_is_object_ = true;
+    return Enter();
+  }
+  bool EndObject(rapidjson::SizeType) {
+    --depth_;
+    return true;
+  }
+  bool StartArray() { return Enter(); }
+  bool EndArray(rapidjson::SizeType) {
+    --depth_;
+    return true;
+  }
+
+ private:
+  bool Value() {
+    seen_value_ = true;
+    return true;
+  }
+  bool Enter() {
+    seen_value_ = true;
+    return ++depth_ <= max_depth_;
+  }
+  const int max_depth_;
+  int depth_ = 0;
+  bool seen_value_ = false;
+  bool root_is_object_ = false;
+};
+
+// True when `text` has no whitespace outside strings and no backslash: then
+// the compact serialization of its value is the text itself (the writer
+// escapes only quotes, backslashes and control characters, which such a
+// text's strings cannot hold unescaped, and numbers keep their text).
+bool IsCompactWithoutEscapes(std::string_view text) {
+  bool in_string = false;
+  for (char c : text) {
+    if (c == '\\') return false;
+    if (c == '"') {
+      in_string = !in_string;
+    } else if (!in_string && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<Document> Parse(std::string_view text, int max_depth) {
@@ -179,6 +241,19 @@ absl::StatusOr<std::string> ApplyMergePatch(std::string_view doc, std::string_vi
 }
 
 absl::StatusOr<std::string> CanonicalObject(std::string_view text) {
+  // Most payloads arrive compact (every CDC tool and the client send them
+  // so): check them without building a document, and keep their text.
+  if (IsCompactWithoutEscapes(text)) {
+    rapidjson::MemoryStream ms(text.data(), text.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(ms);
+    rapidjson::Reader reader;
+    CheckingHandler handler(kMaxDocumentDepth);
+    rapidjson::ParseResult result = reader.Parse<kParseFlags>(in, handler);
+    if (!result.IsError() && in.Tell() == text.size() && handler.root_is_object()) {
+      return std::string(text);
+    }
+    // Otherwise the full parse below names what is wrong.
+  }
   auto doc = Parse(text);
   if (!doc.ok()) return doc.status();
   if (!doc->IsObject()) {

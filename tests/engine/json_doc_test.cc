@@ -100,6 +100,42 @@ TEST(JsonDocTest, CanonicalObjectRefusesWhatIsNotAnObject) {
   }
 }
 
+// CanonicalObject keeps a compact text without escapes as it is and
+// re-serializes anything else: both must give what Serialize(Parse(text))
+// gives, and refuse what Parse refuses.
+TEST(JsonDocTest, CanonicalObjectFastPathEqualsTheFullParse) {
+  for (std::string_view text : {
+           R"({})",
+           R"({"a":1})",
+           R"({"a":1.50,"b":[true,false,null,{"c":"x y"}],"é":"ü"})",
+           R"({"dup":1,"dup":2})",
+           R"({"s":"with \"quote\" and \\ and \u00e9 and \/"})",
+           " {\"a\" : 1 } ",
+           R"({"a":"tab\tinside"})",
+           R"({"n":-0.0e+10,"big":123456789012345678901234567890})",
+       }) {
+    auto expected = Parse(text);
+    ASSERT_TRUE(expected.ok()) << text;
+    auto got = CanonicalObject(text);
+    ASSERT_TRUE(got.ok()) << text << ": " << got.status();
+    EXPECT_EQ(*got, Serialize(*expected)) << text;
+  }
+  std::string deep = std::string(kMaxDocumentDepth, '[') + std::string(kMaxDocumentDepth, ']');
+  for (std::string bad :
+       {std::string(R"({"a":1}x)"), std::string(R"({"a":})"), std::string("{\"a\":\"\xC3\x28\"}"),
+        std::string(R"([1])"), std::string(R"("s")"), R"({"x":)" + deep + "}",
+        std::string("{\"a\":\"raw\x01control\"}")}) {
+    auto got = CanonicalObject(bad);
+    EXPECT_FALSE(got.ok()) << bad;
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    if (Parse(bad).ok()) {
+      EXPECT_THAT(std::string(got.status().message()), HasSubstr("must be a JSON object"));
+    } else {
+      EXPECT_EQ(got.status().message(), Parse(bad).status().message()) << bad;
+    }
+  }
+}
+
 TEST(JsonDocTest, NestingBoundIsEnforcedBeforeAnyRecursion) {
   auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
   EXPECT_TRUE(Parse(nested(kMaxDocumentDepth)).ok());
