@@ -34,14 +34,15 @@ class AdminService final
   grpc::ServerUnaryReactor* PutSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override {
     return Unary<v1::PutSourceRequest, v1::PutSourceResponse>(
-        deps_, ctx, in, out, [&](const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
-          return DoPutSource(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::PutSourceRequest* req, v1::PutSourceResponse* resp) {
+          return DoPutSource(caller, req, resp);
         });
   }
 
-  absl::Status DoPutSource(grpc::CallbackServerContext* ctx, const v1::PutSourceRequest* req,
+  absl::Status DoPutSource(const Caller& caller, const v1::PutSourceRequest* req,
                            v1::PutSourceResponse*) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     SourceDefinition source = FromProto(req->source());
     CAIRN_RETURN_IF_ERROR(formats::CheckSource(source));
     return deps_->store->PutSource(source);
@@ -49,14 +50,15 @@ class AdminService final
   grpc::ServerUnaryReactor* GetSource(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override {
     return Unary<v1::GetSourceRequest, v1::Source>(
-        deps_, ctx, in, out, [&](const v1::GetSourceRequest* req, v1::Source* resp) {
-          return DoGetSource(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::GetSourceRequest* req, v1::Source* resp) {
+          return DoGetSource(caller, req, resp);
         });
   }
 
-  absl::Status DoGetSource(grpc::CallbackServerContext* ctx, const v1::GetSourceRequest* req,
+  absl::Status DoGetSource(const Caller& caller, const v1::GetSourceRequest* req,
                            v1::Source* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     CAIRN_ASSIGN_OR_RETURN(SourceDefinition d, deps_->store->GetSource(req->name()));
     ToProto(d, resp);
     return absl::OkStatus();
@@ -65,14 +67,14 @@ class AdminService final
                                         const grpc::ByteBuffer* in,
                                         grpc::ByteBuffer* out) override {
     return Unary<v1::ListSourcesRequest, v1::ListSourcesResponse>(
-        deps_, ctx, in, out, [&](const v1::ListSourcesRequest* req, v1::ListSourcesResponse* resp) {
-          return DoListSources(ctx, req, resp);
-        });
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::ListSourcesRequest* req,
+            v1::ListSourcesResponse* resp) { return DoListSources(caller, req, resp); });
   }
 
-  absl::Status DoListSources(grpc::CallbackServerContext* ctx, const v1::ListSourcesRequest*,
+  absl::Status DoListSources(const Caller& caller, const v1::ListSourcesRequest*,
                              v1::ListSourcesResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     CAIRN_ASSIGN_OR_RETURN(std::vector<SourceDefinition> all, deps_->store->ListSources());
     for (const auto& d : all) ToProto(d, resp->add_sources());
     return absl::OkStatus();
@@ -82,27 +84,26 @@ class AdminService final
                                          grpc::ByteBuffer* out) override {
     return Unary<v1::RemoveSourceRequest, v1::RemoveSourceResponse>(
         deps_, ctx, in, out,
-        [&](const v1::RemoveSourceRequest* req, v1::RemoveSourceResponse* resp) {
-          return DoRemoveSource(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::RemoveSourceRequest* req,
+            v1::RemoveSourceResponse* resp) { return DoRemoveSource(caller, req, resp); });
   }
 
-  absl::Status DoRemoveSource(grpc::CallbackServerContext* ctx, const v1::RemoveSourceRequest* req,
+  absl::Status DoRemoveSource(const Caller& caller, const v1::RemoveSourceRequest* req,
                               v1::RemoveSourceResponse*) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     return deps_->store->RemoveSource(req->name());
   }
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                   grpc::ByteBuffer* out) override {
     return Unary<v1::StatsRequest, v1::StatsResponse>(
-        deps_, ctx, in, out, [&](const v1::StatsRequest* req, v1::StatsResponse* resp) {
-          return DoStats(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::StatsRequest* req, v1::StatsResponse* resp) {
+          return DoStats(caller, req, resp);
         });
   }
 
-  absl::Status DoStats(grpc::CallbackServerContext* ctx, const v1::StatsRequest*,
-                       v1::StatsResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+  absl::Status DoStats(const Caller& caller, const v1::StatsRequest*, v1::StatsResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     StoreStats st = deps_->store->Stats();
     ToProto(st, kMaxStatsEntries, resp);
     for (const auto& [id, delivered] : dispatcher_->Delivered()) {
@@ -133,15 +134,13 @@ class AdminService final
                                             grpc::ByteBuffer* out) override {
     return Unary<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
         deps_, ctx, in, out,
-        [&](const v1::ListCheckpointsRequest* req, v1::ListCheckpointsResponse* resp) {
-          return DoListCheckpoints(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::ListCheckpointsRequest* req,
+            v1::ListCheckpointsResponse* resp) { return DoListCheckpoints(caller, req, resp); });
   }
 
-  absl::Status DoListCheckpoints(grpc::CallbackServerContext* ctx,
-                                 const v1::ListCheckpointsRequest* req,
+  absl::Status DoListCheckpoints(const Caller& caller, const v1::ListCheckpointsRequest* req,
                                  v1::ListCheckpointsResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     CAIRN_ASSIGN_OR_RETURN(auto all, deps_->store->ListCheckpointInfos());
     int limit = req->limit() == 0 || req->limit() > kMaxStatsEntries
                     ? kMaxStatsEntries
@@ -164,15 +163,13 @@ class AdminService final
                                              grpc::ByteBuffer* out) override {
     return Unary<v1::DeleteCheckpointRequest, v1::DeleteCheckpointResponse>(
         deps_, ctx, in, out,
-        [&](const v1::DeleteCheckpointRequest* req, v1::DeleteCheckpointResponse* resp) {
-          return DoDeleteCheckpoint(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::DeleteCheckpointRequest* req,
+            v1::DeleteCheckpointResponse* resp) { return DoDeleteCheckpoint(caller, req, resp); });
   }
 
-  absl::Status DoDeleteCheckpoint(grpc::CallbackServerContext* ctx,
-                                  const v1::DeleteCheckpointRequest* req,
+  absl::Status DoDeleteCheckpoint(const Caller& caller, const v1::DeleteCheckpointRequest* req,
                                   v1::DeleteCheckpointResponse*) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     return deps_->store->DeleteCheckpoint(req->name());
   }
   grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* ctx,
@@ -180,14 +177,13 @@ class AdminService final
                                          grpc::ByteBuffer* out) override {
     return Unary<v1::SetRetentionRequest, v1::SetRetentionResponse>(
         deps_, ctx, in, out,
-        [&](const v1::SetRetentionRequest* req, v1::SetRetentionResponse* resp) {
-          return DoSetRetention(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::SetRetentionRequest* req,
+            v1::SetRetentionResponse* resp) { return DoSetRetention(caller, req, resp); });
   }
 
-  absl::Status DoSetRetention(grpc::CallbackServerContext* ctx, const v1::SetRetentionRequest* req,
+  absl::Status DoSetRetention(const Caller& caller, const v1::SetRetentionRequest* req,
                               v1::SetRetentionResponse*) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     CAIRN_ASSIGN_OR_RETURN(RetentionOptions r, FromProto(req->retention()));
     return deps_->store->SetRetention(r);
   }
@@ -195,28 +191,29 @@ class AdminService final
                                          const grpc::ByteBuffer* in,
                                          grpc::ByteBuffer* out) override {
     return Unary<v1::GetRetentionRequest, v1::Retention>(
-        deps_, ctx, in, out, [&](const v1::GetRetentionRequest* req, v1::Retention* resp) {
-          return DoGetRetention(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::GetRetentionRequest* req, v1::Retention* resp) {
+          return DoGetRetention(caller, req, resp);
         });
   }
 
-  absl::Status DoGetRetention(grpc::CallbackServerContext* ctx, const v1::GetRetentionRequest*,
+  absl::Status DoGetRetention(const Caller& caller, const v1::GetRetentionRequest*,
                               v1::Retention* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     *resp = ToProto(deps_->store->Retention());
     return absl::OkStatus();
   }
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
     return Unary<v1::CompactRequest, v1::CompactResponse>(
-        deps_, ctx, in, out, [&](const v1::CompactRequest* req, v1::CompactResponse* resp) {
-          return DoCompact(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::CompactRequest* req, v1::CompactResponse* resp) {
+          return DoCompact(caller, req, resp);
         });
   }
 
-  absl::Status DoCompact(grpc::CallbackServerContext* ctx, const v1::CompactRequest*,
-                         v1::CompactResponse*) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(CallerOf(ctx), kAdmin));
+  absl::Status DoCompact(const Caller& caller, const v1::CompactRequest*, v1::CompactResponse*) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     return deps_->store->CompactNow();
   }
 

@@ -50,14 +50,15 @@ SnapshotReactor::SnapshotReactor(Deps* deps, Dispatcher* dispatcher,
                                  grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in)
     : deps_(deps), dispatcher_(dispatcher) {
   v1::SnapshotRequest parsed;
-  if (grpc::Status s = ParseRequest(deps, ctx, in, &parsed); !s.ok()) {
+  Caller caller;
+  if (grpc::Status s = ParseRequest(deps, ctx, in, &parsed, &caller); !s.ok()) {
     Finish(s);
     return;
   }
   const v1::SnapshotRequest* req = &parsed;
   std::vector<std::string> collections;
   if (!req->collection().empty()) collections.push_back(req->collection());
-  if (absl::Status s = deps->auth->CanRead(CallerOf(ctx), "Query.Snapshot", collections); !s.ok()) {
+  if (absl::Status s = deps->auth->CanRead(caller, "Query.Snapshot", collections); !s.ok()) {
     Finish(ToGrpc(s));
     return;
   }
@@ -97,12 +98,13 @@ class QueryService final
                                 grpc::ByteBuffer* out) override {
     return Unary<v1::GetRequest, v1::Entity>(
         deps_, ctx, in, out,
-        [&](const v1::GetRequest* req, v1::Entity* resp) { return DoGet(ctx, req, resp); });
+        [&](const Caller& caller, const v1::GetRequest* req, v1::Entity* resp) {
+          return DoGet(caller, req, resp);
+        });
   }
 
-  absl::Status DoGet(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
-                     v1::Entity* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanRead(CallerOf(ctx), "Query.Get", {req->collection()}));
+  absl::Status DoGet(const Caller& caller, const v1::GetRequest* req, v1::Entity* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanRead(caller, "Query.Get", {req->collection()}));
     CAIRN_ASSIGN_OR_RETURN(Entity e, deps_->store->Get(req->collection(), req->key()));
     ToProto(e, resp);
     return absl::OkStatus();
@@ -116,15 +118,15 @@ class QueryService final
   grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                     grpc::ByteBuffer* out) override {
     return Unary<v1::HistoryRequest, v1::HistoryResponse>(
-        deps_, ctx, in, out, [&](const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
-          return DoHistory(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::HistoryRequest* req, v1::HistoryResponse* resp) {
+          return DoHistory(caller, req, resp);
         });
   }
 
-  absl::Status DoHistory(grpc::CallbackServerContext* ctx, const v1::HistoryRequest* req,
+  absl::Status DoHistory(const Caller& caller, const v1::HistoryRequest* req,
                          v1::HistoryResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(
-        deps_->auth->CanRead(CallerOf(ctx), "Query.History", {req->collection()}));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanRead(caller, "Query.History", {req->collection()}));
     CAIRN_ASSIGN_OR_RETURN(std::vector<Version> versions,
                            deps_->store->History(req->collection(), req->key(), FromProto(*req)));
     for (const auto& v : versions) ToProto(v, resp->add_versions());
@@ -143,12 +145,12 @@ class QueryService final
       return new Failed(s);
     };
     v1::SubscribeRequest parsed;
-    if (grpc::Status s = ParseRequest(deps_, ctx, in, &parsed); !s.ok()) return fail(s);
+    Caller caller;
+    if (grpc::Status s = ParseRequest(deps_, ctx, in, &parsed, &caller); !s.ok()) return fail(s);
     const v1::SubscribeRequest* req = &parsed;
     if (deps_->shutting_down.load()) return fail(Unavailable());
     std::vector<std::string> collections(req->collections().begin(), req->collections().end());
-    if (absl::Status s = deps_->auth->CanRead(CallerOf(ctx), "Query.Subscribe", collections);
-        !s.ok()) {
+    if (absl::Status s = deps_->auth->CanRead(caller, "Query.Subscribe", collections); !s.ok()) {
       return fail(ToGrpc(s));
     }
     if (!dispatcher_->Reserve()) return fail(TooManyReadStreams(deps_));
@@ -159,7 +161,7 @@ class QueryService final
     };
     SubscribeOptions o = FromProto(*req);
     if (req->start_case() == v1::SubscribeRequest::kCheckpoint) {
-      auto cp = ReadableCheckpoint(ctx, "Query.Subscribe", req->checkpoint());
+      auto cp = ReadableCheckpoint(caller, "Query.Subscribe", req->checkpoint());
       if (!cp.ok()) return fail_released(ToGrpc(cp.status()));
       o.start = SubscribeOptions::Start::kFromSeq;
       o.from_seq = cp->seq;
@@ -181,16 +183,13 @@ class QueryService final
                                              grpc::ByteBuffer* out) override {
     return Unary<v1::CommitCheckpointRequest, v1::CommitCheckpointResponse>(
         deps_, ctx, in, out,
-        [&](const v1::CommitCheckpointRequest* req, v1::CommitCheckpointResponse* resp) {
-          return DoCommitCheckpoint(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::CommitCheckpointRequest* req,
+            v1::CommitCheckpointResponse* resp) { return DoCommitCheckpoint(caller, req, resp); });
   }
 
-  absl::Status DoCommitCheckpoint(grpc::CallbackServerContext* ctx,
-                                  const v1::CommitCheckpointRequest* req,
+  absl::Status DoCommitCheckpoint(const Caller& caller, const v1::CommitCheckpointRequest* req,
                                   v1::CommitCheckpointResponse*) {
     constexpr const char* kMethod = "Query.CommitCheckpoint";
-    Caller caller = CallerOf(ctx);
     std::vector<std::string> collections(req->collections().begin(), req->collections().end());
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanRead(caller, kMethod, collections));
     auto may_move = [&](const Store::CheckpointInfo& existing) {
@@ -204,16 +203,14 @@ class QueryService final
                                           grpc::ByteBuffer* out) override {
     return Unary<v1::GetCheckpointRequest, v1::GetCheckpointResponse>(
         deps_, ctx, in, out,
-        [&](const v1::GetCheckpointRequest* req, v1::GetCheckpointResponse* resp) {
-          return DoGetCheckpoint(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::GetCheckpointRequest* req,
+            v1::GetCheckpointResponse* resp) { return DoGetCheckpoint(caller, req, resp); });
   }
 
-  absl::Status DoGetCheckpoint(grpc::CallbackServerContext* ctx,
-                               const v1::GetCheckpointRequest* req,
+  absl::Status DoGetCheckpoint(const Caller& caller, const v1::GetCheckpointRequest* req,
                                v1::GetCheckpointResponse* resp) {
     CAIRN_ASSIGN_OR_RETURN(Store::CheckpointInfo cp,
-                           ReadableCheckpoint(ctx, "Query.GetCheckpoint", req->name()));
+                           ReadableCheckpoint(caller, "Query.GetCheckpoint", req->name()));
     resp->set_seq(cp.seq);
     for (const std::string& c : cp.collections) resp->add_collections(c);
     return absl::OkStatus();
@@ -224,10 +221,8 @@ class QueryService final
   // that exists but is out of the caller's scope is answered as one that
   // does not exist: a token learns nothing of other consumers' checkpoints.
   // A token with no read grant at all is PERMISSION_DENIED before any lookup.
-  absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(grpc::CallbackServerContext* ctx,
-                                                           const char* method,
+  absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(const Caller& caller, const char* method,
                                                            const std::string& name) {
-    Caller caller = CallerOf(ctx);
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanReadAny(caller, method));
     auto cp = deps_->store->GetCheckpointInfo(name);
     if (cp.ok() && deps_->auth->CanRead(caller, method, cp->collections).ok()) return cp;

@@ -74,11 +74,14 @@ std::string Bytes(const grpc::ByteBuffer& buf);
 // (grpc/grpc#30454). Here the token comes first (an unauthenticated caller
 // learns nothing), then a request that does not parse is INVALID_ARGUMENT
 // naming the field (a string that is not UTF-8), then the handler runs.
+// *caller is the call's caller, taken from its metadata once, for the
+// handler's own checks.
 template <typename Req>
 grpc::Status ParseRequest(Deps* deps, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                          Req* req) {
+                          Req* req, Caller* caller) {
   const std::string& method = Req::descriptor()->full_name();
-  if (absl::Status s = deps->auth->Authenticate(CallerOf(ctx), method); !s.ok()) {
+  *caller = CallerOf(ctx);
+  if (absl::Status s = deps->auth->Authenticate(*caller, method); !s.ok()) {
     return wire::ToGrpc(s);
   }
   std::string bytes = Bytes(*in);
@@ -88,19 +91,21 @@ grpc::Status ParseRequest(Deps* deps, grpc::CallbackServerContext* ctx, const gr
                                    wire::WhyUnparsable(Req::descriptor(), bytes)));
 }
 
-// A unary call: parse (as above), run `handler(const Req*, Resp*)` -> absl::Status,
-// serialize the response.
+// A unary call: parse (as above), run
+// `handler(const Caller&, const Req*, Resp*)` -> absl::Status, serialize the
+// response.
 template <typename Req, typename Resp, typename Fn>
 grpc::ServerUnaryReactor* Unary(Deps* deps, grpc::CallbackServerContext* ctx,
                                 const grpc::ByteBuffer* in, grpc::ByteBuffer* out, Fn handler) {
   auto* r = ctx->DefaultReactor();
   Req req;
-  if (grpc::Status s = ParseRequest(deps, ctx, in, &req); !s.ok()) {
+  Caller caller;
+  if (grpc::Status s = ParseRequest(deps, ctx, in, &req, &caller); !s.ok()) {
     r->Finish(s);
     return r;
   }
   Resp resp;
-  grpc::Status s = wire::ToGrpc(handler(&req, &resp));
+  grpc::Status s = wire::ToGrpc(handler(caller, &req, &resp));
   if (s.ok()) s = Serialize(resp, out);
   r->Finish(s);
   return r;

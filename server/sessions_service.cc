@@ -20,14 +20,14 @@ class SessionsService final
   grpc::ServerUnaryReactor* Open(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                  grpc::ByteBuffer* out) override {
     return Unary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
-        deps_, ctx, in, out, [&](const v1::OpenSessionRequest* req, v1::OpenSessionResponse* resp) {
-          return DoOpen(ctx, req, resp);
-        });
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::OpenSessionRequest* req,
+            v1::OpenSessionResponse* resp) { return DoOpen(caller, req, resp); });
   }
 
-  absl::Status DoOpen(grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* req,
+  absl::Status DoOpen(const Caller& caller, const v1::OpenSessionRequest* req,
                       v1::OpenSessionResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(CallerOf(ctx), "Sessions.Open", req->source()));
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(caller, "Sessions.Open", req->source()));
     CAIRN_ASSIGN_OR_RETURN(
         std::string id,
         deps_->store->OpenSession(req->source(), req->collection(), FromProto(req->mode())));
@@ -38,14 +38,16 @@ class SessionsService final
   grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override {
     return Unary<v1::SessionUpsertRequest, v1::SessionReport>(
-        deps_, ctx, in, out, [&](const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
-          return DoUpsert(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::SessionUpsertRequest* req, v1::SessionReport* resp) {
+          return DoUpsert(caller, req, resp);
         });
   }
 
-  absl::Status DoUpsert(grpc::CallbackServerContext* ctx, const v1::SessionUpsertRequest* req,
+  absl::Status DoUpsert(const Caller& caller, const v1::SessionUpsertRequest* req,
                         v1::SessionReport* resp) {
-    CAIRN_ASSIGN_OR_RETURN(SessionInfo info, Authorize(ctx, "Sessions.Upsert", req->session_id()));
+    CAIRN_ASSIGN_OR_RETURN(SessionInfo info,
+                           Authorize(caller, "Sessions.Upsert", req->session_id()));
     std::vector<SessionRecord> records;
     for (const auto& r : req->records()) records.push_back({r.key(), r.document()});
     if (records.empty() && !req->payload().empty()) {
@@ -60,14 +62,15 @@ class SessionsService final
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override {
     return Unary<v1::SessionDeleteRequest, v1::SessionReport>(
-        deps_, ctx, in, out, [&](const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
-          return DoDelete(ctx, req, resp);
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::SessionDeleteRequest* req, v1::SessionReport* resp) {
+          return DoDelete(caller, req, resp);
         });
   }
 
-  absl::Status DoDelete(grpc::CallbackServerContext* ctx, const v1::SessionDeleteRequest* req,
+  absl::Status DoDelete(const Caller& caller, const v1::SessionDeleteRequest* req,
                         v1::SessionReport* resp) {
-    CAIRN_RETURN_IF_ERROR(Authorize(ctx, "Sessions.Delete", req->session_id()).status());
+    CAIRN_RETURN_IF_ERROR(Authorize(caller, "Sessions.Delete", req->session_id()).status());
     CAIRN_ASSIGN_OR_RETURN(
         std::vector<std::string> keys,
         deps_->store->SessionDelete(req->session_id(), {req->keys().begin(), req->keys().end()}));
@@ -79,14 +82,13 @@ class SessionsService final
                                   grpc::ByteBuffer* out) override {
     return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
         deps_, ctx, in, out,
-        [&](const v1::CloseSessionRequest* req, v1::CloseSessionResponse* resp) {
-          return DoClose(ctx, req, resp);
-        });
+        [&](const Caller& caller, const v1::CloseSessionRequest* req,
+            v1::CloseSessionResponse* resp) { return DoClose(caller, req, resp); });
   }
 
-  absl::Status DoClose(grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* req,
+  absl::Status DoClose(const Caller& caller, const v1::CloseSessionRequest* req,
                        v1::CloseSessionResponse* resp) {
-    CAIRN_RETURN_IF_ERROR(Authorize(ctx, "Sessions.Close", req->session_id()).status());
+    CAIRN_RETURN_IF_ERROR(Authorize(caller, "Sessions.Close", req->session_id()).status());
     CAIRN_ASSIGN_OR_RETURN(IngestResult r,
                            deps_->store->CloseSession(req->session_id(), req->commit()));
     ToProto(r, resp);
@@ -96,9 +98,8 @@ class SessionsService final
  private:
   // The token before the lookup: a caller with no write grant learns
   // nothing of which sessions exist (ids are 128 random bits besides).
-  absl::StatusOr<SessionInfo> Authorize(grpc::CallbackServerContext* ctx, const char* method,
+  absl::StatusOr<SessionInfo> Authorize(const Caller& caller, const char* method,
                                         const std::string& id) {
-    Caller caller = CallerOf(ctx);
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanWriteAny(caller, method));
     CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(caller, method, info.source));
