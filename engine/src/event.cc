@@ -86,6 +86,8 @@ const char* SessionModeName(SessionMode mode) {
       return "accrue";
     case SessionMode::kReplace:
       return "replace";
+    case SessionMode::kAtomic:
+      return "atomic";
   }
   return "unknown";
 }

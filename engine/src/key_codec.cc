@@ -323,6 +323,34 @@ std::string StagingKey(std::string_view session_id, std::string_view key_bytes) 
   return out;
 }
 
+std::string LogSortPrefix() { return StagingPrefix(""); }
+
+std::string AtomicTruncatesPrefix(std::string_view session_id) {
+  std::string out = StagingPrefix(session_id);
+  out.push_back(kAtomicTruncateTag);
+  return out;
+}
+
+std::string AtomicEventsPrefix(std::string_view session_id) {
+  std::string out = StagingPrefix(session_id);
+  out.push_back(kAtomicEventTag);
+  return out;
+}
+
+std::string AtomicTruncateKey(std::string_view session_id, uint64_t index) {
+  std::string out = AtomicTruncatesPrefix(session_id);
+  AppendU64(index, &out);
+  return out;
+}
+
+std::string AtomicEventKey(std::string_view session_id, std::string_view entity, Position pos,
+                           std::string_view source, uint64_t index) {
+  std::string out = AtomicEventsPrefix(session_id);
+  out.append(HistoryKey(entity, pos, source));
+  AppendU64(index, &out);
+  return out;
+}
+
 namespace {
 std::string MetaKey(std::string_view prefix, std::string_view name) {
   std::string out(prefix);

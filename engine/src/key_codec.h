@@ -23,7 +23,12 @@
 //   history     <esc collection> <key> <u64 ts> <u64 tick> <esc source>
 //   entity_seq  <esc collection> <key> <u64 seq>
 //   changes     <u64 seq>
-//   staging     <esc session id> <key>
+//   staging     <esc session id> <key>                   accrue, replace
+//               <esc session id> 0x01 <u64 index>         atomic: truncates
+//               <esc session id> 0x02 <entity> <u64 ts> <u64 tick>
+//                   <esc source> <u64 index>              atomic: the rest
+//               <esc ""> <log key>                        an atomic commit's
+//                                                         log, being sorted
 //
 // Meta keys (RocksDB's default family; the prefixes are in config.h):
 //
@@ -81,6 +86,21 @@ std::string SeqKey(uint64_t seq);
 // Staging keys of a session: StagingPrefix(id) starts every one of them.
 std::string StagingPrefix(std::string_view session_id);
 std::string StagingKey(std::string_view session_id, std::string_view key_bytes);
+// An atomic session stages its truncates first (in the order posted), then
+// every other event grouped by entity in key order, each entity's in
+// position order (`index`, the event's number in the session, keeps
+// repeats apart and in posted order): the order its commit folds them in.
+// The tags sort below every canonical key's first byte.
+inline constexpr char kAtomicTruncateTag = 0x01;
+inline constexpr char kAtomicEventTag = 0x02;
+// Where an atomic commit parks its log entries to sort them (staging family;
+// the prefix of the empty session id, which no session has).
+std::string LogSortPrefix();
+std::string AtomicTruncatesPrefix(std::string_view session_id);
+std::string AtomicEventsPrefix(std::string_view session_id);
+std::string AtomicTruncateKey(std::string_view session_id, uint64_t index);
+std::string AtomicEventKey(std::string_view session_id, std::string_view entity, Position pos,
+                           std::string_view source, uint64_t index);
 
 // Meta keys. `name` is stored as given (names are checked before).
 std::string SourceStatsKey(std::string_view source);

@@ -284,6 +284,46 @@ std::string Encode(const StagedValue& v) {
   return Finish(b);
 }
 
+std::string EncodeStagedEvent(const Event& e) {
+  flatbuffers::FlatBufferBuilder b(128 + e.payload.size() + e.raw.size());
+  auto doc = b.CreateString(e.payload);
+  auto collection = b.CreateString(e.collection);
+  auto key = b.CreateString(e.key);
+  auto source = b.CreateString(e.source);
+  auto raw = e.raw.empty() ? 0 : b.CreateString(e.raw);
+  auto event_id = e.event_id.empty() ? 0 : b.CreateString(e.event_id);
+  fbs::StagedRecordBuilder r(b);
+  r.add_op(ToFbs(e.op));
+  r.add_doc(doc);
+  r.add_collection(collection);
+  r.add_key(key);
+  r.add_timestamp(e.position.timestamp);
+  r.add_tick(e.position.tick);
+  r.add_source(source);
+  if (!e.raw.empty()) r.add_raw(raw);
+  if (!e.event_id.empty()) r.add_event_id(event_id);
+  r.add_snapshot(e.snapshot);
+  b.Finish(r.Finish(), fbs::StagedRecordIdentifier());
+  return Finish(b);
+}
+
+absl::StatusOr<Event> DecodeStagedEvent(std::string_view bytes) {
+  auto r = Verified<fbs::StagedRecord>(bytes, fbs::StagedRecordIdentifier(), "staging");
+  if (!r.ok()) return r.status();
+  const fbs::StagedRecord* p = *r;
+  auto op = FromFbs(p->op(), "staging");
+  if (!op.ok()) return op.status();
+  return Event{.source = Str(p->source()),
+               .collection = Str(p->collection()),
+               .key = Str(p->key()),
+               .position = {p->timestamp(), p->tick()},
+               .op = *op,
+               .payload = Str(p->doc()),
+               .snapshot = p->snapshot(),
+               .event_id = Str(p->event_id()),
+               .raw = Str(p->raw())};
+}
+
 absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes) {
   auto r = Verified<fbs::SourceRecord>(bytes, fbs::SourceRecordIdentifier(), "source");
   if (!r.ok()) return r.status();
@@ -314,7 +354,7 @@ absl::StatusOr<SessionValue> DecodeSession(std::string_view bytes) {
   auto r = Verified<fbs::SessionRecord>(bytes, fbs::SessionRecordIdentifier(), "session");
   if (!r.ok()) return r.status();
   const fbs::SessionRecord* p = *r;
-  if (static_cast<int>(p->mode()) > 2 || static_cast<int>(p->state()) > 2) {
+  if (p->mode() > fbs::SessionMode::MAX || static_cast<int>(p->state()) > 2) {
     return absl::DataLossError("session record has an unknown mode or state");
   }
   SessionValue v;

@@ -117,6 +117,10 @@ std::string Encode(const VersionValue& v);
 std::string Encode(const ChangeValue& v);
 std::string Encode(const EntitySeqValue& v);
 
+// An atomic session's staged event: the whole event, in a StagedRecord.
+std::string EncodeStagedEvent(const Event& e);
+absl::StatusOr<Event> DecodeStagedEvent(std::string_view bytes);
+
 absl::StatusOr<LogValue> DecodeLog(std::string_view bytes);
 absl::StatusOr<SourceDefinition> DecodeSource(std::string_view bytes);
 absl::StatusOr<SessionValue> DecodeSession(std::string_view bytes);

@@ -13,8 +13,10 @@ namespace cairn::internal {
 
 // Contribution sessions. Stream sessions ingest as records are posted.
 // Accrue/replace sessions stage records in the staging CF (key: esc(session
-// id) | canonical key; the last write of a key wins) and fold them at commit
-// as one task in the writer queue, i.e. in one atomic RocksDB write.
+// id) | canonical key; the last write of a key wins) and atomic sessions
+// stage whole events (keys::AtomicEventKey); both fold at commit as one
+// exclusive task in the writer queue (CommitExclusive: spilled to SST files
+// and ingested in one step), so a commit of any size is all or nothing.
 
 using keys::SessionKey;
 using keys::StagingPrefix;
@@ -80,9 +82,13 @@ Position StoreImpl::NextSessionPosition(const std::string& source, uint64_t coun
 absl::StatusOr<std::string> StoreImpl::OpenSession(std::string_view source,
                                                    std::string_view collection, SessionMode mode) {
   CAIRN_RETURN_IF_ERROR(GetSource(source).status());
-  CAIRN_RETURN_IF_ERROR(CheckName("session collection", collection));
+  // An atomic session's events name their collections; one given is the
+  // default for payloads whose format names none.
+  if (mode != SessionMode::kAtomic || !collection.empty()) {
+    CAIRN_RETURN_IF_ERROR(CheckName("session collection", collection));
+  }
   if (mode != SessionMode::kStream && mode != SessionMode::kAccrue &&
-      mode != SessionMode::kReplace) {
+      mode != SessionMode::kReplace && mode != SessionMode::kAtomic) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown session mode ", static_cast<int>(mode)));
   }
@@ -117,6 +123,10 @@ absl::Status StoreImpl::IngestForStreamSession(std::string_view session_id,
 absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
     std::string_view session_id, std::vector<SessionRecord> records) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
+  if (session.mode == SessionMode::kAtomic) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", AbslView(session_id), "' is atomic: post whole events with SessionIngest"));
+  }
   std::vector<std::string> key_bytes(records.size()), key_json(records.size());
   std::string errors;
   size_t bad = 0;
@@ -147,6 +157,10 @@ absl::StatusOr<std::vector<std::string>> StoreImpl::SessionUpsert(
 absl::StatusOr<std::vector<std::string>> StoreImpl::SessionDelete(std::string_view session_id,
                                                                   std::vector<std::string> ids) {
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
+  if (session.mode == SessionMode::kAtomic) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", AbslView(session_id), "' is atomic: post whole events with SessionIngest"));
+  }
   std::vector<std::string> key_bytes(ids.size()), key_json(ids.size());
   std::string errors;
   size_t bad = 0;
@@ -274,6 +288,160 @@ absl::Status StoreImpl::CommitSession(const std::string& id, const records::Sess
                    "close session");
 }
 
+absl::StatusOr<uint64_t> StoreImpl::SessionIngest(std::string_view session_id,
+                                                  std::vector<Event> events) {
+  CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(session_id));
+  if (session.mode != SessionMode::kAtomic) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", AbslView(session_id), "' is a ", SessionModeName(session.mode),
+                     " session: post its records with upsert and delete"));
+  }
+  std::vector<Prepared> prepared;
+  CAIRN_RETURN_IF_ERROR(Prepare(events, &prepared));
+  absl::MutexLock l(&sessions_mu_);
+  CAIRN_ASSIGN_OR_RETURN(session, OpenSessionFor(session_id));
+  rocksdb::WriteBatch wb;
+  for (const Prepared& p : prepared) {
+    const Event& e = p.event;
+    uint64_t index = session.records++;
+    std::string key = e.op == Op::kTruncate
+                          ? keys::AtomicTruncateKey(session_id, index)
+                          : keys::AtomicEventKey(session_id, p.entity, e.position, e.source, index);
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(wb.Put(cfs_[kStaging], key, records::EncodeStagedEvent(e)), "stage"));
+  }
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
+  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
+  return session.records;
+}
+
+namespace {
+
+// The entities that exist (have a state record) in the collections an
+// atomic commit truncates, in key order, read from the store as it was
+// before the commit (nothing of the commit is in it until the end).
+class TruncatedEntities {
+ public:
+  TruncatedEntities(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state,
+                    std::map<std::string, std::string> collections)  // prefix -> name
+      : collections_(std::move(collections)), next_(collections_.begin()) {
+    if (collections_.empty()) return;
+    it_.reset(db->NewIterator(rocksdb::ReadOptions(), state));
+    NextCollection();
+  }
+
+  bool Valid() const { return it_ && current_ != collections_.end() && it_->Valid(); }
+  std::string_view entity() const { return it_->key().ToStringView(); }
+  const std::string& collection() const { return current_->second; }
+  size_t prefix_size() const { return current_->first.size(); }
+  absl::Status status() const {
+    return it_ ? FromRocks(it_->status(), "scan state") : absl::OkStatus();
+  }
+
+  void Next() {
+    it_->Next();
+    if (!it_->Valid() || !it_->key().starts_with(current_->first)) NextCollection();
+  }
+
+ private:
+  // Moves to the first entity of the next truncated collection that has one.
+  void NextCollection() {
+    for (current_ = next_; current_ != collections_.end(); current_ = next_) {
+      ++next_;
+      it_->Seek(current_->first);
+      if (it_->Valid() && it_->key().starts_with(current_->first)) return;
+      if (!it_->status().ok()) return;
+    }
+  }
+
+  std::map<std::string, std::string> collections_;
+  std::map<std::string, std::string>::const_iterator current_, next_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+}  // namespace
+
+absl::Status StoreImpl::CommitAtomic(const std::string& id, const records::SessionValue& session,
+                                     BatchState* bs, IngestResult* result) {
+  auto fold = [&](std::string_view staged) -> absl::Status {
+    CAIRN_ASSIGN_OR_RETURN(Event e, records::DecodeStagedEvent(staged));
+    std::vector<Event> one(1);
+    one[0] = std::move(e);
+    std::vector<Prepared> prepared;
+    // Again: the retention horizon may have passed the event since it was
+    // staged.
+    if (absl::Status s = Validate(one, &prepared); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("staged ", s.message()));
+    }
+    return ApplyEvent(prepared[0], bs, result);
+  };
+  auto scan = [&] {
+    return std::unique_ptr<rocksdb::Iterator>(
+        db_->NewIterator(rocksdb::ReadOptions(), cfs_[kStaging]));
+  };
+
+  if (spill_) spill_->sort_log = true;
+  // 1. The truncates, in the order posted: their markers and log entries.
+  // Which entities they reach is decided in the walk below.
+  bs->truncates_in_walk = true;
+  std::string lower = keys::AtomicTruncatesPrefix(id);
+  std::unique_ptr<rocksdb::Iterator> it = scan();
+  for (it->Seek(lower); it->Valid() && it->key().starts_with(lower); it->Next()) {
+    CAIRN_RETURN_IF_ERROR(fold(it->value().ToStringView()));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "scan staging"));
+  std::map<std::string, std::vector<Marker>> markers;  // collection -> new markers
+  std::map<std::string, std::string> truncated;        // collection prefix -> collection
+  for (const auto& [collection, m] : bs->markers) {
+    markers[collection].push_back(m);
+    truncated[keys::CollectionPrefix(collection)] = collection;
+  }
+
+  // 2. Entity by entity in key order: the existing entities of a truncated
+  // collection get the truncates' versions, then every entity its staged
+  // events (whose folds add the versions of markers after them, as always).
+  // Nothing reads an entity after the walk has left it, so the batch may be
+  // spilled between entities.
+  TruncatedEntities existing(db_.get(), cfs_[kState], std::move(truncated));
+  std::string events_prefix = keys::AtomicEventsPrefix(id);
+  it = scan();
+  it->Seek(events_prefix);
+  auto staged_entity = [&]() -> std::string_view {
+    if (!it->Valid() || !it->key().starts_with(events_prefix)) return {};
+    std::string_view rest = it->key().ToStringView().substr(events_prefix.size());
+    return rest.substr(0, keys::EntityPrefixLength(rest));
+  };
+  while (true) {
+    std::string_view staged = staged_entity();
+    if (staged.empty() && !existing.Valid()) break;
+    std::string entity(staged.empty() || (existing.Valid() && existing.entity() < staged)
+                           ? existing.entity()
+                           : staged);
+    if (existing.Valid() && existing.entity() == entity) {
+      std::string collection = existing.collection();
+      std::string key_bytes = entity.substr(existing.prefix_size());
+      for (const Marker& m : markers[collection]) {
+        CAIRN_RETURN_IF_ERROR(ApplyToEntity(collection, key_bytes, entity, m.at, Op::kTruncate, "",
+                                            false, bs, /*check_markers=*/false));
+      }
+      existing.Next();
+    }
+    for (; staged_entity() == entity; it->Next()) {
+      CAIRN_RETURN_IF_ERROR(fold(it->value().ToStringView()));
+    }
+    // Counts only: a commit of any size keeps no per-event outcomes.
+    result->outcomes.clear();
+    if (spill_ && batch_->GetDataSize() > kSpillBatchBytes) CAIRN_RETURN_IF_ERROR(SpillBatch());
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "scan staging"));
+  CAIRN_RETURN_IF_ERROR(existing.status());
+  records::SessionValue closed = session;
+  closed.state = records::SessionState::kCommitted;
+  return FromRocks(batch_->Put(cfs_[kMeta], SessionKey(id), records::Encode(closed)),
+                   "close session");
+}
+
 absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id, bool commit) {
   std::string id(session_id);
   CAIRN_ASSIGN_OR_RETURN(records::SessionValue session, OpenSessionFor(id));
@@ -298,7 +466,8 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
   w.task = [&](BatchState* bs, IngestResult* result) {
     // Re-check inside the queue: a concurrent close may have won.
     CAIRN_ASSIGN_OR_RETURN(records::SessionValue current, OpenSessionFor(id));
-    return CommitSession(id, current, bs, result);
+    return current.mode == SessionMode::kAtomic ? CommitAtomic(id, current, bs, result)
+                                                : CommitSession(id, current, bs, result);
   };
   CAIRN_ASSIGN_OR_RETURN(IngestResult result, Enqueue(w));
   CAIRN_RETURN_IF_ERROR(DropStaging(id));

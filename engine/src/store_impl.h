@@ -137,6 +137,8 @@ class StoreImpl : public Store {
       std::string_view session_id, std::vector<SessionRecord> records) override;
   absl::StatusOr<std::vector<std::string>> SessionDelete(std::string_view session_id,
                                                          std::vector<std::string> keys) override;
+  absl::StatusOr<uint64_t> SessionIngest(std::string_view session_id,
+                                         std::vector<Event> events) override;
   absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) override;
   absl::StatusOr<SessionInfo> GetSession(std::string_view session_id) override;
   absl::Status PutCheckpoint(
@@ -186,6 +188,9 @@ class StoreImpl : public Store {
     std::map<std::string, SourceStats> sources;
     std::vector<std::pair<std::string, Marker>> markers;  // collection, marker
     std::vector<Change> changes;                          // decoded, for the recent-changes ring
+    // An atomic commit: a truncate records its marker and log entry only;
+    // the commit's walk applies it to the collection's entities.
+    bool truncates_in_walk = false;
   };
 
   absl::Status Validate(std::vector<Event>& events, std::vector<Prepared>* out);
@@ -215,6 +220,10 @@ class StoreImpl : public Store {
   // REQUIRES: the writer-queue leader (a session commit runs as its task).
   absl::Status CommitSession(const std::string& id, const records::SessionValue& session,
                              BatchState* bs, IngestResult* result);
+  // REQUIRES: the writer-queue leader. An atomic session's commit: its
+  // truncates, then a walk over entities in key order (sessions.cc).
+  absl::Status CommitAtomic(const std::string& id, const records::SessionValue& session,
+                            BatchState* bs, IngestResult* result);
   absl::Status DropStaging(std::string_view id);
   Position NextSessionPosition(const std::string& source, uint64_t count);
 
@@ -227,6 +236,14 @@ class StoreImpl : public Store {
   // During an exclusive commit: moves what batch_ holds into the SST files
   // (meta entries are kept aside for the final meta file) and clears it.
   absl::Status SpillBatch();
+  // Adds one entry to the CF's spill file (rolling to a new one by size, or
+  // when the key does not come after the file's last).
+  absl::Status SpillPut(size_t cf, rocksdb::Slice key, rocksdb::Slice value);
+  // With Spill::sort_log: the log entries parked in the staging family by
+  // SpillBatch, in key order, into the log's spill files; DropLogSort
+  // removes them (also at open, after a crash).
+  absl::Status SpillSortedLog();
+  absl::Status DropLogSort();
   absl::Status ApplyBatch(Writer* w, BatchState* bs);
   absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
   absl::Status ApplyTruncate(const Prepared& p, BatchState* bs);
@@ -307,6 +324,16 @@ class StoreImpl : public Store {
     std::vector<std::unique_ptr<rocksdb::SstFileWriter>> writers;  // per CF
     std::vector<std::vector<std::string>> files;                   // per CF
     std::map<std::string, std::string> meta;
+    // Per CF: the last key in the open file. A key that does not come
+    // after it starts a new file (files of one CF may then overlap, and
+    // IngestExternalFiles puts them in level 0).
+    std::vector<std::string> last_key;
+    // An atomic commit folds entity by entity, so its log keys (source,
+    // position, ...) arrive in no order: each spill parks them in the
+    // staging family under keys::LogSortPrefix(), and they are written to
+    // the log's files in key order at the end, so the log gets a few large
+    // files that do not overlap instead of one small file per spill.
+    bool sort_log = false;
   };
   std::unique_ptr<Spill> spill_;
 

@@ -81,6 +81,7 @@ absl::Status StoreImpl::Init() {
   CAIRN_RETURN_IF_ERROR(CheckFormatVersion());
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
+  CAIRN_RETURN_IF_ERROR(DropLogSort());  // an atomic commit cut short
   // Retention given at open wins; otherwise the one last set at runtime.
   if (!options_.retention.max_age && !options_.retention.max_commits) {
     std::string v;

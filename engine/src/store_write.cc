@@ -226,11 +226,36 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
 // A session commit of any size: the task folds into batch_ as usual, but
 // every few MB the batch is spilled into one SST file per column family
 // (keys arrive in order: entities in key order, positions and seqs
-// increasing), and the files are ingested into all families in one atomic
+// increasing; an atomic commit's log keys do not, and get a file per spill),
+// and the files are ingested into all families in one atomic
 // IngestExternalFiles at the end. Memory stays bounded by the spill size;
 // readers see all of the commit or none of it; a crash before the ingestion
 // leaves only unreferenced files (removed at the next commit or open).
+absl::Status StoreImpl::SpillPut(size_t cf, rocksdb::Slice key, rocksdb::Slice value) {
+  // Roll to a new file every kSpillFileBytes (a writer keeps its file's index
+  // and filter in memory until Finish, so this bounds that too), and when
+  // the key does not come after the file's last one.
+  auto& writer = spill_->writers[cf];
+  if (writer && (writer->FileSize() > kSpillFileBytes || key.compare(spill_->last_key[cf]) <= 0)) {
+    CAIRN_RETURN_IF_ERROR(FromRocks(writer->Finish(), "finish spill file"));
+    writer.reset();
+  }
+  if (!writer) {
+    writer = std::make_unique<rocksdb::SstFileWriter>(rocksdb::EnvOptions(),
+                                                      db_->GetOptions(cfs_[cf]), cfs_[cf]);
+    spill_->files[cf].push_back(
+        absl::StrCat(spill_->dir, "/", CfName(cf), "-", spill_->files[cf].size(), ".sst"));
+    CAIRN_RETURN_IF_ERROR(FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(writer->Put(key, value), "write spill file"));
+  spill_->last_key[cf].assign(key.data(), key.size());
+  return absl::OkStatus();
+}
+
 absl::Status StoreImpl::SpillBatch() {
+  rocksdb::WriteBatch sorting;  // log entries of an atomic commit, to sort
+  std::string sort_key = keys::LogSortPrefix();
+  const size_t sort_prefix = sort_key.size();
   for (size_t cf = 0; cf < kNumCfs; ++cf) {
     std::unique_ptr<rocksdb::WBWIIterator> it(batch_->NewIterator(cfs_[cf]));
     for (it->SeekToFirst(); it->Valid();) {
@@ -244,29 +269,55 @@ absl::Status StoreImpl::SpillBatch() {
       if (it->Valid() && it->Entry().key == e.key) continue;
       if (cf == kMeta) {
         spill_->meta[e.key.ToString()] = e.value.ToString();
-        continue;
+      } else if (cf == kLog && spill_->sort_log) {
+        sort_key.resize(sort_prefix);
+        sort_key.append(e.key.data(), e.key.size());
+        CAIRN_RETURN_IF_ERROR(
+            FromRocks(sorting.Put(cfs_[kStaging], sort_key, e.value), "sort log"));
+      } else {
+        CAIRN_RETURN_IF_ERROR(SpillPut(cf, e.key, e.value));
       }
-      // Roll to a new file every kSpillFileBytes: a writer keeps its file's
-      // index and filter in memory until Finish, so this bounds that too.
-      auto& writer = spill_->writers[cf];
-      if (writer && writer->FileSize() > kSpillFileBytes) {
-        CAIRN_RETURN_IF_ERROR(FromRocks(writer->Finish(), "finish spill file"));
-        writer.reset();
-      }
-      if (!writer) {
-        writer = std::make_unique<rocksdb::SstFileWriter>(rocksdb::EnvOptions(),
-                                                          db_->GetOptions(cfs_[cf]), cfs_[cf]);
-        spill_->files[cf].push_back(
-            absl::StrCat(spill_->dir, "/", CfName(cf), "-", spill_->files[cf].size(), ".sst"));
-        CAIRN_RETURN_IF_ERROR(FromRocks(writer->Open(spill_->files[cf].back()), "open spill file"));
-      }
-      CAIRN_RETURN_IF_ERROR(
-          FromRocks(spill_->writers[cf]->Put(e.key, e.value), "write spill file"));
     }
     CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "read batch"));
   }
+  if (sorting.Count() > 0) {
+    // Not logged: a crash loses them with the commit they belong to, and
+    // what reached a file is dropped by the next exclusive commit or open.
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = true;
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &sorting), "sort log"));
+  }
   batch_->Clear();
   return absl::OkStatus();
+}
+
+absl::Status StoreImpl::SpillSortedLog() {
+  std::string lower = keys::LogSortPrefix();
+  std::string upper = keys::PrefixSuccessor(lower);
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice ub(upper);
+  ro.iterate_upper_bound = &ub;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kStaging]));
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    rocksdb::Slice key = it->key();
+    key.remove_prefix(lower.size());
+    CAIRN_RETURN_IF_ERROR(SpillPut(kLog, key, it->value()));
+  }
+  return FromRocks(it->status(), "read sorted log");
+}
+
+absl::Status StoreImpl::DropLogSort() {
+  std::string lower = keys::LogSortPrefix();
+  {
+    // Usually nothing is there: then no range tombstone is written.
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kStaging]));
+    it->Seek(lower);
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "read sorted log"));
+    if (!it->Valid() || !it->key().starts_with(lower)) return absl::OkStatus();
+  }
+  return FromRocks(db_->DeleteRange(rocksdb::WriteOptions(), cfs_[kStaging], lower,
+                                    keys::PrefixSuccessor(lower)),
+                   "drop sorted log");
 }
 
 absl::Status StoreImpl::CommitExclusive(Writer* w) {
@@ -279,12 +330,19 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
   spill_->dir = dir;
   spill_->writers.resize(kNumCfs);
   spill_->files.resize(kNumCfs);
+  spill_->last_key.resize(kNumCfs);
+  if (absl::Status s = DropLogSort(); !s.ok()) {
+    w->status = s;
+    spill_.reset();
+    return absl::OkStatus();
+  }
   BatchState bs;
   bs.next_seq = next_seq_;
   w->result = IngestResult{};
   absl::Status s = ApplyBatch(w, &bs);
   w->status = s;
   if (s.ok()) s = SpillBatch();
+  if (s.ok() && spill_->sort_log) s = SpillSortedLog();
   if (s.ok()) {
     // Counters and the seq counter go in with the data, in the meta file.
     std::string last;
@@ -314,6 +372,9 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
     args.push_back(std::move(arg));
   }
   if (s.ok()) s = FromRocks(db_->IngestExternalFiles(args), "ingest session commit");
+  // What the sort left behind; if this fails, the next exclusive commit or
+  // open drops it.
+  if (spill_->sort_log) DropLogSort().IgnoreError();
   spill_.reset();
   batch_->Clear();
   std::filesystem::remove_all(dir);
@@ -421,6 +482,7 @@ absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
       batch_->Put(cfs_[kMeta], keys::TruncateMarkerKey(e.collection, e.position, e.source), ""),
       "put marker"));
   bs->markers.emplace_back(e.collection, m);
+  if (bs->truncates_in_walk) return absl::OkStatus();
 
   // Every entity the collection has ever had gets a truncate version at the
   // marker; entities first seen later get theirs in EnforceMarkers.

@@ -281,6 +281,47 @@ IngestRun Ingest(const EventSet& set, const std::vector<size_t>& order, std::mt1
   return run;
 }
 
+// Ingests the set in `order` into a fresh store through one atomic session,
+// posted in random slices: one commit, folded entity by entity.
+IngestRun IngestAtomic(const EventSet& set, const std::vector<size_t>& order, std::mt19937& rng) {
+  IngestRun run;
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{.block_cache_bytes = 1 << 20});
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return run;
+  EXPECT_TRUE((*store)->PutSource({.name = "alpha", .format = "canonical"}).ok());
+  auto id = (*store)->OpenSession("alpha", "", SessionMode::kAtomic);
+  EXPECT_TRUE(id.ok()) << id.status();
+  if (!id.ok()) return run;
+  Model m;
+  for (size_t i = 0; i < order.size();) {
+    size_t n = std::min<size_t>(1 + rng() % 6, order.size() - i);
+    std::vector<Event> post;
+    for (size_t j = i; j < i + n; ++j) {
+      post.push_back(set.events[order[j]].ToEvent());
+      m.Add(set.events[order[j]]);
+    }
+    auto staged = (*store)->SessionIngest(*id, std::move(post));
+    EXPECT_TRUE(staged.ok()) << staged.status();
+    i += n;
+    EXPECT_EQ(staged.value_or(0), i);
+  }
+  EXPECT_EQ((*store)->LastSeq(), 0u);  // nothing visible before the commit
+  auto r = (*store)->CloseSession(*id, /*commit=*/true);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return run;
+  run.applied = r->applied;
+  run.duplicates = r->duplicates;
+  run.conflicts = r->conflicts;
+  // Each entity's events fold in position order (none is late), so the
+  // commit's change count is not the arrival-order model's.
+  EXPECT_EQ((*store)->LastSeq(), r->last_seq);
+  run.observed = Observe(**store, set, rng);
+  run.expected = Expect(m, set);
+  run.stats = StatsText(**store);
+  return run;
+}
+
 // What a checked set exercised.
 struct Coverage {
   size_t late_arrivals = 0;    // events that arrived after a newer one of their entity
@@ -306,6 +347,17 @@ Coverage CheckSet(int s) {
     EXPECT_EQ(run.conflicts, static_cast<uint64_t>(set.variants));
     EXPECT_EQ(run.applied + run.duplicates + run.conflicts, set.events.size());
     EXPECT_EQ(run.applied, set.base);  // one per identity
+  }
+  {
+    // One atomic commit of the whole set: the same end state, history and
+    // counters as any batching.
+    SCOPED_TRACE("atomic session");
+    IngestRun atomic = IngestAtomic(set, ArrivalOrder(set, rng, /*originals_first=*/true), rng);
+    EXPECT_EQ(atomic.observed, runs[0].observed);
+    EXPECT_EQ(atomic.stats, runs[0].stats);
+    EXPECT_EQ(atomic.applied, runs[0].applied);
+    EXPECT_EQ(atomic.duplicates, runs[0].duplicates);
+    EXPECT_EQ(atomic.conflicts, runs[0].conflicts);
   }
   // Unconstrained: the first-arrived variant of each identity wins.
   SCOPED_TRACE("fully shuffled order");

@@ -31,6 +31,9 @@ enum class SessionMode {
   kReplace,  // on commit=true the session's records become the collection's
              // whole content for the source: earlier records not re-sent are
              // deleted, atomically
+  kAtomic,   // whole events (each with its own source position) posted with
+             // SessionIngest and applied on commit=true as one batch, all or
+             // nothing, whatever its size
 };
 const char* SessionModeName(SessionMode mode);
 
@@ -46,7 +49,7 @@ struct SessionInfo {
   std::string source;
   std::string collection;
   SessionMode mode = SessionMode::kStream;
-  uint64_t records = 0;  // records staged so far (accrue/replace)
+  uint64_t records = 0;  // records (atomic: events) staged so far
 };
 
 }  // namespace cairn

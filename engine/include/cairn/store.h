@@ -144,7 +144,24 @@ class Store {
       std::string_view session_id, std::vector<SessionRecord> records) = 0;
   virtual absl::StatusOr<std::vector<std::string>> SessionDelete(std::string_view session_id,
                                                                  std::vector<std::string> keys) = 0;
-  // commit=true applies an accrue/replace session atomically (a snapshot or
+  // Stages events in an atomic session (SessionMode::kAtomic; `collection`
+  // at open may be empty, events name theirs). Each event is validated as by
+  // Ingest (INVALID_ARGUMENT naming "event i" of this call; nothing of the
+  // call is staged then); events may name any source (cairnd checks the
+  // caller's write grant on each, as for Ingest). Staged
+  // events are on disk, in as many calls as needed; nothing is visible until
+  // CloseSession(commit=true) applies them all as one batch: exactly as if
+  // they had been given to one Ingest call (same duplicates, conflicts, late
+  // and truncate rules, the same end state and history), except for its
+  // change feed: each entity's events are folded in position order and the
+  // changes numbered entity by entity in key order; and the result carries
+  // counts, not per-event outcomes. Memory at commit is bounded by the spill size
+  // (kSpillBatchBytes) plus the events of the entity being folded. Returns
+  // the number of events the session holds. FAILED_PRECONDITION for a
+  // session of another mode or a closed one.
+  virtual absl::StatusOr<uint64_t> SessionIngest(std::string_view session_id,
+                                                 std::vector<Event> events) = 0;
+  // commit=true applies an accrue/replace/atomic session atomically (a snapshot or
   // subscriber never sees half of it); commit=false discards what is staged.
   // For stream sessions, close ends the session and reports what its posts
   // applied as they came (seq range and count).
