@@ -302,6 +302,16 @@ std::string Ranges(std::vector<std::pair<uint64_t, uint64_t>> spans) {
   return out.empty() ? "none" : out;
 }
 
+// Largest line the CLI holds while waiting for its end: past it the input
+// is taken not to be in the source's format.
+constexpr size_t kMaxOpenRecordBytes = 64 << 20;
+absl::Status CheckOpenRecord(const Batcher& b) {
+  if (b.open_bytes() <= kMaxOpenRecordBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("line ", b.next_line(), " and after: more than ", kMaxOpenRecordBytes,
+                   " bytes without a record's end (is this file in the source's format?)"));
+}
+
 struct IngestTotals {
   uint64_t batches = 0, applied = 0, duplicates = 0, conflicts = 0, rejected = 0;
 };
@@ -317,6 +327,13 @@ struct IngestOptions {
   absl::Duration reconnect_window = absl::Seconds(60);
 };
 
+// Whole documents (datapoints, bitbroker) are cut only at the end of the
+// input; the rest at record ends.
+Batcher BatcherFor(const std::string& format, const IngestOptions& o) {
+  return Batcher(format == "datapoints" || format == "bitbroker", format == "sse-feed", o.per_batch,
+                 o.max_batch_bytes);
+}
+
 // Ingests one input through the source, pipelining up to kWindow batches.
 // What happened to each line is kept so a stop at any point says which
 // lines were acknowledged. A stream the server drops (UNAVAILABLE: a restart)
@@ -328,20 +345,13 @@ class FileIngest {
  public:
   FileIngest(Client& client, const IngestOptions& o, const std::string& format,
              const std::string& file, IngestTotals* totals)
-      : client_(client),
-        o_(o),
-        file_(file),
-        totals_(totals),
-        batcher_(o.atomic || format == "datapoints" || format == "bitbroker", format == "sse-feed",
-                 o.per_batch, o.atomic ? SIZE_MAX : o.max_batch_bytes) {}
+      : client_(client), o_(o), file_(file), totals_(totals), batcher_(BatcherFor(format, o)) {}
 
   absl::Status Run(bool* stopped);
   void PrintSummary() const;
 
  private:
   static constexpr size_t kWindow = 8;  // batches in flight
-  // Largest line the CLI holds while waiting for its end.
-  static constexpr size_t kMaxRecordBytes = 64 << 20;
 
   absl::Status Open() {
     CAIRN_ASSIGN_OR_RETURN(stream_, client_.OpenIngestStream(/*payloads=*/true));
@@ -421,11 +431,11 @@ absl::Status FileIngest::Recover(absl::Status s) {
     auto big = std::max_element(
         pending_.begin(), pending_.end(),
         [](const Chunk& a, const Chunk& b) { return a.payload.size() < b.payload.size(); });
-    fatal_ = absl::ResourceExhaustedError(absl::StrCat(
-        "lines ", big->first_line, "-", big->last_line, " make a batch of ", big->payload.size(),
-        " bytes, more than cairnd accepts (", s.message(), "): raise cairnd's --max-message-bytes",
-        o_.atomic ? "" : ", or lower --max-batch-bytes",
-        " (a single record larger than the server's limit cannot be sent)"));
+    fatal_ = absl::ResourceExhaustedError(
+        absl::StrCat("lines ", big->first_line, "-", big->last_line, " make a batch of ",
+                     big->payload.size(), " bytes, more than cairnd accepts (", s.message(),
+                     "): raise cairnd's --max-message-bytes", ", or lower --max-batch-bytes",
+                     " (a single record larger than the server's limit cannot be sent)"));
     pending_.erase(big, pending_.end());
     stop_ = true;
     s = absl::UnavailableError("resending the batches before it");
@@ -499,11 +509,7 @@ absl::Status FileIngest::Run(bool* stopped) {
       if (n == 0) break;
       read_bytes_ += n;
       batcher_.Add(std::string_view(chunk.data(), n), &batches);
-      if (!o_.atomic && batcher_.open_bytes() > kMaxRecordBytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("line ", batcher_.next_line(), " and after: more than ", kMaxRecordBytes,
-                         " bytes without a record's end (is this file in the source's format?)"));
-      }
+      CAIRN_RETURN_IF_ERROR(CheckOpenRecord(batcher_));
       CAIRN_RETURN_IF_ERROR(Send(batches));
     }
     if (!stop_) {
@@ -542,6 +548,159 @@ void FileIngest::PrintSummary() const {
   }
 }
 
+// --atomic: one input through one atomic session. Its batches are staged
+// on cairnd (nothing visible), then one commit applies all of them or, if a
+// batch is rejected or the run is cut short, none: the session is
+// discarded. Posting a batch again after cairnd restarts is harmless (a
+// repeat is a duplicate at commit), so UNAVAILABLE is retried like the
+// streaming path does. Sets *rejected when a batch was rejected.
+class AtomicFileIngest {
+ public:
+  AtomicFileIngest(Client& client, const IngestOptions& o, const std::string& format,
+                   const std::string& file, IngestTotals* totals)
+      : client_(client), o_(o), file_(file), totals_(totals), batcher_(BatcherFor(format, o)) {}
+
+  absl::Status Run(bool* rejected);
+
+ private:
+  // `call` until it is not UNAVAILABLE or the reconnect window has passed.
+  template <typename T>
+  absl::StatusOr<T> Reconnecting(const std::function<absl::StatusOr<T>()>& call) {
+    absl::Time deadline = absl::Now() + o_.reconnect_window;
+    absl::Duration backoff = absl::Milliseconds(100);
+    while (true) {
+      absl::StatusOr<T> r = call();
+      if (!absl::IsUnavailable(r.status()) || absl::Now() > deadline) return r;
+      std::cerr << file_ << ": " << r.status().message() << "; reconnecting\n";
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+  }
+  absl::Status Post(Chunk& c, bool* rejected);
+  // Discards the session after a failure; says so if it cannot.
+  void Discard();
+
+  Client& client_;
+  const IngestOptions& o_;
+  const std::string& file_;
+  IngestTotals* totals_;
+  Batcher batcher_;
+  std::string session_;
+  uint64_t staged_lines_ = 0;
+  bool tty_ = isatty(STDERR_FILENO);
+};
+
+absl::Status AtomicFileIngest::Post(Chunk& c, bool* rejected) {
+  auto r =
+      Reconnecting<uint64_t>([&] { return client_.SessionIngestPayload(session_, c.payload); });
+  ++totals_->batches;
+  if (r.ok()) {
+    staged_lines_ = c.last_line;
+    if (tty_) std::cerr << "\r" << file_ << ": staged lines 1-" << staged_lines_ << std::flush;
+    return absl::OkStatus();
+  }
+  if (absl::IsInvalidArgument(r.status()) || absl::IsFailedPrecondition(r.status()) ||
+      absl::IsPermissionDenied(r.status()) || absl::IsOutOfRange(r.status())) {
+    ++totals_->rejected;
+    *rejected = true;
+    std::cerr << (tty_ ? "\r" : "") << file_ << ": batch of lines " << c.first_line << "-"
+              << c.last_line
+              << " rejected: " << InFileTerms(c, cairn::StdView(r.status().message())) << "\n";
+    return absl::OkStatus();
+  }
+  if (absl::IsResourceExhausted(r.status())) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("lines ", c.first_line, "-", c.last_line, " make a batch of ",
+                     c.payload.size(), " bytes, more than cairnd accepts (", r.status().message(),
+                     "): raise cairnd's --max-message-bytes, or lower --max-batch-bytes"));
+  }
+  return r.status();
+}
+
+void AtomicFileIngest::Discard() {
+  if (session_.empty()) return;
+  auto r = Reconnecting<cairn::IngestResult>([&] { return client_.CloseSession(session_, false); });
+  if (!r.ok() && !absl::IsFailedPrecondition(r.status())) {
+    std::cerr << file_ << ": could not discard session " << session_ << " (" << r.status()
+              << "); discard it with: cairn session close --discard " << session_ << "\n";
+  }
+}
+
+absl::Status AtomicFileIngest::Run(bool* rejected) {
+  *rejected = false;
+  bool is_stdin = file_ == "-";
+  int fd = is_stdin ? STDIN_FILENO : open(file_.c_str(), O_RDONLY);
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat("cannot read ", file_, ": ", strerror(errno)));
+  auto opened = Reconnecting<std::string>(
+      [&] { return client_.OpenSession(o_.source, "", cairn::SessionMode::kAtomic); });
+  if (!opened.ok()) {
+    if (!is_stdin) close(fd);
+    return opened.status();
+  }
+  session_ = *opened;
+  absl::Status result = [&]() -> absl::Status {
+    std::vector<Chunk> batches;
+    std::string chunk(1 << 16, '\0');
+    auto post_all = [&]() -> absl::Status {
+      for (Chunk& c : batches) {
+        CAIRN_RETURN_IF_ERROR(Post(c, rejected));
+        if (*rejected) break;
+      }
+      batches.clear();
+      return absl::OkStatus();
+    };
+    while (!*rejected) {
+      ssize_t n = read(fd, chunk.data(), chunk.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return absl::InternalError(absl::StrCat("read ", file_, ": ", strerror(errno)));
+      if (n == 0) break;
+      batcher_.Add(std::string_view(chunk.data(), n), &batches);
+      CAIRN_RETURN_IF_ERROR(CheckOpenRecord(batcher_));
+      CAIRN_RETURN_IF_ERROR(post_all());
+    }
+    if (!*rejected) {
+      batcher_.Finish(&batches);
+      CAIRN_RETURN_IF_ERROR(post_all());
+    }
+    return absl::OkStatus();
+  }();
+  if (!is_stdin) close(fd);
+  if (tty_) std::cerr << "\n";
+  if (!result.ok() || *rejected) {
+    Discard();
+    std::cerr << file_ << ": nothing of it was applied (--atomic)\n";
+    return result;
+  }
+  bool retried = false;
+  auto committed = Reconnecting<cairn::IngestResult>([&]() -> absl::StatusOr<cairn::IngestResult> {
+    auto r = client_.CloseSession(session_, true);
+    retried |= absl::IsUnavailable(r.status());
+    return r;
+  });
+  if (!committed.ok() && retried && absl::IsFailedPrecondition(committed.status()) &&
+      absl::StrContains(committed.status().message(), "committed")) {
+    // The commit went through; its answer was lost with the connection.
+    std::cerr << file_ << ": all " << staged_lines_
+              << " lines applied atomically (the commit's counts were lost with the connection)\n";
+    return absl::OkStatus();
+  }
+  if (!committed.ok()) {
+    Discard();
+    std::cerr << file_ << ": nothing of it was applied (--atomic)\n";
+    return committed.status();
+  }
+  totals_->applied += committed->applied;
+  totals_->duplicates += committed->duplicates;
+  totals_->conflicts += committed->conflicts;
+  std::cerr << file_ << ": all " << staged_lines_ << " lines applied atomically";
+  if (committed->first_seq) {
+    std::cerr << " (seq " << committed->first_seq << "-" << committed->last_seq << ")";
+  }
+  std::cerr << "\n";
+  return absl::OkStatus();
+}
+
 int Ingest(Client& client, const IngestOptions& o) {
   auto def = client.GetSource(o.source);
   if (!def.ok()) return Fail(def.status());
@@ -562,6 +721,21 @@ int Ingest(Client& client, const IngestOptions& o) {
   IngestTotals t;
   int rc = 0;
   for (const std::string& file : inputs) {
+    if (o.atomic) {
+      AtomicFileIngest f(client, o, def->format, file, &t);
+      bool rejected = false;
+      absl::Status s = f.Run(&rejected);
+      if (!s.ok()) {
+        std::cerr << "error: " << file << ": " << s << "\n";
+        rc = 1;
+        break;
+      }
+      if (rejected && !o.keep_going) {
+        std::cerr << "stopped at the first rejected file (--continue goes on to the next)\n";
+        break;
+      }
+      continue;
+    }
     FileIngest f(client, o, def->format, file, &t);
     bool stopped = false;
     absl::Status s = f.Run(&stopped);
@@ -648,8 +822,9 @@ int main(int argc, char** argv) {
   ingest->add_flag("--continue", io.keep_going,
                    "go on past rejected batches (each is reported with its file lines)");
   ingest->add_flag("--atomic", io.atomic,
-                   "all or nothing: each file goes as one batch (up to cairnd's "
-                   "--max-message-bytes)");
+                   "all or nothing per file, of any size: its batches are staged in an atomic "
+                   "session and applied by one commit (a rejected batch applies nothing of "
+                   "the file)");
   ingest->add_option("files", io.files, "input files ('-' or none: stdin)");
 
   // get

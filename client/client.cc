@@ -380,6 +380,29 @@ class ClientImpl : public Client {
     return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
   }
 
+  absl::StatusOr<uint64_t> PostToSession(const v1::SessionIngestRequest& req) {
+    v1::SessionIngestResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return sessions_->Ingest(c, req, &resp); }));
+    return resp.total();
+  }
+
+  absl::StatusOr<uint64_t> SessionIngest(std::string_view session_id,
+                                         const std::vector<Event>& events) override {
+    v1::SessionIngestRequest req;
+    req.set_session_id(std::string(session_id));
+    for (const Event& e : events) ToProto(e, req.add_events());
+    return PostToSession(req);
+  }
+
+  absl::StatusOr<uint64_t> SessionIngestPayload(std::string_view session_id,
+                                                std::string payload) override {
+    v1::SessionIngestRequest req;
+    req.set_session_id(std::string(session_id));
+    req.set_payload(std::move(payload));
+    return PostToSession(req);
+  }
+
   absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) override {
     v1::CloseSessionRequest req;
     req.set_session_id(std::string(session_id));

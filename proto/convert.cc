@@ -307,10 +307,16 @@ void ToProto(const IngestResult& r, v1::CloseSessionResponse* out) {
   out->set_first_seq(r.first_seq);
   out->set_last_seq(r.last_seq);
   out->set_applied(r.applied);
+  out->set_duplicates(r.duplicates);
+  out->set_conflicts(r.conflicts);
 }
 
 IngestResult FromProto(const v1::CloseSessionResponse& r) {
-  return IngestResult{.first_seq = r.first_seq(), .last_seq = r.last_seq(), .applied = r.applied()};
+  return IngestResult{.first_seq = r.first_seq(),
+                      .last_seq = r.last_seq(),
+                      .applied = r.applied(),
+                      .duplicates = r.duplicates(),
+                      .conflicts = r.conflicts()};
 }
 
 v1::SnapshotRequest ToProto(const SnapshotOptions& o) {

@@ -20,10 +20,6 @@ using wire::FailAck;
 using wire::FromProto;
 using wire::ToGrpc;
 
-// Events in one ingest request at most: what a batch costs in memory
-// (decoded events, the engine's indexed write batch) is bounded with it,
-// whatever the message size allows (300,000 deletes fit in 9 MB).
-constexpr size_t kMaxBatchEvents = 100000;
 // Ingest: one ack per batch, in order. Reactors never wait for the engine: a
 // received batch is decoded (proto or source format) and auth-checked on the
 // gRPC thread, then queued for the IngestWorker, one thread that validates

@@ -36,6 +36,12 @@ class IngestWorker;
 class Dispatcher;
 
 // What every handler needs. Owned by ServerImpl, outlives every call.
+// Events in one ingest request (or session post) at most: what a batch
+// costs in memory (decoded events, the engine's indexed write batch) is
+// bounded with it, whatever the message size allows (300,000 deletes fit in
+// 9 MB).
+inline constexpr size_t kMaxBatchEvents = 100000;
+
 struct Deps {
   Store* store = nullptr;
   IngestWorker* worker = nullptr;

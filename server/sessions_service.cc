@@ -11,9 +11,9 @@ using wire::FromProto;
 using wire::ToProto;
 
 class SessionsService final
-    : public v1::Sessions::WithRawCallbackMethod_Open<
-          v1::Sessions::WithRawCallbackMethod_Upsert<v1::Sessions::WithRawCallbackMethod_Delete<
-              v1::Sessions::WithRawCallbackMethod_Close<v1::Sessions::Service>>>> {
+    : public v1::Sessions::WithRawCallbackMethod_Open<v1::Sessions::WithRawCallbackMethod_Upsert<
+          v1::Sessions::WithRawCallbackMethod_Delete<v1::Sessions::WithRawCallbackMethod_Ingest<
+              v1::Sessions::WithRawCallbackMethod_Close<v1::Sessions::Service>>>>> {
  public:
   explicit SessionsService(Deps* deps) : deps_(deps) {}
 
@@ -78,6 +78,54 @@ class SessionsService final
     return absl::OkStatus();
   }
 
+  grpc::ServerUnaryReactor* Ingest(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
+    return Unary<v1::SessionIngestRequest, v1::SessionIngestResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::SessionIngestRequest* req,
+            v1::SessionIngestResponse* resp) { return DoIngest(caller, req, resp); });
+  }
+
+  // An atomic session's post: canonical events, or a payload in the session
+  // source's format; the caller's grant is checked on every event's source.
+  absl::Status DoIngest(const Caller& caller, const v1::SessionIngestRequest* req,
+                        v1::SessionIngestResponse* resp) {
+    constexpr const char* kMethod = "Sessions.Ingest";
+    CAIRN_ASSIGN_OR_RETURN(SessionInfo info, Authorize(caller, kMethod, req->session_id()));
+    if (req->events_size() > 0 && !req->payload().empty()) {
+      return absl::InvalidArgumentError("give events or payload, not both");
+    }
+    if (req->events_size() > static_cast<int>(kMaxBatchEvents)) {
+      return TooManyEvents(req->events_size());
+    }
+    std::vector<Event> events;
+    if (req->events_size() > 0) {
+      CAIRN_ASSIGN_OR_RETURN(events, FromProto(req->events()));
+    } else if (!req->payload().empty()) {
+      CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, deps_->store->GetSource(info.source));
+      if (formats::SessionOnly(source.format)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("source '", source.name, "' is in format ", source.format,
+                         ", whose records carry no position: use an accrue or replace session"));
+      }
+      auto decoded = formats::Decode(source, req->payload(), {.collection = info.collection});
+      if (!decoded.ok()) {
+        deps_->store->CountRejectedBatch(source.name);
+        return decoded.status();
+      }
+      events = *std::move(decoded);
+      if (events.size() > kMaxBatchEvents) return TooManyEvents(events.size());
+    }
+    for (const Event& e : events) {
+      CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(caller, kMethod, e.source));
+    }
+    resp->set_staged(events.size());
+    CAIRN_ASSIGN_OR_RETURN(uint64_t total,
+                           deps_->store->SessionIngest(req->session_id(), std::move(events)));
+    resp->set_total(total);
+    return absl::OkStatus();
+  }
+
   grpc::ServerUnaryReactor* Close(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                   grpc::ByteBuffer* out) override {
     return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
@@ -104,6 +152,11 @@ class SessionsService final
     CAIRN_ASSIGN_OR_RETURN(SessionInfo info, deps_->store->GetSession(id));
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanWrite(caller, method, info.source));
     return info;
+  }
+
+  static absl::Status TooManyEvents(size_t n) {
+    return absl::InvalidArgumentError(absl::StrCat("the post holds ", n, " events; the limit is ",
+                                                   kMaxBatchEvents, " per post: split it"));
   }
 
   // Raw contribution records (e.g. BitBroker) through the source's decoder:

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The `cairn` CLI as a user drives it, against a real cairnd: the ingest
 policy (stop at the first rejected batch, file line numbers, --continue,
---atomic, sizes, surviving a server restart), option validation, UTF-8,
+--atomic of any size, sizes, surviving a server restart), option validation, UTF-8,
 checkpoint batching with an exact clean stop, sessions, sources and
 checkpoints. Closes with an 'N passed, N failed' line."""
 
@@ -47,6 +47,33 @@ def canonical_file(path, n, broken=(), key=lambda i: i, payload=lambda i: {"i": 
                 f.write(json.dumps({"collection": "c", "key": key(i), "op": "upsert",
                                     "position": {"timestamp": TS + i},
                                     "payload": payload(i)}) + "\n")
+
+
+def ingest_across_restart(args, s, path, flags, half_in=None, between=None):
+    """`cairn ingest [flags] -` fed `path` on stdin: the first half; once
+    `half_in()` says it is stored (if given), SIGKILL cairnd and start it
+    again on its port, call `between()`, then the rest. Stdin is open
+    throughout, so the CLI is mid-run when cairnd dies. Returns (rc, stderr)."""
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    half = len(lines) // 2
+    p = subprocess.Popen([args.cli, "--server", f"127.0.0.1:{s.port}", "ingest"] + flags + ["-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(b"".join(lines[:half]))
+    p.stdin.flush()
+    deadline = time.time() + 120
+    while half_in and not half_in(half):
+        assert time.time() < deadline and p.poll() is None, "the first half never arrived"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    port = s.port
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait()
+    s.start(port)
+    if between:
+        between()
+    _, err = p.communicate(input=b"".join(lines[half:]), timeout=300)
+    return p.returncode, err.decode()
 
 
 def ingest_policy(args, tmp):
@@ -127,20 +154,64 @@ def ingest_survives_restart(args, tmp):
     path = os.path.join(tmp, "f.jsonl")
     n = 60_000
     canonical_file(path, n)
-    p = subprocess.Popen([args.cli, "--server", f"127.0.0.1:{s.port}", "ingest", "--source", "s",
-                          "--batch", "20", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.5)
-    port = s.port
-    s.proc.send_signal(signal.SIGKILL)
-    s.proc.wait()
-    time.sleep(0.5)
-    s.start(port)
-    _, err = p.communicate(timeout=300)
-    err = err.decode()
-    assert p.returncode == 0, err
-    assert "reconnecting" in err, f"the ingest ended before the restart: {err}"
+    rc, err = ingest_across_restart(args, s, path, ["--source", "s", "--batch", "20"],
+                                    half_in=lambda h: cli.lines("stats")[0]["last_seq"] >= h)
+    assert rc == 0, err
+    assert "reconnecting" in err, err
     stored = len(cli.lines("snapshot", "--collection", "c"))
     assert stored == n, f"{stored} of {n} stored\n{err}"
+    s.stop()
+
+
+def ingest_atomic(args, tmp):
+    """16: --atomic of any size: a file several times cairnd's message limit
+    is applied by one commit, or nothing of it is; a cairnd restart while it
+    is staged is survived."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--max-message-bytes", str(1 << 20)])
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", check_rc=0)
+    n = 6000
+    path = os.path.join(tmp, "big.jsonl")  # ~6.5 MB: six times the limit
+    canonical_file(path, n, key=lambda i: f"a{i}", payload=lambda i: {"blob": "x" * 1000})
+    assert os.path.getsize(path) > 6 * (1 << 20)
+    rc, _, err = cli.run("ingest", "--source", "s", "--atomic", "--max-batch-bytes", 500_000, path)
+    assert rc == 0 and f"all {n} lines applied atomically" in err, err
+    assert f"accepted {n}, duplicate 0" in err, err
+    assert len(cli.lines("snapshot", "--collection", "c")) == n
+    assert cli.lines("stats")[0]["last_seq"] == n
+    # Again: every event is a duplicate, nothing changes.
+    rc, _, err = cli.run("ingest", "--source", "s", "--atomic", "--max-batch-bytes", 500_000, path)
+    assert rc == 0 and f"accepted 0, duplicate {n}" in err, err
+    assert cli.lines("stats")[0]["last_seq"] == n
+
+    # A bad line near the end of a large file: nothing of the file.
+    broken = os.path.join(tmp, "broken.jsonl")
+    canonical_file(broken, n, broken={n - 10}, key=lambda i: f"b{i}",
+                   payload=lambda i: {"blob": "x" * 1000})
+    rc, _, err = cli.run("ingest", "--source", "s", "--atomic", "--max-batch-bytes", 500_000,
+                         broken)
+    assert rc == 3 and f"line {n - 10}" in err and "nothing of it was applied" in err, err
+    keys = [e["key"] for e in cli.lines("snapshot", "--collection", "c")]
+    assert not [k for k in keys if str(k).startswith("b")], "half of an --atomic file was applied"
+    assert cli.lines("stats")[0]["last_seq"] == n
+
+    # SIGKILL while the input is being staged: the session survives, nothing
+    # of it is visible, the CLI reconnects (posting again what had no
+    # answer) and the commit applies the whole input.
+    restart = os.path.join(tmp, "restart.jsonl")
+    m = 40_000
+    canonical_file(restart, m, key=lambda i: f"r{i}")
+
+    def nothing_visible():
+        keys = [e["key"] for e in cli.lines("snapshot", "--collection", "c")]
+        assert not [k for k in keys if str(k).startswith("r")], "staged events are visible"
+
+    rc, err = ingest_across_restart(args, s, restart, ["--source", "s", "--atomic", "--batch", "50"],
+                                    between=nothing_visible)
+    assert rc == 0, err
+    assert f"all {m} lines applied atomically" in err, err
+    keys = [e["key"] for e in cli.lines("snapshot", "--collection", "c")]
+    assert len([k for k in keys if str(k).startswith("r")]) == m
     s.stop()
 
 
@@ -234,7 +305,7 @@ def main():
     ap.add_argument("--fixtures", required=True)
     ap.add_argument("--only")
     args = ap.parse_args()
-    sections = [ingest_policy, ingest_sizes, ingest_survives_restart, options_and_text,
+    sections = [ingest_policy, ingest_sizes, ingest_atomic, ingest_survives_restart, options_and_text,
                 checkpoints_and_sessions]
     run_sections(sections, args)
 

@@ -32,6 +32,7 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 DEEP = 100_000  # nesting levels of the hostile documents
 TS = 1_700_000_000_000_000
@@ -94,6 +95,8 @@ def rejected_requests_store_nothing(args, tmp):
     stream_sid = expect(call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
         source="contrib", collection="c", mode=pb.SESSION_MODE_STREAM),
         pb.OpenSessionResponse), OK).session_id
+    atomic_sid = expect(call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
+        source="billing", mode=pb.SESSION_MODE_ATOMIC), pb.OpenSessionResponse), OK).session_id
     s.stop()
     before = digest(args.digest, data)
     s.start()
@@ -132,6 +135,18 @@ def rejected_requests_store_nothing(args, tmp):
         what="Sessions.Upsert deep bitbroker")
     expect_ack(ingest(ch, [event('"b"', payload=deep_object(513))]), INVALID, "512",
                what="IngestEvents 513 levels")
+    expect(call(ch, "Sessions", "Ingest", "unary_unary", pb.SessionIngestRequest(
+        session_id=atomic_sid, events=[event('"b"', payload=deep)]), pb.SessionIngestResponse),
+        INVALID, "event 0", "nest deeper", what="Sessions.Ingest deep payload")
+    expect(call(ch, "Sessions", "Ingest", "unary_unary", pb.SessionIngestRequest(
+        session_id=atomic_sid, payload=canonical.encode()), pb.SessionIngestResponse),
+        INVALID, "record 0", what="Sessions.Ingest deep canonical")
+    expect(call(ch, "Sessions", "Ingest", "unary_unary", pb.SessionIngestRequest(
+        session_id=atomic_sid, events=[event('"b"')], payload=b"{}"), pb.SessionIngestResponse),
+        INVALID, "not both", what="Sessions.Ingest events and payload")
+    expect(call(ch, "Sessions", "Ingest", "unary_unary", pb.SessionIngestRequest(
+        session_id=stream_sid, events=[event('"b"')]), pb.SessionIngestResponse),
+        FAILED_PRECONDITION, "stream session", what="Sessions.Ingest into a stream session")
     s.alive()
 
     # 2. Schemas whose references loop without progress are refused.
@@ -308,6 +323,11 @@ def auth_matrix(args, tmp):
             pb.OpenSessionResponse, admin)
         return expect(r, OK).session_id
 
+    def atomic_session():
+        r = call(ch, "Sessions", "Open", "unary_unary", pb.OpenSessionRequest(
+            source="billing", mode=pb.SESSION_MODE_ATOMIC), pb.OpenSessionResponse, admin)
+        return expect(r, OK).session_id
+
     def ack_or_status(r):
         code, msg, acks = r
         if code != OK or not acks:
@@ -339,6 +359,11 @@ def auth_matrix(args, tmp):
                                                     pb.SessionDeleteRequest(
                                                         session_id=session(t), keys=['"k"']),
                                                     pb.SessionReport, t)[0]),
+        ("Sessions.Ingest", "write", lambda t: call(ch, "Sessions", "Ingest", "unary_unary",
+                                                    pb.SessionIngestRequest(
+                                                        session_id=atomic_session(),
+                                                        payload=canonical_line),
+                                                    pb.SessionIngestResponse, t)[0]),
         ("Sessions.Close", "write", lambda t: call(ch, "Sessions", "Close", "unary_unary",
                                                    pb.CloseSessionRequest(
                                                        session_id=session(t), commit=False),
@@ -450,6 +475,7 @@ def auth_matrix(args, tmp):
     for method, req, resp in [
             ("Upsert", pb.SessionUpsertRequest(session_id="nope"), pb.SessionReport),
             ("Delete", pb.SessionDeleteRequest(session_id="nope"), pb.SessionReport),
+            ("Ingest", pb.SessionIngestRequest(session_id="nope"), pb.SessionIngestResponse),
             ("Close", pb.CloseSessionRequest(session_id="nope"), pb.CloseSessionResponse)]:
         expect(call(ch, "Sessions", method, "unary_unary", req, resp), UNAUTH,
                what=f"Sessions.{method} unknown id, no token")

@@ -180,15 +180,21 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
   EXPECT_TRUE(small.truncated());
   EXPECT_EQ(small.sources_size(), 1);
 
-  for (SessionMode m : {SessionMode::kStream, SessionMode::kAccrue, SessionMode::kReplace}) {
+  for (SessionMode m :
+       {SessionMode::kStream, SessionMode::kAccrue, SessionMode::kReplace, SessionMode::kAtomic}) {
     EXPECT_EQ(FromProto(ToProto(m)), m);
   }
+  EXPECT_EQ(ToProto(SessionMode::kAtomic), v1::SESSION_MODE_ATOMIC);
   v1::CloseSessionResponse closed;
-  ToProto(IngestResult{.first_seq = 3, .last_seq = 7, .applied = 5}, &closed);
+  ToProto(
+      IngestResult{.first_seq = 3, .last_seq = 7, .applied = 5, .duplicates = 2, .conflicts = 1},
+      &closed);
   IngestResult r = FromProto(closed);
   EXPECT_EQ(r.first_seq, 3u);
   EXPECT_EQ(r.last_seq, 7u);
   EXPECT_EQ(r.applied, 5u);
+  EXPECT_EQ(r.duplicates, 2u);
+  EXPECT_EQ(r.conflicts, 1u);
 }
 
 }  // namespace

@@ -120,6 +120,15 @@ class Client {
                                                                         std::string payload) = 0;
   virtual absl::StatusOr<std::vector<std::string>> SessionDelete(
       std::string_view session_id, const std::vector<std::string>& keys) = 0;
+  // Atomic sessions (SessionMode::kAtomic): stage canonical events, or a
+  // payload in the session source's format; nothing is visible until
+  // CloseSession(commit=true) applies everything staged as one batch.
+  // Returns the number of events the session holds. Retried when cairnd is
+  // unavailable (a post staged twice is a duplicate at commit).
+  virtual absl::StatusOr<uint64_t> SessionIngest(std::string_view session_id,
+                                                 const std::vector<Event>& events) = 0;
+  virtual absl::StatusOr<uint64_t> SessionIngestPayload(std::string_view session_id,
+                                                        std::string payload) = 0;
   virtual absl::StatusOr<IngestResult> CloseSession(std::string_view session_id, bool commit) = 0;
 
   // --- Query
