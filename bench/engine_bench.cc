@@ -43,6 +43,7 @@
 #include "json_doc.h"
 #include "key_codec.h"
 #include "records.h"
+#include "retention.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -150,28 +151,29 @@ struct RawPut {
   RawCf cf;
   std::string key;
   std::string value;
+  bool merge = false;  // a retention link (a merge operand), not a put
 };
 
 // What the baseline writes per event. For an in-order update of an existing
 // entity cairn commits (store_write.cc ApplyEvent, materializer.cc ApplyToEntity), with average
 // key + value sizes on this workload:
 //   log         1 put   43 + 250 B   the LogRecord (payload: document or patch)
-//   history     2 puts  43 + 299 B   the new version, and its predecessor
-//                                    rewritten with its next_timestamp
-//   state       1 put   18 + 393 B   with the newest version's op, seq and
-//                                    patch, and the last change's position
+//   history     1 put   43 + 299 B   the new version, and a merge operand
+//               1 merge 43 + 8 B     into its predecessor: its next_timestamp
+//   state       1 put   18 + ~330 B  with the last change's position
 //   changes     1 put    8 + 583 B   before and after images
-//   entity_seq  2 puts  26 + 303 B   the new entry, and the previous one
-//                                    rewritten with its superseded_seq
-// i.e. 7 puts, ~2.64 KB per event (5 puts for an entity's first event), plus
-// 2 small puts per batch in the default family (last_seq, source counters).
+//   entity_seq  1 put   26 + 303 B   the new entry, and a merge operand into
+//               1 merge 26 + 8 B     the previous one: its superseded_seq
+// i.e. 5 puts and 2 merges per event (5 puts for an entity's first event),
+// plus 2 small puts per batch in the default family (last_seq, source
+// counters). (Format 1 rewrote the two predecessors whole: 7 puts, ~2.64 KB.)
 // The baseline's values are not approximations: the generator models each
 // entity and encodes every record with records::Encode outside the timed
 // region, so sizes and compressibility are cairn's own. The timed region only
 // fills a rocksdb::WriteBatch and writes it: no validation, no reads, no JSON,
 // no index. (cairn also reads the entity's state per event, plus the log
 // entry when the event is not past its source's newest position; the two
-// rewritten records are rebuilt from the state, not read.)
+// links need no read.)
 //
 // Generates the event stream: in position order, with a model of each
 // entity (enough to produce the baseline's records), then reordered by
@@ -307,13 +309,8 @@ class Workload {
     puts->push_back(
         {kHistory, keys::HistoryKey(e.prefix, ev.position, kSource), records::Encode(nv)});
     if (e.seen) {
-      records::VersionValue pred{.op = e.last_op,
-                                 .seq = e.last_seq,
-                                 .after = before_doc,
-                                 .next_timestamp = ev.position.timestamp};
-      if (e.last_op == Op::kPatch) pred.patch = PatchJson(before);
       puts->push_back({kHistory, keys::HistoryKey(e.prefix, PositionOf(e.last_index), kSource),
-                       records::Encode(pred)});
+                       cairn::internal::LinkOperand(ev.position.timestamp), /*merge=*/true});
     }
 
     records::StateValue st{.doc = after_doc,
@@ -322,11 +319,7 @@ class Workload {
                            .seq = seq,
                            .versions = e.versions + 1,
                            .last_change_seq = seq,
-                           .newest_op = ev.op,
-                           .newest_seq = seq,
-                           .newest_patch = ev.op == Op::kPatch ? ev.payload : "",
-                           .change_position = ev.position,
-                           .change_source = kSource};
+                           .change_position = ev.position};
     puts->push_back({kState, e.prefix, records::Encode(st)});
 
     records::ChangeValue change{.collection = kCollection,
@@ -342,12 +335,8 @@ class Workload {
     records::EntitySeqValue es{.doc = after_doc, .position = ev.position, .source = kSource};
     puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, seq), records::Encode(es)});
     if (e.seen) {
-      records::EntitySeqValue prev{.doc = before_doc,
-                                   .position = PositionOf(e.last_index),
-                                   .source = kSource,
-                                   .superseded_seq = seq};
-      puts->push_back(
-          {kEntitySeq, keys::EntitySeqKey(e.prefix, e.last_seq), records::Encode(prev)});
+      puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, e.last_seq),
+                       cairn::internal::LinkOperand(seq), /*merge=*/true});
     }
   }
 
@@ -393,6 +382,7 @@ std::unique_ptr<RawDb> OpenRaw(const std::string& path) {
     rocksdb::ColumnFamilyOptions cfo(opts);
     cfo.table_factory = factory;
     cfo.compression = rocksdb::kLZ4Compression;
+    cfo.merge_operator = cairn::internal::MergeOperatorOf(name);
     descriptors.emplace_back(name, cfo);
   }
   auto raw = std::make_unique<RawDb>();
@@ -440,7 +430,10 @@ std::unique_ptr<Templates> BuildTemplates() {
       }
       rocksdb::WriteBatch wb;
       for (const RawPut& p : puts) {
-        if (!wb.Put(raw->cfs[p.cf], p.key, p.value).ok()) abort();
+        if (!(p.merge ? wb.Merge(raw->cfs[p.cf], p.key, p.value)
+                      : wb.Put(raw->cfs[p.cf], p.key, p.value))
+                 .ok())
+          abort();
       }
       if (!raw->db->Write(rocksdb::WriteOptions(), &wb).ok()) abort();
     }
@@ -570,7 +563,10 @@ void BM_IngestRawBaseline(benchmark::State& state) {
     const RawBatch& rb = pool[next++];
     wb.Clear();
     for (const RawPut& p : rb.puts) {
-      if (!wb.Put(raw->cfs[p.cf], p.key, p.value).ok()) state.SkipWithError("put");
+      if (!(p.merge ? wb.Merge(raw->cfs[p.cf], p.key, p.value)
+                    : wb.Put(raw->cfs[p.cf], p.key, p.value))
+               .ok())
+        state.SkipWithError("put");
     }
     puts += rb.puts.size();
     bytes += rb.bytes;

@@ -41,10 +41,14 @@ inline constexpr std::string_view kMetaFormatVersion = "format_version";
 
 // The on-disk format (README "On-disk layout"): the records and keys of every
 // family. A store records the version that wrote it (kMetaFormatVersion, a
-// u64); one written before stores recorded it is version 1. Opening a store
-// of another version is FAILED_PRECONDITION naming both (CheckFormatVersion,
-// store_open.cc) until an upgrade path for it exists.
-inline constexpr uint64_t kFormatVersion = 1;
+// u64); one written before stores recorded it is version 1. Version 2 writes
+// retention links as merge operands (retention.h) and no longer the state
+// fields that rebuilt linked records; it reads every version-1 record as it
+// is, so opening a version-1 store upgrades it in place by recording version
+// 2 (one synced write: crash-safe). Any other version is FAILED_PRECONDITION
+// naming both (CheckFormatVersion, store_open.cc).
+inline constexpr uint64_t kFormatVersion = 2;
+inline constexpr uint64_t kOldestReadableFormat = 1;
 
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
                                            "datapoints", "bitbroker",  "canonical"};

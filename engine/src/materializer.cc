@@ -7,8 +7,12 @@
 //      state) or RefoldLate (insert it in position order and re-fold the
 //      later versions up to the first upsert or delete);
 //   3. EmitChange when the visible state changed: the next seq, a change
-//      record and an entity_seq entry (the previous entry marked superseded);
-//   4. WriteEntity: the rewritten versions, the new version, the new state.
+//      record and an entity_seq entry (the previous entry linked to it);
+//   4. WriteEntity: the predecessor's link, the re-folded versions, the new
+//      version, the new state.
+//
+// Links (a version's next_timestamp, an entry's superseded_seq) are merge
+// operands (retention.h), so no record is read or rewritten to set one.
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "json_doc.h"
@@ -77,12 +81,6 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_v
   CAIRN_RETURN_IF_ERROR(f.in_order ? FoldInOrder(f) : RefoldLate(f));
   CAIRN_ASSIGN_OR_RETURN(uint64_t seq, EmitChange(f, bs));
   f.version.seq = seq;
-  if (f.in_order) {
-    f.next.newest_op = op;
-    f.next.newest_seq = seq;
-    f.next.newest_patch = op == Op::kPatch ? payload : "";
-    f.next.newest_snapshot = snapshot;
-  }
   CAIRN_RETURN_IF_ERROR(WriteEntity(f));
   if (check_markers) {
     CAIRN_RETURN_IF_ERROR(EnforceMarkers(collection, key_bytes, entity, at, bs));
@@ -95,28 +93,10 @@ absl::Status StoreImpl::FoldInOrder(EntityFold& f) {
   CAIRN_RETURN_IF_ERROR(FoldVersion(f.op, f.payload, state ? state->doc : std::nullopt,
                                     state ? state->complete : true, &f.version.after,
                                     &f.version.complete));
-  if (state && !state->newest_op) {
-    // A state record written before it carried the newest version's
-    // fields: read the predecessor back (this event's state has them).
-    std::string pred_key = keys::HistoryKey(f.entity, state->position, state->source);
-    CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> pred_raw, BatchGet(kHistory, pred_key));
-    if (pred_raw) {
-      CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred, records::DecodeVersion(*pred_raw));
-      pred.next_timestamp = f.at.position.timestamp;
-      f.rewrites.emplace_back(std::move(pred_key), std::move(pred));
-    }
-  } else if (state && (state->doc || state->position.timestamp >= f.oldest_ts)) {
-    // The predecessor is the newest version, rebuilt from the state record
-    // instead of read back, and given its successor's timestamp.
-    records::VersionValue pred{.op = *state->newest_op,
-                               .seq = state->newest_seq,
-                               .patch = state->newest_patch,
-                               .after = state->doc,
-                               .complete = state->complete,
-                               .snapshot = state->newest_snapshot,
-                               .next_timestamp = f.at.position.timestamp};
-    f.rewrites.emplace_back(keys::HistoryKey(f.entity, state->position, state->source),
-                            std::move(pred));
+  if (state && (state->doc || state->position.timestamp >= f.oldest_ts)) {
+    // The predecessor (the newest version) gets its successor's timestamp:
+    // a link merged into it, not a rewrite.
+    f.pred_link = keys::HistoryKey(f.entity, state->position, state->source);
   }
   f.next.doc = f.version.after;
   f.next.complete = f.version.complete;
@@ -141,8 +121,7 @@ absl::Status StoreImpl::RefoldLate(EntityFold& f) {
                            records::DecodeVersion(it->value().ToStringView()));
     before = pred.after;
     before_complete = pred.complete;
-    pred.next_timestamp = f.at.position.timestamp;
-    f.rewrites.emplace_back(it->key().ToString(), std::move(pred));
+    f.pred_link = it->key().ToString();
   }
   CAIRN_RETURN_IF_ERROR(
       FoldVersion(f.op, f.payload, before, before_complete, &f.version.after, &f.version.complete));
@@ -227,29 +206,13 @@ absl::StatusOr<uint64_t> StoreImpl::EmitChange(EntityFold& f, BatchState* bs) {
                            .complete = change.complete});
   }
 
-  if (state && state->last_change_seq != 0 && !state->newest_op) {
-    // Written before the state record carried the entry's position: read
-    // the previous entry back.
-    std::string prev_key = keys::EntitySeqKey(f.entity, state->last_change_seq);
-    CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> prev_raw, BatchGet(kEntitySeq, prev_key));
-    if (prev_raw) {
-      CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue prev, records::DecodeEntitySeq(*prev_raw));
-      prev.superseded_seq = seq;
-      CAIRN_RETURN_IF_ERROR(BatchPut(kEntitySeq, prev_key, records::Encode(prev)));
-    }
-  } else if (state && state->last_change_seq != 0 &&
-             (state->doc || state->last_change_seq >= f.oldest_seq ||
-              state->change_position.timestamp >= f.oldest_ts)) {
-    // The previous entry holds the state as of the last change, which is
-    // still the state's document and completeness (else there would have
-    // been a change since): rebuilt, not read back, and marked superseded.
-    records::EntitySeqValue prev{.doc = state->doc,
-                                 .complete = state->complete,
-                                 .position = state->change_position,
-                                 .source = state->change_source,
-                                 .superseded_seq = seq};
-    CAIRN_RETURN_IF_ERROR(BatchPut(kEntitySeq, keys::EntitySeqKey(f.entity, state->last_change_seq),
-                                   records::Encode(prev)));
+  if (state && state->last_change_seq != 0 &&
+      (state->doc || state->last_change_seq >= f.oldest_seq ||
+       state->change_position.timestamp >= f.oldest_ts)) {
+    // The previous entry (the state as of the last change) is superseded:
+    // a link merged into it, unless retention may have dropped it.
+    CAIRN_RETURN_IF_ERROR(BatchMerge(
+        kEntitySeq, keys::EntitySeqKey(f.entity, state->last_change_seq), LinkOperand(seq)));
   }
   records::EntitySeqValue entry{
       .doc = next.doc, .complete = next.complete, .position = next.position, .source = next.source};
@@ -258,11 +221,13 @@ absl::StatusOr<uint64_t> StoreImpl::EmitChange(EntityFold& f, BatchState* bs) {
   next.seq = seq;
   next.last_change_seq = seq;
   next.change_position = next.position;
-  next.change_source = next.source;
   return seq;
 }
 
 absl::Status StoreImpl::WriteEntity(const EntityFold& f) {
+  if (f.pred_link) {
+    CAIRN_RETURN_IF_ERROR(BatchMerge(kHistory, *f.pred_link, LinkOperand(f.at.position.timestamp)));
+  }
   for (const auto& [key, version] : f.rewrites) {
     CAIRN_RETURN_IF_ERROR(
         FromRocks(batch_->Put(cfs_[kHistory], key, records::Encode(version)), "put history"));

@@ -1,6 +1,7 @@
 #include "records.h"
 
 #include "absl/strings/str_cat.h"
+#include "cairn/status.h"
 #include "flatbuffers/flatbuffers.h"
 
 namespace cairn::records {
@@ -72,8 +73,6 @@ std::string Encode(const StateValue& v) {
   flatbuffers::FlatBufferBuilder b(128 + (v.doc ? v.doc->size() : 0));
   auto doc = OptString(b, v.doc);
   auto source = b.CreateString(v.source);
-  auto newest_patch = v.newest_patch.empty() ? 0 : b.CreateString(v.newest_patch);
-  auto change_source = v.change_source == v.source ? 0 : b.CreateString(v.change_source);
   fbs::StateRecordBuilder r(b);
   if (v.doc) r.add_doc(doc);
   r.add_complete(v.complete);
@@ -83,13 +82,8 @@ std::string Encode(const StateValue& v) {
   r.add_seq(v.seq);
   r.add_versions(v.versions);
   r.add_last_change_seq(v.last_change_seq);
-  if (v.newest_op) r.add_newest_op(ToFbs(*v.newest_op));
-  r.add_newest_seq(v.newest_seq);
-  if (!v.newest_patch.empty()) r.add_newest_patch(newest_patch);
-  r.add_newest_snapshot(v.newest_snapshot);
   r.add_change_timestamp(v.change_position.timestamp);
   r.add_change_tick(v.change_position.tick);
-  if (v.change_source != v.source) r.add_change_source(change_source);
   b.Finish(r.Finish(), fbs::StateRecordIdentifier());
   return Finish(b);
 }
@@ -105,7 +99,10 @@ std::string Encode(const VersionValue& v) {
   if (v.after) r.add_after(after);
   r.add_complete(v.complete);
   r.add_snapshot(v.snapshot);
+  // Always present, so a link merge sets it in place (SetVersionNext).
+  b.ForceDefaults(true);
   r.add_next_timestamp(v.next_timestamp);
+  b.ForceDefaults(false);
   b.Finish(r.Finish(), fbs::VersionRecordIdentifier());
   return Finish(b);
 }
@@ -144,7 +141,9 @@ std::string Encode(const EntitySeqValue& v) {
   r.add_timestamp(v.position.timestamp);
   r.add_tick(v.position.tick);
   r.add_source(source);
+  b.ForceDefaults(true);  // as next_timestamp above
   r.add_superseded_seq(v.superseded_seq);
+  b.ForceDefaults(false);
   b.Finish(r.Finish(), fbs::EntitySeqRecordIdentifier());
   return Finish(b);
 }
@@ -178,16 +177,7 @@ absl::StatusOr<StateValue> DecodeState(std::string_view bytes) {
   v.seq = p->seq();
   v.versions = p->versions();
   v.last_change_seq = p->last_change_seq();
-  if (p->newest_op() != fbs::Op::None) {
-    auto op = FromFbs(p->newest_op(), "state");
-    if (!op.ok()) return op.status();
-    v.newest_op = *op;
-  }
-  v.newest_seq = p->newest_seq();
-  v.newest_patch = Str(p->newest_patch());
-  v.newest_snapshot = p->newest_snapshot();
   v.change_position = {p->change_timestamp(), p->change_tick()};
-  v.change_source = p->change_source() ? Str(p->change_source()) : v.source;
   return v;
 }
 
@@ -379,6 +369,39 @@ absl::StatusOr<StagedValue> DecodeStaged(std::string_view bytes) {
   v.op = *op;
   v.doc = Str((*r)->doc());
   return v;
+}
+
+namespace {
+
+// `bytes` (a record of type T) with one u64 field set: in place when the
+// field is stored, else through the decoded value.
+template <typename T, typename Decode, typename Set>
+absl::StatusOr<std::string> WithField(std::string_view bytes, const char* identifier,
+                                      const char* what, bool (T::*mutate)(uint64_t), uint64_t value,
+                                      Decode decode, Set set) {
+  CAIRN_RETURN_IF_ERROR(Verified<T>(bytes, identifier, what).status());
+  std::string out(bytes);
+  if ((flatbuffers::GetMutableRoot<T>(out.data())->*mutate)(value)) return out;
+  auto v = decode(bytes);
+  if (!v.ok()) return v.status();
+  set(*v, value);
+  return Encode(*v);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SetVersionNext(std::string_view bytes, uint64_t next_timestamp) {
+  return WithField<fbs::VersionRecord>(
+      bytes, fbs::VersionRecordIdentifier(), "history", &fbs::VersionRecord::mutate_next_timestamp,
+      next_timestamp, DecodeVersion, [](VersionValue& v, uint64_t x) { v.next_timestamp = x; });
+}
+
+absl::StatusOr<std::string> SetEntitySeqSuperseded(std::string_view bytes,
+                                                   uint64_t superseded_seq) {
+  return WithField<fbs::EntitySeqRecord>(
+      bytes, fbs::EntitySeqRecordIdentifier(), "entity_seq",
+      &fbs::EntitySeqRecord::mutate_superseded_seq, superseded_seq, DecodeEntitySeq,
+      [](EntitySeqValue& v, uint64_t x) { v.superseded_seq = x; });
 }
 
 std::optional<uint64_t> PeekVersionNext(std::string_view bytes) {

@@ -47,15 +47,9 @@ struct StateValue {
   uint64_t seq = 0;
   uint64_t versions = 0;
   uint64_t last_change_seq = 0;
-  // The newest version's fields besides its after-image and completeness
-  // (`doc`, `complete`), and the position and source of the entity_seq entry
-  // at last_change_seq: see fbs/state.fbs.
-  std::optional<Op> newest_op;  // nullopt only in records of older stores
-  uint64_t newest_seq = 0;
-  std::string newest_patch;
-  bool newest_snapshot = false;
+  // Position of the entity_seq entry at last_change_seq: whether retention
+  // may have dropped it (see fbs/state.fbs).
   Position change_position;
-  std::string change_source;
 };
 
 struct VersionValue {
@@ -129,6 +123,12 @@ absl::StatusOr<StateValue> DecodeState(std::string_view bytes);
 absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes);
 absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes);
 absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
+
+// The retention links, set on a stored record without decoding it where the
+// field is stored (every record this format writes): what the link merge
+// operators (retention.h) apply. DATA_LOSS when `bytes` does not verify.
+absl::StatusOr<std::string> SetVersionNext(std::string_view bytes, uint64_t next_timestamp);
+absl::StatusOr<std::string> SetEntitySeqSuperseded(std::string_view bytes, uint64_t superseded_seq);
 
 // Single-field reads for the compaction filter; nullopt when the buffer does
 // not verify (the filter then keeps the entry).

@@ -73,7 +73,61 @@ class RetentionFilter : public rocksdb::CompactionFilter {
   const Horizon* horizon_;
 };
 
+class LinkMergeOperator : public rocksdb::MergeOperator {
+ public:
+  explicit LinkMergeOperator(Cf cf) : cf_(cf) {}
+
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    std::string_view last = in.operand_list.back().ToStringView();
+    uint64_t link = 0;
+    if (!keys::ConsumeU64(&last, &link) || !last.empty()) return false;
+    if (in.existing_value == nullptr) {
+      out->new_value =
+          cf_ == kHistory
+              ? records::Encode(records::VersionValue{.op = Op::kDelete, .next_timestamp = link})
+              : records::Encode(records::EntitySeqValue{.superseded_seq = link});
+      return true;
+    }
+    std::string_view base = in.existing_value->ToStringView();
+    auto merged = cf_ == kHistory ? records::SetVersionNext(base, link)
+                                  : records::SetEntitySeqSuperseded(base, link);
+    if (!merged.ok()) return false;  // a corrupt record: the read fails, never guesses
+    out->new_value = *std::move(merged);
+    return true;
+  }
+
+  bool PartialMerge(const rocksdb::Slice&, const rocksdb::Slice&, const rocksdb::Slice& right,
+                    std::string* new_value, rocksdb::Logger*) const override {
+    new_value->assign(right.data(), right.size());  // the newest link wins
+    return true;
+  }
+
+  const char* Name() const override {
+    return cf_ == kHistory ? "cairn.HistoryNextLink" : "cairn.EntitySeqSupersededLink";
+  }
+
+ private:
+  Cf cf_;
+};
+
 }  // namespace
+
+std::shared_ptr<rocksdb::MergeOperator> NewLinkMergeOperator(Cf cf) {
+  return std::make_shared<LinkMergeOperator>(cf);
+}
+
+std::shared_ptr<rocksdb::MergeOperator> MergeOperatorOf(std::string_view cf_name) {
+  for (Cf cf : {kHistory, kEntitySeq}) {
+    if (cf_name == CfName(cf)) return NewLinkMergeOperator(cf);
+  }
+  return nullptr;
+}
+
+std::string LinkOperand(uint64_t link) {
+  std::string out;
+  keys::AppendU64(link, &out);
+  return out;
+}
 
 absl::Status OlderThanRetention(std::string_view what, RetentionAxis axis, uint64_t oldest) {
   return absl::OutOfRangeError(

@@ -1,5 +1,6 @@
 // Retention: the horizon (oldest answerable seq and timestamp), shared with
-// the compaction filters that drop what fell out of it. StoreImpl's
+// the compaction filters that drop what fell out of it, and the merge
+// operators that write the links those filters read. StoreImpl's
 // UpdateHorizon, RetentionLoop, CompactNow, SetRetention and Retention are
 // in retention.cc.
 #ifndef CAIRN_ENGINE_RETENTION_H_
@@ -13,6 +14,7 @@
 #include "absl/status/status.h"
 #include "config.h"
 #include "rocksdb/compaction_filter.h"
+#include "rocksdb/merge_operator.h"
 
 namespace cairn::internal {
 
@@ -26,6 +28,21 @@ struct Horizon {
 // that no answerable point can see any more (the rule per family is in
 // retention.cc). Reads `horizon` on every call; it must outlive the filter.
 std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon);
+
+// The merge operator of the history family (`cf` kHistory) or of entity_seq
+// (kEntitySeq). A retention link -- a version's next_timestamp, an entry's
+// superseded_seq -- is written when the successor arrives as a merge operand
+// (LinkOperand: the u64, big-endian) instead of rewriting the whole record;
+// the newest operand wins, and the merge sets the field in place
+// (records::SetVersionNext / SetEntitySeqSuperseded). An operand whose record
+// retention dropped in the meantime (an expired tombstone, the only record a
+// link can outlive) merges into a tombstone stub at the same key: a delete
+// version (seq 0), or an entry of a deleted entity, with the link set.
+std::shared_ptr<rocksdb::MergeOperator> NewLinkMergeOperator(Cf cf);
+std::string LinkOperand(uint64_t link);
+// The merge operator of the family named `cf_name` (CfName), or null: for
+// tests and tools that open a store's RocksDB directly.
+std::shared_ptr<rocksdb::MergeOperator> MergeOperatorOf(std::string_view cf_name);
 
 // OUT_OF_RANGE for a request point the retention window no longer covers:
 // "<what> is older than the retention window; oldest available seq is N"

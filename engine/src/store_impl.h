@@ -265,8 +265,11 @@ class StoreImpl : public Store {
     records::StateValue next;                  // the state it leaves
     records::VersionValue version;             // the event's history version
     std::string version_key;
-    // Versions whose records are rewritten, with their new values.
+    // Versions whose records are rewritten (re-folded), with their new values.
     std::vector<std::pair<std::string, records::VersionValue>> rewrites;
+    // The version before the event's, which gets the event's timestamp as
+    // its next_timestamp (a link merge), if any.
+    std::optional<std::string> pred_link;
     bool in_order = true;  // after the newest version
     uint64_t oldest_ts = 0;
     uint64_t oldest_seq = 0;  // the retention horizon when it started
@@ -285,6 +288,9 @@ class StoreImpl : public Store {
   // (a third of its inserts); a session commit indexes everything, since its
   // spill reads the batch through the index.
   absl::Status BatchPut(Cf cf, std::string_view key, std::string_view value);
+  // A merge operand (a retention link, retention.h) into the group's batch,
+  // indexed as BatchPut decides.
+  absl::Status BatchMerge(Cf cf, std::string_view key, std::string_view operand);
   SourceStats& StatsFor(BatchState* bs, const std::string& source);
   // --- End of the commit path.
 

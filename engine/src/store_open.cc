@@ -64,6 +64,8 @@ absl::Status StoreImpl::Init() {
     cfo.compression = rocksdb::kLZ4Compression;
     filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));
     if (cf != kMeta) cfo.compaction_filter = filters_.back().get();
+    if (cf == kHistory || cf == kEntitySeq)
+      cfo.merge_operator = NewLinkMergeOperator(static_cast<Cf>(cf));
     descriptors.emplace_back(CfName(cf), cfo);
   }
   rocksdb::DB* raw = nullptr;
@@ -118,16 +120,17 @@ StoreImpl::~StoreImpl() {
 absl::Status StoreImpl::CheckFormatVersion() {
   std::string v;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], kMetaFormatVersion, &v);
-  if (s.IsNotFound()) {
-    // A new store, or one written before stores recorded their version
-    // (version 1, this layout): record it.
+  auto record = [&] {
     std::string version;
     keys::AppendU64(kFormatVersion, &version);
     rocksdb::WriteOptions wo;
     wo.sync = true;
     return FromRocks(db_->Put(wo, cfs_[kMeta], kMetaFormatVersion, version),
                      "record the format version");
-  }
+  };
+  // A new store, or one written before stores recorded their version
+  // (version 1): record this one's.
+  if (s.IsNotFound()) return record();
   CAIRN_RETURN_IF_ERROR(FromRocks(s, "read the format version"));
   std::string_view in = v;
   uint64_t version = 0;
@@ -135,6 +138,10 @@ absl::Status StoreImpl::CheckFormatVersion() {
     return absl::DataLossError(
         absl::StrCat("store at ", path_, ": malformed format version (", v.size(), " bytes)"));
   }
+  // Every record of an older readable version reads as it is: the upgrade
+  // is the version key itself (a crash before it leaves the old version,
+  // and the next open upgrades again).
+  if (version >= kOldestReadableFormat && version < kFormatVersion) return record();
   if (version != kFormatVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat("store at ", path_, " has on-disk format version ", version,

@@ -260,13 +260,21 @@ absl::Status StoreImpl::SpillBatch() {
     std::unique_ptr<rocksdb::WBWIIterator> it(batch_->NewIterator(cfs_[cf]));
     for (it->SeekToFirst(); it->Valid();) {
       rocksdb::WriteEntry e = it->Entry();
-      if (e.type != rocksdb::kPutRecord) {
-        return absl::InternalError("session commit produced a non-put entry");
+      if (e.type != rocksdb::kPutRecord && e.type != rocksdb::kMergeRecord) {
+        return absl::InternalError("session commit produced a delete");
       }
       // A key written more than once has its entries in write order: keep
       // the last.
       it->Next();
       if (it->Valid() && it->Entry().key == e.key) continue;
+      std::string merged;
+      if (e.type == rocksdb::kMergeRecord) {
+        // A link: the merged record (over what the batch or the store holds).
+        CAIRN_RETURN_IF_ERROR(FromRocks(
+            batch_->GetFromBatchAndDB(db_.get(), rocksdb::ReadOptions(), cfs_[cf], e.key, &merged),
+            "merge a link"));
+        e.value = merged;
+      }
       if (cf == kMeta) {
         spill_->meta[e.key.ToString()] = e.value.ToString();
       } else if (cf == kLog && spill_->sort_log) {
@@ -432,6 +440,16 @@ absl::Status StoreImpl::BatchPut(Cf cf, std::string_view key, std::string_view v
     s = batch_->Put(cfs_[cf], key, value);
   }
   return FromRocks(s, absl::StrCat("put ", CfName(cf)));
+}
+
+absl::Status StoreImpl::BatchMerge(Cf cf, std::string_view key, std::string_view operand) {
+  rocksdb::Status s;
+  if ((cf == kChanges || cf == kEntitySeq) && !spill_) {
+    s = batch_->GetWriteBatch()->Merge(cfs_[cf], key, operand);  // as BatchPut
+  } else {
+    s = batch_->Merge(cfs_[cf], key, operand);
+  }
+  return FromRocks(s, absl::StrCat("merge ", CfName(cf)));
 }
 
 absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "retention.h"
 #include "rocksdb/db.h"
 
 namespace {
@@ -40,7 +41,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-  for (const auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  for (const auto& n : names) {
+    // The families whose links are merge operands read through cairn's
+    // merge operator (the digest is of what a reader sees).
+    rocksdb::ColumnFamilyOptions cfo;
+    cfo.merge_operator = cairn::internal::MergeOperatorOf(n);
+    cfs.emplace_back(n, cfo);
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   s = rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), argv[1], cfs, &handles, &raw);

@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "retention.h"
 
 namespace cairn::records {
 namespace {
@@ -34,12 +35,7 @@ StateValue SampleState() {
           .seq = 9,
           .versions = 4,
           .last_change_seq = 8,
-          .newest_op = Op::kPatch,
-          .newest_seq = 9,
-          .newest_patch = R"({"name":"x"})",
-          .newest_snapshot = true,
-          .change_position = {1700000000000000, 2},
-          .change_source = "crm"};
+          .change_position = {1700000000000000, 2}};
 }
 
 VersionValue SampleVersion() {
@@ -117,12 +113,7 @@ TEST(RecordsTest, EveryRecordRoundTrips) {
     EXPECT_EQ(out->seq, in.seq);
     EXPECT_EQ(out->versions, in.versions);
     EXPECT_EQ(out->last_change_seq, in.last_change_seq);
-    EXPECT_EQ(out->newest_op, in.newest_op);
-    EXPECT_EQ(out->newest_seq, in.newest_seq);
-    EXPECT_EQ(out->newest_patch, in.newest_patch);
-    EXPECT_EQ(out->newest_snapshot, in.newest_snapshot);
     EXPECT_EQ(out->change_position, in.change_position);
-    EXPECT_EQ(out->change_source, in.change_source);
     auto peek = PeekState(Encode(in));
     ASSERT_TRUE(peek.has_value());
     EXPECT_FALSE(peek->deleted);
@@ -133,7 +124,6 @@ TEST(RecordsTest, EveryRecordRoundTrips) {
     // A tombstone: no document.
     StateValue in = SampleState();
     in.doc.reset();
-    in.newest_op = Op::kDelete;
     auto out = DecodeState(Encode(in));
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_FALSE(out->doc.has_value());
@@ -302,6 +292,71 @@ TEST(RecordsTest, PeeksOfCorruptedRecordsAreEmpty) {
   EXPECT_FALSE(PeekState("garbage").has_value());
   // A version's bytes peeked as an entity_seq record: the identifier differs.
   EXPECT_EQ(PeekEntitySeqSuperseded(Encode(SampleVersion())), std::nullopt);
+}
+
+TEST(RecordsTest, LinksAreSetWithoutChangingAnythingElse) {
+  VersionValue v = SampleVersion();
+  v.next_timestamp = kNone;
+  auto linked = SetVersionNext(Encode(v), 1700000000000077);
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(linked->size(), Encode(v).size());  // set in place
+  auto back = DecodeVersion(*linked);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->next_timestamp, 1700000000000077u);
+  EXPECT_EQ(back->after, v.after);
+  EXPECT_EQ(back->seq, v.seq);
+  EntitySeqValue e = SampleEntitySeq();
+  e.superseded_seq = kNone;
+  auto superseded = SetEntitySeqSuperseded(Encode(e), 81);
+  ASSERT_TRUE(superseded.ok()) << superseded.status();
+  EXPECT_EQ(DecodeEntitySeq(*superseded)->superseded_seq, 81u);
+  EXPECT_EQ(DecodeEntitySeq(*superseded)->doc, e.doc);
+  EXPECT_EQ(SetVersionNext("garbage", 1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(SetEntitySeqSuperseded(Encode(v), 1).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(RecordsTest, LinkMergeOperatorsTakeTheNewestLink) {
+  using rocksdb::MergeOperator;
+  for (internal::Cf cf : {internal::kHistory, internal::kEntitySeq}) {
+    SCOPED_TRACE(internal::CfName(cf));
+    auto op = internal::NewLinkMergeOperator(cf);
+    std::string base =
+        cf == internal::kHistory ? Encode(SampleVersion()) : Encode(SampleEntitySeq());
+    rocksdb::Slice base_slice(base);
+    std::string first = internal::LinkOperand(10), second = internal::LinkOperand(7);
+    std::vector<rocksdb::Slice> operands = {first, second};
+    std::string out;
+    rocksdb::Slice existing;
+    MergeOperator::MergeOperationOutput result(out, existing);
+    ASSERT_TRUE(op->FullMergeV2(
+        MergeOperator::MergeOperationInput("k", &base_slice, operands, nullptr), &result));
+    uint64_t link = cf == internal::kHistory ? DecodeVersion(out)->next_timestamp
+                                             : DecodeEntitySeq(out)->superseded_seq;
+    EXPECT_EQ(link, 7u);  // the newest operand (a late insert moved it back)
+    // Without a base (retention dropped an expired tombstone): a stub of a
+    // deleted entity with the link.
+    std::string stub;
+    MergeOperator::MergeOperationOutput stub_result(stub, existing);
+    ASSERT_TRUE(op->FullMergeV2(MergeOperator::MergeOperationInput("k", nullptr, operands, nullptr),
+                                &stub_result));
+    if (cf == internal::kHistory) {
+      EXPECT_EQ(DecodeVersion(stub)->op, Op::kDelete);
+      EXPECT_FALSE(DecodeVersion(stub)->after.has_value());
+      EXPECT_EQ(DecodeVersion(stub)->next_timestamp, 7u);
+    } else {
+      EXPECT_FALSE(DecodeEntitySeq(stub)->doc.has_value());
+      EXPECT_EQ(DecodeEntitySeq(stub)->superseded_seq, 7u);
+    }
+    std::string partial;
+    EXPECT_TRUE(op->PartialMerge("k", first, second, &partial, nullptr));
+    EXPECT_EQ(partial, second);
+    // A corrupt operand or base fails the merge (the read reports it).
+    std::vector<rocksdb::Slice> bad = {rocksdb::Slice("xyz")};
+    std::string ignored;
+    MergeOperator::MergeOperationOutput bad_result(ignored, existing);
+    EXPECT_FALSE(op->FullMergeV2(MergeOperator::MergeOperationInput("k", &base_slice, bad, nullptr),
+                                 &bad_result));
+  }
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "key_codec.h"
 #include "model.h"
 #include "records.h"
+#include "retention.h"
 #include "rocksdb/db.h"
 #include "test_util.h"
 
@@ -218,7 +219,11 @@ void WithRawDb(
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names);
   ASSERT_TRUE(s.ok()) << s.ToString();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const auto& name : names) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  for (const auto& name : names) {
+    rocksdb::ColumnFamilyOptions cfo;
+    cfo.merge_operator = internal::MergeOperatorOf(name);
+    descriptors.emplace_back(name, cfo);
+  }
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   s = writable
@@ -465,11 +470,11 @@ TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
   EXPECT_EQ(CountEntries(dir.path(), "entity_seq"), 2u);
 }
 
-// A store written before state records carried the newest version's fields
-// (simulated by stripping them from a state record on disk): the next
-// in-order event reads the predecessor version and entity_seq entry back and
-// gives them their retention links, and the new state has the fields.
-TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
+// Retention links are merge operands: an in-order event writes one into its
+// predecessor version and one into the previous entity_seq entry, and does
+// not rewrite either record; read back, the links are set and nothing else
+// of the records changed.
+TEST(SnapshotTest, LinksAreMergedIntoTheRecordsTheyBelongTo) {
   TempDir dir;
   auto ev = [](uint64_t at, std::string payload) {
     return Event{.source = "s",
@@ -482,46 +487,31 @@ TEST(SnapshotTest, StateRecordsOfOlderStoresStillTakeEvents) {
     auto store = Store::Open(dir.path(), {});
     ASSERT_TRUE(store.ok()) << store.status();
     ASSERT_TRUE((*store)->Ingest({ev(1, R"({"v":1})")}, {}).ok());
+    ASSERT_TRUE((*store)->Ingest({ev(2, R"({"v":2})")}, {}).ok());
   }
   const std::string entity = keys::EntityPrefix("acct", *keys::EncodeKey("1"));
-  WithRawDb(dir.path(), /*writable=*/true, [&](rocksdb::DB* db, auto& cf) {
-    std::string v;
-    ASSERT_TRUE(db->Get({}, cf["state"], entity, &v).ok());
-    auto st = records::DecodeState(v);
-    ASSERT_TRUE(st.ok()) << st.status();
-    ASSERT_TRUE(st->newest_op.has_value());
-    st->newest_op.reset();
-    st->newest_seq = 0;
-    st->change_position = {};
-    ASSERT_TRUE(db->Put({}, cf["state"], entity, records::Encode(*st)).ok());
-  });
-  {
-    auto store = Store::Open(dir.path(), {});
-    ASSERT_TRUE(store.ok()) << store.status();
-    auto r = (*store)->Ingest({ev(2, R"({"v":2})")}, {});
-    ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->applied, 1u);
-    EXPECT_EQ((*store)->Get("acct", "1")->document, R"({"v":2})");
-  }
+  const std::string pred_key = keys::HistoryKey(entity, {kT0 + kStep, 0}, "s");
   WithRawDb(dir.path(), /*writable=*/false, [&](rocksdb::DB* db, auto& cf) {
+    // What the second commit wrote to the predecessor: a merge operand.
+    rocksdb::PinnableSlice values[4];
+    int operands = 0;
+    rocksdb::GetMergeOperandsOptions opts;
+    opts.expected_max_number_of_operands = 4;
+    ASSERT_TRUE(db->GetMergeOperands({}, cf["history"], pred_key, values, &opts, &operands).ok());
+    EXPECT_EQ(operands, 2);  // the version, and its link
     std::string v;
-    ASSERT_TRUE(
-        db->Get({}, cf["history"], keys::HistoryKey(entity, {kT0 + kStep, 0}, "s"), &v).ok());
+    ASSERT_TRUE(db->Get({}, cf["history"], pred_key, &v).ok());
     auto pred = records::DecodeVersion(v);
     ASSERT_TRUE(pred.ok()) << pred.status();
     EXPECT_EQ(pred->next_timestamp, kT0 + 2 * kStep);
     EXPECT_EQ(pred->after, R"({"v":1})");
+    EXPECT_EQ(pred->seq, 1u);
     ASSERT_TRUE(db->Get({}, cf["entity_seq"], keys::EntitySeqKey(entity, 1), &v).ok());
     auto prev = records::DecodeEntitySeq(v);
     ASSERT_TRUE(prev.ok()) << prev.status();
     EXPECT_EQ(prev->superseded_seq, 2u);
+    EXPECT_EQ(prev->doc, R"({"v":1})");
     EXPECT_EQ(prev->position.timestamp, kT0 + kStep);
-    ASSERT_TRUE(db->Get({}, cf["state"], entity, &v).ok());
-    auto st = records::DecodeState(v);
-    ASSERT_TRUE(st.ok()) << st.status();
-    EXPECT_EQ(st->newest_op, Op::kUpsert);
-    EXPECT_EQ(st->newest_seq, 2u);
-    EXPECT_EQ(st->change_position.timestamp, kT0 + 2 * kStep);
   });
 }
 
