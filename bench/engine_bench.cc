@@ -162,8 +162,11 @@ struct RawPut {
 //               1 merge 43 + 8 B     into its predecessor: its next_timestamp
 //   state       1 put   18 + ~330 B  with the last change's position
 //   changes     1 put    8 + 583 B   before and after images
-//   entity_seq  1 put   26 + 303 B   the new entry, and a merge operand into
-//               1 merge 26 + 8 B     the previous one: its superseded_seq
+//   entity_seq  1 put   26 + ~60 B   the new entry (no document: the state's
+//                                    while current, then the superseding
+//                                    change's before-image), and a merge
+//               1 merge 26 + 8 B     operand into the previous one: its
+//                                    superseded_seq
 // i.e. 5 puts and 2 merges per event (5 puts for an entity's first event),
 // plus 2 small puts per batch in the default family (last_seq, source
 // counters). (Format 1 rewrote the two predecessors whole: 7 puts, ~2.64 KB.)
@@ -332,7 +335,8 @@ class Workload {
                                 .commit_micros = commit_micros};
     puts->push_back({kChanges, keys::SeqKey(seq), records::Encode(change)});
 
-    records::EntitySeqValue es{.doc = after_doc, .position = ev.position, .source = kSource};
+    records::EntitySeqValue es{
+        .position = ev.position, .source = kSource, .by_reference = true, .exists = true};
     puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, seq), records::Encode(es)});
     if (e.seen) {
       puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, e.last_seq),
@@ -698,15 +702,23 @@ SnapshotStore& GetSnapshotStore(int64_t versions, int64_t entities, int64_t cach
   return s;
 }
 
-void BM_SnapshotAsOfPosition(benchmark::State& state) {
+// A snapshot of the store halfway through its rounds of versions: as of the
+// position of the middle round's last event, or (`by_seq`) as of its seq.
+void SnapshotHalfway(benchmark::State& state, bool by_seq) {
   const int64_t versions = state.range(0);
   const int64_t entities = state.range(1);
   SnapshotStore& s = GetSnapshotStore(versions, entities, state.range(2));
   const uint64_t round = static_cast<uint64_t>(versions / 2);
-  const Position as_of = PositionOf(round * entities + entities - 1);
+  const uint64_t index = round * entities + entities - 1;
+  cairn::SnapshotOptions options{.collection = kCollection};
+  if (by_seq) {
+    options.as_of_seq = index + 1;  // every event here is a change, from seq 1
+  } else {
+    options.as_of_position = PositionOf(index);
+  }
   int64_t returned = 0;
   for (auto _ : state) {
-    auto cursor = s.store->NewSnapshot({.as_of_position = as_of, .collection = kCollection});
+    auto cursor = s.store->NewSnapshot(options);
     if (!cursor.ok()) {
       state.SkipWithError(std::string(cursor.status().message()).c_str());
       break;
@@ -757,7 +769,12 @@ void SnapshotArgs(benchmark::internal::Benchmark* b) {
   }
   b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
+void BM_SnapshotAsOfPosition(benchmark::State& state) { SnapshotHalfway(state, false); }
+// As of a seq: one entity_seq seek per entity, plus (format 2) the
+// superseding change's before-image for an entity changed since.
+void BM_SnapshotAsOfSeq(benchmark::State& state) { SnapshotHalfway(state, true); }
 BENCHMARK(BM_SnapshotAsOfPosition)->Apply(SnapshotArgs);
+BENCHMARK(BM_SnapshotAsOfSeq)->Apply(SnapshotArgs);
 
 // ---------------------------------------------------------------------------
 // Snapshot of a collection whose every entity is deleted: the answer is

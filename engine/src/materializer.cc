@@ -214,8 +214,13 @@ absl::StatusOr<uint64_t> StoreImpl::EmitChange(EntityFold& f, BatchState* bs) {
     CAIRN_RETURN_IF_ERROR(BatchMerge(
         kEntitySeq, keys::EntitySeqKey(f.entity, state->last_change_seq), LinkOperand(seq)));
   }
-  records::EntitySeqValue entry{
-      .doc = next.doc, .complete = next.complete, .position = next.position, .source = next.source};
+  // No copy of the document: while this entry is current it is the state's,
+  // and once a change supersedes it, that change's before-image.
+  records::EntitySeqValue entry{.complete = next.complete,
+                                .position = next.position,
+                                .source = next.source,
+                                .by_reference = true,
+                                .exists = next.doc.has_value()};
   CAIRN_RETURN_IF_ERROR(
       BatchPut(kEntitySeq, keys::EntitySeqKey(f.entity, seq), records::Encode(entry)));
   next.seq = seq;

@@ -144,6 +144,10 @@ std::string Encode(const EntitySeqValue& v) {
   b.ForceDefaults(true);  // as next_timestamp above
   r.add_superseded_seq(v.superseded_seq);
   b.ForceDefaults(false);
+  if (v.by_reference) {
+    r.add_by_reference(true);
+    r.add_exists(v.exists);
+  }
   b.Finish(r.Finish(), fbs::EntitySeqRecordIdentifier());
   return Finish(b);
 }
@@ -228,6 +232,8 @@ absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes) {
   v.position = {p->timestamp(), p->tick()};
   v.source = Str(p->source());
   v.superseded_seq = p->superseded_seq();
+  v.by_reference = p->by_reference();
+  v.exists = p->exists();
   return v;
 }
 

@@ -75,11 +75,17 @@ struct ChangeValue {
 };
 
 struct EntitySeqValue {
-  Doc doc;
+  Doc doc;  // format 1 entries; format 2 ones hold none (by_reference)
   bool complete = true;
   Position position;
   std::string source;
   uint64_t superseded_seq = kNone;
+  // The document is not in the entry (fbs/entity_seq.fbs): the state's while
+  // the entry is current, else the before-image of change superseded_seq.
+  bool by_reference = false;
+  bool exists = false;  // with by_reference: the entity existed after it
+
+  bool deleted() const { return by_reference ? !exists : !doc.has_value(); }
 };
 
 enum class SessionState : uint8_t { kOpen = 0, kCommitted = 1, kDiscarded = 2 };

@@ -53,7 +53,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
         auto e = records::DecodeEntitySeq(v);
         std::string_view rest = k.substr(keys::EntityPrefixLength(k));
         uint64_t seq;
-        return e.ok() && !e->doc && keys::ConsumeU64(&rest, &seq) && seq < oldest_seq &&
+        return e.ok() && e->deleted() && keys::ConsumeU64(&rest, &seq) && seq < oldest_seq &&
                e->position.timestamp < oldest_ts;
       }
       case kState: {

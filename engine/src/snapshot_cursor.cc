@@ -61,16 +61,17 @@ class SnapshotCursorImpl : public SnapshotCursor {
   // (retention only drops a tombstone once its delete is older than every
   // answerable point, where the entity does not exist either).
   SnapshotCursorImpl(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state,
-                     rocksdb::ColumnFamilyHandle* versions, const rocksdb::Snapshot* snap,
-                     Mode mode, ScanRange range, uint64_t seq, Position pos,
-                     bool include_incomplete, bool bulk)
+                     rocksdb::ColumnFamilyHandle* versions, rocksdb::ColumnFamilyHandle* changes,
+                     const rocksdb::Snapshot* snap, Mode mode, ScanRange range, uint64_t seq,
+                     Position pos, bool include_incomplete, bool bulk)
       : db_(db),
         snap_(snap),
         mode_(mode),
         range_(std::move(range)),
         seq_(seq),
         pos_(pos),
-        include_incomplete_(include_incomplete) {
+        include_incomplete_(include_incomplete),
+        changes_(changes) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
     if (mode_ != Mode::kCurrent) {
@@ -138,6 +139,8 @@ class SnapshotCursorImpl : public SnapshotCursor {
       return false;
     }
     std::string entity(key);
+    // As of a seq, a current entry's document is the state's.
+    if (mode_ == Mode::kAsOfSeq) state_value_.assign(it_->value().data(), it_->value().size());
     it_->Next();
     std::string target = entity;
     if (mode_ == Mode::kAsOfSeq) {
@@ -160,7 +163,10 @@ class SnapshotCursorImpl : public SnapshotCursor {
                                records::DecodeEntitySeq(versions_->value().ToStringView()));
         uint64_t seq;
         keys::ConsumeU64(&rest, &seq);
-        found = e.doc.has_value();
+        found = !e.deleted();
+        if (found && e.by_reference) {
+          CAIRN_ASSIGN_OR_RETURN(e.doc, ReferencedDoc(e));
+        }
         if (found)
           CAIRN_RETURN_IF_ERROR(Fill(entity, e.doc, e.complete, e.position, e.source, seq));
       } else {
@@ -178,6 +184,28 @@ class SnapshotCursorImpl : public SnapshotCursor {
       }
     }
     return found;
+  }
+
+  // The document of a format-2 entry that says the entity exists: the
+  // state's (at the snapshot) while nothing superseded it, else the
+  // before-image of the superseding change, which retention keeps while an
+  // answerable seq (>= the oldest) can land on this entry.
+  absl::StatusOr<Doc> ReferencedDoc(const records::EntitySeqValue& e) {
+    if (e.superseded_seq == records::kNone) {
+      CAIRN_ASSIGN_OR_RETURN(records::StateValue s, records::DecodeState(state_value_));
+      return s.doc;
+    }
+    std::string v;
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap_;
+    rocksdb::Status st = db_->Get(ro, changes_, keys::SeqKey(e.superseded_seq), &v);
+    if (st.IsNotFound()) {
+      return absl::DataLossError(absl::StrCat("the change at seq ", e.superseded_seq,
+                                              " an entity_seq entry refers to is missing"));
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(st, "read the superseding change"));
+    CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c, records::DecodeChange(v));
+    return c.before;
   }
 
   absl::Status Fill(std::string_view entity, const Doc& doc, bool complete, Position pos,
@@ -199,19 +227,19 @@ class SnapshotCursorImpl : public SnapshotCursor {
   bool include_incomplete_;
   std::unique_ptr<rocksdb::Iterator> it_;        // state: the entities
   std::unique_ptr<rocksdb::Iterator> versions_;  // point-in-time modes
+  rocksdb::ColumnFamilyHandle* changes_;         // as of a seq: superseded documents
+  std::string state_value_;                      // as of a seq: the entity's state record
   Entity entity_;
 };
 
 }  // namespace
 
-std::unique_ptr<SnapshotCursor> NewSnapshotCursor(rocksdb::DB* db,
-                                                  rocksdb::ColumnFamilyHandle* state,
-                                                  rocksdb::ColumnFamilyHandle* versions,
-                                                  const rocksdb::Snapshot* snap, SnapshotMode mode,
-                                                  ScanRange range, uint64_t seq, Position pos,
-                                                  bool include_incomplete, bool bulk) {
-  return std::make_unique<SnapshotCursorImpl>(db, state, versions, snap, mode, std::move(range),
-                                              seq, pos, include_incomplete, bulk);
+std::unique_ptr<SnapshotCursor> NewSnapshotCursor(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state, rocksdb::ColumnFamilyHandle* versions,
+    rocksdb::ColumnFamilyHandle* changes, const rocksdb::Snapshot* snap, SnapshotMode mode,
+    ScanRange range, uint64_t seq, Position pos, bool include_incomplete, bool bulk) {
+  return std::make_unique<SnapshotCursorImpl>(db, state, versions, changes, snap, mode,
+                                              std::move(range), seq, pos, include_incomplete, bulk);
 }
 
 }  // namespace cairn::internal

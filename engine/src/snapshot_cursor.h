@@ -37,12 +37,12 @@ enum class SnapshotMode { kCurrent, kAsOfSeq, kAsOfPosition };
 // family the point-in-time modes seek in: entity_seq for kAsOfSeq, history
 // for kAsOfPosition (unused for kCurrent). `bulk`: a whole collection or
 // store, read ahead and kept out of the block cache.
-std::unique_ptr<SnapshotCursor> NewSnapshotCursor(rocksdb::DB* db,
-                                                  rocksdb::ColumnFamilyHandle* state,
-                                                  rocksdb::ColumnFamilyHandle* versions,
-                                                  const rocksdb::Snapshot* snap, SnapshotMode mode,
-                                                  ScanRange range, uint64_t seq, Position pos,
-                                                  bool include_incomplete, bool bulk);
+// `changes` is read as of a seq, for the documents of format-2 entity_seq
+// entries that a later change superseded.
+std::unique_ptr<SnapshotCursor> NewSnapshotCursor(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* state, rocksdb::ColumnFamilyHandle* versions,
+    rocksdb::ColumnFamilyHandle* changes, const rocksdb::Snapshot* snap, SnapshotMode mode,
+    ScanRange range, uint64_t seq, Position pos, bool include_incomplete, bool bulk);
 
 }  // namespace cairn::internal
 

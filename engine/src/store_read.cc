@@ -70,8 +70,9 @@ absl::StatusOr<std::unique_ptr<SnapshotCursor>> StoreImpl::NewSnapshot(const Sna
     cf = kHistory;
     pos = *o.as_of_position;
   }
-  return NewSnapshotCursor(db_.get(), cfs_[kState], cfs_[cf], snap, mode, std::move(range), seq,
-                           pos, o.include_incomplete, /*bulk=*/o.key_prefix.empty());
+  return NewSnapshotCursor(db_.get(), cfs_[kState], cfs_[cf], cfs_[kChanges], snap, mode,
+                           std::move(range), seq, pos, o.include_incomplete,
+                           /*bulk=*/o.key_prefix.empty());
 }
 
 absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collection,
