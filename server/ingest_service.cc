@@ -21,11 +21,11 @@ using wire::FromProto;
 using wire::ToGrpc;
 
 // Ingest: one ack per batch, in order. Reactors never wait for the engine: a
-// received batch is decoded (proto or source format) and auth-checked on the
-// gRPC thread, then queued for the IngestWorker, one thread that validates
-// and ingests everything queued -- from every stream -- with one
-// Store::IngestBatches call (each batch still atomic, with its own ack, but
-// sharing one commit) and hands each stream its acks. A
+// received batch is decoded (proto or source format), auth-checked and
+// validated (Store::Prepare) on the gRPC thread, then queued for the
+// IngestWorker, one thread that commits everything queued -- from every
+// stream -- with one Store::IngestPrepared call (each batch still atomic,
+// with its own ack, but sharing one commit) and hands each stream its acks. A
 // stream keeps reading while its batches are in the worker, up to
 // kMaxInFlightBytes (then HTTP/2 flow control holds the client back). (A
 // buffer hint on acks queued behind another would save syscalls, but gRPC
@@ -116,8 +116,16 @@ class IngestReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     if (request.coalesce_acks()) coalesce_acks_.store(true, std::memory_order_relaxed);
     std::optional<std::vector<Event>> events = Decode(request, &item.ack);
     if (events) {
-      item.batch = Store::Batch{*std::move(events),
-                                {.durable = request.durable() || deps_->options->durable}};
+      // Validated here, on this stream's gRPC thread, so the worker only
+      // commits: streams validate in parallel, and while the worker commits.
+      item.events = events->size();
+      auto prepared = deps_->store->Prepare(
+          {*std::move(events), {.durable = request.durable() || deps_->options->durable}});
+      if (prepared.ok()) {
+        item.batch = *std::move(prepared);
+      } else {
+        wire::FailAck(prepared.status(), &item.ack);
+      }
     }
     // Submitted before the next read starts, so this stream's batches reach
     // the worker in order.

@@ -17,22 +17,22 @@ void IngestWorker::Run() {
       // memory (at least one batch).
       size_t take = 0, events = 0;
       while (take < queue_.size() && (take == 0 || events < kMaxWorkerEvents)) {
-        if (queue_[take].batch) events += queue_[take].batch->events.size();
+        events += queue_[take].events;
         ++take;
       }
       items.assign(std::make_move_iterator(queue_.begin()),
                    std::make_move_iterator(queue_.begin() + take));
       queue_.erase(queue_.begin(), queue_.begin() + take);
     }
-    std::vector<Store::Batch> batches;
+    std::vector<std::unique_ptr<Store::PreparedBatch>> batches;
     std::vector<size_t> slot;
     for (size_t i = 0; i < items.size(); ++i) {
       if (!items[i].batch) continue;
-      batches.push_back(*std::move(items[i].batch));
+      batches.push_back(std::move(items[i].batch));
       slot.push_back(i);
     }
     if (!batches.empty()) {
-      auto results = store_->IngestBatches(std::move(batches));
+      auto results = store_->IngestPrepared(std::move(batches));
       for (size_t k = 0; k < results.size(); ++k) {
         v1::IngestAck& ack = items[slot[k]].ack;
         if (results[k].ok()) {

@@ -1,8 +1,8 @@
-// The ingest worker: one thread that validates and ingests every batch the
-// ingest streams received, from all of them at once, with one
-// Store::IngestBatches call per round (each batch still atomic, with its
-// own ack, but sharing one commit), and hands each stream its acks in the
-// order it submitted them.
+// The ingest worker: one thread that commits every batch the ingest streams
+// received and prepared (validated and canonicalized on their gRPC threads,
+// Store::Prepare), from all of them at once, with one Store::IngestPrepared
+// call per round (each batch still atomic, with its own ack, but sharing one
+// commit), and hands each stream its acks in the order it submitted them.
 #ifndef CAIRN_SERVER_INGEST_WORKER_H_
 #define CAIRN_SERVER_INGEST_WORKER_H_
 
@@ -16,7 +16,7 @@
 
 namespace cairn::server {
 
-// Events the ingest worker takes into one Store::IngestBatches call.
+// Events the ingest worker takes into one Store::IngestPrepared call.
 inline constexpr size_t kMaxWorkerEvents = 200000;
 
 // Where a batch's ack goes: the stream that submitted it.
@@ -35,8 +35,11 @@ class IngestWorker {
   struct Item {
     AckSink* sink = nullptr;
     size_t bytes = 0;
-    v1::IngestAck ack;                  // batch id; the failure when no batch
-    std::optional<Store::Batch> batch;  // nullopt: rejected before the engine
+    v1::IngestAck ack;  // batch id; the failure when no batch
+    // Validated by Store::Prepare on the stream's gRPC thread; null when the
+    // batch was rejected before (the failure is in `ack`).
+    std::unique_ptr<Store::PreparedBatch> batch;
+    size_t events = 0;  // in `batch`
   };
 
   explicit IngestWorker(Store* store) : store_(store), thread_([this] { Run(); }) {}

@@ -79,14 +79,18 @@ struct VersionPos {
   auto operator<=>(const VersionPos&) const = default;
 };
 
-// Read-ahead of a snapshot's per-entity version seeks (see SnapshotCursorImpl).
-
 // An event after validation: canonical key and payload, encoded keys.
 struct Prepared {
   Event event;
   std::string key_bytes;
   std::string entity;  // collection | key
   std::string log_key;
+};
+
+// A batch validated by Store::Prepare, waiting for IngestPrepared.
+struct PreparedBatchImpl : Store::PreparedBatch {
+  std::vector<Prepared> events;
+  IngestOptions options;
 };
 
 struct Marker {
@@ -112,6 +116,9 @@ class StoreImpl : public Store {
   absl::StatusOr<IngestResult> Ingest(std::vector<Event> events,
                                       const IngestOptions& options) override;
   std::vector<absl::StatusOr<IngestResult>> IngestBatches(std::vector<Batch> batches) override;
+  absl::StatusOr<std::unique_ptr<PreparedBatch>> Prepare(Batch batch) override;
+  std::vector<absl::StatusOr<IngestResult>> IngestPrepared(
+      std::vector<std::unique_ptr<PreparedBatch>> batches) override;
   absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) override;
   absl::StatusOr<std::unique_ptr<SnapshotCursor>> NewSnapshot(
       const SnapshotOptions& options) override;

@@ -99,31 +99,50 @@ absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
 }
 
 std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestBatches(std::vector<Batch> batches) {
-  std::vector<absl::StatusOr<IngestResult>> out;
-  out.reserve(batches.size());
-  std::vector<std::vector<Prepared>> prepared(batches.size());
-  std::deque<Writer> writers;  // CondVar members: never moved
-  std::vector<Writer*> queued;
-  std::vector<size_t> slot;  // out index of each queued writer
+  std::vector<absl::StatusOr<IngestResult>> out(batches.size());
+  std::vector<std::unique_ptr<PreparedBatch>> prepared;
+  std::vector<size_t> slot;  // out index of each prepared batch
   for (size_t i = 0; i < batches.size(); ++i) {
-    if (absl::Status s = Prepare(batches[i].events, &prepared[i]); !s.ok()) {
-      out.emplace_back(std::move(s));
+    auto p = Prepare(std::move(batches[i]));
+    if (!p.ok()) {
+      out[i] = p.status();
       continue;
     }
-    out.emplace_back(IngestResult{});
-    Writer& w = writers.emplace_back();
-    w.events = &prepared[i];
-    w.durable = batches[i].options.durable;
-    queued.push_back(&w);
+    prepared.push_back(*std::move(p));
     slot.push_back(i);
   }
+  std::vector<absl::StatusOr<IngestResult>> committed = IngestPrepared(std::move(prepared));
+  for (size_t k = 0; k < committed.size(); ++k) out[slot[k]] = std::move(committed[k]);
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Store::PreparedBatch>> StoreImpl::Prepare(Batch batch) {
+  auto p = std::make_unique<PreparedBatchImpl>();
+  CAIRN_RETURN_IF_ERROR(Prepare(batch.events, &p->events));
+  p->options = batch.options;
+  return p;
+}
+
+std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestPrepared(
+    std::vector<std::unique_ptr<PreparedBatch>> batches) {
+  std::deque<Writer> writers;  // CondVar members: never moved
+  std::vector<Writer*> queued;
+  for (auto& b : batches) {
+    // Only this store's Prepare makes them.
+    auto* p = static_cast<PreparedBatchImpl*>(b.get());
+    Writer& w = writers.emplace_back();
+    w.events = &p->events;
+    w.durable = p->options.durable;
+    queued.push_back(&w);
+  }
   if (!queued.empty()) EnqueueAll(queued);
-  for (size_t k = 0; k < queued.size(); ++k) {
-    Writer& w = *queued[k];
-    if (w.status.ok()) {
-      out[slot[k]] = std::move(w.result);
+  std::vector<absl::StatusOr<IngestResult>> out;
+  out.reserve(queued.size());
+  for (Writer* w : queued) {
+    if (w->status.ok()) {
+      out.emplace_back(std::move(w->result));
     } else {
-      out[slot[k]] = std::move(w.status);
+      out.emplace_back(std::move(w->status));
     }
   }
   return out;

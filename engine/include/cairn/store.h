@@ -95,6 +95,21 @@ class Store {
   };
   virtual std::vector<absl::StatusOr<IngestResult>> IngestBatches(std::vector<Batch> batches) = 0;
 
+  // IngestBatches in two steps, for callers that validate batches on other
+  // threads than the one that commits them (cairnd: its gRPC threads decode
+  // and prepare, its ingest worker commits): Prepare validates and
+  // canonicalizes a batch exactly as Ingest does, with the same errors, and
+  // writes nothing; IngestPrepared then commits prepared batches as
+  // IngestBatches commits valid ones (each atomic, in the order given,
+  // sharing commits). A prepared batch is used once.
+  class PreparedBatch {
+   public:
+    virtual ~PreparedBatch() = default;
+  };
+  virtual absl::StatusOr<std::unique_ptr<PreparedBatch>> Prepare(Batch batch) = 0;
+  virtual std::vector<absl::StatusOr<IngestResult>> IngestPrepared(
+      std::vector<std::unique_ptr<PreparedBatch>> batches) = 0;
+
   // Current state. NOT_FOUND when the entity never existed or is deleted.
   virtual absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) = 0;
 
