@@ -605,6 +605,40 @@ const bool kIngestRegistered = [] {
   return true;
 }();
 
+// On-disk size: the engine_bench store (the preload, one upsert per entity)
+// plus 500,000 more events of the workload in batches of 1000, then a full
+// compaction (no retention window, so everything stays): every file of the
+// store directory, per event ingested in all.
+void BM_DiskAfterIngest(benchmark::State& state) {
+  constexpr uint64_t kEvents = 500'000;
+  for (auto _ : state) {
+    Templates& t = GetTemplates();
+    TempDir dir("disk");
+    CopyDb(t.cairn_dir.path(), dir.path());
+    auto store = cairn::Store::Open(dir.path(), {});
+    if (!store.ok()) {
+      state.SkipWithError("open failed");
+      return;
+    }
+    Workload w = t.after_preload;
+    w.set_raw(false);
+    for (uint64_t done = 0; done < kEvents; done += 1000) {
+      std::vector<Event> batch;
+      for (int i = 0; i < 1000; ++i) batch.push_back(w.Next(nullptr));
+      if (!(*store)->Ingest(std::move(batch), {}).ok()) state.SkipWithError("ingest");
+    }
+    if (!(*store)->CompactNow().ok()) state.SkipWithError("compact");
+    store->reset();
+    uint64_t bytes = 0;
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path())) {
+      if (f.is_regular_file()) bytes += f.file_size();
+    }
+    state.counters["disk_MiB"] = static_cast<double>(bytes) / (1 << 20);
+    state.counters["disk_bytes_per_event"] = static_cast<double>(bytes) / (kEvents + kEntities);
+  }
+}
+BENCHMARK(BM_DiskAfterIngest)->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
+
 // Batches of 1000, not durable; 0‰ (in order, the reference), 10‰, 100‰ late.
 void BM_IngestLate(benchmark::State& state) {
   RunCairnIngest(state, 1000, false, static_cast<uint64_t>(state.range(0)));
