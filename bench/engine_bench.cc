@@ -727,8 +727,8 @@ SnapshotStore& GetSnapshotStore(int64_t versions, int64_t entities, int64_t cach
   }
   if (s.cache_mib != cache_mib) {
     s.store.reset();
-    auto opened = cairn::Store::Open(s.dir->path(),
-                                     {.block_cache_bytes = static_cast<size_t>(cache_mib) << 20});
+    auto opened =
+        cairn::Store::Open(s.dir->path(), {.memory_budget = static_cast<size_t>(cache_mib) << 20});
     if (!opened.ok()) abort();
     s.store = *std::move(opened);
     s.cache_mib = cache_mib;

@@ -1230,6 +1230,18 @@ int main(int argc, char** argv) {
     for (const auto& [name, seq] : st->checkpoints) {
       Line().Str("checkpoint", name).U64("seq", seq).Print();
     }
+    const cairn::StoreStats::Resources& r = st->store.resources;
+    Line()
+        .U64("memory_budget", r.memory_budget)
+        .U64("block_cache_capacity", r.block_cache_capacity)
+        .U64("block_cache_usage", r.block_cache_usage)
+        .U64("memtables", r.memtables)
+        .U64("recent_changes", r.recent_changes)
+        .U64("wal_bytes", r.wal_bytes)
+        .U64("wal_files", r.wal_files)
+        .U64("sst_bytes", r.sst_bytes)
+        .U64("pending_compaction_bytes", r.pending_compaction_bytes)
+        .Print();
     return 0;
   }
   if (*health) {

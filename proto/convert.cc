@@ -451,6 +451,17 @@ void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out) {
   out->set_last_seq(s.last_seq);
   out->set_oldest_seq(s.oldest_seq);
   *out->mutable_oldest_position() = ToProto(s.oldest_position);
+  const StoreStats::Resources& r = s.resources;
+  v1::Resources* res = out->mutable_resources();
+  res->set_memory_budget(r.memory_budget);
+  res->set_block_cache_capacity(r.block_cache_capacity);
+  res->set_block_cache_usage(r.block_cache_usage);
+  res->set_memtables(r.memtables);
+  res->set_recent_changes(r.recent_changes);
+  res->set_wal_bytes(r.wal_bytes);
+  res->set_wal_files(r.wal_files);
+  res->set_sst_bytes(r.sst_bytes);
+  res->set_pending_compaction_bytes(r.pending_compaction_bytes);
   for (const auto& [name, source] : s.sources) {
     if (out->sources_size() >= max_sources) {
       out->set_truncated(true);
@@ -464,6 +475,16 @@ StoreStats FromProto(const v1::StatsResponse& r) {
   StoreStats s{.last_seq = r.last_seq(),
                .oldest_seq = r.oldest_seq(),
                .oldest_position = FromProto(r.oldest_position())};
+  const v1::Resources& res = r.resources();
+  s.resources = {.memory_budget = res.memory_budget(),
+                 .block_cache_capacity = res.block_cache_capacity(),
+                 .block_cache_usage = res.block_cache_usage(),
+                 .memtables = res.memtables(),
+                 .recent_changes = res.recent_changes(),
+                 .wal_bytes = res.wal_bytes(),
+                 .wal_files = res.wal_files(),
+                 .sst_bytes = res.sst_bytes(),
+                 .pending_compaction_bytes = res.pending_compaction_bytes()};
   for (const auto& [name, source] : r.sources()) s.sources[name] = FromProto(source);
   return s;
 }

@@ -22,6 +22,11 @@ int main(int argc, char** argv) {
   app.add_option("--retention-commits", retention_commits,
                  "keep the last N commits of the change feed (0: keep all)");
   app.add_flag("--durable", o.durable, "fsync every batch before acknowledging it");
+  app.add_option("--memory-budget", o.memory_budget,
+                 "memory for the block cache, memtables and the recent-changes ring, e.g. 256MiB "
+                 "(also bounds the WAL); 0: no budget")
+      ->transform(CLI::AsSizeValue(false))
+      ->default_str("256MiB");
   app.add_option("--max-message-bytes", o.max_message_bytes, "largest accepted message")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -96,7 +96,8 @@ class ServerImpl : public Server {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
     CAIRN_ASSIGN_OR_RETURN(
-        store_, Store::Open(options_.data_dir, Options{.retention = options_.retention}));
+        store_, Store::Open(options_.data_dir, Options{.retention = options_.retention,
+                                                       .memory_budget = options_.memory_budget}));
     deps_.store = store_.get();
     worker_ = std::make_unique<IngestWorker>(store_.get());
     deps_.worker = worker_.get();

@@ -18,6 +18,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./data";
   RetentionOptions retention;
+  size_t memory_budget = 256 << 20;  // Options::memory_budget
   bool durable = false;              // fsync every batch, whatever it asks
   int max_message_bytes = 16 << 20;  // larger messages: RESOURCE_EXHAUSTED
   std::string tls_cert_file;         // PEM; TLS when set (with the key)

@@ -5,6 +5,7 @@
 #ifndef CAIRN_ENGINE_CONFIG_H_
 #define CAIRN_ENGINE_CONFIG_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -69,6 +70,14 @@ inline constexpr uint64_t kSpillFileBytes = 64u << 20;
 // subscriptions near the head, bounded in count and bytes.
 inline constexpr size_t kRecentChanges = 16384;
 inline constexpr size_t kRecentBytes = 32 << 20;
+// Under a memory budget (Options::memory_budget): the ring takes at most an
+// eighth of it, memtables at most half (charged to the block cache, which
+// gets the rest), a hot family's write buffer a sixteenth (4 MiB at least),
+// a cold one's (default, staging) 4 MiB.
+inline size_t RecentBytes(size_t budget) {
+  return budget == 0 ? kRecentBytes : std::min(kRecentBytes, budget / 8);
+}
+inline constexpr size_t kColdWriteBuffer = 4 << 20;
 // Changes a subscription reads from the change feed per step.
 inline constexpr size_t kSubscriptionChunk = 256;
 

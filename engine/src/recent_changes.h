@@ -34,6 +34,11 @@ class RecentChanges {
   size_t Read(uint64_t after_seq, uint64_t last, size_t max, std::vector<Change>* out,
               uint64_t* last_read);
 
+  // The bytes held now.
+  size_t bytes() const {
+    absl::MutexLock l(&mu_);
+    return bytes_;
+  }
   // What a change weighs against max_bytes.
   static size_t Weight(const Change& c) {
     return c.before.size() + c.after.size() + c.key.size() + c.collection.size() + c.source.size() +
@@ -43,7 +48,7 @@ class RecentChanges {
  private:
   const size_t max_changes_;
   const size_t max_bytes_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<Change> changes_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };

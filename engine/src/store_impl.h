@@ -64,10 +64,12 @@
 #include "recent_changes.h"
 #include "records.h"
 #include "retention.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
 #include "rocksdb/sst_file_writer.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
+#include "rocksdb/write_buffer_manager.h"
 #include "write_queue.h"
 
 namespace cairn::internal {
@@ -104,7 +106,10 @@ SourceStats DecodeSourceStats(std::string_view in);
 
 class StoreImpl : public Store {
  public:
-  StoreImpl(const Options& options, std::string path) : options_(options), path_(std::move(path)) {
+  StoreImpl(const Options& options, std::string path)
+      : options_(options),
+        path_(std::move(path)),
+        recent_(kRecentChanges, RecentBytes(options.memory_budget)) {
     if (!options_.now_micros) {
       options_.now_micros = [] { return static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())); };
     }
@@ -316,6 +321,8 @@ class StoreImpl : public Store {
   Options options_;
   std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::shared_ptr<rocksdb::Cache> block_cache_;
+  std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;  // null without a budget
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   std::vector<std::unique_ptr<rocksdb::CompactionFilter>> filters_;
   // Atomics inside; written by the retention thread, read by everyone.
@@ -364,7 +371,7 @@ class StoreImpl : public Store {
   // (ReadChanges). Filled only while some subscription exists (capture_ is
   // decided per group); a gap (a session commit, a group without capture)
   // restarts it.
-  RecentChanges recent_{kRecentChanges, kRecentBytes};
+  RecentChanges recent_;
   std::atomic<int> subscriptions_{0};
   bool capture_ = false;  // this group records its changes (leader only)
 

@@ -39,8 +39,24 @@ absl::Status StoreImpl::Init() {
   opts.create_if_missing = options_.create_if_missing;
   opts.create_missing_column_families = true;
   opts.IncreaseParallelism(2);
+  const size_t budget = options_.memory_budget;
+  if (budget > 0 && budget < (16u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory budget ", budget, " bytes is below the minimum of 16 MiB"));
+  }
+  if (budget > 0) {
+    // One budget (config.h RecentBytes): the ring's share off the top, the
+    // rest one block cache, to which the memtables (at most half the
+    // budget) are charged. The WAL is flushed away past one budget.
+    block_cache_ = rocksdb::NewLRUCache(budget - RecentBytes(budget));
+    write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(budget / 2, block_cache_);
+    opts.write_buffer_manager = write_buffers_;
+    opts.max_total_wal_size = budget;
+  } else {
+    block_cache_ = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  }
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  table.block_cache = block_cache_;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
   // Index and filter blocks live in the (bounded) block cache instead of on
@@ -62,6 +78,12 @@ absl::Status StoreImpl::Init() {
     // similar ratio on JSON documents: a snapshot of past positions
     // decompresses one history block per entity.
     cfo.compression = rocksdb::kLZ4Compression;
+    if (budget > 0) {
+      // Every event writes the hot families; default and staging are
+      // written now and then.
+      bool cold = cf == kMeta || cf == kStaging;
+      cfo.write_buffer_size = cold ? kColdWriteBuffer : std::max(kColdWriteBuffer, budget / 16);
+    }
     filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));
     if (cf != kMeta) cfo.compaction_filter = filters_.back().get();
     if (cf == kHistory || cf == kEntitySeq)

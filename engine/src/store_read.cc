@@ -257,6 +257,27 @@ StoreStats StoreImpl::Stats() {
   s.commits = commits_.load(std::memory_order_relaxed);
   s.records_written = records_written_.load(std::memory_order_relaxed);
   s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  StoreStats::Resources& r = s.resources;
+  r.memory_budget = options_.memory_budget;
+  r.block_cache_capacity = block_cache_->GetCapacity();
+  r.block_cache_usage = block_cache_->GetUsage();
+  r.recent_changes = recent_.bytes();
+  uint64_t v = 0;
+  for (auto* cf : cfs_) {
+    if (db_->GetIntProperty(cf, rocksdb::DB::Properties::kSizeAllMemTables, &v)) r.memtables += v;
+    if (db_->GetIntProperty(cf, rocksdb::DB::Properties::kLiveSstFilesSize, &v)) r.sst_bytes += v;
+    if (db_->GetIntProperty(cf, rocksdb::DB::Properties::kEstimatePendingCompactionBytes, &v)) {
+      r.pending_compaction_bytes += v;
+    }
+  }
+  rocksdb::VectorLogPtr wals;
+  if (db_->GetSortedWalFiles(wals).ok()) {
+    for (const auto& w : wals) {
+      if (w->Type() != rocksdb::kAliveLogFile) continue;
+      r.wal_files++;
+      r.wal_bytes += w->SizeFileBytes();
+    }
+  }
   absl::MutexLock l(&stats_mu_);
   s.sources = published_sources_;
   return s;

@@ -250,7 +250,7 @@ struct IngestRun {
 IngestRun Ingest(const EventSet& set, const std::vector<size_t>& order, std::mt19937& rng) {
   IngestRun run;
   TempDir dir;
-  auto store = Store::Open(dir.path(), Options{.block_cache_bytes = 1 << 20});
+  auto store = Store::Open(dir.path(), Options{.memory_budget = 16 << 20});
   EXPECT_TRUE(store.ok()) << store.status();
   if (!store.ok()) return run;
   Model m;
@@ -286,7 +286,7 @@ IngestRun Ingest(const EventSet& set, const std::vector<size_t>& order, std::mt1
 IngestRun IngestAtomic(const EventSet& set, const std::vector<size_t>& order, std::mt19937& rng) {
   IngestRun run;
   TempDir dir;
-  auto store = Store::Open(dir.path(), Options{.block_cache_bytes = 1 << 20});
+  auto store = Store::Open(dir.path(), Options{.memory_budget = 16 << 20});
   EXPECT_TRUE(store.ok()) << store.status();
   if (!store.ok()) return run;
   EXPECT_TRUE((*store)->PutSource({.name = "alpha", .format = "canonical"}).ok());

@@ -164,6 +164,15 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
                                 .rejected_batches = 3,
                                 .last_position = {9, 1}};
   st.sources["b"] = SourceStats{.accepted = 1};
+  st.resources = {.memory_budget = 1,
+                  .block_cache_capacity = 2,
+                  .block_cache_usage = 3,
+                  .memtables = 4,
+                  .recent_changes = 5,
+                  .wal_bytes = 6,
+                  .wal_files = 7,
+                  .sst_bytes = 8,
+                  .pending_compaction_bytes = 9};
   v1::StatsResponse resp;
   ToProto(st, 1000, &resp);
   EXPECT_FALSE(resp.truncated());
@@ -174,6 +183,12 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
   ASSERT_EQ(back.sources.size(), 2u);
   EXPECT_EQ(back.sources["a"].conflicts, 2u);
   EXPECT_EQ(back.sources["a"].rejected_batches, 3u);
+  const StoreStats::Resources& res = back.resources;
+  EXPECT_EQ(
+      std::vector<uint64_t>({res.memory_budget, res.block_cache_capacity, res.block_cache_usage,
+                             res.memtables, res.recent_changes, res.wal_bytes, res.wal_files,
+                             res.sst_bytes, res.pending_compaction_bytes}),
+      std::vector<uint64_t>({1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_EQ(back.sources["a"].last_position, (Position{9, 1}));
   v1::StatsResponse small;
   ToProto(st, 1, &small);

@@ -34,7 +34,17 @@ struct Options {
   absl::Duration retention_interval = absl::Seconds(10);
   // Wall clock in microseconds since the epoch. Tests inject their own.
   std::function<uint64_t()> now_micros;
-  // RocksDB block cache size in bytes.
+  // The store's memory budget in bytes (README "Memory"): the block cache,
+  // every column family's memtables and the ring of recent changes share it.
+  // The ring takes at most an eighth of it; the rest is one block cache, to
+  // which RocksDB's WriteBufferManager charges the memtables, capped at half
+  // of the budget, so cache and memtables together stay within it. It also
+  // bounds the WAL: past one budget of WAL files, the families that pin the
+  // oldest are flushed (max_total_wal_size). 0: no budget (the layout before
+  // budgets: a block cache of block_cache_bytes, 64 MiB write buffers per
+  // family, nothing capping their sum or the WAL).
+  size_t memory_budget = 256 << 20;
+  // The block cache size when memory_budget is 0.
   size_t block_cache_bytes = 256 << 20;
 };
 

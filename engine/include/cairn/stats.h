@@ -30,6 +30,19 @@ struct StoreStats {
   uint64_t commits = 0;
   uint64_t records_written = 0;
   uint64_t bytes_written = 0;
+  // Memory and disk, now (README "Memory"). The block cache's usage includes
+  // the memtables charged to it under a budget.
+  struct Resources {
+    uint64_t memory_budget = 0;  // 0: none
+    uint64_t block_cache_capacity = 0;
+    uint64_t block_cache_usage = 0;
+    uint64_t memtables = 0;       // every family's, active and immutable
+    uint64_t recent_changes = 0;  // the ring's bytes
+    uint64_t wal_bytes = 0;
+    uint64_t wal_files = 0;
+    uint64_t sst_bytes = 0;
+    uint64_t pending_compaction_bytes = 0;
+  } resources;
   std::map<std::string, SourceStats> sources;
 };
 
