@@ -16,9 +16,14 @@ OK = grpc.StatusCode.OK
 class Cairnd:
     """cairnd on 127.0.0.1 with a free port; stderr kept for log checks."""
 
+    # Every instance a section started: run_sections stops what a failing
+    # section left running (and shows its log).
+    started = []
+
     def __init__(self, binary, data_dir, extra=()):
         self.binary, self.data_dir, self.extra = binary, data_dir, list(extra)
         self.proc, self.port, self.log = None, None, ""
+        Cairnd.started.append(self)
         self.start()
 
     def start(self, port=0):
@@ -132,5 +137,17 @@ def run_sections(sections, args):
                 failed += 1
                 print(f"FAIL {section.__name__}")
                 traceback.print_exc()
+                for d in Cairnd.started:
+                    if d.proc and d.proc.poll() is None:
+                        d.stderr.seek(0)
+                        tail = d.stderr.read().decode(errors="replace")[-2000:]
+                        print(f"  cairnd on port {d.port}, still running; its log:\n{tail}")
+            finally:
+                # A failed section must not leave a cairnd behind.
+                for d in Cairnd.started:
+                    if d.proc and d.proc.poll() is None:
+                        d.proc.kill()
+                        d.proc.wait()
+                Cairnd.started.clear()
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
