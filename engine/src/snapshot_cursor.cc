@@ -70,8 +70,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
         range_(std::move(range)),
         seq_(seq),
         pos_(pos),
-        include_incomplete_(include_incomplete),
-        changes_(changes) {
+        include_incomplete_(include_incomplete) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
     if (mode_ != Mode::kCurrent) {
@@ -88,6 +87,10 @@ class SnapshotCursorImpl : public SnapshotCursor {
         vro.fill_cache = false;
       }
       versions_.reset(db_->NewIterator(vro, versions));
+      // Opened now, not per entity: an iterator keeps the files it started
+      // on, so a change record compacted away while the scan runs (filters
+      // ignore snapshots) is still found.
+      if (mode_ == Mode::kAsOfSeq) changes_it_.reset(db_->NewIterator(ro, changes));
     }
     if (!range_.upper.empty()) {
       upper_slice_ = rocksdb::Slice(range_.upper);
@@ -99,6 +102,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
   ~SnapshotCursorImpl() override {
     it_.reset();
     versions_.reset();
+    changes_it_.reset();
     db_->ReleaseSnapshot(snap_);
   }
 
@@ -195,15 +199,14 @@ class SnapshotCursorImpl : public SnapshotCursor {
       CAIRN_ASSIGN_OR_RETURN(records::StateValue s, records::DecodeState(state_value_));
       return s.doc;
     }
-    std::string v;
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snap_;
-    rocksdb::Status st = db_->Get(ro, changes_, keys::SeqKey(e.superseded_seq), &v);
-    if (st.IsNotFound()) {
+    std::string key = keys::SeqKey(e.superseded_seq);
+    changes_it_->Seek(key);
+    if (!changes_it_->Valid() || changes_it_->key() != rocksdb::Slice(key)) {
+      CAIRN_RETURN_IF_ERROR(FromRocks(changes_it_->status(), "read the superseding change"));
       return absl::DataLossError(absl::StrCat("the change at seq ", e.superseded_seq,
                                               " an entity_seq entry refers to is missing"));
     }
-    CAIRN_RETURN_IF_ERROR(FromRocks(st, "read the superseding change"));
+    std::string_view v = changes_it_->value().ToStringView();
     CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c, records::DecodeChange(v));
     return c.before;
   }
@@ -225,10 +228,10 @@ class SnapshotCursorImpl : public SnapshotCursor {
   uint64_t seq_;
   Position pos_;
   bool include_incomplete_;
-  std::unique_ptr<rocksdb::Iterator> it_;        // state: the entities
-  std::unique_ptr<rocksdb::Iterator> versions_;  // point-in-time modes
-  rocksdb::ColumnFamilyHandle* changes_;         // as of a seq: superseded documents
-  std::string state_value_;                      // as of a seq: the entity's state record
+  std::unique_ptr<rocksdb::Iterator> it_;          // state: the entities
+  std::unique_ptr<rocksdb::Iterator> versions_;    // point-in-time modes
+  std::unique_ptr<rocksdb::Iterator> changes_it_;  // as of a seq: superseded documents
+  std::string state_value_;                        // as of a seq: the entity's state record
   Entity entity_;
 };
 
