@@ -72,12 +72,22 @@ inline constexpr size_t kRecentChanges = 16384;
 inline constexpr size_t kRecentBytes = 32 << 20;
 // Under a memory budget (Options::memory_budget): the ring takes at most an
 // eighth of it, memtables at most half (charged to the block cache, which
-// gets the rest), a hot family's write buffer a sixteenth (4 MiB at least),
-// a cold one's (default, staging) 4 MiB.
+// gets the rest). A family holds at most kWriteBuffers memtables (the active
+// one and one being flushed; writes stop at that, as RocksDB's
+// max_write_buffer_number), so the sizes below keep the sum within the half
+// even while a slow disk holds every flush back: a cold family's (default,
+// staging) a 64th of the budget (4 MiB at most), a hot family's an equal
+// share of what is left.
 inline size_t RecentBytes(size_t budget) {
   return budget == 0 ? kRecentBytes : std::min(kRecentBytes, budget / 8);
 }
+inline constexpr int kWriteBuffers = 2;
 inline constexpr size_t kColdWriteBuffer = 4 << 20;
+inline size_t ColdWriteBuffer(size_t budget) { return std::min(kColdWriteBuffer, budget / 64); }
+inline size_t HotWriteBuffer(size_t budget, size_t hot_families, size_t cold_families) {
+  size_t cold = kWriteBuffers * cold_families * ColdWriteBuffer(budget);
+  return (budget / 2 - cold) / (kWriteBuffers * hot_families);
+}
 // Changes a subscription reads from the change feed per step.
 inline constexpr size_t kSubscriptionChunk = 256;
 

@@ -47,7 +47,8 @@ absl::Status StoreImpl::Init() {
   if (budget > 0) {
     // One budget (config.h RecentBytes): the ring's share off the top, the
     // rest one block cache, to which the memtables (at most half the
-    // budget) are charged. The WAL is flushed away past one budget.
+    // budget, config.h HotWriteBuffer) are charged. The WAL is flushed away
+    // past one budget.
     block_cache_ = rocksdb::NewLRUCache(budget - RecentBytes(budget));
     write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(budget / 2, block_cache_);
     opts.write_buffer_manager = write_buffers_;
@@ -60,10 +61,12 @@ absl::Status StoreImpl::Init() {
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
   // Index and filter blocks live in the (bounded) block cache instead of on
-  // the heap per open file, so memory does not grow with the store; L0's are
-  // pinned because every read touches them.
+  // the heap per open file, so memory does not grow with the store. Without
+  // a budget L0's are pinned because every read touches them; under one they
+  // stay evictable, since a slow disk lets L0 files pile up and pinned blocks
+  // would outgrow the cache.
   table.cache_index_and_filter_blocks = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = budget == 0;
   // Every block read from disk is checksummed: XXH3 is several times faster
   // than CRC32C without SSE4.2, which the packaged RocksDB is built without.
   table.checksum = rocksdb::kXXH3;
@@ -82,7 +85,9 @@ absl::Status StoreImpl::Init() {
       // Every event writes the hot families; default and staging are
       // written now and then.
       bool cold = cf == kMeta || cf == kStaging;
-      cfo.write_buffer_size = cold ? kColdWriteBuffer : std::max(kColdWriteBuffer, budget / 16);
+      cfo.write_buffer_size =
+          cold ? ColdWriteBuffer(budget) : HotWriteBuffer(budget, kNumCfs - 2, 2);
+      cfo.max_write_buffer_number = kWriteBuffers;
     }
     filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));
     if (cf != kMeta) cfo.compaction_filter = filters_.back().get();

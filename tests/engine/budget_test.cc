@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/store.h"
+#include "config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
@@ -62,6 +63,20 @@ TEST(BudgetTest, CacheMemtablesAndWalStayWithinTheBudget) {
   EXPECT_LE(r.block_cache_usage, r.block_cache_capacity + kMiB);
   EXPECT_GT(r.sst_bytes, 0u);  // flushed, not held
   EXPECT_EQ((*store)->LastSeq(), 80000u);
+}
+
+// The memtables' hard bound: even with every family holding all its
+// memtables (flushes held back by a slow disk), they fit in half the budget.
+// The test above passes on a fast disk either way; this one does not.
+TEST(BudgetTest, FullMemtablesOfEveryFamilyFitInHalfTheBudget) {
+  const size_t hot = 5, cold = 2;
+  for (size_t budget = 16 * kMiB; budget <= (size_t{64} << 30); budget = budget * 3 / 2) {
+    size_t h = internal::HotWriteBuffer(budget, hot, cold);
+    size_t c = internal::ColdWriteBuffer(budget);
+    EXPECT_LE(internal::kWriteBuffers * (hot * h + cold * c), budget / 2) << budget;
+    EXPECT_GE(h, c) << budget;  // the hot families get the larger share
+    EXPECT_GT(c, 0u) << budget;
+  }
 }
 
 TEST(BudgetTest, NoBudgetKeepsTheOldLayoutAndTooSmallABudgetIsRefused) {
