@@ -56,9 +56,12 @@ inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphe
 
 // --- Tuning. Each constant's effect is described where it is used.
 
-// Write path (store_write.cc): events one group commit folds at most, so a
-// group's WriteBatchWithIndex stays bounded however many writers queue.
-inline constexpr size_t kMaxGroupEvents = 20000;
+// Write path (store_write.cc): what one group commit folds at most, so a
+// group's WriteBatchWithIndex (about five times its input: the records each
+// event writes) stays bounded however many writers queue. An event weighs
+// its document, raw input, key and event id plus kEventWeight bytes.
+inline constexpr size_t kMaxGroupWeight = 4 << 20;
+inline constexpr size_t kEventWeight = 256;
 // Exclusive (spilled) session commits: the in-memory batch is moved into SST
 // files once it holds this much (sessions.cc, between entities), and a spill
 // file is rolled at kSpillFileBytes (an SstFileWriter keeps its file's index

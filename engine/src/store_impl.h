@@ -189,7 +189,9 @@ class StoreImpl : public Store {
     bool durable = false;
     IngestResult result;
 
-    size_t weight() const { return events ? events->size() : 1; }
+    size_t weight_bytes = kEventWeight;  // Weigh(*events) when events are set
+
+    size_t weight() const { return weight_bytes; }
     bool exclusive() const { return commit_alone; }
   };
 
@@ -328,9 +330,9 @@ class StoreImpl : public Store {
   // Atomics inside; written by the retention thread, read by everyone.
   Horizon horizon_;
 
-  // Writer queue (group commit): a group holds at most kMaxGroupEvents
-  // events, so its WriteBatchWithIndex stays bounded.
-  WriteQueue<Writer> write_queue_{kMaxGroupEvents};
+  // Writer queue (group commit): a group weighs at most kMaxGroupWeight
+  // bytes, so its WriteBatchWithIndex stays bounded.
+  WriteQueue<Writer> write_queue_{kMaxGroupWeight};
 
   // Leader-only: touched only by the writer-queue leader (the commit path).
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;

@@ -1,6 +1,7 @@
 // The write path: validation, the writer queue and group commit, the
 // exclusive commit of large session commits (spilled to SST files), and the
 // application of events and truncates (ApplyToEntity is materializer.cc).
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,20 @@
 namespace cairn::internal {
 
 using records::Doc;
+
+namespace {
+
+// A batch's weight in the writer queue (config.h kMaxGroupWeight).
+size_t Weigh(const std::vector<Prepared>& events) {
+  size_t bytes = 0;
+  for (const Prepared& p : events) {
+    const Event& e = p.event;
+    bytes += kEventWeight + e.payload.size() + e.raw.size() + e.event_id.size() + p.entity.size();
+  }
+  return std::max(bytes, kEventWeight);
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // Ingest.
@@ -94,6 +109,7 @@ absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
   CAIRN_RETURN_IF_ERROR(Prepare(events, &prepared));
   Writer w;
   w.events = &prepared;
+  w.weight_bytes = Weigh(prepared);
   w.durable = options.durable;
   return Enqueue(w);
 }
@@ -132,6 +148,7 @@ std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestPrepared(
     auto* p = static_cast<PreparedBatchImpl*>(b.get());
     Writer& w = writers.emplace_back();
     w.events = &p->events;
+    w.weight_bytes = Weigh(p->events);
     w.durable = p->options.durable;
     queued.push_back(&w);
   }
