@@ -1237,6 +1237,8 @@ int main(int argc, char** argv) {
         .U64("block_cache_usage", r.block_cache_usage)
         .U64("memtables", r.memtables)
         .U64("recent_changes", r.recent_changes)
+        .U64("reserved", r.reserved)
+        .U64("subscriber_buffers", r.subscriber_buffers)
         .U64("wal_bytes", r.wal_bytes)
         .U64("wal_files", r.wal_files)
         .U64("sst_bytes", r.sst_bytes)

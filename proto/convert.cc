@@ -458,6 +458,8 @@ void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out) {
   res->set_block_cache_usage(r.block_cache_usage);
   res->set_memtables(r.memtables);
   res->set_recent_changes(r.recent_changes);
+  res->set_reserved(r.reserved);
+  res->set_subscriber_buffers(r.subscriber_buffers);
   res->set_wal_bytes(r.wal_bytes);
   res->set_wal_files(r.wal_files);
   res->set_sst_bytes(r.sst_bytes);
@@ -481,6 +483,8 @@ StoreStats FromProto(const v1::StatsResponse& r) {
                  .block_cache_usage = res.block_cache_usage(),
                  .memtables = res.memtables(),
                  .recent_changes = res.recent_changes(),
+                 .reserved = res.reserved(),
+                 .subscriber_buffers = res.subscriber_buffers(),
                  .wal_bytes = res.wal_bytes(),
                  .wal_files = res.wal_files(),
                  .sst_bytes = res.sst_bytes(),

@@ -105,6 +105,7 @@ class AdminService final
   absl::Status DoStats(const Caller& caller, const v1::StatsRequest*, v1::StatsResponse* resp) {
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     StoreStats st = deps_->store->Stats();
+    st.resources.subscriber_buffers = dispatcher_->budget()->used();
     ToProto(st, kMaxStatsEntries, resp);
     for (const auto& [id, delivered] : dispatcher_->Delivered()) {
       if (resp->subscriptions_size() >= kMaxStatsEntries) {

@@ -45,6 +45,7 @@ class ByteBudget {
   }
   void Take(size_t n) { used_.fetch_add(n, std::memory_order_relaxed); }
   void Give(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  size_t used() const { return used_.load(std::memory_order_relaxed); }
 
  private:
   const size_t limit_;

@@ -60,9 +60,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20));
   uint64_t subscriber_buffer_mib = o.subscriber_buffer_bytes >> 20;
   app.add_option("--subscriber-buffer-mib", subscriber_buffer_mib,
-                 "MiB of messages in flight to all subscribers together")
+                 "MiB of messages in flight to all subscribers together, part of "
+                 "--memory-budget (0: an eighth of it; 64 without a budget)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1 << 16));
+      ->check(CLI::Range(0, 1 << 16));
   uint64_t stall_seconds = absl::ToInt64Seconds(o.subscriber_stall_timeout);
   app.add_option("--subscriber-stall-seconds", stall_seconds,
                  "cut off a subscriber that takes no message for this long")

@@ -8,6 +8,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <sstream>
@@ -55,6 +56,23 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return ss.str();
 }
 
+// The subscribers' buffer (0: its default), and the share of the memory
+// budget it takes.
+absl::Status ResolveBuffers(ServerOptions* o) {
+  if (o->subscriber_buffer_bytes == 0) {
+    o->subscriber_buffer_bytes =
+        o->memory_budget ? std::max<size_t>(1 << 20, o->memory_budget / 8) : 64 << 20;
+  }
+  if (o->memory_budget && o->subscriber_buffer_bytes > o->memory_budget / 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--subscriber-buffer-mib ", o->subscriber_buffer_bytes >> 20,
+                     " exceeds half of --memory-budget (", o->memory_budget >> 20, " MiB)"));
+  }
+  return absl::OkStatus();
+}
+
+size_t Reserved(const ServerOptions& o) { return o.memory_budget ? o.subscriber_buffer_bytes : 0; }
+
 // DESIGN §7 Security: what is served is said, never implied.
 absl::Status CheckSecurity(const ServerOptions& o) {
   if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
@@ -92,12 +110,14 @@ class ServerImpl : public Server {
   absl::Status Init(const ServerOptions& options) {
     options_ = options;
     CAIRN_RETURN_IF_ERROR(CheckSecurity(options_));
+    CAIRN_RETURN_IF_ERROR(ResolveBuffers(&options_));
     if (!options_.tokens_file.empty()) {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
     CAIRN_ASSIGN_OR_RETURN(
         store_, Store::Open(options_.data_dir, Options{.retention = options_.retention,
-                                                       .memory_budget = options_.memory_budget}));
+                                                       .memory_budget = options_.memory_budget,
+                                                       .reserved_bytes = Reserved(options_)}));
     deps_.store = store_.get();
     worker_ = std::make_unique<IngestWorker>(store_.get());
     deps_.worker = worker_.get();

@@ -35,8 +35,10 @@ struct ServerOptions {
   int max_ingest_streams = 256;
   // Bytes of subscription messages in flight to clients, all subscribers
   // together: a subscriber waits (and later reads the stored change feed)
-  // while they are used up.
-  size_t subscriber_buffer_bytes = 64 << 20;
+  // while they are used up. 0: an eighth of memory_budget (64 MiB without a
+  // budget). Under a budget they are part of it (Options::reserved_bytes):
+  // the block cache gets that much less.
+  size_t subscriber_buffer_bytes = 0;
   // A subscriber whose message has not been taken for this long is cut off
   // (its stream is cancelled; it may resume from its last seq).
   absl::Duration subscriber_stall_timeout = absl::Seconds(60);

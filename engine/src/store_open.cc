@@ -44,12 +44,16 @@ absl::Status StoreImpl::Init() {
     return absl::InvalidArgumentError(
         absl::StrCat("memory budget ", budget, " bytes is below the minimum of 16 MiB"));
   }
+  if (budget > 0 && options_.reserved_bytes > budget / 2) {
+    return absl::InvalidArgumentError(absl::StrCat("reserved bytes ", options_.reserved_bytes,
+                                                   " exceed half of the memory budget ", budget,
+                                                   " bytes"));
+  }
   if (budget > 0) {
-    // One budget (config.h RecentBytes): the ring's share off the top, the
-    // rest one block cache, to which the memtables (at most half the
-    // budget, config.h HotWriteBuffer) are charged. The WAL is flushed away
-    // past one budget.
-    block_cache_ = rocksdb::NewLRUCache(budget - RecentBytes(budget));
+    // One budget (config.h RecentBytes): the ring's share and the program's
+    // (reserved_bytes) off the top, the rest one block cache, to which the memtables (at most half
+    // the budget, config.h HotWriteBuffer) are charged. The WAL is flushed away past one budget.
+    block_cache_ = rocksdb::NewLRUCache(budget - RecentBytes(budget) - options_.reserved_bytes);
     write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(budget / 2, block_cache_);
     opts.write_buffer_manager = write_buffers_;
     opts.max_total_wal_size = budget;

@@ -262,6 +262,7 @@ StoreStats StoreImpl::Stats() {
   r.block_cache_capacity = block_cache_->GetCapacity();
   r.block_cache_usage = block_cache_->GetUsage();
   r.recent_changes = recent_.bytes();
+  if (options_.memory_budget) r.reserved = options_.reserved_bytes;
   uint64_t v = 0;
   for (auto* cf : cfs_) {
     if (db_->GetIntProperty(cf, rocksdb::DB::Properties::kSizeAllMemTables, &v)) r.memtables += v;

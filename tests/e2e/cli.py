@@ -241,6 +241,23 @@ def options_and_text(args, tmp):
     s.stop()
 
 
+def memory_budget(args, tmp):
+    """Issue 18: the subscribers' buffer is part of --memory-budget."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), extra=["--memory-budget", "64MiB"])
+    res = Cli(args.cli, s).lines("stats")[-1]
+    mib = 1 << 20
+    # An eighth each for the ring and the subscribers; the cache the rest.
+    assert res["memory_budget"] == 64 * mib and res["reserved"] == 8 * mib, res
+    assert res["block_cache_capacity"] == 48 * mib, res
+    assert res["subscriber_buffers"] == 0, res
+    s.stop()
+    p = subprocess.run([args.cairnd, "--data-dir", os.path.join(tmp, "e"), "--listen",
+                        "127.0.0.1:0", "--memory-budget", "64MiB", "--subscriber-buffer-mib", "40"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "--subscriber-buffer-mib 40 exceeds half of --memory-budget" in (
+        p.stdout + p.stderr), (p.returncode, p.stdout, p.stderr)
+
+
 def checkpoints_and_sessions(args, tmp):
     """22, 23 and the source/checkpoint commands."""
     s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
@@ -306,7 +323,7 @@ def main():
     ap.add_argument("--only")
     args = ap.parse_args()
     sections = [ingest_policy, ingest_sizes, ingest_atomic, ingest_survives_restart, options_and_text,
-                checkpoints_and_sessions]
+                memory_budget, checkpoints_and_sessions]
     run_sections(sections, args)
 
 

@@ -89,6 +89,20 @@ TEST(BudgetTest, NoBudgetKeepsTheOldLayoutAndTooSmallABudgetIsRefused) {
     EXPECT_EQ(r.memory_budget, 0u);
     EXPECT_EQ(r.block_cache_capacity, 8 * kMiB);
   }
+  {
+    // The program's share comes off the cache; more than half is refused.
+    auto store =
+        Store::Open(dir.path(), Options{.memory_budget = 64 * kMiB, .reserved_bytes = 8 * kMiB});
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreStats::Resources r = (*store)->Stats().resources;
+    EXPECT_EQ(r.block_cache_capacity, 64 * kMiB - 8 * kMiB - 8 * kMiB);
+    EXPECT_EQ(r.reserved, 8 * kMiB);
+  }
+  auto greedy =
+      Store::Open(dir.path(), Options{.memory_budget = 64 * kMiB, .reserved_bytes = 33 * kMiB});
+  ASSERT_FALSE(greedy.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(greedy.status())) << greedy.status();
+  EXPECT_THAT(std::string(greedy.status().message()), HasSubstr("half of the memory budget"));
   auto small = Store::Open(dir.path(), Options{.memory_budget = 8 * kMiB});
   ASSERT_FALSE(small.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(small.status())) << small.status();

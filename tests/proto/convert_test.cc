@@ -169,6 +169,8 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
                   .block_cache_usage = 3,
                   .memtables = 4,
                   .recent_changes = 5,
+                  .reserved = 10,
+                  .subscriber_buffers = 11,
                   .wal_bytes = 6,
                   .wal_files = 7,
                   .sst_bytes = 8,
@@ -184,11 +186,11 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
   EXPECT_EQ(back.sources["a"].conflicts, 2u);
   EXPECT_EQ(back.sources["a"].rejected_batches, 3u);
   const StoreStats::Resources& res = back.resources;
-  EXPECT_EQ(
-      std::vector<uint64_t>({res.memory_budget, res.block_cache_capacity, res.block_cache_usage,
-                             res.memtables, res.recent_changes, res.wal_bytes, res.wal_files,
-                             res.sst_bytes, res.pending_compaction_bytes}),
-      std::vector<uint64_t>({1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(std::vector<uint64_t>(
+                {res.memory_budget, res.block_cache_capacity, res.block_cache_usage, res.memtables,
+                 res.recent_changes, res.wal_bytes, res.wal_files, res.sst_bytes,
+                 res.pending_compaction_bytes, res.reserved, res.subscriber_buffers}),
+            std::vector<uint64_t>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
   EXPECT_EQ(back.sources["a"].last_position, (Position{9, 1}));
   v1::StatsResponse small;
   ToProto(st, 1, &small);

@@ -44,6 +44,10 @@ struct Options {
   // budgets: a block cache of block_cache_bytes, 64 MiB write buffers per
   // family, nothing capping their sum or the WAL).
   size_t memory_budget = 256 << 20;
+  // Bytes of memory_budget that the embedding program's own buffers take
+  // (cairnd: its subscribers' messages in flight); the block cache gets that
+  // much less. At most half of the budget; ignored without a budget.
+  size_t reserved_bytes = 0;
   // The block cache size when memory_budget is 0.
   size_t block_cache_bytes = 256 << 20;
 };

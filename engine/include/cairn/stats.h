@@ -38,6 +38,10 @@ struct StoreStats {
     uint64_t block_cache_usage = 0;
     uint64_t memtables = 0;       // every family's, active and immutable
     uint64_t recent_changes = 0;  // the ring's bytes
+    uint64_t reserved = 0;        // Options::reserved_bytes, under a budget
+    // Subscribers' messages in flight (filled by cairnd, within `reserved`;
+    // 0 from an embedded store).
+    uint64_t subscriber_buffers = 0;
     uint64_t wal_bytes = 0;
     uint64_t wal_files = 0;
     uint64_t sst_bytes = 0;
