@@ -8,7 +8,6 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <sstream>
@@ -60,8 +59,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
 // budget it takes.
 absl::Status ResolveBuffers(ServerOptions* o) {
   if (o->subscriber_buffer_bytes == 0) {
-    o->subscriber_buffer_bytes =
-        o->memory_budget ? std::max<size_t>(1 << 20, o->memory_budget / 8) : 64 << 20;
+    // At least 2 MiB: the store refuses a budget below 16 MiB.
+    o->subscriber_buffer_bytes = o->memory_budget ? o->memory_budget / 8 : 64 << 20;
   }
   if (o->memory_budget && o->subscriber_buffer_bytes > o->memory_budget / 2) {
     return absl::InvalidArgumentError(

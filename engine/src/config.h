@@ -87,9 +87,16 @@ inline size_t RecentBytes(size_t budget) {
 inline constexpr int kWriteBuffers = 2;
 inline constexpr size_t kColdWriteBuffer = 4 << 20;
 inline size_t ColdWriteBuffer(size_t budget) { return std::min(kColdWriteBuffer, budget / 64); }
-inline size_t HotWriteBuffer(size_t budget, size_t hot_families, size_t cold_families) {
-  size_t cold = kWriteBuffers * cold_families * ColdWriteBuffer(budget);
-  return (budget / 2 - cold) / (kWriteBuffers * hot_families);
+// The families written now and then; every event writes the others.
+inline constexpr bool IsColdCf(size_t cf) { return cf == kMeta || cf == kStaging; }
+inline constexpr size_t kNumColdCfs = [] {
+  size_t n = 0;
+  for (size_t cf = 0; cf < kNumCfs; ++cf) n += IsColdCf(cf);
+  return n;
+}();
+inline size_t HotWriteBuffer(size_t budget) {
+  size_t cold = kWriteBuffers * kNumColdCfs * ColdWriteBuffer(budget);
+  return (budget / 2 - cold) / (kWriteBuffers * (kNumCfs - kNumColdCfs));
 }
 // Changes a subscription reads from the change feed per step.
 inline constexpr size_t kSubscriptionChunk = 256;

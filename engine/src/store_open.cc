@@ -86,11 +86,7 @@ absl::Status StoreImpl::Init() {
     // decompresses one history block per entity.
     cfo.compression = rocksdb::kLZ4Compression;
     if (budget > 0) {
-      // Every event writes the hot families; default and staging are
-      // written now and then.
-      bool cold = cf == kMeta || cf == kStaging;
-      cfo.write_buffer_size =
-          cold ? ColdWriteBuffer(budget) : HotWriteBuffer(budget, kNumCfs - 2, 2);
+      cfo.write_buffer_size = IsColdCf(cf) ? ColdWriteBuffer(budget) : HotWriteBuffer(budget);
       cfo.max_write_buffer_number = kWriteBuffers;
     }
     filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));

@@ -69,9 +69,10 @@ TEST(BudgetTest, CacheMemtablesAndWalStayWithinTheBudget) {
 // memtables (flushes held back by a slow disk), they fit in half the budget.
 // The test above passes on a fast disk either way; this one does not.
 TEST(BudgetTest, FullMemtablesOfEveryFamilyFitInHalfTheBudget) {
-  const size_t hot = 5, cold = 2;
+  const size_t cold = internal::kNumColdCfs, hot = internal::kNumCfs - cold;
+  ASSERT_EQ(cold, 2u);  // default and staging
   for (size_t budget = 16 * kMiB; budget <= (size_t{64} << 30); budget = budget * 3 / 2) {
-    size_t h = internal::HotWriteBuffer(budget, hot, cold);
+    size_t h = internal::HotWriteBuffer(budget);
     size_t c = internal::ColdWriteBuffer(budget);
     EXPECT_LE(internal::kWriteBuffers * (hot * h + cold * c), budget / 2) << budget;
     EXPECT_GE(h, c) << budget;  // the hot families get the larger share
