@@ -157,8 +157,10 @@ struct RawPut {
 // What the baseline writes per event. For an in-order update of an existing
 // entity cairn commits (store_write.cc ApplyEvent, materializer.cc ApplyToEntity), with average
 // key + value sizes on this workload:
-//   log         1 put   43 + 250 B   the LogRecord (payload: document or patch)
-//   history     1 put   43 + 299 B   the new version, and a merge operand
+//   history     1 put   43 + 316 B   the new version, which logs the event
+//                                    (its payload is the version's document
+//                                    or patch: format 3 writes no log
+//                                    record), and a merge operand
 //               1 merge 43 + 8 B     into its predecessor: its next_timestamp
 //   state       1 put   18 + ~330 B  with the last change's position
 //   changes     1 put    8 + 583 B   before and after images
@@ -167,7 +169,7 @@ struct RawPut {
 //                                    change's before-image), and a merge
 //               1 merge 26 + 8 B     operand into the previous one: its
 //                                    superseded_seq
-// i.e. 5 puts and 2 merges per event (5 puts for an entity's first event),
+// i.e. 4 puts and 2 merges per event (4 puts for an entity's first event),
 // plus 2 small puts per batch in the default family (last_seq, source
 // counters). (Format 1 rewrote the two predecessors whole: 7 puts, ~2.64 KB.)
 // The baseline's values are not approximations: the generator models each
@@ -302,12 +304,12 @@ class Workload {
     std::optional<std::string> before_doc;
     if (e.seen) before_doc = DocJson(k, before);
 
-    records::LogValue log{
-        .op = ev.op, .payload = ev.payload, .seq = seq, .ingest_micros = commit_micros};
-    puts->push_back(
-        {kLog, keys::LogKey(kSource, ev.position, kCollection, e.key_bytes), records::Encode(log)});
-
-    records::VersionValue nv{.op = ev.op, .seq = seq, .after = after_doc};
+    // The version logs the event (format 3): no log record.
+    records::VersionValue nv{.op = ev.op,
+                             .seq = seq,
+                             .after = after_doc,
+                             .logged = true,
+                             .ingest_micros = commit_micros};
     if (ev.op == Op::kPatch) nv.patch = ev.payload;
     puts->push_back(
         {kHistory, keys::HistoryKey(e.prefix, ev.position, kSource), records::Encode(nv)});

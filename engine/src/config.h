@@ -16,7 +16,7 @@ namespace cairn::internal {
 // Column-family registry: every family, its purpose, and its index.
 enum Cf : size_t {
   kMeta = 0,   // RocksDB's default family: counters, horizon, registry, sessions
-  kLog,        // the event log
+  kLog,        // the log of truncates (and of every event, before format 3)
   kState,      // current state per entity
   kHistory,    // versions per entity in position order
   kEntitySeq,  // state per entity per change (transaction time)
@@ -44,11 +44,13 @@ inline constexpr std::string_view kMetaFormatVersion = "format_version";
 // family. A store records the version that wrote it (kMetaFormatVersion, a
 // u64); one written before stores recorded it is version 1. Version 2 writes
 // retention links as merge operands (retention.h) and no longer the state
-// fields that rebuilt linked records; it reads every version-1 record as it
-// is, so opening a version-1 store upgrades it in place by recording version
-// 2 (one synced write: crash-safe). Any other version is FAILED_PRECONDITION
-// naming both (CheckFormatVersion, store_open.cc).
-inline constexpr uint64_t kFormatVersion = 2;
+// fields that rebuilt linked records. Version 3 logs an event in the history
+// version it produced instead of a log record (only truncates keep one).
+// Each reads every record of the versions before it as it is, so opening an
+// older store upgrades it in place by recording the current version (one
+// synced write: crash-safe). Any other version is FAILED_PRECONDITION naming
+// both (CheckFormatVersion, store_open.cc).
+inline constexpr uint64_t kFormatVersion = 3;
 inline constexpr uint64_t kOldestReadableFormat = 1;
 
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",

@@ -53,7 +53,7 @@ absl::Status FoldVersion(Op op, const std::string& payload, const Doc& before, b
 absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_view key_bytes,
                                       const std::string& entity, const VersionPos& at, Op op,
                                       const std::string& payload, bool snapshot, BatchState* bs,
-                                      bool check_markers) {
+                                      bool check_markers, const Event* logged) {
   EntityFold f{.collection = collection,
                .key_bytes = key_bytes,
                .entity = entity,
@@ -68,6 +68,14 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_v
   f.version.op = op;
   f.version.snapshot = snapshot;
   if (op == Op::kPatch) f.version.patch = payload;
+  if (logged) {
+    // The version records its event: no log record (its payload is the
+    // version's after-image or patch, records::LoggedPayload).
+    f.version.logged = true;
+    f.version.raw = logged->raw;
+    f.version.event_id = logged->event_id;
+    f.version.ingest_micros = group_commit_micros_;
+  }
   f.version_key = keys::HistoryKey(entity, at.position, at.source);
   f.next = f.state ? *f.state : records::StateValue{};
   f.next.versions++;
@@ -131,7 +139,7 @@ absl::Status StoreImpl::RefoldLate(EntityFold& f) {
   bool reached_end = true;
   it->Seek(f.version_key);
   if (it->Valid() && it->key().compare(f.version_key) == 0) {
-    return absl::InternalError("history version exists for an event not in the log");
+    return absl::InternalError("history version exists for an event not logged");
   }
   bool first = true;
   for (; it->Valid() && it->key().starts_with(f.entity); it->Next()) {

@@ -89,10 +89,21 @@ std::string Encode(const StateValue& v) {
 }
 
 std::string Encode(const VersionValue& v) {
-  flatbuffers::FlatBufferBuilder b(128 + v.patch.size() + (v.after ? v.after->size() : 0));
+  flatbuffers::FlatBufferBuilder b(128 + v.patch.size() + (v.after ? v.after->size() : 0) +
+                                   v.raw.size() + v.event_id.size());
   auto patch = v.patch.empty() ? 0 : b.CreateString(v.patch);
   auto after = OptString(b, v.after);
+  auto raw = v.raw.empty()
+                 ? 0
+                 : b.CreateVector(reinterpret_cast<const uint8_t*>(v.raw.data()), v.raw.size());
+  auto id = v.event_id.empty() ? 0 : b.CreateString(v.event_id);
   fbs::VersionRecordBuilder r(b);
+  if (v.logged) {
+    r.add_logged(true);
+    if (!v.raw.empty()) r.add_raw(raw);
+    if (!v.event_id.empty()) r.add_event_id(id);
+    r.add_ingest_micros(v.ingest_micros);
+  }
   r.add_op(ToFbs(v.op));
   r.add_seq(v.seq);
   if (!v.patch.empty()) r.add_patch(patch);
@@ -199,6 +210,10 @@ absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
   v.complete = p->complete();
   v.snapshot = p->snapshot();
   v.next_timestamp = p->next_timestamp();
+  v.logged = p->logged();
+  if (p->raw()) v.raw.assign(reinterpret_cast<const char*>(p->raw()->data()), p->raw()->size());
+  v.event_id = Str(p->event_id());
+  v.ingest_micros = p->ingest_micros();
   return v;
 }
 

@@ -60,7 +60,26 @@ struct VersionValue {
   bool complete = true;
   bool snapshot = false;
   uint64_t next_timestamp = kNone;
+  // The event, when the version is an accepted event's (format 3; see
+  // fbs/version.fbs); its payload is LoggedPayload.
+  bool logged = false;
+  std::string raw;
+  std::string event_id;
+  uint64_t ingest_micros = 0;
 };
+
+// The canonical payload of the event a logged version records: the
+// after-image of an upsert, the patch of a patch, empty for a delete.
+inline std::string_view LoggedPayload(const VersionValue& v) {
+  switch (v.op) {
+    case Op::kUpsert:
+      return v.after ? std::string_view(*v.after) : std::string_view();
+    case Op::kPatch:
+      return v.patch;
+    default:
+      return {};
+  }
+}
 
 struct ChangeValue {
   std::string collection;

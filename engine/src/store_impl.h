@@ -86,7 +86,6 @@ struct Prepared {
   Event event;
   std::string key_bytes;
   std::string entity;  // collection | key
-  std::string log_key;
 };
 
 // A batch validated by Store::Prepare, waiting for IngestPrepared.
@@ -260,11 +259,21 @@ class StoreImpl : public Store {
   absl::Status DropLogSort();
   absl::Status ApplyBatch(Writer* w, BatchState* bs);
   absl::Status ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result);
+  // What the store logged under an event's identity, if anything (a
+  // duplicate when it equals the event, else a conflict).
+  struct Logged {
+    Op op;
+    std::string payload;
+    bool snapshot;
+  };
+  absl::StatusOr<std::optional<Logged>> FindLogged(const Prepared& p);
   absl::Status ApplyTruncate(const Prepared& p, BatchState* bs);
+  // `logged`: the accepted event the version records (format 3), or null
+  // for a truncate version.
   absl::Status ApplyToEntity(std::string_view collection, std::string_view key_bytes,
                              const std::string& entity, const VersionPos& at, Op op,
                              const std::string& payload, bool snapshot, BatchState* bs,
-                             bool check_markers);
+                             bool check_markers, const Event* logged = nullptr);
   // One event being folded into one entity by ApplyToEntity's steps
   // (materializer.cc).
   struct EntityFold {

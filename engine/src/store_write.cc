@@ -80,7 +80,6 @@ absl::Status StoreImpl::Validate(std::vector<Event>& events, std::vector<Prepare
       p.key_bytes = *std::move(kb);
     }
     p.entity = keys::EntityPrefix(e.collection, p.key_bytes);
-    p.log_key = keys::LogKey(e.source, e.position, e.collection, p.key_bytes);
     p.event = std::move(e);
     out->push_back(std::move(p));
   }
@@ -491,42 +490,67 @@ absl::Status StoreImpl::BatchMerge(Cf cf, std::string_view key, std::string_view
 absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* result) {
   const Event& e = p.event;
   SourceStats& stats = StatsFor(bs, e.source);
-  // Log keys begin with (source, position) and the source's last_position is
-  // the newest position it ever logged (committed atomically with the log),
-  // so an event past it cannot be a duplicate: in-order events skip the read.
-  std::optional<std::string> existing;
+  // An event is logged under its identity (source, position, collection,
+  // key): by the history version it produced (format 3), or a truncate and
+  // an event of a store written before format 3 by a log record. The
+  // source's last_position is the newest position it ever logged (committed
+  // atomically with the log), so an event past it cannot be a duplicate:
+  // in-order events skip the read.
   if (e.position <= stats.last_position) {
-    CAIRN_ASSIGN_OR_RETURN(existing, BatchGet(kLog, p.log_key));
-  }
-  if (existing) {
-    CAIRN_ASSIGN_OR_RETURN(records::LogValue logged, records::DecodeLog(*existing));
-    bool same = logged.op == e.op && logged.payload == e.payload && logged.snapshot == e.snapshot;
-    result->outcomes.push_back(same ? Outcome::kDuplicate : Outcome::kConflict);
-    (same ? result->duplicates : result->conflicts)++;
-    (same ? stats.duplicates : stats.conflicts)++;
-    return absl::OkStatus();
+    std::optional<Logged> logged;
+    CAIRN_ASSIGN_OR_RETURN(logged, FindLogged(p));
+    if (logged) {
+      bool same =
+          logged->op == e.op && logged->payload == e.payload && logged->snapshot == e.snapshot;
+      result->outcomes.push_back(same ? Outcome::kDuplicate : Outcome::kConflict);
+      (same ? result->duplicates : result->conflicts)++;
+      (same ? stats.duplicates : stats.conflicts)++;
+      return absl::OkStatus();
+    }
   }
   if (e.op == Op::kTruncate) {
     CAIRN_RETURN_IF_ERROR(ApplyTruncate(p, bs));
+    records::LogValue log;
+    log.op = e.op;
+    log.raw = e.raw;
+    log.event_id = e.event_id;
+    log.seq = bs->next_seq - 1;
+    log.ingest_micros = group_commit_micros_;
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(batch_->Put(cfs_[kLog], keys::LogKey(e.source, e.position, e.collection, ""),
+                              records::Encode(log)),
+                  "put log"));
   } else {
     CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity, {e.position, e.source},
-                                        e.op, e.payload, e.snapshot, bs, /*check_markers=*/true));
+                                        e.op, e.payload, e.snapshot, bs, /*check_markers=*/true,
+                                        /*logged=*/&e));
   }
-  records::LogValue log;
-  log.op = e.op;
-  log.payload = e.payload;
-  log.raw = e.raw;
-  log.event_id = e.event_id;
-  log.snapshot = e.snapshot;
-  log.seq = bs->next_seq - 1;
-  log.ingest_micros = group_commit_micros_;
-  CAIRN_RETURN_IF_ERROR(
-      FromRocks(batch_->Put(cfs_[kLog], p.log_key, records::Encode(log)), "put log"));
   result->outcomes.push_back(Outcome::kApplied);
   result->applied++;
   stats.accepted++;
   stats.last_position = std::max(stats.last_position, e.position);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<StoreImpl::Logged>> StoreImpl::FindLogged(const Prepared& p) {
+  const Event& e = p.event;
+  if (e.op != Op::kTruncate) {
+    std::optional<std::string> v;
+    CAIRN_ASSIGN_OR_RETURN(v, BatchGet(kHistory, keys::HistoryKey(p.entity, e.position, e.source)));
+    if (v) {
+      CAIRN_ASSIGN_OR_RETURN(records::VersionValue version, records::DecodeVersion(*v));
+      if (version.logged) {
+        return Logged{version.op, std::string(records::LoggedPayload(version)), version.snapshot};
+      }
+    }
+  }
+  // A truncate, or an event that a store written before format 3 logged.
+  std::optional<std::string> existing;
+  CAIRN_ASSIGN_OR_RETURN(
+      existing, BatchGet(kLog, keys::LogKey(e.source, e.position, e.collection, p.key_bytes)));
+  if (!existing) return std::nullopt;
+  CAIRN_ASSIGN_OR_RETURN(records::LogValue log, records::DecodeLog(*existing));
+  return Logged{log.op, std::move(log.payload), log.snapshot};
 }
 
 absl::Status StoreImpl::ApplyTruncate(const Prepared& p, BatchState* bs) {
