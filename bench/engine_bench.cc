@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "bench_env.h"
 #include "cairn/store.h"
 #include "json_doc.h"
 #include "key_codec.h"
@@ -418,7 +419,7 @@ std::unique_ptr<Templates> BuildTemplates() {
   auto t = std::make_unique<Templates>();
   t->after_preload.set_raw(true);
   {
-    auto store = cairn::Store::Open(t->cairn_dir.path(), {});
+    auto store = cairn::Store::Open(t->cairn_dir.path(), cairn::bench::StoreOptions());
     auto raw = OpenRaw(t->raw_dir.path());
     if (!store.ok() || !raw) abort();
     for (uint64_t done = 0; done < kEntities;) {
@@ -445,7 +446,8 @@ std::unique_ptr<Templates> BuildTemplates() {
     }
   }
   // Reopen once so the copies start from flushed files, not a WAL replay.
-  if (!cairn::Store::Open(t->cairn_dir.path(), {}).ok() || !OpenRaw(t->raw_dir.path())) {
+  if (!cairn::Store::Open(t->cairn_dir.path(), cairn::bench::StoreOptions()).ok() ||
+      !OpenRaw(t->raw_dir.path())) {
     abort();
   }
   t->after_preload.ResetCounters();
@@ -487,7 +489,7 @@ void RunCairnIngest(benchmark::State& state, int64_t batch, bool durable, uint64
   Templates& t = GetTemplates();
   TempDir dir("ingest");
   CopyDb(t.cairn_dir.path(), dir.path());
-  auto opened = cairn::Store::Open(dir.path(), {});
+  auto opened = cairn::Store::Open(dir.path(), cairn::bench::StoreOptions());
   if (!opened.ok()) {
     state.SkipWithError(std::string(opened.status().message()).c_str());
     return;
@@ -617,7 +619,7 @@ void BM_DiskAfterIngest(benchmark::State& state) {
     Templates& t = GetTemplates();
     TempDir dir("disk");
     CopyDb(t.cairn_dir.path(), dir.path());
-    auto store = cairn::Store::Open(dir.path(), {});
+    auto store = cairn::Store::Open(dir.path(), cairn::bench::StoreOptions());
     if (!store.ok()) {
       state.SkipWithError("open failed");
       return;
@@ -720,7 +722,7 @@ SnapshotStore& GetSnapshotStore(int64_t versions, int64_t entities, int64_t cach
   if (s.versions != versions || s.entities != entities) {
     s.store.reset();
     s.dir = std::make_unique<TempDir>("snapshot");
-    auto opened = cairn::Store::Open(s.dir->path(), {});
+    auto opened = cairn::Store::Open(s.dir->path(), cairn::bench::StoreOptions());
     if (!opened.ok()) abort();
     BuildSnapshotStore(versions, entities, opened->get());
     s.versions = versions;
@@ -832,7 +834,7 @@ DeletedStore& GetDeletedStore() {
   if (g_deleted.store) return g_deleted;
   g_deleted.entities = std::getenv("CAIRN_BENCH_LARGE") ? 300'000 : 100'000;
   g_deleted.dir = std::make_unique<TempDir>("deleted");
-  auto opened = cairn::Store::Open(g_deleted.dir->path(), {});
+  auto opened = cairn::Store::Open(g_deleted.dir->path(), cairn::bench::StoreOptions());
   if (!opened.ok()) abort();
   g_deleted.store = *std::move(opened);
   uint64_t i = 0;
@@ -942,7 +944,7 @@ cairn::Store* CatchUpBacklog(int64_t backlog) {
   CatchUpStore& c = g_catch_up[backlog];
   if (c.store) return c.store.get();
   c.dir = std::make_unique<TempDir>("catchup");
-  auto opened = cairn::Store::Open(c.dir->path(), {});
+  auto opened = cairn::Store::Open(c.dir->path(), cairn::bench::StoreOptions());
   if (!opened.ok()) return nullptr;
   c.store = *std::move(opened);
   constexpr int64_t kBatch = 1000;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "bench_env.h"
 #include "cairn/client.h"
 #include "cairn/store.h"
 #include "server.h"
@@ -49,7 +50,9 @@ struct ServerFixture {
   std::string dir = TempDir();
   std::unique_ptr<cairn::server::Server> server;
   ServerFixture() {
-    auto s = cairn::server::Server::Start({.listen = "127.0.0.1:0", .data_dir = dir + "/data"});
+    auto s = cairn::server::Server::Start({.listen = "127.0.0.1:0",
+                                           .data_dir = dir + "/data",
+                                           .memory_budget = cairn::bench::MemoryBudget()});
     if (!s.ok()) abort();
     server = *std::move(s);
   }
@@ -66,7 +69,7 @@ constexpr size_t kEventsPerIteration = 2000;
 void BM_EmbeddedIngest(benchmark::State& state) {
   size_t per_batch = state.range(0);
   std::string dir = TempDir();
-  auto store = cairn::Store::Open(dir, {});
+  auto store = cairn::Store::Open(dir, cairn::bench::StoreOptions());
   uint64_t next = 0;
   for (auto _ : state) {
     for (size_t sent = 0; sent < kEventsPerIteration; sent += per_batch) {

@@ -27,8 +27,10 @@ void Dispatcher::Loop() {
     seen = store_->LastSeq();
     absl::Time now = absl::Now();
     bool sweep = now >= next_sweep;
+    bool streaming;
     {
       absl::MutexLock l(&mu_);
+      streaming = !reactors_.empty();
       for (auto& [id, r] : reactors_) {
         if (r->idle()) r->Pump();
         if (sweep) r->CutOffIfStalledSince(now - deps_->options->subscriber_stall_timeout);
@@ -40,9 +42,12 @@ void Dispatcher::Loop() {
       // back so RSS follows the load down. gRPC frees a stream's transport
       // memory (and a closed connection's) some time after the stream
       // ends, so trim on the next few sweeps too, not only the first.
+      // While subscriptions stream, trim every second too: the messages
+      // they send come and go by the thousand, and what glibc keeps of
+      // them would otherwise add up in RSS beside the budget.
       if (deps_->trim_soon.exchange(false)) trim_sweeps_ = kTrimSweeps;
-      if (trim_sweeps_ > 0) {
-        --trim_sweeps_;
+      if (trim_sweeps_ > 0 || streaming) {
+        if (trim_sweeps_ > 0) --trim_sweeps_;
         malloc_trim(0);
       }
     }

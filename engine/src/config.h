@@ -81,7 +81,7 @@ inline constexpr size_t kRecentBytes = 32 << 20;
 // one and one being flushed; writes stop at that, as RocksDB's
 // max_write_buffer_number), so the sizes below keep the sum within the half
 // even while a slow disk holds every flush back: a cold family's (default,
-// staging) a 64th of the budget (4 MiB at most), a hot family's an equal
+// log, staging) a 64th of the budget (4 MiB at most), a hot family's an equal
 // share of what is left.
 inline size_t RecentBytes(size_t budget) {
   return budget == 0 ? kRecentBytes : std::min(kRecentBytes, budget / 8);
@@ -89,8 +89,9 @@ inline size_t RecentBytes(size_t budget) {
 inline constexpr int kWriteBuffers = 2;
 inline constexpr size_t kColdWriteBuffer = 4 << 20;
 inline size_t ColdWriteBuffer(size_t budget) { return std::min(kColdWriteBuffer, budget / 64); }
-// The families written now and then; every event writes the others.
-inline constexpr bool IsColdCf(size_t cf) { return cf == kMeta || cf == kStaging; }
+// The families written now and then (the log: truncates only, format 3);
+// every event writes the others.
+inline constexpr bool IsColdCf(size_t cf) { return cf == kMeta || cf == kLog || cf == kStaging; }
 inline constexpr size_t kNumColdCfs = [] {
   size_t n = 0;
   for (size_t cf = 0; cf < kNumCfs; ++cf) n += IsColdCf(cf);
