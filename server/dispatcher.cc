@@ -27,29 +27,33 @@ void Dispatcher::Loop() {
     seen = store_->LastSeq();
     absl::Time now = absl::Now();
     bool sweep = now >= next_sweep;
-    bool streaming;
     {
       absl::MutexLock l(&mu_);
-      streaming = !reactors_.empty();
       for (auto& [id, r] : reactors_) {
         if (r->idle()) r->Pump();
         if (sweep) r->CutOffIfStalledSince(now - deps_->options->subscriber_stall_timeout);
       }
     }
-    if (sweep) {
-      next_sweep = now + absl::Seconds(1);
-      // Streams that ended leave their memory in glibc's arenas; give it
-      // back so RSS follows the load down. gRPC frees a stream's transport
-      // memory (and a closed connection's) some time after the stream
-      // ends, so trim on the next few sweeps too, not only the first.
-      // While subscriptions stream, trim every second too: the messages
-      // they send come and go by the thousand, and what glibc keeps of
-      // them would otherwise add up in RSS beside the budget.
-      if (deps_->trim_soon.exchange(false)) trim_sweeps_ = kTrimSweeps;
-      if (trim_sweeps_ > 0 || streaming) {
-        if (trim_sweeps_ > 0) --trim_sweeps_;
-        malloc_trim(0);
-      }
+    if (sweep) next_sweep = now + absl::Seconds(1);
+  }
+}
+
+void Dispatcher::TrimLoop() {
+  // glibc keeps what is freed in its arenas: blocks the cache evicted,
+  // memtable arenas, messages of streams. Under a budget that retained
+  // memory is most of what RSS has beyond the budget (10M upserts under
+  // 256 MiB: 283-309 MiB RSS during the updates without trimming, 216-234
+  // with a trim a second; a trim took 9 ms at the median, 95 at most).
+  // Without one, streams that ended leave theirs until a trim; gRPC frees a
+  // stream's transport memory (and a closed connection's) some time after
+  // the stream ends, so trim for a few seconds, not once.
+  const bool budget = deps_->options->memory_budget > 0;
+  int sweeps = 0;
+  while (!stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+    if (deps_->trim_soon.exchange(false)) sweeps = kTrimSweeps;
+    if (budget || sweeps > 0) {
+      if (sweeps > 0) --sweeps;
+      malloc_trim(0);
     }
   }
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cairn/store.h"
 #include "cairn/v1/cairn.pb.h"
@@ -147,7 +148,8 @@ class Dispatcher {
       : deps_(deps),
         store_(deps->store),
         budget_(deps->options->subscriber_buffer_bytes),
-        thread_([this] { Loop(); }) {}
+        thread_([this] { Loop(); }),
+        trimmer_([this] { TrimLoop(); }) {}
   ~Dispatcher() { Stop(); }
 
   // A place for one more read stream (subscription or snapshot), or false
@@ -179,7 +181,9 @@ class Dispatcher {
   }
   void Stop() {
     stop_.store(true);
+    if (!stopping_.HasBeenNotified()) stopping_.Notify();
     if (thread_.joinable()) thread_.join();
+    if (trimmer_.joinable()) trimmer_.join();
   }
   std::vector<std::pair<uint64_t, uint64_t>> Delivered() {
     absl::MutexLock l(&mu_);
@@ -190,12 +194,15 @@ class Dispatcher {
 
  private:
   // Pumps idle reactors after each commit (or every 2 ms), and once a
-  // second cuts off stalled ones and gives freed memory back.
+  // second cuts off stalled ones.
   void Loop();
+  // Once a second gives freed memory back to the system (malloc_trim): under
+  // a memory budget always, else for a few seconds after streams end. On a
+  // thread of its own: a trim of a large heap takes tens of milliseconds.
+  void TrimLoop();
 
-  // Sweeps (one a second) that still trim after the last stream ended.
+  // Seconds that still trim after the last stream ended.
   static constexpr int kTrimSweeps = 5;
-  int trim_sweeps_ = 0;  // dispatcher thread only
   Deps* deps_;
   Store* store_;
   ByteBudget budget_;
@@ -204,7 +211,9 @@ class Dispatcher {
   std::map<uint64_t, SubscribeReactor*> reactors_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> next_id_{0};
   std::atomic<bool> stop_{false};
+  absl::Notification stopping_;
   std::thread thread_;
+  std::thread trimmer_;
 };
 
 // RESOURCE_EXHAUSTED: --max-subscriptions read streams are open.
