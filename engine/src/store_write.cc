@@ -512,8 +512,10 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
     CAIRN_RETURN_IF_ERROR(ApplyTruncate(p, bs));
     records::LogValue log;
     log.op = e.op;
+    log.payload = e.payload;  // empty: Validate clears a truncate's
     log.raw = e.raw;
     log.event_id = e.event_id;
+    log.snapshot = e.snapshot;
     log.seq = bs->next_seq - 1;
     log.ingest_micros = group_commit_micros_;
     CAIRN_RETURN_IF_ERROR(

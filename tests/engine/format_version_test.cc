@@ -103,5 +103,30 @@ TEST(FormatVersionTest, AnotherVersionIsRefusedNamingBoth) {
   EXPECT_EQ(Store::Open(dir.path(), Options{}).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// Format 3 keeps a log record only for a truncate (an event is logged by its
+// history version); the record holds the whole truncate, so one sent again is
+// judged like any event: the same one is a duplicate, one that differs only
+// in its snapshot flag a conflict.
+TEST(FormatVersionTest, ATruncateSentAgainIsJudgedByTheWholeEvent) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Ingest({Upsert(1)}, {}).ok());
+  Event truncate{
+      .source = "s", .collection = "c", .position = {5, 0}, .op = Op::kTruncate, .snapshot = true};
+  auto first = (*store)->Ingest({truncate}, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->applied, 1u);
+  auto again = (*store)->Ingest({truncate, Upsert(6)}, {});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->duplicates, 1u);
+  EXPECT_EQ(again->conflicts, 0u);
+  truncate.snapshot = false;
+  auto differs = (*store)->Ingest({truncate}, {});
+  ASSERT_TRUE(differs.ok()) << differs.status();
+  EXPECT_EQ(differs->conflicts, 1u);
+  EXPECT_EQ(differs->duplicates, 0u);
+}
+
 }  // namespace
 }  // namespace cairn
