@@ -158,7 +158,7 @@ struct RawPut {
 // What the baseline writes per event. For an in-order update of an existing
 // entity cairn commits (store_write.cc ApplyEvent, materializer.cc ApplyToEntity), with average
 // key + value sizes on this workload:
-//   history     1 put   43 + 316 B   the new version, which logs the event
+//   history     1 put   43 + ~330 B  the new version, which logs the event
 //                                    (its payload is the version's document
 //                                    or patch: format 3 writes no log
 //                                    record), and a merge operand

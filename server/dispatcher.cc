@@ -20,7 +20,7 @@ grpc::Status TooManyReadStreams(const Deps* deps) {
 void Dispatcher::Loop() {
   uint64_t seen = store_->LastSeq();
   absl::Time next_sweep = absl::Now() + absl::Seconds(1);
-  while (!stop_.load()) {
+  while (!stopping_.HasBeenNotified()) {
     // Wake on commit; the short timeout also picks up reactors that went
     // idle between our scan and their commit (or wait for the budget).
     store_->AwaitCommit(seen, absl::Milliseconds(2));

@@ -180,7 +180,6 @@ class Dispatcher {
     for (auto& [id, r] : reactors_) r->End(Unavailable());
   }
   void Stop() {
-    stop_.store(true);
     if (!stopping_.HasBeenNotified()) stopping_.Notify();
     if (thread_.joinable()) thread_.join();
     if (trimmer_.joinable()) trimmer_.join();
@@ -210,8 +209,7 @@ class Dispatcher {
   absl::Mutex mu_;
   std::map<uint64_t, SubscribeReactor*> reactors_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> next_id_{0};
-  std::atomic<bool> stop_{false};
-  absl::Notification stopping_;
+  absl::Notification stopping_;  // both threads end
   std::thread thread_;
   std::thread trimmer_;
 };

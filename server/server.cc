@@ -55,8 +55,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return ss.str();
 }
 
-// The subscribers' buffer (0: its default), and the share of the memory
-// budget it takes.
 // What cairnd's own memory takes off the store's budget: the subscribers'
 // buffer, and headroom (an eighth of the budget) for what no one accounts
 // for -- gRPC's buffers per connection and what the allocator keeps of freed
@@ -66,23 +64,24 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
 // within the budget, the rest outside it), 300 MiB with the headroom.
 constexpr size_t kHeadroomShare = 8;
 size_t Headroom(const ServerOptions& o) { return o.memory_budget / kHeadroomShare; }
+size_t Reserved(const ServerOptions& o) {
+  return o.memory_budget ? o.subscriber_buffer_bytes + Headroom(o) : 0;
+}
 
+// The subscribers' buffer (0: its default), which with the headroom may take
+// at most half the budget.
 absl::Status ResolveBuffers(ServerOptions* o) {
   if (o->subscriber_buffer_bytes == 0) {
     // At least 2 MiB: the store refuses a budget below 16 MiB.
     o->subscriber_buffer_bytes = o->memory_budget ? o->memory_budget / 8 : 64 << 20;
   }
-  if (o->memory_budget && o->subscriber_buffer_bytes + Headroom(*o) > o->memory_budget / 2) {
+  if (Reserved(*o) > o->memory_budget / 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--subscriber-buffer-mib ", o->subscriber_buffer_bytes >> 20,
         " exceeds half of --memory-budget (", o->memory_budget >> 20, " MiB) less cairnd's ",
         Headroom(*o) >> 20, " MiB of headroom for gRPC's buffers (an eighth of the budget)"));
   }
   return absl::OkStatus();
-}
-
-size_t Reserved(const ServerOptions& o) {
-  return o.memory_budget ? o.subscriber_buffer_bytes + Headroom(o) : 0;
 }
 
 // DESIGN §7 Security: what is served is said, never implied.

@@ -28,6 +28,11 @@ size_t Weigh(const std::vector<Prepared>& events) {
   return std::max(bytes, kEventWeight);
 }
 
+// The log key of an event's identity (a truncate's key is empty).
+std::string LogKeyOf(const Prepared& p) {
+  return keys::LogKey(p.event.source, p.event.position, p.event.collection, p.key_bytes);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -519,9 +524,7 @@ absl::Status StoreImpl::ApplyEvent(Prepared& p, BatchState* bs, IngestResult* re
     log.seq = bs->next_seq - 1;
     log.ingest_micros = group_commit_micros_;
     CAIRN_RETURN_IF_ERROR(
-        FromRocks(batch_->Put(cfs_[kLog], keys::LogKey(e.source, e.position, e.collection, ""),
-                              records::Encode(log)),
-                  "put log"));
+        FromRocks(batch_->Put(cfs_[kLog], LogKeyOf(p), records::Encode(log)), "put log"));
   } else {
     CAIRN_RETURN_IF_ERROR(ApplyToEntity(e.collection, p.key_bytes, p.entity, {e.position, e.source},
                                         e.op, e.payload, e.snapshot, bs, /*check_markers=*/true,
@@ -548,8 +551,7 @@ absl::StatusOr<std::optional<StoreImpl::Logged>> StoreImpl::FindLogged(const Pre
   }
   // A truncate, or an event that a store written before format 3 logged.
   std::optional<std::string> existing;
-  CAIRN_ASSIGN_OR_RETURN(
-      existing, BatchGet(kLog, keys::LogKey(e.source, e.position, e.collection, p.key_bytes)));
+  CAIRN_ASSIGN_OR_RETURN(existing, BatchGet(kLog, LogKeyOf(p)));
   if (!existing) return std::nullopt;
   CAIRN_ASSIGN_OR_RETURN(records::LogValue log, records::DecodeLog(*existing));
   return Logged{log.op, std::move(log.payload), log.snapshot};
