@@ -1,6 +1,7 @@
 // Named subscription checkpoints (persisted in the meta family).
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
+#include "crash_point.h"
 #include "key_codec.h"
 #include "rocks_status.h"
 #include "store_impl.h"
@@ -73,8 +74,11 @@ absl::Status StoreImpl::PutCheckpoint(
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Put(wo, cfs_[kMeta], CheckpointKey(name), EncodeCheckpoint(c)),
-                   "put checkpoint");
+  CrashPoint("checkpoint.before_write");
+  CAIRN_RETURN_IF_ERROR(FromRocks(
+      db_->Put(wo, cfs_[kMeta], CheckpointKey(name), EncodeCheckpoint(c)), "put checkpoint"));
+  CrashPoint("checkpoint.after_write");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Store::CheckpointInfo> StoreImpl::GetCheckpointInfo(std::string_view name) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
+#include "crash_point.h"
 #include "key_codec.h"
 #include "records.h"
 #include "rocks_status.h"
@@ -19,6 +20,15 @@ class RetentionFilter : public rocksdb::CompactionFilter {
   RetentionFilter(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
   bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*,
               bool*) const override {
+    bool drop = Expired(key, value);
+    if (drop) CrashPoint("retention.purge");
+    return drop;
+  }
+  const char* Name() const override { return "cairn.RetentionFilter"; }
+
+ private:
+  // Whether retention removes the record (DESIGN §5).
+  bool Expired(const rocksdb::Slice& key, const rocksdb::Slice& value) const {
     std::string_view k(key.data(), key.size());
     std::string_view v(value.data(), value.size());
     uint64_t oldest_seq = horizon_->oldest_seq.load(std::memory_order_relaxed);
@@ -66,9 +76,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
         return false;
     }
   }
-  const char* Name() const override { return "cairn.RetentionFilter"; }
 
- private:
   Cf cf_;
   const Horizon* horizon_;
 };
@@ -181,6 +189,7 @@ absl::Status StoreImpl::UpdateHorizon() {
   // point whose data is already gone.
   CAIRN_RETURN_IF_ERROR(
       FromRocks(db_->Put(rocksdb::WriteOptions(), cfs_[kMeta], kMetaHorizon, v), "put horizon"));
+  CrashPoint("retention.after_horizon");
   horizon_.oldest_seq.store(oldest_seq);
   horizon_.oldest_timestamp.store(oldest_ts);
   return absl::OkStatus();

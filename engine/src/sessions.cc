@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cairn/status.h"
+#include "crash_point.h"
 #include "json_doc.h"
 #include "key_codec.h"
 #include "rocks_status.h"
@@ -470,6 +471,7 @@ absl::StatusOr<IngestResult> StoreImpl::CloseSession(std::string_view session_id
                                                 : CommitSession(id, current, bs, result);
   };
   CAIRN_ASSIGN_OR_RETURN(IngestResult result, Enqueue(w));
+  CrashPoint("session.after_commit");
   CAIRN_RETURN_IF_ERROR(DropStaging(id));
   return result;
 }

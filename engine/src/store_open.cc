@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
+#include "crash_point.h"
 #include "key_codec.h"
 #include "rocks_status.h"
 #include "rocksdb/filter_policy.h"
@@ -38,6 +39,7 @@ absl::Status StoreImpl::Init() {
   rocksdb::Options opts;
   opts.create_if_missing = options_.create_if_missing;
   opts.create_missing_column_families = true;
+  if (options_.env != nullptr) opts.env = options_.env;
   opts.IncreaseParallelism(2);
   const size_t budget = options_.memory_budget;
   if (budget > 0 && budget < (16u << 20)) {
@@ -182,7 +184,10 @@ absl::Status StoreImpl::CheckFormatVersion() {
   // Every record of an older readable version reads as it is: the upgrade
   // is the version key itself (a crash before it leaves the old version,
   // and the next open upgrades again).
-  if (version >= kOldestReadableFormat && version < kFormatVersion) return record();
+  if (version >= kOldestReadableFormat && version < kFormatVersion) {
+    CrashPoint("upgrade.before_record");
+    return record();
+  }
   if (version != kFormatVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat("store at ", path_, " has on-disk format version ", version,

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cairn/status.h"
+#include "crash_point.h"
 #include "json_doc.h"
 #include "key_codec.h"
 #include "rocks_status.h"
@@ -236,6 +237,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
+  CrashPoint("commit.before_write");
   absl::Status s = FromRocks(db_->Write(wo, wb), "commit");
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
@@ -245,6 +247,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     LoadMeta().IgnoreError();
     return s;
   }
+  CrashPoint("commit.after_write");
   commits_.fetch_add(1, std::memory_order_relaxed);
   records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
   bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
@@ -419,7 +422,11 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
     arg.options.move_files = true;
     args.push_back(std::move(arg));
   }
-  if (s.ok()) s = FromRocks(db_->IngestExternalFiles(args), "ingest session commit");
+  if (s.ok()) {
+    CrashPoint("exclusive.before_ingest");
+    s = FromRocks(db_->IngestExternalFiles(args), "ingest session commit");
+    if (s.ok()) CrashPoint("exclusive.after_ingest");
+  }
   // What the sort left behind; if this fails, the next exclusive commit or
   // open drops it.
   if (spill_->sort_log) DropLogSort().IgnoreError();

@@ -8,7 +8,9 @@
 // from the same events, then that both keep agreeing after Phase2() (in
 // order, late and truncate events on top of the old records), and after a
 // reopen.
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <string>
@@ -16,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/store.h"
+#include "crash_check.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 
@@ -155,12 +158,24 @@ TEST(UpgradeTest, WriteFixture) {
 // A store written by an older format (testdata/v<N>-store.tar.gz) answers as
 // one this engine built from the same events, before and after more of every
 // kind of write, a compaction and a reopen.
-void CheckUpgrade(const std::string& name) {
+// With `killed_upgrades`, that many processes first open the old store and
+// are killed just before the upgrade is recorded (the crash point
+// upgrade.before_record): the upgrade is then done by the next open.
+void CheckUpgrade(const std::string& name, int killed_upgrades = 0) {
   TempDir dir;
   std::string fixture = absl::StrCat(CAIRN_TESTDATA_DIR, "/", name, ".tar.gz");
   ASSERT_EQ(system(absl::StrCat("tar -xzf ", fixture, " -C ", dir.path()).c_str()), 0);
   std::string old_path = dir.Sub(name);
   ASSERT_TRUE(std::filesystem::exists(old_path + "/CURRENT"));
+  for (int i = 0; i < killed_upgrades; ++i) {
+    pid_t pid =
+        crash_check::StartChild("open", old_path, dir.Sub("acks"), 0, "upgrade.before_record");
+    ASSERT_GE(pid, 0) << "fork failed";
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "open " << i << " was not killed at the upgrade: exit " << WEXITSTATUS(status);
+  }
 
   TempDir fresh_dir;
   auto fresh = Store::Open(fresh_dir.path(), Options{});
@@ -199,6 +214,10 @@ TEST(UpgradeTest, AFormatOneStoreAnswersAsOneBuiltByThisEngine) { CheckUpgrade("
 // testdata/v2-store.tar.gz: written the same way by the format-2 engine
 // (commit 1868171). Its events are in the log family.
 TEST(UpgradeTest, AFormatTwoStoreAnswersAsOneBuiltByThisEngine) { CheckUpgrade("v2-store"); }
+
+TEST(UpgradeTest, AnUpgradeKilledBeforeItIsRecordedIsDoneByTheNextOpen) {
+  CheckUpgrade("v2-store", /*killed_upgrades=*/20);
+}
 
 }  // namespace
 }  // namespace cairn

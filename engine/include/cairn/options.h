@@ -12,6 +12,10 @@
 #include "absl/time/time.h"
 #include "cairn/event.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace cairn {
 
 // Retention window (DESIGN §5). Default: keep everything.
@@ -50,6 +54,11 @@ struct Options {
   size_t reserved_bytes = 0;
   // The block cache size when memory_budget is 0.
   size_t block_cache_bytes = 256 << 20;
+  // The environment RocksDB reaches the file system through; null: the
+  // default. Not owned: it must outlive the store. For embedders with a file
+  // system of their own, and for the fault tests, which wrap the default one
+  // to drop unsynced writes at a simulated power loss or to fill the disk.
+  rocksdb::Env* env = nullptr;
 };
 
 struct IngestOptions {
