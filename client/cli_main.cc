@@ -16,6 +16,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -393,9 +394,9 @@ absl::Status FileIngest::Send(std::vector<Chunk>& batches) {
 absl::Status FileIngest::ReceiveOne() {
   std::vector<cairn::client::RecordError> errors;
   auto r = stream_->Receive(&errors);
-  if (!r.ok() && (absl::IsUnavailable(r.status()) || absl::IsResourceExhausted(r.status()) ||
-                  absl::IsCancelled(r.status()) || absl::IsInternal(r.status()))) {
-    // The stream itself ended (these codes never come in an ack).
+  if (cairn::client::StreamEnded(r.status())) {
+    // The stream itself ended, not one batch (a full disk is one batch's
+    // RESOURCE_EXHAUSTED: the else branch below reports it).
     return Recover(r.status());
   }
   Chunk c = std::move(pending_.front());
@@ -608,7 +609,9 @@ absl::Status AtomicFileIngest::Post(Chunk& c, bool* rejected) {
               << " rejected: " << InFileTerms(c, cairn::StdView(r.status().message())) << "\n";
     return absl::OkStatus();
   }
-  if (absl::IsResourceExhausted(r.status())) {
+  if (absl::IsResourceExhausted(r.status()) &&
+      absl::StrContains(r.status().message(), "larger than max")) {
+    // gRPC's own limit (a full disk is RESOURCE_EXHAUSTED too, and says so).
     return absl::ResourceExhaustedError(
         absl::StrCat("lines ", c.first_line, "-", c.last_line, " make a batch of ",
                      c.payload.size(), " bytes, more than cairnd accepts (", r.status().message(),

@@ -17,6 +17,15 @@
 
 namespace cairn::client {
 namespace {
+// Marks the statuses of an ingest stream that ended (StreamEnded).
+constexpr char kStreamEndedPayload[] = "type.cairn.dev/ingest-stream-ended";
+}  // namespace
+
+bool StreamEnded(const absl::Status& s) {
+  return !s.ok() && s.GetPayload(kStreamEndedPayload).has_value();
+}
+
+namespace {
 
 using wire::FromGrpc;
 using wire::FromProto;
@@ -169,7 +178,9 @@ class IngestStreamImpl : public IngestStream {
     return Ended(final_);
   }
   static absl::Status Ended(absl::Status s) {
-    return s.ok() ? absl::UnavailableError("ingest stream closed by the server") : s;
+    if (s.ok()) s = absl::UnavailableError("ingest stream closed by the server");
+    s.SetPayload(kStreamEndedPayload, absl::Cord());
+    return s;
   }
 
   std::unique_ptr<grpc::ClientContext> ctx_;

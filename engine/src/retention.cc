@@ -2,6 +2,8 @@
 // drives it.
 #include "retention.h"
 
+#include <algorithm>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -197,11 +199,24 @@ absl::Status StoreImpl::UpdateHorizon() {
 
 void StoreImpl::RetentionLoop() {
   absl::MutexLock l(&retention_mu_);
+  absl::Time next_horizon = absl::Now() + options_.retention_interval;
+  // With a background error pending (BackgroundErrors, which wakes this
+  // thread): a resume a second later, and every second until one works.
+  std::optional<absl::Time> next_resume;
   while (!stopping_) {
-    retention_cv_.WaitWithTimeout(&retention_mu_, options_.retention_interval);
+    if (bg_errors_->pending() && !next_resume) next_resume = absl::Now() + absl::Seconds(1);
+    retention_cv_.WaitWithDeadline(
+        &retention_mu_, next_resume ? std::min(next_horizon, *next_resume) : next_horizon);
     if (stopping_) break;
     retention_mu_.Unlock();
-    UpdateHorizon().IgnoreError();  // retried next interval
+    if (next_resume && absl::Now() >= *next_resume) {
+      if (bg_errors_->pending()) Resume();
+      next_resume.reset();
+    }
+    if (absl::Now() >= next_horizon) {
+      UpdateHorizon().IgnoreError();  // retried next interval
+      next_horizon = absl::Now() + options_.retention_interval;
+    }
     retention_mu_.Lock();
   }
 }

@@ -214,7 +214,7 @@ absl::Status StoreImpl::StreamOrStage(std::string_view session_id, records::Sess
   session.records += n;
   CAIRN_RETURN_IF_ERROR(
       FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage");
+  return WriteResuming(rocksdb::WriteOptions(), &wb, "stage");
 }
 
 absl::Status StoreImpl::CommitSession(const std::string& id, const records::SessionValue& session,
@@ -313,7 +313,7 @@ absl::StatusOr<uint64_t> StoreImpl::SessionIngest(std::string_view session_id,
   }
   CAIRN_RETURN_IF_ERROR(
       FromRocks(wb.Put(cfs_[kMeta], SessionKey(session_id), records::Encode(session)), "stage"));
-  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "stage"));
+  CAIRN_RETURN_IF_ERROR(WriteResuming(rocksdb::WriteOptions(), &wb, "stage"));
   return session.records;
 }
 

@@ -67,6 +67,7 @@
 #include "rocksdb/cache.h"
 #include "rocksdb/compaction_filter.h"
 #include "rocksdb/db.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/sst_file_writer.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_buffer_manager.h"
@@ -102,6 +103,33 @@ struct Marker {
 // A source's counters as kept in the meta family (store_open.cc).
 std::string EncodeSourceStats(const SourceStats& s);
 SourceStats DecodeSourceStats(std::string_view in);
+
+// RocksDB's background errors: a full disk (ENOSPC while appending to the
+// WAL, flushing or compacting) stops RocksDB's writes or its background work
+// until the error is cleared. Left alone, RocksDB retries every 5 s and
+// refuses a DB::Resume meanwhile; cairn turns that off and resumes itself,
+// at the next write that fails (StoreImpl::WriteResuming) and from the
+// retention thread every second while an error is pending, so ingest works
+// again as soon as space is freed.
+class BackgroundErrors : public rocksdb::EventListener {
+ public:
+  explicit BackgroundErrors(std::function<void()> on_error) : on_error_(std::move(on_error)) {}
+  // Called by RocksDB (db mutex released) when it would start its own
+  // recovery.
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    bg_error.PermitUncheckedError();
+    *auto_recovery = false;
+    pending_.store(true, std::memory_order_release);
+    on_error_();
+  }
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
+  void Resumed() { pending_.store(false, std::memory_order_release); }
+
+ private:
+  std::function<void()> on_error_;
+  std::atomic<bool> pending_{false};
+};
 
 class StoreImpl : public Store {
  public:
@@ -320,6 +348,17 @@ class StoreImpl : public Store {
   // FAILED_PRECONDITION for a store of another format version; records the
   // version in a store that has none (see kFormatVersion).
   absl::Status CheckFormatVersion();
+  // db_->Write, and the way back from a full disk: an I/O error (ENOSPC in
+  // the WAL or in a flush) stops RocksDB's writes until the background
+  // error is cleared, so a failed write asks RocksDB to resume (DB::Resume:
+  // it flushes the memtables into a new WAL generation, and fails again
+  // while the disk is still full) and, if it did, writes once more.
+  // Nothing of a failed write is visible (see README "Durability under
+  // faults"). Any thread.
+  absl::Status WriteResuming(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb,
+                             std::string_view what);
+  // DB::Resume; true when RocksDB has no background error left.
+  bool Resume();
   absl::Status LoadMeta();
   absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();
@@ -331,6 +370,7 @@ class StoreImpl : public Store {
   // excepted: retention_opts_mu_).
   Options options_;
   std::string path_;
+  std::shared_ptr<BackgroundErrors> bg_errors_;  // a listener of db_
   std::unique_ptr<rocksdb::DB> db_;
   std::shared_ptr<rocksdb::Cache> block_cache_;
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;  // null without a budget

@@ -40,6 +40,11 @@ absl::Status StoreImpl::Init() {
   opts.create_if_missing = options_.create_if_missing;
   opts.create_missing_column_families = true;
   if (options_.env != nullptr) opts.env = options_.env;
+  bg_errors_ = std::make_shared<BackgroundErrors>([this] {
+    absl::MutexLock l(&retention_mu_);
+    retention_cv_.SignalAll();
+  });
+  opts.listeners.push_back(bg_errors_);
   opts.IncreaseParallelism(2);
   const size_t budget = options_.memory_budget;
   if (budget > 0 && budget < (16u << 20)) {

@@ -187,6 +187,21 @@ SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
   return bs->sources[source] = base == sources_.end() ? SourceStats{} : base->second;
 }
 
+absl::Status StoreImpl::WriteResuming(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb,
+                                      std::string_view what) {
+  rocksdb::Status s = db_->Write(wo, wb);
+  // A failed write applied nothing; after a resume it is written again.
+  if (s.ok() || !s.IsIOError() || !Resume()) return FromRocks(s, what);
+  return FromRocks(db_->Write(wo, wb), what);
+}
+
+bool StoreImpl::Resume() {
+  rocksdb::Status r = db_->Resume();
+  if (!r.ok()) return false;
+  bg_errors_->Resumed();
+  return true;
+}
+
 absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   capture_ = false;
   if (group.size() == 1 && group[0]->commit_alone) return CommitExclusive(group[0]);
@@ -238,7 +253,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   wo.sync = sync;
   rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
   CrashPoint("commit.before_write");
-  absl::Status s = FromRocks(db_->Write(wo, wb), "commit");
+  absl::Status s = WriteResuming(wo, wb, "commit");
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
     sources_.clear();

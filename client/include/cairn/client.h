@@ -69,6 +69,11 @@ struct SubscribeStart {
   std::string checkpoint;
 };
 
+// Whether a status from IngestStream::Send/Receive says the stream itself
+// ended (its batches in flight have no answer), as opposed to one batch's
+// error from its acknowledgement (a full disk is RESOURCE_EXHAUSTED there).
+bool StreamEnded(const absl::Status& s);
+
 // A pipelined ingest stream: Send() queues batches, Receive() returns their
 // results in order. Use Ingest()/IngestPayload() on Client for one-shot calls.
 class IngestStream {
