@@ -266,12 +266,19 @@ std::string EntityPrefix(std::string_view collection, std::string_view key_bytes
 }
 
 size_t EntityPrefixLength(std::string_view cf_key) {
-  std::string_view in = cf_key;
-  std::string collection;
-  if (!ConsumeEscaped(&in, &collection)) return 0;
-  size_t key_len = KeyLength(in);
+  // The escaped collection (read in place: this runs per memtable insert,
+  // see store_open.cc), then the canonical key.
+  size_t i = 0;
+  for (;;) {
+    i = cf_key.find('\0', i);
+    if (i == std::string_view::npos || i + 1 >= cf_key.size()) return 0;
+    if (cf_key[i + 1] == '\x01') break;
+    if (cf_key[i + 1] != '\xff') return 0;
+    i += 2;
+  }
+  size_t key_len = KeyLength(cf_key.substr(i + 2));
   if (key_len == 0) return 0;
-  return cf_key.size() - in.size() + key_len;
+  return i + 2 + key_len;
 }
 
 std::string LogKey(std::string_view source, Position pos, std::string_view collection,
