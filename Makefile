@@ -9,7 +9,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
   flatbuffers-compiler libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
   libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite \
-  libpq-dev libsqlite3-dev libhiredis-dev valgrind postgresql-15 redis-server rocksdb-tools \
+  liblz4-dev libpq-dev libsqlite3-dev libhiredis-dev valgrind postgresql-15 redis-server rocksdb-tools \
   clang-format
 # valijson is header-only, but Debian's libvalijson-dev depends on every
 # adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client

@@ -164,7 +164,8 @@ struct RawPut {
 //                                    record), and a merge operand
 //               1 merge 43 + 8 B     into its predecessor: its next_timestamp
 //   state       1 put   18 + ~330 B  with the last change's position
-//   changes     1 put    8 + 583 B   before and after images
+//   changes     1 put    8 + ~404 B  the after-image, and the before-image
+//                                    as an LZ4 delta against it (format 4)
 //   entity_seq  1 put   26 + ~60 B   the new entry (no document: the state's
 //                                    while current, then the superseding
 //                                    change's before-image), and a merge

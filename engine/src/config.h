@@ -46,11 +46,13 @@ inline constexpr std::string_view kMetaFormatVersion = "format_version";
 // retention links as merge operands (retention.h) and no longer the state
 // fields that rebuilt linked records. Version 3 logs an event in the history
 // version it produced instead of a log record (only truncates keep one).
+// Version 4 may keep a change's before-image as a delta against its
+// after-image (fbs/change.fbs before_delta).
 // Each reads every record of the versions before it as it is, so opening an
 // older store upgrades it in place by recording the current version (one
 // synced write: crash-safe). Any other version is FAILED_PRECONDITION naming
 // both (CheckFormatVersion, store_open.cc).
-inline constexpr uint64_t kFormatVersion = 3;
+inline constexpr uint64_t kFormatVersion = 4;
 inline constexpr uint64_t kOldestReadableFormat = 1;
 
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",

@@ -1,8 +1,11 @@
 #include "records.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "flatbuffers/flatbuffers.h"
+#include "lz4.h"
 
 namespace cairn::records {
 namespace {
@@ -48,6 +51,67 @@ absl::StatusOr<const T*> Verified(std::string_view bytes, const char* identifier
         absl::StrCat(what, " record does not verify (", bytes.size(), " bytes)"));
   }
   return flatbuffers::GetRoot<T>(bytes.data());
+}
+
+// Below this a before-image is kept as it is (a delta would not pay).
+constexpr size_t kMinDeltaBytes = 32;
+
+// A change's before-image as an LZ4 block with its after-image as the
+// dictionary (fbs/change.fbs before_delta): true, with the block in *delta,
+// when that saves more than the size field costs.
+bool BeforeDelta(std::string_view before, std::string_view after, std::string* delta) {
+  if (before.size() < kMinDeltaBytes || after.empty() || before.size() > INT32_MAX / 2 ||
+      after.size() > INT32_MAX) {
+    return false;
+  }
+  // One compression state per thread, reset (cheaply) per record.
+  struct Stream {
+    Stream() { LZ4_initStream(&state, sizeof state); }
+    LZ4_stream_t state;
+  };
+  thread_local Stream stream;
+  // The after-image becomes the dictionary by being compressed first (into
+  // a scratch buffer): LZ4_loadDict would clear the whole 16 KiB state
+  // first, which cost more than the compression itself.
+  LZ4_resetStream_fast(&stream.state);
+  const int dict = static_cast<int>(after.size());
+  delta->resize(
+      static_cast<size_t>(LZ4_compressBound(std::max(dict, static_cast<int>(before.size())))));
+  if (LZ4_compress_fast_continue(&stream.state, after.data(), delta->data(), dict,
+                                 static_cast<int>(delta->size()), /*acceleration=*/1) <= 0) {
+    return false;
+  }
+  const int src = static_cast<int>(before.size());
+  const int n = LZ4_compress_fast_continue(&stream.state, before.data(), delta->data(), src,
+                                           static_cast<int>(delta->size()), /*acceleration=*/1);
+  if (n <= 0 || static_cast<size_t>(n) + 8 >= before.size()) return false;
+  delta->resize(static_cast<size_t>(n));
+  return true;
+}
+
+// The inverse: DATA_LOSS unless the block decodes to exactly `size` bytes.
+absl::StatusOr<std::string> ApplyBeforeDelta(const flatbuffers::Vector<uint8_t>& delta,
+                                             uint32_t size, const flatbuffers::String* after) {
+  // LZ4 expands a byte of its block to at most 255 bytes: a larger size is a
+  // corrupted field, not an allocation to make.
+  if (after == nullptr || size > 255 * static_cast<uint64_t>(delta.size()) + 64) {
+    return absl::DataLossError("changes record has a malformed before-image delta");
+  }
+  std::string out(size, '\0');
+  const int n = LZ4_decompress_safe_usingDict(
+      reinterpret_cast<const char*>(delta.data()), out.data(), static_cast<int>(delta.size()),
+      static_cast<int>(size), after->data(), static_cast<int>(after->size()));
+  if (n < 0 || static_cast<uint32_t>(n) != size) {
+    return absl::DataLossError("changes record's before-image delta does not decode");
+  }
+  return out;
+}
+
+// A verified change record's before-image, whichever way it is kept.
+absl::StatusOr<Doc> BeforeOf(const fbs::ChangeRecord& p) {
+  if (!p.before_delta()) return OptDoc(p.before());
+  if (p.before()) return absl::DataLossError("changes record has two before-images");
+  return ApplyBeforeDelta(*p.before_delta(), p.before_size(), p.after());
 }
 
 }  // namespace
@@ -119,19 +183,28 @@ std::string Encode(const VersionValue& v) {
 }
 
 std::string Encode(const ChangeValue& v) {
+  std::string delta;
+  const bool by_delta = v.before && v.after && BeforeDelta(*v.before, *v.after, &delta);
   flatbuffers::FlatBufferBuilder b(192 + (v.before ? v.before->size() : 0) +
                                    (v.after ? v.after->size() : 0));
   auto collection = b.CreateString(v.collection);
   auto key =
       b.CreateVector(reinterpret_cast<const uint8_t*>(v.key_bytes.data()), v.key_bytes.size());
-  auto before = OptString(b, v.before);
+  auto before = by_delta ? 0 : OptString(b, v.before);
+  auto before_delta =
+      by_delta ? b.CreateVector(reinterpret_cast<const uint8_t*>(delta.data()), delta.size()) : 0;
   auto after = OptString(b, v.after);
   auto source = b.CreateString(v.source);
   fbs::ChangeRecordBuilder r(b);
   r.add_collection(collection);
   r.add_key(key);
   r.add_op(ToFbs(v.op));
-  if (v.before) r.add_before(before);
+  if (by_delta) {
+    r.add_before_delta(before_delta);
+    r.add_before_size(static_cast<uint32_t>(v.before->size()));
+  } else if (v.before) {
+    r.add_before(before);
+  }
   if (v.after) r.add_after(after);
   r.add_timestamp(v.position.timestamp);
   r.add_tick(v.position.tick);
@@ -217,6 +290,12 @@ absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
   return v;
 }
 
+absl::StatusOr<Doc> DecodeChangeBefore(std::string_view bytes) {
+  auto r = Verified<fbs::ChangeRecord>(bytes, fbs::ChangeRecordIdentifier(), "changes");
+  if (!r.ok()) return r.status();
+  return BeforeOf(**r);
+}
+
 absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes) {
   auto r = Verified<fbs::ChangeRecord>(bytes, fbs::ChangeRecordIdentifier(), "changes");
   if (!r.ok()) return r.status();
@@ -228,7 +307,9 @@ absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes) {
   auto op = FromFbs(p->op(), "changes");
   if (!op.ok()) return op.status();
   v.op = *op;
-  v.before = OptDoc(p->before());
+  auto before = BeforeOf(*p);
+  if (!before.ok()) return before.status();
+  v.before = *std::move(before);
   v.after = OptDoc(p->after());
   v.position = {p->timestamp(), p->tick()};
   v.source = Str(p->source());

@@ -147,6 +147,9 @@ absl::StatusOr<StagedValue> DecodeStaged(std::string_view bytes);
 absl::StatusOr<StateValue> DecodeState(std::string_view bytes);
 absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes);
 absl::StatusOr<ChangeValue> DecodeChange(std::string_view bytes);
+// Only a change's before-image (what a snapshot as of a seq reads of the
+// change that superseded an entity_seq entry).
+absl::StatusOr<Doc> DecodeChangeBefore(std::string_view bytes);
 absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
 
 // The retention links, set on a stored record without decoding it where the

@@ -207,8 +207,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
                                               " an entity_seq entry refers to is missing"));
     }
     std::string_view v = changes_it_->value().ToStringView();
-    CAIRN_ASSIGN_OR_RETURN(records::ChangeValue c, records::DecodeChange(v));
-    return c.before;
+    return records::DecodeChangeBefore(v);
   }
 
   absl::Status Fill(std::string_view entity, const Doc& doc, bool complete, Position pos,

@@ -2,7 +2,8 @@
 // written by the format-1 engine (commit 7443929) running this file's
 // WriteFixture with CAIRN_FIXTURE_DIR set (then its LOG, LOCK and older
 // OPTIONS files removed); it holds Phase1() below. v2-store.tar.gz is the
-// same, written by the format-2 engine (commit 1868171).
+// same, written by the format-2 engine (commit 1868171), and v3-store.tar.gz
+// by the format-3 engine (commit c50e96d).
 // The test opens a copy with this engine (which upgrades it in place) and
 // checks that it answers every query exactly as a store this engine built
 // from the same events, then that both keep agreeing after Phase2() (in
@@ -214,6 +215,9 @@ TEST(UpgradeTest, AFormatOneStoreAnswersAsOneBuiltByThisEngine) { CheckUpgrade("
 // testdata/v2-store.tar.gz: written the same way by the format-2 engine
 // (commit 1868171). Its events are in the log family.
 TEST(UpgradeTest, AFormatTwoStoreAnswersAsOneBuiltByThisEngine) { CheckUpgrade("v2-store"); }
+
+// testdata/v3-store.tar.gz: written the same way by the format-3 engine.
+TEST(UpgradeTest, AFormatThreeStoreAnswersAsOneBuiltByThisEngine) { CheckUpgrade("v3-store"); }
 
 TEST(UpgradeTest, AnUpgradeKilledBeforeItIsRecordedIsDoneByTheNextOpen) {
   CheckUpgrade("v2-store", /*killed_upgrades=*/20);
