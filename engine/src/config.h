@@ -88,6 +88,10 @@ inline constexpr size_t kRecentBytes = 32 << 20;
 inline size_t RecentBytes(size_t budget) {
   return budget == 0 ? kRecentBytes : std::min(kRecentBytes, budget / 8);
 }
+// The leader's cache of recently written state records (state_cache.h) takes
+// an eighth of that share, the ring the rest.
+inline size_t StateCacheBytes(size_t budget) { return RecentBytes(budget) / 8; }
+inline size_t RingBytes(size_t budget) { return RecentBytes(budget) - StateCacheBytes(budget); }
 inline constexpr int kWriteBuffers = 2;
 inline constexpr size_t kColdWriteBuffer = 4 << 20;
 inline size_t ColdWriteBuffer(size_t budget) { return std::min(kColdWriteBuffer, budget / 64); }

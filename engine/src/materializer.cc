@@ -2,7 +2,8 @@
 // change feed and entity_seq (see store_impl.h's overview and README
 // "Materialization"). ApplyToEntity runs the steps in order:
 //
-//   1. load the entity's state record (one point read);
+//   1. load the entity's state record (from the leader's StateCache when the
+//      entity was written lately, else one point read);
 //   2. FoldInOrder (the event is after the newest version: fold it onto the
 //      state) or RefoldLate (insert it in position order and re-fold the
 //      later versions up to the first upsert or delete);
@@ -61,9 +62,13 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_v
                .op = op,
                .payload = payload,
                .snapshot = snapshot};
-  CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> state_raw, BatchGet(kState, entity));
-  if (state_raw) {
-    CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*state_raw));
+  if (const std::string* cached = use_state_cache_ ? state_cache_.Find(entity) : nullptr) {
+    CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*cached));
+  } else {
+    CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> state_raw, BatchGet(kState, entity));
+    if (state_raw) {
+      CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*state_raw));
+    }
   }
   f.version.op = op;
   f.version.snapshot = snapshot;
@@ -247,7 +252,10 @@ absl::Status StoreImpl::WriteEntity(const EntityFold& f) {
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(
       batch_->Put(cfs_[kHistory], f.version_key, records::Encode(f.version)), "put history"));
-  return FromRocks(batch_->Put(cfs_[kState], f.entity, records::Encode(f.next)), "put state");
+  std::string state = records::Encode(f.next);
+  CAIRN_RETURN_IF_ERROR(FromRocks(batch_->Put(cfs_[kState], f.entity, state), "put state"));
+  if (use_state_cache_) state_cache_.Put(f.entity, std::move(state), f.next.doc.has_value());
+  return absl::OkStatus();
 }
 
 }  // namespace cairn::internal

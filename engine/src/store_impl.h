@@ -16,8 +16,9 @@
 //   sessions.cc         contribution sessions (stream, accrue, replace)
 //   checkpoints.cc      named subscription checkpoints
 //
-// with snapshot_cursor.cc and subscription.cc for the read-side objects and
-// recent_changes.cc for the ring of recent changes subscriptions read.
+// with snapshot_cursor.cc and subscription.cc for the read-side objects,
+// recent_changes.cc for the ring of recent changes subscriptions read, and
+// state_cache.h for the leader's cache of the state records it wrote.
 //
 // Write path. Ingest() validates and canonicalizes a batch on the caller's
 // thread, then joins a LevelDB-style writer queue. The writer at the front
@@ -71,6 +72,7 @@
 #include "rocksdb/sst_file_writer.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "state_cache.h"
 #include "write_queue.h"
 
 namespace cairn::internal {
@@ -136,7 +138,8 @@ class StoreImpl : public Store {
   StoreImpl(const Options& options, std::string path)
       : options_(options),
         path_(std::move(path)),
-        recent_(kRecentChanges, RecentBytes(options.memory_budget)) {
+        state_cache_(StateCacheBytes(options.memory_budget)),
+        recent_(kRecentChanges, RingBytes(options.memory_budget)) {
     if (!options_.now_micros) {
       options_.now_micros = [] { return static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())); };
     }
@@ -385,6 +388,10 @@ class StoreImpl : public Store {
 
   // Leader-only: touched only by the writer-queue leader (the commit path).
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;
+  // State records of recently written entities, and the group's pending
+  // ones (state_cache.h). Not used by an exclusive commit, which clears it.
+  StateCache state_cache_;
+  bool use_state_cache_ = true;
   uint64_t next_seq_ = 1;
   std::map<std::string, SourceStats> sources_;
   std::map<std::string, std::set<Marker>> markers_;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cairn/status.h"
@@ -206,6 +207,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   capture_ = false;
   if (group.size() == 1 && group[0]->commit_alone) return CommitExclusive(group[0]);
   batch_->Clear();
+  state_cache_.DropGroup();  // what a group that returned early left pending
   group_commit_micros_ = options_.now_micros();
   capture_ = subscriptions_.load(std::memory_order_relaxed) > 0;
   std::vector<Change> group_changes;
@@ -220,9 +222,11 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     w->result = IngestResult{};
     w->status = ApplyBatch(w, &bs);
     if (!w->status.ok()) {
+      state_cache_.DropBatch();
       CAIRN_RETURN_IF_ERROR(FromRocks(batch_->RollbackToSavePoint(), "rollback"));
       continue;
     }
+    state_cache_.KeepBatch();
     CAIRN_RETURN_IF_ERROR(FromRocks(batch_->PopSavePoint(), "pop save point"));
     // Merge the batch's state into the leader's.
     next_seq_ = bs.next_seq;
@@ -256,6 +260,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   absl::Status s = WriteResuming(wo, wb, "commit");
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
+    state_cache_.DropGroup();
     sources_.clear();
     markers_.clear();
     next_seq_ = last_seq_.load() + 1;
@@ -263,6 +268,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
     return s;
   }
   CrashPoint("commit.after_write");
+  state_cache_.CommitGroup();
   commits_.fetch_add(1, std::memory_order_relaxed);
   records_written_.fetch_add(wb->Count(), std::memory_order_relaxed);
   bytes_written_.fetch_add(wb->GetDataSize(), std::memory_order_relaxed);
@@ -388,6 +394,14 @@ absl::Status StoreImpl::DropLogSort() {
 
 absl::Status StoreImpl::CommitExclusive(Writer* w) {
   batch_->Clear();
+  // Its state records would fill the cache's pending writes without bound:
+  // it folds without the cache, and the cache is emptied after it.
+  state_cache_.Clear();
+  use_state_cache_ = false;
+  absl::Cleanup back_to_cache = [this] {
+    state_cache_.Clear();
+    use_state_cache_ = true;
+  };
   group_commit_micros_ = options_.now_micros();
   std::string dir = absl::StrCat(path_, "/spill");
   std::filesystem::remove_all(dir);
