@@ -351,7 +351,10 @@ class Model {
     });
     std::optional<Json> doc;
     for (const ModelEvent* e : sorted) {
-      ModelVersion v{e->op, e->position, e->source, e->snapshot, true, doc ? ToText(*doc) : "", ""};
+      // The text of each version only when asked for (Add folds without).
+      ModelVersion v{e->op,       e->position, e->source,
+                     e->snapshot, true,        versions && doc ? ToText(*doc) : "",
+                     ""};
       switch (e->op) {
         case Op::kUpsert:
           doc = e->payload;
@@ -369,9 +372,11 @@ class Model {
           s.complete = true;
           break;
       }
-      v.complete = s.complete;
-      v.after = doc ? ToText(*doc) : "";
-      if (versions) versions->push_back(std::move(v));
+      if (versions) {
+        v.complete = s.complete;
+        v.after = doc ? ToText(*doc) : "";
+        versions->push_back(std::move(v));
+      }
       s.position = e->position;
       s.source = e->source;
     }
