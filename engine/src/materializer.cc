@@ -62,13 +62,14 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_v
                .op = op,
                .payload = payload,
                .snapshot = snapshot};
-  if (const std::string* cached = use_state_cache_ ? state_cache_.Find(entity) : nullptr) {
-    CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*cached));
-  } else {
-    CAIRN_ASSIGN_OR_RETURN(std::optional<std::string> state_raw, BatchGet(kState, entity));
-    if (state_raw) {
-      CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*state_raw));
-    }
+  const std::string* state_raw = use_state_cache_ ? state_cache_.Find(entity) : nullptr;
+  std::optional<std::string> read;
+  if (state_raw == nullptr) {
+    CAIRN_ASSIGN_OR_RETURN(read, BatchGet(kState, entity));
+    if (read) state_raw = &*read;
+  }
+  if (state_raw) {
+    CAIRN_ASSIGN_OR_RETURN(f.state, records::DecodeState(*state_raw));
   }
   f.version.op = op;
   f.version.snapshot = snapshot;

@@ -396,7 +396,6 @@ absl::Status StoreImpl::CommitExclusive(Writer* w) {
   batch_->Clear();
   // Its state records would fill the cache's pending writes without bound:
   // it folds without the cache, and the cache is emptied after it.
-  state_cache_.Clear();
   use_state_cache_ = false;
   absl::Cleanup back_to_cache = [this] {
     state_cache_.Clear();
