@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard clean
+.PHONY: deps configure build test run demo bench scoreboard crash-long clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -58,6 +58,11 @@ bench: build
 # cairn against db_bench, PostgreSQL, SQLite and Redis (bench/run --help).
 scoreboard:
 	bench/run $(if $(QUICK),--quick)
+
+# R1's long mode: 1,000 SIGKILL cycles of cairnd under gRPC ingest (ctest
+# runs 50). SEED=n picks another sequence of batches and kill times.
+crash-long: build
+	$(BUILD)/tests/crash/crash_harness --cycles 1000 $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(BUILD)

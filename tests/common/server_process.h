@@ -1,6 +1,7 @@
-// Runs a real cairnd on loopback for end-to-end tests.
-#ifndef CAIRN_TESTS_E2E_SERVER_PROCESS_H_
-#define CAIRN_TESTS_E2E_SERVER_PROCESS_H_
+// Runs a real cairnd on loopback for the end-to-end and crash tests (the
+// including target defines CAIRND_PATH).
+#ifndef CAIRN_TESTS_COMMON_SERVER_PROCESS_H_
+#define CAIRN_TESTS_COMMON_SERVER_PROCESS_H_
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -78,4 +79,4 @@ class ServerProcess {
 
 }  // namespace cairn::e2e
 
-#endif  // CAIRN_TESTS_E2E_SERVER_PROCESS_H_
+#endif  // CAIRN_TESTS_COMMON_SERVER_PROCESS_H_

@@ -1,9 +1,9 @@
-// A reference model of DESIGN §2-§4 for the engine tests: an independent,
+// A reference model of DESIGN §2-§4 for the engine and crash tests: an independent,
 // deliberately naive implementation (re-fold every entity from scratch, keep
 // every state ever seen) that the store's incremental materializer is
 // compared against. Nothing here shares code with engine/src.
-#ifndef CAIRN_TESTS_ENGINE_MODEL_H_
-#define CAIRN_TESTS_ENGINE_MODEL_H_
+#ifndef CAIRN_TESTS_COMMON_MODEL_H_
+#define CAIRN_TESTS_COMMON_MODEL_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -326,6 +326,11 @@ class Model {
     return Outcome::kApplied;
   }
 
+  // Records `e` as applied without computing seqs (a checker that learns
+  // which events a store holds from the store itself; Fold then gives the
+  // state and versions, with seq 0).
+  void Load(const ModelEvent& e) { events_[e.entity].push_back(e); }
+
   uint64_t last_seq() const { return last_seq_; }
 
   std::vector<EntityId> Entities() const {
@@ -454,4 +459,4 @@ inline std::string SnapshotText(Store& store, const SnapshotOptions& options, bo
 
 }  // namespace cairn::model
 
-#endif  // CAIRN_TESTS_ENGINE_MODEL_H_
+#endif  // CAIRN_TESTS_COMMON_MODEL_H_
