@@ -10,7 +10,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
   libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite \
   liblz4-dev libpq-dev libsqlite3-dev libhiredis-dev valgrind postgresql-15 redis-server rocksdb-tools \
-  clang-format
+  clang-format clang-14 libclang-rt-14-dev libfuzzer-14-dev
 # valijson is header-only, but Debian's libvalijson-dev depends on every
 # adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client
 # libraries, yaml-cpp, jsoncpp, ...: 185 packages) while cairn uses the
@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard crash-long clean
+.PHONY: deps configure build test run demo bench scoreboard crash-long configure-asan sanitize fuzz clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -64,5 +64,28 @@ scoreboard:
 crash-long: build
 	$(BUILD)/tests/crash/crash_harness --cycles 1000 $(if $(SEED),--seed $(SEED))
 
+# Sanitizer and fuzz build (clang-14, ASan + LSan + UBSan, libFuzzer), of
+# the engine, the formats and their tests only: `make sanitize` runs their
+# unit tests (the model test with MODEL_SEEDS seeds per shard) and fuzzes each
+# target for FUZZ_SECONDS; CI runs it after `make test`. `make fuzz` fuzzes
+# longer (FUZZ_SECONDS=600 by default). No ccache: it does not hash the
+# UBSan ignore list.
+ASAN_BUILD ?= build-asan
+FUZZ_SECONDS ?= 60
+MODEL_SEEDS ?= 1000
+configure-asan: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
+	  -DCAIRN_SANITIZE=address -DCAIRN_FUZZ=ON -DCAIRN_ENGINE_ONLY=ON -DCAIRN_WERROR=ON \
+	  -DCAIRN_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(ASAN_BUILD)
+
+sanitize: configure-asan
+	CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 --timeout 1800
+
+fuzz: FUZZ_SECONDS = 600
+fuzz: configure-asan
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 -R '^fuzz[.]'
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD)

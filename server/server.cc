@@ -129,6 +129,9 @@ class ServerImpl : public Server {
         store_, Store::Open(options_.data_dir, Options{.retention = options_.retention,
                                                        .memory_budget = options_.memory_budget,
                                                        .reserved_bytes = Reserved(options_)}));
+    if (std::string recovery = store_->Stats().recovery; !recovery.empty()) {
+      spdlog::warn("recovered {}: {}", options_.data_dir, recovery);
+    }
     deps_.store = store_.get();
     worker_ = std::make_unique<IngestWorker>(store_.get());
     deps_.worker = worker_.get();

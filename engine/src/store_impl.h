@@ -373,6 +373,7 @@ class StoreImpl : public Store {
   // excepted: retention_opts_mu_).
   Options options_;
   std::string path_;
+  std::string recovery_;                         // StoreStats::recovery
   std::shared_ptr<BackgroundErrors> bg_errors_;  // a listener of db_
   std::unique_ptr<rocksdb::DB> db_;
   std::shared_ptr<rocksdb::Cache> block_cache_;

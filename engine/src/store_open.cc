@@ -179,9 +179,25 @@ absl::Status StoreImpl::Init() {
   }
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  CAIRN_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(rocksdb::DBOptions(opts), path_, descriptors, &handles, &raw),
-                absl::StrCat("open ", path_)));
+  // R4: a write-ahead log cut by a torn or corrupt record is recovered up to
+  // the last whole commit before it (point-in-time recovery), and reported:
+  // a first open insists on the whole log, and only when it finds corruption
+  // does the store open again, keeping the prefix, and say so in Stats.
+  rocksdb::DBOptions db_options(opts);
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kAbsoluteConsistency;
+  rocksdb::Status opened = rocksdb::DB::Open(db_options, path_, descriptors, &handles, &raw);
+  if (opened.IsCorruption()) {
+    std::string why = opened.ToString();
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    opened = rocksdb::DB::Open(db_options, path_, descriptors, &handles, &raw);
+    if (opened.ok()) {
+      recovery_ = absl::StrCat(
+          "the write-ahead log ends in a torn or corrupt record (", why,
+          "); recovered every commit before it, a consistent prefix; the commits the log held "
+          "after it are not in the store");
+    }
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(opened, absl::StrCat("open ", path_)));
   db_.reset(raw);
   cfs_ = std::move(handles);
   // Without overwrite_key a Put only inserts into the batch index (no search
@@ -191,6 +207,7 @@ absl::Status StoreImpl::Init() {
                                                           /*overwrite_key=*/false);
   CAIRN_RETURN_IF_ERROR(CheckFormatVersion());
   CAIRN_RETURN_IF_ERROR(LoadMeta());
+  if (!recovery_.empty()) absl::StrAppend(&recovery_, " (last seq ", LastSeq(), ")");
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
   CAIRN_RETURN_IF_ERROR(DropLogSort());  // an atomic commit cut short
   // Retention given at open wins; otherwise the one last set at runtime.

@@ -257,6 +257,7 @@ StoreStats StoreImpl::Stats() {
   s.commits = commits_.load(std::memory_order_relaxed);
   s.records_written = records_written_.load(std::memory_order_relaxed);
   s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  s.recovery = recovery_;
   StoreStats::Resources& r = s.resources;
   r.memory_budget = options_.memory_budget;
   r.block_cache_capacity = block_cache_->GetCapacity();

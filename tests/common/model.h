@@ -30,37 +30,52 @@ struct Json {
   bool boolean = false;
   std::string text;  // number text or string contents
   std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> members;
+  // A member: {first: name, second: value}. (Not a std::pair, whose traits
+  // clang cannot check while Json is still incomplete.)
+  struct Member;
+  std::vector<Member> members;
 
-  static Json Null() { return Json{}; }
-  static Json Object() {
-    Json j;
-    j.kind = Kind::kObject;
-    return j;
-  }
-  static Json Number(std::string text) {
-    Json j;
-    j.kind = Kind::kNumber;
-    j.text = std::move(text);
-    return j;
-  }
-  static Json String(std::string text) {
-    Json j;
-    j.kind = Kind::kString;
-    j.text = std::move(text);
-    return j;
-  }
-  static Json Bool(bool b) {
-    Json j;
-    j.kind = Kind::kBool;
-    j.boolean = b;
-    return j;
-  }
-  Json& Set(std::string name, Json value) {
-    members.emplace_back(std::move(name), std::move(value));
-    return *this;
-  }
+  static Json Null();
+  static Json Object();
+  static Json Number(std::string text);
+  static Json String(std::string text);
+  static Json Bool(bool b);
+  Json& Set(std::string name, Json value);
 };
+
+struct Json::Member {
+  std::string first;
+  Json second;
+};
+
+inline Json Json::Null() { return Json{}; }
+inline Json Json::Object() {
+  Json j;
+  j.kind = Kind::kObject;
+  return j;
+}
+inline Json Json::Number(std::string text) {
+  Json j;
+  j.kind = Kind::kNumber;
+  j.text = std::move(text);
+  return j;
+}
+inline Json Json::String(std::string text) {
+  Json j;
+  j.kind = Kind::kString;
+  j.text = std::move(text);
+  return j;
+}
+inline Json Json::Bool(bool b) {
+  Json j;
+  j.kind = Kind::kBool;
+  j.boolean = b;
+  return j;
+}
+inline Json& Json::Set(std::string name, Json value) {
+  members.push_back({std::move(name), std::move(value)});
+  return *this;
+}
 
 // Compact text, the form cairn stores; `spaced` adds the whitespace a
 // hand-written input might have (cairn must store it compactly all the same).
@@ -112,7 +127,9 @@ inline void MergePatch(Json* target, const Json& patch) {
     return;
   }
   if (target->kind != Json::Kind::kObject) *target = Json::Object();
-  for (const auto& [name, value] : patch.members) {
+  for (const Json::Member& member : patch.members) {
+    const std::string& name = member.first;
+    const Json& value = member.second;
     auto it = std::find_if(target->members.begin(), target->members.end(),
                            [&](const auto& m) { return m.first == name; });
     if (value.kind == Json::Kind::kNull) {
@@ -124,7 +141,7 @@ inline void MergePatch(Json* target, const Json& patch) {
     } else {
       Json v;
       MergePatch(&v, value);
-      target->members.emplace_back(name, std::move(v));
+      target->members.push_back({name, std::move(v)});
     }
   }
 }

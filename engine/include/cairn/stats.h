@@ -48,6 +48,11 @@ struct StoreStats {
     uint64_t pending_compaction_bytes = 0;
   } resources;
   std::map<std::string, SourceStats> sources;
+  // Set when opening found the write-ahead log cut by a torn or corrupt
+  // record: the store recovered every commit before it (a consistent prefix,
+  // up to last_seq at open) and says so here; empty otherwise. cairnd logs it
+  // at start.
+  std::string recovery;
 };
 
 }  // namespace cairn
