@@ -1,5 +1,10 @@
 #include "json_doc.h"
 
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
@@ -14,12 +19,25 @@ constexpr unsigned kParseFlags = rapidjson::kParseNumbersAsStringsFlag |
                                  rapidjson::kParseValidateEncodingFlag |
                                  rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag;
 
+// Whether `s` holds a UTF-16 surrogate encoded as UTF-8 (ED A0..BF xx):
+// RapidJSON decodes a lone low-surrogate escape ("\uDC00"-"\uDFFF") into
+// those bytes, which are not Unicode text (RFC 3629) and which protobuf
+// refuses in a string. (It refuses a lone high surrogate itself.)
+bool HasSurrogate(const char* s, size_t n) {
+  const char* end = s + n;
+  for (const char* p = s; (p = static_cast<const char*>(std::memchr(p, '\xED', end - p)));) {
+    if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
+  }
+  return false;
+}
+
 // Forwards SAX events into a Document, turning raw number text into marked
 // strings (see the header), and stops the parse past `max_depth` levels.
 class MarkingHandler {
  public:
   MarkingHandler(Document& doc, int max_depth) : doc_(doc), max_depth_(max_depth) {}
   bool too_deep() const { return too_deep_; }
+  bool surrogate() const { return surrogate_; }
   bool Null() { return doc_.Null(); }
   bool Bool(bool b) { return doc_.Bool(b); }
   bool Int(int i) { return doc_.Int(i); }
@@ -32,9 +50,13 @@ class MarkingHandler {
     scratch_.append(s, n);
     return doc_.String(scratch_.data(), static_cast<rapidjson::SizeType>(scratch_.size()), true);
   }
-  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    return Unicode(s, n) && doc_.String(s, n, copy);
+  }
   bool StartObject() { return Enter() && doc_.StartObject(); }
-  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    return Unicode(s, n) && doc_.Key(s, n, copy);
+  }
   bool EndObject(rapidjson::SizeType n) {
     --depth_;
     return doc_.EndObject(n);
@@ -51,11 +73,17 @@ class MarkingHandler {
     too_deep_ = true;
     return false;
   }
+  bool Unicode(const char* s, rapidjson::SizeType n) {
+    if (!HasSurrogate(s, n)) return true;
+    surrogate_ = true;
+    return false;
+  }
 
   Document& doc_;
   const int max_depth_;
   int depth_ = 0;
   bool too_deep_ = false;
+  bool surrogate_ = false;
   std::string scratch_;
 };
 
@@ -100,8 +128,8 @@ class CheckingHandler {
   bool Uint64(uint64_t) { return Value(); }
   bool Double(double) { return Value(); }
   bool RawNumber(const char*, rapidjson::SizeType, bool) { return Value(); }
-  bool String(const char*, rapidjson::SizeType, bool) { return Value(); }
-  bool Key(const char*, rapidjson::SizeType, bool) { return true; }
+  bool String(const char* s, rapidjson::SizeType n, bool) { return !HasSurrogate(s, n) && Value(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool) { return !HasSurrogate(s, n); }
   bool StartObject() {
     if (!seen_value_) root_is_object_ = true;
     return Enter();
@@ -156,14 +184,20 @@ absl::StatusOr<Document> Parse(std::string_view text, int max_depth) {
   rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(ms);
   rapidjson::Reader reader;
   rapidjson::ParseResult result;
-  bool too_deep = false;
+  bool too_deep = false, surrogate = false;
   auto generate = [&](Document& d) {
     MarkingHandler handler(d, max_depth);
     result = reader.Parse<kParseFlags>(in, handler);
     too_deep = handler.too_deep();
+    surrogate = handler.surrogate();
     return !result.IsError();
   };
   doc.Populate(generate);
+  if (surrogate) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at offset ", result.Offset(),
+                     ": a \\u escape of a lone UTF-16 surrogate (not Unicode text)"));
+  }
   if (too_deep) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON at offset ", result.Offset(),
                                                    ": arrays and objects nest deeper than ",
@@ -202,17 +236,53 @@ std::string_view NumberText(const Value& v) {
   return std::string_view(v.GetString() + 1, v.GetStringLength() - 1);
 }
 
+namespace {
+
+std::string_view NameOf(const Value& name) {
+  return std::string_view(name.GetString(), name.GetStringLength());
+}
+
+// For each member of `object`, whether a later member has the same name.
+// Quadratic for small objects, hashed for large ones (a hostile patch may
+// have many members).
+std::vector<bool> RepeatedLater(const Value& object) {
+  const size_t n = object.MemberCount();
+  std::vector<bool> out(n, false);
+  auto member = [&](size_t i) -> const Value& { return (object.MemberBegin() + i)->name; };
+  if (n <= 16) {
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = i + 1; j < n && !out[i]; ++j) out[i] = member(i) == member(j);
+    }
+    return out;
+  }
+  absl::flat_hash_set<std::string_view> later;
+  for (size_t i = n; i-- > 0;) out[i] = !later.insert(NameOf(member(i))).second;
+  return out;
+}
+
+}  // namespace
+
 void MergePatch(Value& target, const Value& patch, Document::AllocatorType& alloc) {
   if (!patch.IsObject()) {
     target.CopyFrom(patch, alloc);
     return;
   }
   if (!target.IsObject()) target.SetObject();
+  // A patch that repeats a name applies its last occurrence (what most JSON
+  // readers keep), so applying it twice changes nothing more.
+  std::vector<bool> skip = RepeatedLater(patch);
+  size_t index = 0;
   for (auto m = patch.MemberBegin(); m != patch.MemberEnd(); ++m) {
+    if (skip[index++]) continue;
     auto existing = target.FindMember(m->name);
     if (m->value.IsNull()) {
-      // EraseMember keeps member order (RemoveMember would swap in the last).
-      if (existing != target.MemberEnd()) target.EraseMember(existing);
+      // Removes the member, every copy of it where a document repeats a
+      // name (so the patch stays idempotent). EraseMember keeps member
+      // order (RemoveMember would swap in the last).
+      while (existing != target.MemberEnd()) {
+        target.EraseMember(existing);
+        existing = target.FindMember(m->name);
+      }
       continue;
     }
     if (existing != target.MemberEnd()) {

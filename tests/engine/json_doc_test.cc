@@ -91,6 +91,52 @@ TEST(JsonDocTest, ApplyMergePatchTreatsNoDocumentAsEmptyAndKeepsNumbers) {
   EXPECT_FALSE(ApplyMergePatch("{}", "{").ok());
 }
 
+// Found by fuzz_merge_patch: a document that repeats a name kept a copy of
+// the member a null patch removed, so the patch applied twice differed.
+TEST(JsonDocTest, ANullPatchRemovesEveryCopyOfARepeatedName) {
+  auto r = ApplyMergePatch(R"({"b":"x","b":2,"a":"y"})", R"({"b":null})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, R"({"a":"y"})");
+}
+
+// Found by fuzz_merge_patch: a patch that repeats a name applies its last
+// occurrence, so applying it twice gives what applying it once did.
+TEST(JsonDocTest, APatchThatRepeatsANameAppliesItsLastOccurrence) {
+  const char* patch = R"({"b":{"c":null,"c":1e3,"n":"basic"},"d":1,"d":null})";
+  auto once = ApplyMergePatch(R"({"d":0})", patch);
+  ASSERT_TRUE(once.ok()) << once.status();
+  EXPECT_EQ(*once, R"({"b":{"c":1e3,"n":"basic"}})");
+  auto twice = ApplyMergePatch(*once, patch);
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  EXPECT_EQ(*twice, *once);
+  // Many members: the hashed check.
+  std::string big = "{";
+  for (int i = 0; i < 40; ++i) absl::StrAppend(&big, "\"k", i % 20, "\":", i, ",");
+  big.back() = '}';
+  auto r = ApplyMergePatch("", big);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*ApplyMergePatch(*r, big), *r);
+  EXPECT_THAT(*r, ::testing::StartsWith(R"({"k0":20,"k1":21,)"));
+}
+
+// Found by fuzz_key: RapidJSON decodes a lone surrogate escape into bytes
+// that are not UTF-8 (and that protobuf refuses); a pair is a character.
+TEST(JsonDocTest, LoneSurrogateEscapesAreRefused) {
+  // A lone low surrogate (RapidJSON refuses a lone high one itself).
+  for (const char* text : {R"({"a":"\uDE0E"})", R"({"\uDFFF":1})", R"(["x\uDC00"])"}) {
+    auto d = Parse(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_THAT(d.status().message(), ::testing::HasSubstr("lone UTF-16 surrogate")) << text;
+    EXPECT_FALSE(CanonicalObject(text).ok()) << text;
+  }
+  for (const char* text : {R"({"a":"x\uD800"})", R"(["\uDBFF"])"}) {
+    EXPECT_FALSE(Parse(text).ok()) << text;
+  }
+  auto pair = CanonicalObject(R"({"a":"\uD83D\uDE00"})");
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  EXPECT_EQ(*pair, "{\"a\":\"\xF0\x9F\x98\x80\"}");
+}
+
 TEST(JsonDocTest, CanonicalObjectRefusesWhatIsNotAnObject) {
   EXPECT_EQ(*CanonicalObject(" { \"b\" : 1 , \"a\" : 2 } "), R"({"b":1,"a":2})");
   for (std::string_view bad : {"[1]", "1", "\"s\"", "null", "", "{\"a\":1} x"}) {

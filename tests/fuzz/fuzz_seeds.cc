@@ -198,7 +198,9 @@ int Run(const fs::path& fixtures, const fs::path& out) {
     for (const std::string& s : k.spellings) key.Add(s);
   }
   for (const char* k : {"0", "-0", "18446744073709551615", "-9223372036854775808", "1e3", "\"\"",
-                        "\"a\\u0000b\"", "{}", "[1]", "null", "true", "{\"a\":{\"b\":1}}"}) {
+                        "\"a\\u0000b\"", "{}", "[1]", "null", "true", "{\"a\":{\"b\":1}}",
+                        // What the fuzzers found (tests/engine/json_doc_test.cc).
+                        "\"a\\uDE0E\"", "{\"\\uDFFF\":1}"}) {
     key.Add(k);
   }
   // Documents, patches (doc NUL patch) and canonical event lines.
@@ -209,6 +211,7 @@ int Run(const fs::path& fixtures, const fs::path& out) {
     json.Add(doc);
     merge.Add(doc + '\0' + model::ToText(model::RandomPatch(rng)));
   }
+  merge.Add(std::string(R"({"b":"a_1","b":2,"a":"y"})") + '\0' + R"({"a":{"c":null},"b":null})");
   for (size_t i = 0; i + 2 <= events.size(); i += 2) {
     validate.Add(CanonicalLine(events[i]) + "\n" + CanonicalLine(events[i + 1]) + "\n");
   }
