@@ -66,13 +66,17 @@ crash-long: build
 
 # Sanitizer and fuzz build (clang-14, ASan + LSan + UBSan, libFuzzer), of
 # the engine, the formats and their tests only: `make sanitize` runs their
-# unit tests (the model test with MODEL_SEEDS seeds per shard) and fuzzes each
-# target for FUZZ_SECONDS; CI runs it after `make test`. `make fuzz` fuzzes
-# longer (FUZZ_SECONDS=600 by default). No ccache: it does not hash the
-# UBSan ignore list.
+# unit tests and fuzzes each target for FUZZ_SECONDS; CI runs it after `make
+# test`. Under ASan the tests run about 20 times slower, so the model test
+# runs MODEL_SEEDS seeds (in all) and the two longest tests, which `make test`
+# runs in full and whose code paths the crash-point, disk-full and session
+# tests cover, are left out unless SANITIZE_ALL=1 (15 more minutes). `make
+# fuzz` fuzzes longer (FUZZ_SECONDS=600 by default). No ccache: it does not
+# hash the UBSan ignore list.
 ASAN_BUILD ?= build-asan
 FUZZ_SECONDS ?= 60
-MODEL_SEEDS ?= 1000
+MODEL_SEEDS ?= 200
+SANITIZE_SKIP := $(if $(SANITIZE_ALL),,-E '^(PowerLossTest[.]DurableAcknowledgementsSurvive|OrderTest[.]StateAndHistoryAreIndependentOfArrivalOrder)$$')
 configure-asan: deps
 	CC=clang-14 CXX=clang++-14 cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
@@ -81,7 +85,8 @@ configure-asan: deps
 	cmake --build $(ASAN_BUILD)
 
 sanitize: configure-asan
-	CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 --timeout 1800
+	CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 \
+	  --timeout 1800 $(SANITIZE_SKIP)
 
 fuzz: FUZZ_SECONDS = 600
 fuzz: configure-asan
