@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard crash-long configure-asan sanitize fuzz clean
+.PHONY: deps configure build test run demo bench scoreboard crash-long soak configure-asan sanitize fuzz tsan clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -64,6 +64,12 @@ scoreboard:
 crash-long: build
 	$(BUILD)/tests/crash/crash_harness --cycles 1000 $(if $(SEED),--seed $(SEED))
 
+# L1: a real cairnd under 2,000 events/s, 8 subscribers, a snapshot a second
+# and retention purging, for MINUTES (10; 60 for the long mode).
+MINUTES ?= 10
+soak: build
+	$(BUILD)/tests/soak/soak --minutes $(MINUTES)
+
 # Sanitizer and fuzz build (clang-14, ASan + LSan + UBSan, libFuzzer), of
 # the engine, the formats and their tests only: `make sanitize` runs their
 # unit tests and fuzzes each target for FUZZ_SECONDS; CI runs it after `make
@@ -92,5 +98,16 @@ fuzz: FUZZ_SECONDS = 600
 fuzz: configure-asan
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 -R '^fuzz[.]'
 
+# The same tests under ThreadSanitizer (CAIRN_SANITIZE=thread, build-tsan/;
+# abseil's Mutex annotated by tests/sanitizers/tsan_absl_mutex.cc).
+TSAN_BUILD ?= build-tsan
+tsan: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
+	  -DCAIRN_SANITIZE=thread -DCAIRN_ENGINE_ONLY=ON -DCAIRN_WERROR=ON
+	cmake --build $(TSAN_BUILD)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) \
+	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j2 --timeout 1800 $(SANITIZE_SKIP)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
