@@ -106,7 +106,8 @@ tsan: deps
 	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
 	  -DCAIRN_SANITIZE=thread -DCAIRN_ENGINE_ONLY=ON -DCAIRN_WERROR=ON
 	cmake --build $(TSAN_BUILD)
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/sanitizers/tsan-suppressions.txt) \
+	  CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j2 --timeout 1800 $(SANITIZE_SKIP)
 
 clean:
