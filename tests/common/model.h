@@ -259,6 +259,18 @@ struct EntityId {
   const std::string& canonical_key() const { return Keys()[key].canonical; }
 };
 
+// The collections the tests' entities live in, and every entity: each
+// collection with each of Keys().
+inline constexpr const char* kCollections[] = {"acct", "item"};
+
+inline std::vector<EntityId> AllEntities() {
+  std::vector<EntityId> out;
+  for (const char* c : kCollections) {
+    for (size_t k = 0; k < Keys().size(); ++k) out.push_back({c, k});
+  }
+  return out;
+}
+
 // One event as the model sees it, and how it is sent to the store.
 struct ModelEvent {
   std::string source;
@@ -303,6 +315,23 @@ struct ModelEvent {
                  .snapshot = snapshot};
   }
 };
+
+// The event as a line of the canonical format, its key and payload spelled
+// as ToEvent spells them; `rng` decides whether a non-snapshot event says
+// "snapshot":false.
+inline std::string CanonicalLine(const ModelEvent& e, std::mt19937& rng) {
+  const KeySpec& k = Keys()[e.entity.key];
+  std::string line = absl::StrCat(R"({"collection":")", e.entity.collection, R"(","key":)",
+                                  k.spellings[e.spelling % k.spellings.size()], R"(,"op":")",
+                                  OpName(e.op), R"(","position":{"timestamp":)",
+                                  e.position.timestamp, R"(,"tick":)", e.position.tick, "}");
+  if (e.op != Op::kDelete) {
+    absl::StrAppend(&line, R"(,"payload":)", ToText(e.payload, e.spaced));
+  }
+  if (e.snapshot || rng() % 2)
+    absl::StrAppend(&line, R"(,"snapshot":)", e.snapshot ? "true" : "false");
+  return line + "}";
+}
 
 // What the model expects of an entity: a version, a visible state.
 struct ModelVersion {

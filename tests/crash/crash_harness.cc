@@ -58,7 +58,6 @@ using model::EntityId;
 using model::ModelEvent;
 
 constexpr uint64_t kT0 = 1700000000000000;
-constexpr const char* kCollections[] = {"acct", "item"};
 
 struct Flags {
   int cycles = 50;
@@ -103,7 +102,7 @@ std::vector<ModelEvent> MakeBatch(uint64_t seed, int p, uint64_t b) {
   for (size_t i = 0; i < n; ++i) {
     ModelEvent& e = out[i];
     e.source = absl::StrCat("p", p);
-    e.entity = {kCollections[rng() % 2], rng() % model::Keys().size()};
+    e.entity = {model::kCollections[rng() % 2], rng() % model::Keys().size()};
     e.position = {kT0 + b, i};
     e.Randomize(rng, 17);
   }
@@ -111,14 +110,6 @@ std::vector<ModelEvent> MakeBatch(uint64_t seed, int p, uint64_t b) {
 }
 
 bool Durable(uint64_t seed, int p, uint64_t b) { return ((seed + p + b) * 2654435761u >> 7) & 1; }
-
-std::vector<EntityId> AllEntities() {
-  std::vector<EntityId> out;
-  for (const char* c : kCollections) {
-    for (size_t k = 0; k < model::Keys().size(); ++k) out.push_back({c, k});
-  }
-  return out;
-}
 
 // What one producer knows: the first batch it has no acknowledgement for.
 struct Producer {
@@ -191,7 +182,7 @@ void Verify(const Flags& flags, int port, int store, const std::vector<Producer>
   // Every version of every entity, and which batch each came from.
   std::map<EntityId, std::vector<Version>> histories;
   std::map<std::pair<int, uint64_t>, std::set<std::pair<EntityId, uint64_t>>> seen;
-  for (const EntityId& id : AllEntities()) {
+  for (const EntityId& id : model::AllEntities()) {
     auto h = client.History(id.collection, id.canonical_key(), {});
     if (!h.ok()) {
       std::fprintf(stderr, "verify: history: %s\n", h.status().ToString().c_str());
@@ -249,7 +240,7 @@ void Verify(const Flags& flags, int port, int store, const std::vector<Producer>
 
   // History and state are the fold of exactly those events.
   std::map<std::pair<std::string, std::string>, std::string> current;
-  for (const EntityId& id : AllEntities()) {
+  for (const EntityId& id : model::AllEntities()) {
     std::vector<model::ModelVersion> versions;
     model::ModelState s = m.Fold(id, std::nullopt, &versions);
     std::string want;

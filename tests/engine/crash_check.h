@@ -34,10 +34,7 @@ constexpr size_t kBatchEvents = 6;  // K: events per batch, distinct entities
 // every batch the child may have written.
 inline std::vector<ModelEvent> MakeBatch(uint64_t b) {
   std::mt19937 rng(static_cast<uint32_t>(b * 7919 + 1));
-  std::vector<EntityId> pool;
-  for (const char* c : {"acct", "item"}) {
-    for (size_t k = 0; k < model::Keys().size(); ++k) pool.push_back({c, k});
-  }
+  std::vector<EntityId> pool = model::AllEntities();
   std::shuffle(pool.begin(), pool.end(), rng);
   std::vector<ModelEvent> out;
   for (size_t i = 0; i < kBatchEvents; ++i) {
@@ -65,13 +62,7 @@ inline std::vector<ModelEvent> MakeBatch(uint64_t b) {
   return out;
 }
 
-inline std::vector<EntityId> AllEntities() {
-  std::vector<EntityId> out;
-  for (const char* c : {"acct", "item"}) {
-    for (size_t k = 0; k < model::Keys().size(); ++k) out.push_back({c, k});
-  }
-  return out;
-}
+using model::AllEntities;
 
 inline std::vector<Event> BatchEvents(uint64_t b) {
   std::vector<Event> out;

@@ -41,6 +41,7 @@ namespace {
 
 using model::EntityId;
 using model::Json;
+using model::kCollections;
 using model::Model;
 using model::ModelEvent;
 
@@ -49,26 +50,10 @@ constexpr int kEvents = 1000;
 constexpr int kCheckEvery = 250;
 constexpr int kShards = 8;
 const char* const kSources[] = {"alpha", "beta", "gamma"};
-const char* const kCollections[] = {"acct", "item"};
 
 uint64_t SeedCount() {
   const char* n = getenv("CAIRN_MODEL_SEEDS");
   return n ? strtoull(n, nullptr, 10) : 10000;
-}
-
-// The event as a line of the canonical format.
-std::string CanonicalLine(const ModelEvent& e, std::mt19937& rng) {
-  const model::KeySpec& k = model::Keys()[e.entity.key];
-  std::string line = absl::StrCat(R"({"collection":")", e.entity.collection, R"(","key":)",
-                                  k.spellings[e.spelling % k.spellings.size()], R"(,"op":")",
-                                  OpName(e.op), R"(","position":{"timestamp":)",
-                                  e.position.timestamp, R"(,"tick":)", e.position.tick, "}");
-  if (e.op != Op::kDelete) {
-    absl::StrAppend(&line, R"(,"payload":)", model::ToText(e.payload, e.spaced));
-  }
-  if (e.snapshot || rng() % 2)
-    absl::StrAppend(&line, R"(,"snapshot":)", e.snapshot ? "true" : "false");
-  return line + "}";
 }
 
 // Everything the store answers about the model's entities, as text: Get,
@@ -185,7 +170,7 @@ bool RunSeed(uint32_t seed, rocksdb::Env* env) {
       batch.push_back(std::move(e));
     }
     std::string payload;
-    for (const ModelEvent& e : batch) payload += CanonicalLine(e, rng) + "\n";
+    for (const ModelEvent& e : batch) payload += model::CanonicalLine(e, rng) + "\n";
     auto decoded = formats::Decode(sources[source], payload);
     EXPECT_TRUE(decoded.ok()) << decoded.status() << "\n" << payload;
     if (!decoded.ok()) return false;
@@ -197,7 +182,7 @@ bool RunSeed(uint32_t seed, rocksdb::Env* env) {
     for (size_t i = 0; i < batch.size(); ++i) {
       Outcome want = m.Add(batch[i]);
       EXPECT_EQ(r->outcomes[i], want)
-          << "event " << done + static_cast<int>(i) << ": " << CanonicalLine(batch[i], rng);
+          << "event " << done + static_cast<int>(i) << ": " << model::CanonicalLine(batch[i], rng);
       if (want == Outcome::kApplied) sent.push_back(batch[i]);
     }
     if (m.last_seq() > seq_before) {
