@@ -360,8 +360,12 @@ class StoreImpl : public Store {
   // faults"). Any thread.
   absl::Status WriteResuming(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb,
                              std::string_view what);
-  // DB::Resume; true when RocksDB has no background error left.
-  bool Resume();
+  // DB::Resume; true when RocksDB has no background error left. One at a
+  // time (resume_mu_): RocksDB answers Busy to a resume while another is in
+  // progress, so a writer racing the retention thread's resume would fail
+  // although the disk has room again; serialized, it waits for that resume
+  // and then finds the error cleared (DB::Resume returns OK at once).
+  bool Resume() ABSL_LOCKS_EXCLUDED(resume_mu_);
   absl::Status LoadMeta();
   absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();
@@ -436,6 +440,7 @@ class StoreImpl : public Store {
 
   // Each guarded by its own mutex.
   absl::Mutex checkpoint_mu_;  // one checkpoint writer at a time
+  absl::Mutex resume_mu_;      // one DB::Resume at a time (Resume)
   // Serializes session bookkeeping (record counts, position assignment).
   absl::Mutex sessions_mu_;
   std::map<std::string, Position> session_positions_ ABSL_GUARDED_BY(sessions_mu_);

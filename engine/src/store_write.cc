@@ -197,6 +197,7 @@ absl::Status StoreImpl::WriteResuming(const rocksdb::WriteOptions& wo, rocksdb::
 }
 
 bool StoreImpl::Resume() {
+  absl::MutexLock l(&resume_mu_);
   rocksdb::Status r = db_->Resume();
   if (!r.ok()) return false;
   bg_errors_->Resumed();
