@@ -1,8 +1,10 @@
 // F1: every input format's decoder (cairn/formats.h Decode). The first byte
 // picks the format (kFormatNames, modulo their number); the rest is the
 // payload. Besides not crashing, a payload decodes completely or not at all:
-// on success every event names the source, and its raw bytes are a part of
-// the payload (SSE: its lines, with LF endings).
+// on success every event names the source, and its raw bytes are its record:
+// a part of the payload for the formats of one record a line (SSE: its
+// lines, with LF endings), and the record as compact JSON for bitbroker and
+// datapoints, whose payload is one document of many records.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -10,6 +12,7 @@
 #include <string_view>
 
 #include "cairn/formats.h"
+#include "rapidjson/document.h"
 
 namespace {
 
@@ -51,6 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const cairn::Event& e : *events) {
     if (e.source != source.name) std::abort();
+    if (source.format == "bitbroker" || source.format == "datapoints") {
+      rapidjson::Document record;
+      record.Parse(e.raw.data(), e.raw.size());
+      if (record.HasParseError()) std::abort();
+      continue;
+    }
     // (An SSE event's raw is its lines, each ended by LF whatever ended it.)
     if (source.format != "sse-feed" && !e.raw.empty() &&
         payload.find(e.raw) == std::string_view::npos) {
