@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard crash-long soak configure-asan sanitize fuzz tsan clean
+.PHONY: deps configure build test run demo bench scoreboard crash-long soak soak-asan soak-tsan configure-asan sanitize fuzz fuzz-unbounded tsan clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -98,6 +98,17 @@ fuzz: FUZZ_SECONDS = 600
 fuzz: configure-asan
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 -R '^fuzz[.]'
 
+# F1's proof that the fuzzers can fail: the decode, JSON and merge-patch
+# targets built without the nesting bound (CAIRN_FUZZ_UNBOUNDED_NESTING,
+# build-fuzz-unbounded/) must each report a stack overflow.
+fuzz-unbounded: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz-unbounded -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
+	  -DCAIRN_SANITIZE=address -DCAIRN_FUZZ=ON -DCAIRN_ENGINE_ONLY=ON -DCAIRN_FUZZ_UNBOUNDED_NESTING=ON \
+	  -DCAIRN_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build build-fuzz-unbounded --target fuzz_seeds fuzz_decode fuzz_json fuzz_merge_patch
+	ctest --test-dir build-fuzz-unbounded --output-on-failure -j2 -R '^fuzz[.](seeds|unbounded[.].*)$$'
+
 # The same tests under ThreadSanitizer (CAIRN_SANITIZE=thread, build-tsan/;
 # abseil's Mutex annotated by tests/sanitizers/tsan_absl_mutex.cc).
 TSAN_BUILD ?= build-tsan
@@ -110,5 +121,16 @@ tsan: deps
 	  CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j2 --timeout 1800 $(SANITIZE_SKIP)
 
+# L1 under the sanitizers: the soak against a cairnd built with ASan + LSan
+# + UBSan (build-soak-asan/) or TSan (build-soak-tsan/), for MINUTES; it
+# checks no request failed and cairnd stopped with exit 0, i.e. 0 reports.
+SOAK_TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/sanitizers/tsan-suppressions.txt)
+soak-asan soak-tsan: soak-%: deps
+	CC=clang-14 CXX=clang++-14 cmake -S . -B build-soak-$* -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
+	  -DCAIRN_SANITIZE=$(if $(filter asan,$*),address,thread) -DCAIRN_WERROR=ON
+	cmake --build build-soak-$* --target soak cairnd
+	TSAN_OPTIONS=$(SOAK_TSAN_OPTIONS) build-soak-$*/tests/soak/soak --sanitized --minutes $(MINUTES)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-soak-asan build-soak-tsan build-fuzz-unbounded

@@ -27,8 +27,13 @@ inline constexpr char kNumberMark = '\xFF';
 // (canonicalization, merge patch, schema validation, serialization) sees
 // the value, and parses iteratively itself: a hostile document cannot
 // overflow the stack.
+#ifndef CAIRN_NESTING_UNBOUNDED
 inline constexpr int kMaxDocumentDepth = 512;  // documents, patches, payloads
 inline constexpr int kMaxKeyDepth = 64;        // keys (scalars or flat objects)
+#else  // only in `make fuzz-unbounded`, which shows the fuzzers find the bound's absence
+inline constexpr int kMaxDocumentDepth = 1 << 30;
+inline constexpr int kMaxKeyDepth = 1 << 30;
+#endif
 
 // Parses `text` (validating UTF-8). INVALID_ARGUMENT with the offset and
 // RapidJSON's reason on error, or naming the bound when arrays and objects

@@ -57,6 +57,17 @@ std::vector<std::string> Lines(const std::string& text) {
   return out;
 }
 
+// Nesting far past the bound (json_doc.h kMaxDocumentDepth): refused here
+// before any recursive code sees it; `make fuzz-unbounded` runs the targets
+// on these seeds in a build without the bound, where they overflow the stack.
+constexpr size_t kDeep = 100000;
+std::string DeepArray() { return std::string(kDeep, '[') + std::string(kDeep, ']'); }
+std::string DeepObject() {
+  std::string s;
+  for (size_t i = 0; i < kDeep; ++i) s += R"({"a":)";
+  return s + "1" + std::string(kDeep, '}');
+}
+
 char FormatByte(std::string_view format) {
   for (size_t i = 0; i < std::size(formats::kFormatNames); ++i) {
     if (format == formats::kFormatNames[i]) return static_cast<char>(i);
@@ -176,6 +187,12 @@ int Run(const fs::path& fixtures, const fs::path& out) {
   decode.Add(std::string(1, FormatByte("datapoints")) +
              R"({"data":{"items":[ {"id":"a","datapoints":[)"
              R"({"time":"2018-11-30T10:00:00Z", "value":1.50}]}]}})");
+  json.Add(DeepArray());
+  json.Add(DeepObject());
+  decode.Add(std::string(1, FormatByte("canonical")) +
+             R"({"collection":"things","key":1,"op":"upsert","position":{"timestamp":1},)"
+             R"("payload":)" +
+             DeepObject() + "}");
   std::vector<model::ModelEvent> events = ModelEvents(40);
   std::mt19937 lines(11);  // how canonical lines spell what is optional
   for (size_t i = 0; i < 8; ++i) {
@@ -200,6 +217,7 @@ int Run(const fs::path& fixtures, const fs::path& out) {
                         "\"a\\uDE0E\"", "{\"\\uDFFF\":1}"}) {
     key.Add(k);
   }
+  key.Add(DeepObject());
   // Documents, patches (doc NUL patch) and canonical event lines.
   Corpus merge(out / "merge_patch"), validate(out / "validate");
   std::mt19937 rng(7);
@@ -209,6 +227,7 @@ int Run(const fs::path& fixtures, const fs::path& out) {
     merge.Add(doc + '\0' + model::ToText(model::RandomPatch(rng)));
   }
   merge.Add(std::string(R"({"b":"a_1","b":2,"a":"y"})") + '\0' + R"({"a":{"c":null},"b":null})");
+  merge.Add(std::string(R"({"a":1})") + '\0' + DeepObject());
   for (size_t i = 0; i + 2 <= events.size(); i += 2) {
     validate.Add(model::CanonicalLine(events[i], lines) + "\n" +
                  model::CanonicalLine(events[i + 1], lines) + "\n");
