@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard crash-long soak soak-asan soak-tsan configure-asan sanitize fuzz fuzz-unbounded tsan clean
+.PHONY: deps configure build test run demo bench scoreboard crash-long soak soak-asan configure-asan sanitize fuzz fuzz-unbounded tsan clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -121,16 +121,16 @@ tsan: deps
 	  CAIRN_MODEL_SEEDS=$(MODEL_SEEDS) \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j2 --timeout 1800 $(SANITIZE_SKIP)
 
-# L1 under the sanitizers: the soak against a cairnd built with ASan + LSan
-# + UBSan (build-soak-asan/) or TSan (build-soak-tsan/), for MINUTES; it
-# checks no request failed and cairnd stopped with exit 0, i.e. 0 reports.
-SOAK_TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/sanitizers/tsan-suppressions.txt)
-soak-asan soak-tsan: soak-%: deps
-	CC=clang-14 CXX=clang++-14 cmake -S . -B build-soak-$* -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# L1 under ASan + LSan + UBSan: the soak (an ordinary build) against a
+# sanitized cairnd (build-soak-asan/), for MINUTES; it checks no request
+# failed and cairnd stopped with exit 0, i.e. 0 reports. (No TSan soak:
+# README "Sanitizers" says why.)
+soak-asan: deps build
+	CC=clang-14 CXX=clang++-14 cmake -S . -B build-soak-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCAIRN_VALIJSON_INCLUDE_DIR=$(abspath $(VALIJSON_DIR))/usr/include \
-	  -DCAIRN_SANITIZE=$(if $(filter asan,$*),address,thread) -DCAIRN_WERROR=ON
-	cmake --build build-soak-$* --target soak cairnd
-	TSAN_OPTIONS=$(SOAK_TSAN_OPTIONS) build-soak-$*/tests/soak/soak --sanitized --minutes $(MINUTES)
+	  -DCAIRN_SANITIZE=address -DCAIRN_WERROR=ON
+	cmake --build build-soak-asan --target cairnd
+	$(BUILD)/tests/soak/soak --sanitized --minutes $(MINUTES) --cairnd build-soak-asan/server/cairnd
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-soak-asan build-soak-tsan build-fuzz-unbounded
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) build-soak-asan build-fuzz-unbounded

@@ -20,9 +20,11 @@ namespace cairn::e2e {
 class ServerProcess {
  public:
   // Starts cairnd on 127.0.0.1 with a free port, serving `data_dir`; extra
-  // flags are appended. Waits until the port file appears.
-  ServerProcess(const std::string& data_dir, std::vector<std::string> extra = {})
-      : data_dir_(data_dir), extra_(std::move(extra)) {
+  // flags are appended; `binary` is the cairnd to run (the soak runs a
+  // sanitized one). Waits until the port file appears.
+  ServerProcess(const std::string& data_dir, std::vector<std::string> extra = {},
+                std::string binary = CAIRND_PATH)
+      : data_dir_(data_dir), extra_(std::move(extra)), binary_(std::move(binary)) {
     Start();
   }
   ~ServerProcess() { Kill(SIGKILL); }
@@ -31,7 +33,7 @@ class ServerProcess {
     port_file_ = data_dir_ + ".port";
     std::filesystem::remove(port_file_);
     std::vector<std::string> args = {
-        CAIRND_PATH,   "--data-dir", data_dir_,     "--listen", "127.0.0.1:" + std::to_string(port),
+        binary_,       "--data-dir", data_dir_,     "--listen", "127.0.0.1:" + std::to_string(port),
         "--port-file", port_file_,   "--log-level", "warn"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
@@ -73,6 +75,7 @@ class ServerProcess {
  private:
   std::string data_dir_;
   std::vector<std::string> extra_;
+  std::string binary_;
   std::string port_file_;
   pid_t pid_ = 0;
   int port_ = 0;
