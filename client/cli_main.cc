@@ -789,6 +789,21 @@ absl::Status ParsePairs(const std::vector<std::string>& in, const char* flag,
   return absl::OkStatus();
 }
 
+// One backup as a JSON line (cairn backup create; cairn-backup prints the
+// same fields).
+void PrintBackup(const cairn::BackupInfo& b) {
+  Line l;
+  l.U64("id", b.id)
+      .U64("seq", b.seq)
+      .Str("created", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", b.created, absl::UTCTimeZone()))
+      .U64("size_bytes", b.size_bytes)
+      .U64("files", b.files);
+  if (b.copied_bytes != 0) l.U64("copied_bytes", b.copied_bytes);
+  if (b.format_version != 0) l.U64("format_version", b.format_version);
+  if (!b.cairn_version.empty()) l.Str("cairn_version", b.cairn_version);
+  l.Print();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -957,6 +972,13 @@ int main(int argc, char** argv) {
   cp_get->add_option("name", cp_name, "the checkpoint's name")->required();
   auto* cp_rm = cp->add_subcommand("rm", "delete a checkpoint (admin)");
   cp_rm->add_option("name", cp_name, "the checkpoint's name")->required();
+
+  // backup: cairnd adds one to its --backup-dir. The backup directory itself
+  // is managed by cairn-backup (list, verify, prune, restore), which links
+  // the engine; this tool does not.
+  auto* bk = app.add_subcommand("backup", "backups of the store");
+  bk->require_subcommand(1);
+  auto* bk_create = bk->add_subcommand("create", "add a backup to cairnd's --backup-dir (admin)");
 
   auto* stats = app.add_subcommand("stats", "store, source and subscription statistics");
   auto* health = app.add_subcommand("health", "standard gRPC health check");
@@ -1205,6 +1227,12 @@ int main(int argc, char** argv) {
     auto s = client.RemoveSource(source);
     return s.ok() ? 0 : Fail(s);
   }
+  if (*bk_create) {
+    auto b = client.Backup();
+    if (!b.ok()) return Fail(b.status());
+    PrintBackup(*b);
+    return 0;
+  }
   if (*stats) {
     auto st = client.Stats();
     if (!st.ok()) return Fail(st.status());
@@ -1233,6 +1261,17 @@ int main(int argc, char** argv) {
     for (const auto& [name, seq] : st->checkpoints) {
       Line().Str("checkpoint", name).U64("seq", seq).Print();
     }
+    const cairn::StoreStats::Backups& b = st->store.backups;
+    Line()
+        .U64("backups", b.count)
+        .U64("backup_errors", b.errors)
+        .U64("last_backup_id", b.last_id)
+        .U64("last_backup_seq", b.last_seq)
+        .U64("last_backup_size_bytes", b.last_size_bytes)
+        .U64("last_backup_copied_bytes", b.last_copied_bytes)
+        .U64("last_backup_duration_ms", static_cast<uint64_t>(b.last_duration_micros / 1000))
+        .Str("last_backup_error", b.last_error)
+        .Print();
     const cairn::StoreStats::Resources& r = st->store.resources;
     Line()
         .U64("memory_budget", r.memory_budget)

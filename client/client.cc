@@ -605,6 +605,14 @@ class ClientImpl : public Client {
     return Retry(req, [&](grpc::ClientContext* c) { return admin_->Compact(c, req, &resp); });
   }
 
+  absl::StatusOr<BackupInfo> Backup() override {
+    v1::BackupRequest req;
+    v1::BackupResponse resp;
+    auto ctx = Context(/*deadline=*/false);
+    CAIRN_RETURN_IF_ERROR(FromGrpc(admin_->Backup(ctx.get(), req, &resp)));
+    return FromProto(resp.backup());
+  }
+
   absl::Status Health() override {
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;

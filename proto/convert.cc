@@ -471,6 +471,40 @@ void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out) {
     }
     ToProto(source, &(*out->mutable_sources())[name]);
   }
+  const StoreStats::Backups& b = s.backups;
+  v1::BackupStats* backups = out->mutable_backups();
+  backups->set_count(b.count);
+  backups->set_errors(b.errors);
+  backups->set_last_error(b.last_error);
+  backups->set_last_duration_micros(b.last_duration_micros);
+  if (b.last_id != 0) {
+    v1::Backup* last = backups->mutable_last();
+    last->set_id(b.last_id);
+    last->set_seq(b.last_seq);
+    last->set_created_unix_micros(b.last_unix_micros);
+    last->set_size_bytes(b.last_size_bytes);
+    last->set_copied_bytes(b.last_copied_bytes);
+  }
+}
+
+v1::Backup ToProto(const BackupInfo& b) {
+  v1::Backup out;
+  out.set_id(b.id);
+  out.set_seq(b.seq);
+  out.set_created_unix_micros(absl::ToUnixMicros(b.created));
+  out.set_size_bytes(b.size_bytes);
+  out.set_copied_bytes(b.copied_bytes);
+  out.set_files(b.files);
+  return out;
+}
+
+BackupInfo FromProto(const v1::Backup& b) {
+  return {.id = b.id(),
+          .seq = b.seq(),
+          .created = absl::FromUnixMicros(b.created_unix_micros()),
+          .size_bytes = b.size_bytes(),
+          .copied_bytes = b.copied_bytes(),
+          .files = b.files()};
 }
 
 StoreStats FromProto(const v1::StatsResponse& r) {
@@ -490,6 +524,16 @@ StoreStats FromProto(const v1::StatsResponse& r) {
                  .sst_bytes = res.sst_bytes(),
                  .pending_compaction_bytes = res.pending_compaction_bytes()};
   for (const auto& [name, source] : r.sources()) s.sources[name] = FromProto(source);
+  const v1::BackupStats& b = r.backups();
+  s.backups = {.count = b.count(),
+               .errors = b.errors(),
+               .last_id = b.last().id(),
+               .last_seq = b.last().seq(),
+               .last_unix_micros = b.last().created_unix_micros(),
+               .last_size_bytes = b.last().size_bytes(),
+               .last_copied_bytes = b.last().copied_bytes(),
+               .last_duration_micros = b.last_duration_micros(),
+               .last_error = b.last_error()};
   return s;
 }
 

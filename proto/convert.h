@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "cairn/backup.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
@@ -83,6 +84,8 @@ SourceStats FromProto(const v1::SourceStats& s);
 // (the rest are left out and `truncated` is set).
 void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out);
 StoreStats FromProto(const v1::StatsResponse& r);
+v1::Backup ToProto(const BackupInfo& b);
+BackupInfo FromProto(const v1::Backup& b);
 // Retention ages are bounded so that their seconds fit absl::Duration with
 // room to spare: 0 (no age limit) to kMaxRetentionSeconds.
 inline constexpr uint64_t kMaxRetentionSeconds = uint64_t{100} * 365 * 24 * 3600;

@@ -1,5 +1,6 @@
 // Admin.*: sources, stats, retention, compaction, checkpoints. Every call
 // needs the admin grant.
+#include "backups.h"
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
@@ -27,7 +28,8 @@ class AdminService final
                           v1::Admin::WithRawCallbackMethod_Compact<
                               v1::Admin::WithRawCallbackMethod_ListCheckpoints<
                                   v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
-                                      v1::Admin::Service>>>>>>>>>> {
+                                      v1::Admin::WithRawCallbackMethod_Backup<
+                                          v1::Admin::Service>>>>>>>>>>> {
  public:
   AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
 
@@ -216,6 +218,23 @@ class AdminService final
   absl::Status DoCompact(const Caller& caller, const v1::CompactRequest*, v1::CompactResponse*) {
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
     return deps_->store->CompactNow();
+  }
+  // Like Compact, it runs on the calling gRPC thread until the backup is
+  // taken (seconds to minutes); one backup at a time, a second waits.
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
+    return Unary<v1::BackupRequest, v1::BackupResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::BackupRequest* req, v1::BackupResponse* resp) {
+          return DoBackup(caller, req, resp);
+        });
+  }
+
+  absl::Status DoBackup(const Caller& caller, const v1::BackupRequest*, v1::BackupResponse* resp) {
+    CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+    CAIRN_ASSIGN_OR_RETURN(BackupInfo b, TakeBackup(*deps_->store, *deps_->options));
+    *resp->mutable_backup() = ToProto(b);
+    return absl::OkStatus();
   }
 
  private:

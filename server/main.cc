@@ -69,12 +69,39 @@ int main(int argc, char** argv) {
                  "cut off a subscriber that takes no message for this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
+  app.add_option("--backup-dir", o.backup_dir,
+                 "where Admin.Backup (cairn backup create) and the scheduled backups go");
+  uint64_t backup_interval_seconds = 0;
+  app.add_option("--backup-interval", backup_interval_seconds,
+                 "take a backup into --backup-dir every N seconds (0: only when asked)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{366} * 86400));
+  app.add_option("--backup-keep", o.backup_keep,
+                 "after each backup keep only the newest N in --backup-dir (0: keep all)")
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--restore-from", o.restore_from,
+                 "first restore --data-dir (which must be absent or empty) from the newest "
+                 "backup in this directory, then serve it")
+      ->check(CLI::ExistingDirectory);
+  uint32_t restore_backup_id = 0;
+  app.add_option("--backup-id", restore_backup_id,
+                 "with --restore-from: restore this backup instead of the newest")
+      ->check(CLI::PositiveNumber);
   std::string port_file;
   app.add_option("--port-file", port_file,
                  "write the bound port here once serving (for --listen host:0)");
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (backup_interval_seconds > 0 && o.backup_dir.empty()) {
+    std::cerr << "--backup-interval: needs --backup-dir\n";
+    return 2;
+  }
+  if (restore_backup_id != 0 && o.restore_from.empty()) {
+    std::cerr << "--backup-id: needs --restore-from\n";
+    return 2;
+  }
+  o.backup_interval = absl::Seconds(static_cast<int64_t>(backup_interval_seconds));
+  if (restore_backup_id != 0) o.restore_backup_id = restore_backup_id;
 
   spdlog::set_level(spdlog::level::from_str(log_level));
   o.subscriber_buffer_bytes = subscriber_buffer_mib << 20;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "backups.h"
 #include "cairn/status.h"
 #include "dispatcher.h"
 #include "ingest_worker.h"
@@ -125,6 +126,12 @@ class ServerImpl : public Server {
     if (!options_.tokens_file.empty()) {
       CAIRN_ASSIGN_OR_RETURN(auth_, Auth::FromFile(options_.tokens_file));
     }
+    if (!options_.restore_from.empty()) {
+      CAIRN_ASSIGN_OR_RETURN(BackupInfo b, backup::Restore(options_.restore_from, options_.data_dir,
+                                                           options_.restore_backup_id));
+      spdlog::info("restored backup {} (seq {}) from {} into {}", b.id, b.seq,
+                   options_.restore_from, options_.data_dir);
+    }
     CAIRN_ASSIGN_OR_RETURN(
         store_, Store::Open(options_.data_dir, Options{.retention = options_.retention,
                                                        .memory_budget = options_.memory_budget,
@@ -142,6 +149,7 @@ class ServerImpl : public Server {
     sessions_ = NewSessionsService(&deps_);
     query_ = NewQueryService(&deps_, dispatcher_.get());
     admin_ = NewAdminService(&deps_, dispatcher_.get());
+    backups_ = std::make_unique<BackupScheduler>(store_.get(), &options_);
 
     std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
     if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
@@ -196,6 +204,7 @@ class ServerImpl : public Server {
     if (dispatcher_) dispatcher_->Stop();
     server_.reset();
     if (worker_) worker_->Stop();
+    backups_.reset();  // a scheduled backup under way finishes first
     store_.reset();
     spdlog::info("store closed");
     done_.Notify();
@@ -214,6 +223,7 @@ class ServerImpl : public Server {
   std::unique_ptr<grpc::Service> sessions_;
   std::unique_ptr<grpc::Service> query_;
   std::unique_ptr<grpc::Service> admin_;
+  std::unique_ptr<BackupScheduler> backups_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::atomic<bool> shut_down_{false};

@@ -4,6 +4,7 @@
 #define CAIRN_SERVER_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,17 @@ struct ServerOptions {
   // A subscriber whose message has not been taken for this long is cut off
   // (its stream is cancelled; it may resume from its last seq).
   absl::Duration subscriber_stall_timeout = absl::Seconds(60);
+
+  // Backups (README "Backup and restore"). Admin.Backup and the schedule
+  // write into backup_dir; every backup_interval (zero: none) one is taken;
+  // after each, all but the newest backup_keep are deleted (0: keep all).
+  std::string backup_dir;
+  absl::Duration backup_interval = absl::ZeroDuration();
+  uint32_t backup_keep = 0;
+  // When set, data_dir (absent or empty) is first restored from the newest
+  // backup in restore_from, or from backup restore_backup_id.
+  std::string restore_from;
+  std::optional<uint32_t> restore_backup_id;
 };
 
 // True for 127.0.0.0/8, [::1], localhost and unix sockets.

@@ -55,6 +55,18 @@ inline constexpr std::string_view kMetaFormatVersion = "format_version";
 inline constexpr uint64_t kFormatVersion = 4;
 inline constexpr uint64_t kOldestReadableFormat = 1;
 
+// Backups (backup.cc): the checkpoint a backup is taken from, inside the
+// data directory; and the directory a restore fills before it is renamed to
+// its target (<target>.restoring).
+inline constexpr char kBackupStaging[] = "backup.tmp";
+inline constexpr char kRestoringSuffix[] = ".restoring";
+// A directory's path without trailing slashes ("x/" -> "x"), so that
+// <dir>.restoring is beside it, not inside it.
+inline std::string DirPath(std::string_view path) {
+  while (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  return std::string(path);
+}
+
 inline constexpr const char* kFormats[] = {"debezium",   "goldengate", "infosphere", "sse-feed",
                                            "datapoints", "bitbroker",  "canonical"};
 

@@ -17,6 +17,8 @@
 //   retention.after_horizon the new horizon written, before it is in effect
 //   retention.purge         compaction dropping a record retention removes
 //   upgrade.before_record   an older store opened, before its new version is recorded
+//   backup.after_checkpoint a backup's checkpoint taken, before it is backed up
+//   restore.before_rename   a restore's files checked in <target>.restoring, before the rename
 #ifndef CAIRN_ENGINE_CRASH_POINT_H_
 #define CAIRN_ENGINE_CRASH_POINT_H_
 

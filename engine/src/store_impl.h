@@ -168,6 +168,10 @@ class StoreImpl : public Store {
   }
   StoreStats Stats() override;
   absl::Status CompactNow() override;
+  absl::StatusOr<BackupInfo> Backup(std::string_view dir) override;
+  // Reads every block of every table file and checks its checksum
+  // (backup.cc: a restored backup is checked this way).
+  absl::Status VerifyTableChecksums();
 
   absl::Status PutSource(const SourceDefinition& source) override;
   absl::StatusOr<SourceDefinition> GetSource(std::string_view name) override;
@@ -367,6 +371,9 @@ class StoreImpl : public Store {
   // and then finds the error cleared (DB::Resume returns OK at once).
   bool Resume() ABSL_LOCKS_EXCLUDED(resume_mu_);
   absl::Status LoadMeta();
+  // REQUIRES: backup_mu_. Checkpoint, staging store, BackupEngine (backup.cc).
+  absl::StatusOr<BackupInfo> BackupLocked(std::string_view dir)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(backup_mu_);
   absl::Status CleanClosedSessions();
   absl::Status UpdateHorizon();
   void RetentionLoop();
@@ -423,6 +430,7 @@ class StoreImpl : public Store {
   // Published by the leader after each commit, read by any thread.
   absl::Mutex stats_mu_;  // guards published copies for Stats()
   std::map<std::string, SourceStats> published_sources_ ABSL_GUARDED_BY(stats_mu_);
+  StoreStats::Backups backup_stats_ ABSL_GUARDED_BY(stats_mu_);
 
   std::atomic<uint64_t> last_seq_{0};
   // What the commit path has written since open (StoreStats).
@@ -440,6 +448,7 @@ class StoreImpl : public Store {
 
   // Each guarded by its own mutex.
   absl::Mutex checkpoint_mu_;  // one checkpoint writer at a time
+  absl::Mutex backup_mu_;      // one backup at a time (Backup)
   absl::Mutex resume_mu_;      // one DB::Resume at a time (Resume)
   // Serializes session bookkeeping (record counts, position assignment).
   absl::Mutex sessions_mu_;

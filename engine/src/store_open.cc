@@ -334,6 +334,14 @@ namespace cairn {
 using internal::StoreImpl;
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(std::string_view path, const Options& options) {
+  const std::string dir = internal::DirPath(path);
+  if (std::error_code ec;
+      std::filesystem::exists(absl::StrCat(dir, internal::kRestoringSuffix), ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a restore into ", dir, " was cut short (", dir, internal::kRestoringSuffix,
+                     " is left): restore again, or remove ", dir, internal::kRestoringSuffix,
+                     " to open ", dir, " as it is"));
+  }
   auto store = std::make_unique<StoreImpl>(options, std::string(path));
   CAIRN_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));

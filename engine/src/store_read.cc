@@ -282,6 +282,7 @@ StoreStats StoreImpl::Stats() {
   }
   absl::MutexLock l(&stats_mu_);
   s.sources = published_sources_;
+  s.backups = backup_stats_;
   return s;
 }
 

@@ -2,8 +2,8 @@
 """The `cairn` CLI as a user drives it, against a real cairnd: the ingest
 policy (stop at the first rejected batch, file line numbers, --continue,
 --atomic of any size, sizes, surviving a server restart), option validation, UTF-8,
-checkpoint batching with an exact clean stop, sessions, sources and
-checkpoints. Closes with an 'N passed, N failed' line."""
+checkpoint batching with an exact clean stop, sessions, sources,
+checkpoints, and backup and restore. Closes with an 'N passed, N failed' line."""
 
 import argparse
 import json
@@ -316,15 +316,120 @@ def checkpoints_and_sessions(args, tmp):
     s.stop()
 
 
+def backups(args, tmp):
+    """Backup and restore (README "Backup and restore"): cairn backup
+    create, cairn-backup list/verify/prune/restore, cairnd --backup-dir/
+    --backup-keep/--backup-interval and --restore-from, and their refusals."""
+
+    def tool(*a):
+        p = subprocess.run([args.backup_tool] + [str(x) for x in a], capture_output=True,
+                           timeout=120)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def tool_lines(*a):
+        rc, out, err = tool(*a)
+        assert rc == 0, f"cairn-backup {a}: rc {rc}\n{err}"
+        return [json.loads(line) for line in out.splitlines()]
+    bdir = os.path.join(tmp, "backups")
+    s = Cairnd(args.cairnd, os.path.join(tmp, "live"), ["--backup-dir", bdir, "--backup-keep", "2"])
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "s", "--format", "canonical", check_rc=0)
+    taken = []
+    for n, offset in ((5000, 0), (1000, 10000), (500, 20000)):
+        path = os.path.join(tmp, f"f{offset}.jsonl")
+        canonical_file(path, n, key=lambda i, o=offset: i + o)
+        cli.run("ingest", "--source", "s", path, check_rc=0)
+        taken.append(cli.lines("backup", "create")[0])
+    assert [b["id"] for b in taken] == [1, 2, 3], taken
+    assert [b["seq"] for b in taken] == [5000, 6000, 6500], taken
+    assert taken[0]["copied_bytes"] == taken[0]["size_bytes"] > 0, taken[0]
+    stats = cli.lines("stats")
+    backups_line = [line for line in stats if "backups" in line]
+    assert backups_line and backups_line[0]["backups"] == 3, stats
+    assert backups_line[0]["last_backup_seq"] == 6500, backups_line
+    s.stop()
+
+    # --backup-keep 2: the first is gone; the others list, verify, restore.
+    listed = tool_lines("list", bdir)
+    assert [(b["id"], b["seq"]) for b in listed] == [(2, 6000), (3, 6500)], listed
+    assert all(b["format_version"] > 0 and b["cairn_version"] for b in listed), listed
+    assert tool_lines("verify", bdir, "--id", 2)[0]["seq"] == 6000
+    target = os.path.join(tmp, "restored")
+    assert tool_lines("restore", bdir, target)[0]["seq"] == 6500
+    r = Cairnd(args.cairnd, target)
+    rcli = Cli(args.cli, r)
+    assert rcli.lines("stats")[0]["last_seq"] == 6500
+    assert rcli.lines("get", "c", 20499)[0]["document"] == {"i": 499}
+    r.stop()
+    # cairnd --restore-from: restores, then serves.
+    r = Cairnd(args.cairnd, os.path.join(tmp, "restored2"), ["--restore-from", bdir,
+                                                             "--backup-id", "2"])
+    rcli = Cli(args.cli, r)
+    assert rcli.lines("stats")[0]["last_seq"] == 6000
+    rc, _, err = rcli.run("get", "c", 20000)
+    assert rc == 1 and "NOT_FOUND" in err, err
+    r.stop()
+
+    # Refusals: over a store, an unknown id, a cairnd without --backup-dir,
+    # a cairnd asked to restore over its data.
+    rc, _, err = tool("restore", bdir, target)
+    assert rc == 1 and "not empty" in err, err
+    rc, _, err = tool("verify", bdir, "--id", 9)
+    assert rc == 1 and "NOT_FOUND" in err and "no backup 9" in err, err
+    p = subprocess.run([args.cairnd, "--data-dir", target, "--listen", "127.0.0.1:0",
+                        "--restore-from", bdir], capture_output=True, timeout=60)
+    assert p.returncode == 2 and b"not empty" in p.stdout + p.stderr, p
+    plain = Cairnd(args.cairnd, os.path.join(tmp, "plain"))
+    rc, _, err = Cli(args.cli, plain).run("backup", "create")
+    assert rc == 1 and "FAILED_PRECONDITION" in err and "--backup-dir" in err, err
+    plain.stop()
+
+    # A damaged table: verify names the file; restore restores nothing.
+    tables = [os.path.join(d, f) for d, _, fs in os.walk(bdir) for f in fs if f.endswith(".sst")]
+    victim = max(tables, key=os.path.getsize)
+    with open(victim, "r+b") as f:
+        f.seek(os.path.getsize(victim) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x5A]))
+    failed = {}
+    for backup_id in (2, 3):  # the table may be backup 2's only, or shared
+        rc, _, err = tool("verify", bdir, "--id", backup_id)
+        if rc != 0:
+            failed[backup_id] = err
+    assert failed, "no backup found damaged"
+    for err in failed.values():
+        assert "DATA_LOSS" in err and os.path.basename(victim) in err, (victim, err)
+    rc, _, err = tool("restore", bdir, os.path.join(tmp, "restored3"), "--id",
+                         min(failed))
+    assert rc == 1 and "DATA_LOSS" in err, err
+    assert not os.path.exists(os.path.join(tmp, "restored3"))
+    assert tool_lines("prune", bdir, "--keep", 1) == [{"deleted": 2}]
+
+    # --backup-interval: backups come by themselves.
+    sched = os.path.join(tmp, "scheduled")
+    s = Cairnd(args.cairnd, os.path.join(tmp, "live"), ["--backup-dir", sched,
+                                                        "--backup-interval", "1"])
+    for _ in range(200):
+        rc, out, _ = tool("list", sched)
+        if rc == 0 and len(out.splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    listed = tool_lines("list", sched)
+    assert len(listed) >= 2 and listed[-1]["seq"] == 6500, listed
+    s.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairnd", required=True)
     ap.add_argument("--cli", required=True)
     ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--backup-tool", required=True)
     ap.add_argument("--only")
     args = ap.parse_args()
     sections = [ingest_policy, ingest_sizes, ingest_atomic, ingest_survives_restart, options_and_text,
-                memory_budget, checkpoints_and_sessions]
+                memory_budget, checkpoints_and_sessions, backups]
     run_sections(sections, args)
 
 

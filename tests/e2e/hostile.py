@@ -308,7 +308,8 @@ def auth_matrix(args, tmp):
     tokens = os.path.join(tmp, "tokens.json")
     with open(tokens, "w") as f:
         json.dump(TOKENS, f)
-    s = Cairnd(args.cairnd, os.path.join(tmp, "auth"), ["--tokens", tokens])
+    s = Cairnd(args.cairnd, os.path.join(tmp, "auth"),
+               ["--tokens", tokens, "--backup-dir", os.path.join(tmp, "auth-backups")])
     ch = s.channel
     admin = "t-admin"
     for src in [pb.Source(name="billing", format="canonical"),
@@ -403,6 +404,7 @@ def auth_matrix(args, tmp):
         ("ListCheckpoints", pb.ListCheckpointsRequest(), pb.ListCheckpointsResponse),
         ("DeleteCheckpoint", pb.DeleteCheckpointRequest(name="cp-account"),
          pb.DeleteCheckpointResponse),
+        ("Backup", pb.BackupRequest(), pb.BackupResponse),
     ]]
     # The credentials: (name, metadata or token, denied with)
     creds = [("none", None, UNAUTH), ("malformed", "Basic dXNlcjpwdw==", UNAUTH),

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "cairn/backup.h"
 #include "cairn/store.h"
 #include "crash_check.h"
 #include "gtest/gtest.h"
@@ -65,12 +66,15 @@ void Ack(int fd, uint64_t n) {
 // the parent). The "checkpoint" child also moves checkpoint "crash" to the
 // last seq after each batch (and acknowledges the batch after that); the
 // "retention" child keeps the last kRetainedCommits commits, recomputes the
-// horizon every millisecond and compacts every eighth batch.
+// horizon every millisecond and compacts every eighth batch; the "backup"
+// child adds a backup to <store>.backups after each batch (and acknowledges
+// the batch after that).
 [[noreturn]] void ChildIngest(const std::string& mode, const std::string& store_path,
                               const std::string& acks_path, uint64_t first) {
   int fd = OpenAcks(acks_path);
   Options o;
-  const bool retention = mode == "retention", checkpoint = mode == "checkpoint";
+  const bool retention = mode == "retention", checkpoint = mode == "checkpoint",
+             backup = mode == "backup";
   if (retention) {
     o.retention.max_commits = kRetainedCommits;
     o.retention_interval = absl::Milliseconds(1);
@@ -82,6 +86,7 @@ void Ack(int fd, uint64_t n) {
     if (!r.ok() || r->applied != kBatchEvents) _exit(5);
     if (checkpoint && !(*store)->PutCheckpoint("crash", (*store)->LastSeq()).ok()) _exit(9);
     if (retention && b % 8 == 7 && !(*store)->CompactNow().ok()) _exit(10);
+    if (backup && !(*store)->Backup(store_path + ".backups").ok()) _exit(15);
     Ack(fd, b);
   }
   // Not reached in practice. Leave without running destructors (the child
@@ -129,6 +134,8 @@ class ChildEnvironment : public testing::Environment {
     const uint64_t first = std::stoull(f[3]);
     if (f[0] == "session") ChildSessions(f[1], f[2], first);
     if (f[0] == "open") _exit(Store::Open(f[1], Options{}).ok() ? 0 : 4);
+    // <backup dir>, <target>: restores the newest backup.
+    if (f[0] == "restore") _exit(backup::Restore(f[1], f[2]).ok() ? 0 : 4);
     ChildIngest(f[0], f[1], f[2], first);
   }
 };
@@ -408,6 +415,85 @@ TEST(CrashPointTest, RetentionPurge) {
   KillAtPoint("retention", "retention.purge", kRunsPerPoint, 200, verify);
   // The window moved: retention had something to purge.
   EXPECT_GT(oldest_seen, kRetainedCommits);
+}
+
+// A backup killed between its checkpoint and the backup proper: the store
+// holds every acknowledged batch, the backups that completed are all there
+// and sound (one per acknowledged batch), and the next backup clears what
+// the killed one left in the data directory.
+TEST(CrashPointTest, BackupCutShort) {
+  int runs = 0;
+  bool finished = false;
+  auto verify = [&](const std::string& path, const std::set<uint64_t>& acked, uint64_t first) {
+    const std::string backups = path + ".backups";
+    runs++;
+    uint64_t present = Verify(path, acked, first);
+    auto listed = backup::List(backups);
+    if (acked.empty()) return present;
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (!listed.ok()) return present;
+    EXPECT_EQ(listed->size(), acked.size());
+    auto newest = backup::Verify(backups);
+    EXPECT_TRUE(newest.ok()) << newest.status();
+    EXPECT_TRUE(std::filesystem::exists(path + "/backup.tmp"));
+    if (runs == kRunsPerPoint) {
+      // After the last run: a backup that completes clears the leftover.
+      auto store = Store::Open(path, Options{});
+      EXPECT_TRUE(store.ok()) << store.status();
+      if (!store.ok()) return present;
+      auto b = (*store)->Backup(backups);
+      EXPECT_TRUE(b.ok()) << b.status();
+      if (b.ok()) {
+        EXPECT_EQ(b->seq, (*store)->LastSeq());
+      }
+      EXPECT_FALSE(std::filesystem::exists(path + "/backup.tmp"));
+      finished = true;
+    }
+    return present;
+  };
+  KillAtPoint("backup", "backup.after_checkpoint", kRunsPerPoint, 4, verify);
+  EXPECT_TRUE(finished);
+}
+
+// A restore killed after its files are in <target>.restoring, before the
+// rename: the store refuses to open at <target> (it is not the backup yet),
+// and restoring again completes it.
+TEST(CrashPointTest, RestoreCutShort) {
+  TempDir dir;
+  const std::string backups = dir.Sub("backups"), target = dir.Sub("restored");
+  uint64_t seq = 0;
+  {
+    auto store = Store::Open(dir.Sub("live"), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (uint64_t b = 0; b < 50; ++b) {
+      ASSERT_TRUE((*store)->Ingest(crash_check::BatchEvents(b), {}).ok());
+    }
+    auto b = (*store)->Backup(backups);
+    ASSERT_TRUE(b.ok()) << b.status();
+    seq = b->seq;
+  }
+  for (int run = 0; run < kRunsPerPoint; ++run) {
+    SCOPED_TRACE(absl::StrCat("run ", run));
+    pid_t pid = StartChild("restore", backups, target, 0, "restore.before_rename:0");
+    ASSERT_GE(pid, 0) << "fork failed";
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "child exited with " << WEXITSTATUS(status);
+    EXPECT_TRUE(std::filesystem::exists(target + ".restoring"));
+    auto refused = Store::Open(target, Options{});
+    ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+    EXPECT_FALSE(std::filesystem::exists(target + "/CURRENT"));
+    auto again = backup::Restore(backups, target);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(std::filesystem::exists(target + ".restoring"));
+    {
+      auto store = Store::Open(target, Options{});
+      ASSERT_TRUE(store.ok()) << store.status();
+      EXPECT_EQ((*store)->LastSeq(), seq);
+    }
+    std::filesystem::remove_all(target);
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cairn/backup.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
@@ -163,6 +164,9 @@ class Client {
   virtual absl::Status SetRetention(const RetentionOptions& retention) = 0;
   virtual absl::StatusOr<RetentionOptions> GetRetention() = 0;
   virtual absl::Status Compact() = 0;
+  // Adds a backup to the server's --backup-dir (admin; FAILED_PRECONDITION
+  // when it has none). Waits for it without a deadline and is not retried.
+  virtual absl::StatusOr<BackupInfo> Backup() = 0;
   // Every checkpoint with its scope (admin); paged under the hood.
   struct CheckpointInfo {
     std::string name;

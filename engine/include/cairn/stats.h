@@ -48,6 +48,19 @@ struct StoreStats {
     uint64_t pending_compaction_bytes = 0;
   } resources;
   std::map<std::string, SourceStats> sources;
+  // Backups taken by this store since it was opened (Store::Backup; cairnd's
+  // scheduled ones and Admin.Backup): the last good one, and failures.
+  struct Backups {
+    uint64_t count = 0;
+    uint64_t errors = 0;
+    uint32_t last_id = 0;
+    uint64_t last_seq = 0;
+    int64_t last_unix_micros = 0;  // when it was taken
+    uint64_t last_size_bytes = 0;
+    uint64_t last_copied_bytes = 0;
+    int64_t last_duration_micros = 0;
+    std::string last_error;  // the last attempt's, empty when it succeeded
+  } backups;
   // Set when opening found the write-ahead log cut by a torn or corrupt
   // record: the store recovered every commit before it (a consistent prefix,
   // up to last_seq at open) and says so here; empty otherwise. cairnd logs it

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cairn/backup.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
@@ -241,6 +242,11 @@ class Store {
   // Recomputes the retention horizon and compacts every column family now,
   // so expired entries are removed before it returns.
   virtual absl::Status CompactNow() = 0;
+
+  // Adds a backup of the store to directory `dir` (created if missing;
+  // cairn/backup.h), consistent as of one commit seq, while ingest and
+  // reads go on. One at a time; a second caller waits.
+  virtual absl::StatusOr<BackupInfo> Backup(std::string_view dir) = 0;
 };
 
 }  // namespace cairn
