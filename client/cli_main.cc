@@ -15,6 +15,8 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -804,6 +806,28 @@ void PrintBackup(const cairn::BackupInfo& b) {
   l.Print();
 }
 
+// cairn backup list|verify|prune|restore: runs cairn-backup, found beside
+// this binary (installed) or in the build tree's server/, else on PATH.
+int RunBackupTool(const char* self, const std::string& command, std::vector<std::string> args) {
+  std::string dir = "/proc/self/exe";
+  char buf[4096];
+  ssize_t n = readlink(dir.c_str(), buf, sizeof(buf) - 1);
+  dir = n > 0 ? std::string(buf, n) : std::string(self);
+  dir = dir.substr(0, dir.find_last_of('/') + 1);
+  args.insert(args.begin(), command);
+  args.insert(args.begin(), "cairn-backup");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (const std::string& path : {dir + "cairn-backup", dir + "../server/cairn-backup"}) {
+    if (access(path.c_str(), X_OK) == 0) execv(path.c_str(), argv.data());
+  }
+  execvp("cairn-backup", argv.data());
+  std::cerr << "error: cairn backup " << command
+            << ": cairn-backup (installed with cairnd) was not found beside cairn or on PATH\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -973,11 +997,17 @@ int main(int argc, char** argv) {
   auto* cp_rm = cp->add_subcommand("rm", "delete a checkpoint (admin)");
   cp_rm->add_option("name", cp_name, "the checkpoint's name")->required();
 
-  // backup: cairnd adds one to its --backup-dir. The backup directory itself
-  // is managed by cairn-backup (list, verify, prune, restore), which links
-  // the engine; this tool does not.
+  // backup: create asks cairnd (into its --backup-dir). list, verify, prune
+  // and restore work on a backup directory without a server: they are run
+  // by cairn-backup, which links the engine; this tool does not.
   auto* bk = app.add_subcommand("backup", "backups of the store");
   bk->require_subcommand(1);
+  std::vector<CLI::App*> bk_local;
+  for (const char* name : {"list", "verify", "prune", "restore"}) {
+    bk_local.push_back(
+        bk->add_subcommand(name, absl::StrCat("cairn-backup ", name, " (see cairn-backup --help)"))
+            ->prefix_command());
+  }
   auto* bk_create = bk->add_subcommand("create", "add a backup to cairnd's --backup-dir (admin)");
 
   auto* stats = app.add_subcommand("stats", "store, source and subscription statistics");
@@ -991,6 +1021,9 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
 
+  for (CLI::App* local : bk_local) {
+    if (*local) return RunBackupTool(argv[0], local->get_name(), local->remaining());
+  }
   auto client_or = Client::Connect(options);
   if (!client_or.ok()) return Fail(client_or.status());
   Client& client = **client_or;
@@ -1267,6 +1300,11 @@ int main(int argc, char** argv) {
         .U64("backup_errors", b.errors)
         .U64("last_backup_id", b.last_id)
         .U64("last_backup_seq", b.last_seq)
+        .Str("last_backup_time",
+             b.last_id == 0
+                 ? std::string()
+                 : absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(b.last_unix_micros),
+                                    absl::UTCTimeZone()))
         .U64("last_backup_size_bytes", b.last_size_bytes)
         .U64("last_backup_copied_bytes", b.last_copied_bytes)
         .U64("last_backup_duration_ms", static_cast<uint64_t>(b.last_duration_micros / 1000))

@@ -322,7 +322,8 @@ def backups(args, tmp):
     --backup-keep/--backup-interval and --restore-from, and their refusals."""
 
     def tool(*a):
-        p = subprocess.run([args.backup_tool] + [str(x) for x in a], capture_output=True,
+        # `cairn backup <command>` runs cairn-backup (the CLI links no engine).
+        p = subprocess.run([args.cli, "backup"] + [str(x) for x in a], capture_output=True,
                            timeout=120)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
@@ -347,10 +348,13 @@ def backups(args, tmp):
     backups_line = [line for line in stats if "backups" in line]
     assert backups_line and backups_line[0]["backups"] == 3, stats
     assert backups_line[0]["last_backup_seq"] == 6500, backups_line
+    assert backups_line[0]["last_backup_time"] == taken[2]["created"], backups_line
     s.stop()
 
     # --backup-keep 2: the first is gone; the others list, verify, restore.
     listed = tool_lines("list", bdir)
+    direct = subprocess.run([args.backup_tool, "list", bdir], capture_output=True, check=True)
+    assert [json.loads(line) for line in direct.stdout.splitlines()] == listed
     assert [(b["id"], b["seq"]) for b in listed] == [(2, 6000), (3, 6500)], listed
     assert all(b["format_version"] > 0 and b["cairn_version"] for b in listed), listed
     assert tool_lines("verify", bdir, "--id", 2)[0]["seq"] == 6000

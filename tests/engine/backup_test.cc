@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -233,7 +234,8 @@ TEST(BackupTest, BackupsDuringIngestRestoreToTheirSeq) {
   }
 }
 
-// A second backup copies only the tables that are new since the first.
+// A second backup, after 10% more events, copies only the tables that are
+// new since the first.
 TEST(BackupTest, BackupsAreIncremental) {
   TempDir dir;
   auto store = Store::Open(dir.Sub("live"), Options{});
@@ -246,13 +248,19 @@ TEST(BackupTest, BackupsAreIncremental) {
   EXPECT_GT(first->size_bytes, 1u << 20);
 
   EXPECT_EQ(first->seq, (*store)->LastSeq());
-  ASSERT_TRUE((*store)->Ingest(Batch(1, 0), {}).ok());
+  for (int b = 0; b < 20; ++b) ASSERT_TRUE((*store)->Ingest(Batch(1, b), {}).ok());
   auto second = (*store)->Backup(dir.Sub("backups"));
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_GT(second->seq, first->seq);
   EXPECT_EQ(second->seq, (*store)->LastSeq());
   EXPECT_GE(second->size_bytes, first->size_bytes);
-  EXPECT_LT(second->copied_bytes, first->size_bytes / 10)
+  std::printf("first backup %lu bytes; after 10%% more events the second copied %lu of %lu\n",
+              static_cast<unsigned long>(first->size_bytes),
+              static_cast<unsigned long>(second->copied_bytes),
+              static_cast<unsigned long>(second->size_bytes));
+  // The new events' share of the store is about a tenth; what is copied is
+  // them (flushed by the backup) and the manifest, not the first's tables.
+  EXPECT_LT(second->copied_bytes, first->size_bytes / 5)
       << "the second backup copied " << second->copied_bytes << " of " << second->size_bytes;
 
   // Pruning keeps the newest; the files the pruned one shared stay.
