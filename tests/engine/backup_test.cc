@@ -336,6 +336,36 @@ TEST(BackupTest, RestoreRefusesWhatItCannotDo) {
   EXPECT_EQ((*r)->LastSeq(), (*store)->LastSeq());
 }
 
+// A session open when the backup is taken comes with it: the restored store
+// can commit it, and the source's counters are there.
+TEST(BackupTest, OpenSessionsAndCountersComeWithTheBackup) {
+  TempDir dir;
+  auto store = Store::Open(dir.Sub("live"), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->PutSource({.name = "contrib", .format = "bitbroker"}).ok());
+  ASSERT_TRUE((*store)->Ingest(Batch(0, 0), {}).ok());
+  auto id = (*store)->OpenSession("contrib", "countries", SessionMode::kAccrue);
+  ASSERT_TRUE(id.ok()) << id.status();
+  std::vector<SessionRecord> records;
+  for (int k = 0; k < 3; ++k) {
+    records.push_back({absl::StrCat(R"("c)", k, R"(")"), absl::StrCat(R"({"k":)", k, "}")});
+  }
+  ASSERT_TRUE((*store)->SessionUpsert(*id, records).ok());
+  auto taken = (*store)->Backup(dir.Sub("backups"));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_TRUE(backup::Restore(dir.Sub("backups"), dir.Sub("restored")).ok());
+  auto r = Store::Open(dir.Sub("restored"), Options{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->Stats().sources.at("p0").accepted, (*store)->Stats().sources.at("p0").accepted);
+  auto closed = (*r)->CloseSession(*id, /*commit=*/true);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(closed->applied, 3u);
+  EXPECT_EQ(closed->first_seq, taken->seq + 1);
+  auto c1 = (*r)->Get("countries", R"("c1")");
+  ASSERT_TRUE(c1.ok()) << c1.status();
+  EXPECT_EQ(c1->document, R"({"k":1})");
+}
+
 // A restore cut short leaves <target>.restoring; the store will not open
 // at <target> until the restore is done again (or the leftover removed).
 TEST(BackupTest, StoreOpenRefusesBesideAnUnfinishedRestore) {
