@@ -1008,7 +1008,11 @@ int main(int argc, char** argv) {
         bk->add_subcommand(name, absl::StrCat("cairn-backup ", name, " (see cairn-backup --help)"))
             ->prefix_command());
   }
-  auto* bk_create = bk->add_subcommand("create", "add a backup to cairnd's --backup-dir (admin)");
+  auto* bk_create = bk->add_subcommand(
+      "create", "add a backup to cairnd's --backup-dir, or to DIR under it (admin)");
+  std::string backup_subdir;
+  bk_create->add_option("dir", backup_subdir,
+                        "a directory under cairnd's --backup-dir (relative), e.g. nightly");
 
   auto* stats = app.add_subcommand("stats", "store, source and subscription statistics");
   auto* health = app.add_subcommand("health", "standard gRPC health check");
@@ -1261,7 +1265,7 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : Fail(s);
   }
   if (*bk_create) {
-    auto b = client.Backup();
+    auto b = client.Backup(backup_subdir);
     if (!b.ok()) return Fail(b.status());
     PrintBackup(*b);
     return 0;

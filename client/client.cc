@@ -605,8 +605,10 @@ class ClientImpl : public Client {
     return Retry(req, [&](grpc::ClientContext* c) { return admin_->Compact(c, req, &resp); });
   }
 
-  absl::StatusOr<BackupInfo> Backup() override {
+  absl::StatusOr<BackupInfo> Backup(std::string_view dir) override {
     v1::BackupRequest req;
+    req.set_dir(std::string(dir));
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
     v1::BackupResponse resp;
     auto ctx = Context(/*deadline=*/false);
     CAIRN_RETURN_IF_ERROR(FromGrpc(admin_->Backup(ctx.get(), req, &resp)));

@@ -230,9 +230,10 @@ class AdminService final
         });
   }
 
-  absl::Status DoBackup(const Caller& caller, const v1::BackupRequest*, v1::BackupResponse* resp) {
+  absl::Status DoBackup(const Caller& caller, const v1::BackupRequest* req,
+                        v1::BackupResponse* resp) {
     CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
-    CAIRN_ASSIGN_OR_RETURN(BackupInfo b, TakeBackup(*deps_->store, *deps_->options));
+    CAIRN_ASSIGN_OR_RETURN(BackupInfo b, TakeBackup(*deps_->store, *deps_->options, req->dir()));
     *resp->mutable_backup() = ToProto(b);
     return absl::OkStatus();
   }

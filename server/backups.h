@@ -4,6 +4,7 @@
 #ifndef CAIRN_SERVER_BACKUPS_H_
 #define CAIRN_SERVER_BACKUPS_H_
 
+#include <string_view>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -15,10 +16,13 @@
 
 namespace cairn::server {
 
-// Adds a backup of `store` to options.backup_dir, then prunes the directory
-// to options.backup_keep backups (when set; a failed prune is logged, the
-// backup stands). FAILED_PRECONDITION when cairnd has no --backup-dir.
-absl::StatusOr<BackupInfo> TakeBackup(Store& store, const ServerOptions& options);
+// Adds a backup of `store` to options.backup_dir, or to `subdir` under it
+// (relative, plain names only: INVALID_ARGUMENT otherwise), then prunes that
+// directory to options.backup_keep backups (when set; a failed prune is
+// logged, the backup stands). FAILED_PRECONDITION when cairnd has no
+// --backup-dir.
+absl::StatusOr<BackupInfo> TakeBackup(Store& store, const ServerOptions& options,
+                                      std::string_view subdir = {});
 
 // Takes a backup every options.backup_interval (none when it is zero),
 // until destroyed; a backup under way when it is destroyed is finished.

@@ -349,6 +349,13 @@ def backups(args, tmp):
     assert backups_line and backups_line[0]["backups"] == 3, stats
     assert backups_line[0]["last_backup_seq"] == 6500, backups_line
     assert backups_line[0]["last_backup_time"] == taken[2]["created"], backups_line
+    # A backup set of its own under --backup-dir; nothing outside it.
+    pre = cli.lines("backup", "create", "sets/pre-upgrade")[0]
+    assert pre["id"] == 1 and pre["seq"] == 6500, pre
+    for bad in ("../out", "/tmp/out", "a//b", "./a"):
+        rc, _, err = cli.run("backup", "create", bad)
+        assert rc == 1 and "INVALID_ARGUMENT" in err and "--backup-dir" in err, (bad, err)
+    assert not os.path.exists(os.path.join(tmp, "out"))
     s.stop()
 
     # --backup-keep 2: the first is gone; the others list, verify, restore.
@@ -356,6 +363,7 @@ def backups(args, tmp):
     direct = subprocess.run([args.backup_tool, "list", bdir], capture_output=True, check=True)
     assert [json.loads(line) for line in direct.stdout.splitlines()] == listed
     assert [(b["id"], b["seq"]) for b in listed] == [(2, 6000), (3, 6500)], listed
+    assert [b["id"] for b in tool_lines("list", os.path.join(bdir, "sets/pre-upgrade"))] == [1]
     assert all(b["format_version"] > 0 and b["cairn_version"] for b in listed), listed
     assert tool_lines("verify", bdir, "--id", 2)[0]["seq"] == 6000
     target = os.path.join(tmp, "restored")

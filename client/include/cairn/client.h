@@ -164,9 +164,10 @@ class Client {
   virtual absl::Status SetRetention(const RetentionOptions& retention) = 0;
   virtual absl::StatusOr<RetentionOptions> GetRetention() = 0;
   virtual absl::Status Compact() = 0;
-  // Adds a backup to the server's --backup-dir (admin; FAILED_PRECONDITION
-  // when it has none). Waits for it without a deadline and is not retried.
-  virtual absl::StatusOr<BackupInfo> Backup() = 0;
+  // Adds a backup to the server's --backup-dir, or to `dir` under it (a
+  // relative path of plain names; admin; FAILED_PRECONDITION when it has
+  // none). Waits for it without a deadline and is not retried.
+  virtual absl::StatusOr<BackupInfo> Backup(std::string_view dir = {}) = 0;
   // Every checkpoint with its scope (admin); paged under the hood.
   struct CheckpointInfo {
     std::string name;
