@@ -93,17 +93,30 @@ rocksdb::BackupEngineOptions EngineOptions(std::string_view dir) {
   return o;
 }
 
+// Reading, checking and pruning need a backup directory that is there (a
+// writable engine would create one).
+absl::Status MustExist(const std::string& dir) {
+  if (fs::is_directory(dir)) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("backup directory ", dir, " does not exist"));
+}
+
 absl::StatusOr<std::unique_ptr<rocksdb::BackupEngineReadOnly>> OpenReadOnly(
-    std::string_view dir_view) {
-  const std::string dir(dir_view);
-  if (!fs::is_directory(std::string(dir))) {
-    return absl::NotFoundError(absl::StrCat("backup directory ", dir, " does not exist"));
-  }
+    const std::string& dir) {
+  CAIRN_RETURN_IF_ERROR(MustExist(dir));
   rocksdb::BackupEngineReadOnly* engine = nullptr;
   CAIRN_RETURN_IF_ERROR(FromRocks(
       rocksdb::BackupEngineReadOnly::Open(EngineOptions(dir), rocksdb::Env::Default(), &engine),
       absl::StrCat("open backup directory ", dir)));
   return std::unique_ptr<rocksdb::BackupEngineReadOnly>(engine);
+}
+
+// The writable engine: adds backups (created if `dir` has none) and purges.
+absl::StatusOr<std::unique_ptr<rocksdb::BackupEngine>> OpenWritable(const std::string& dir) {
+  rocksdb::BackupEngine* engine = nullptr;
+  CAIRN_RETURN_IF_ERROR(
+      FromRocks(rocksdb::BackupEngine::Open(EngineOptions(dir), rocksdb::Env::Default(), &engine),
+                absl::StrCat("open backup directory ", dir)));
+  return std::unique_ptr<rocksdb::BackupEngine>(engine);
 }
 
 // The backup `id`, or the newest.
@@ -201,11 +214,7 @@ absl::StatusOr<BackupInfo> StoreImpl::BackupLocked(std::string_view dir_view) {
 
   StoreImpl staged(ScratchOptions(), staging);
   CAIRN_RETURN_IF_ERROR(staged.Init());
-  rocksdb::BackupEngine* raw = nullptr;
-  CAIRN_RETURN_IF_ERROR(
-      FromRocks(rocksdb::BackupEngine::Open(EngineOptions(dir), rocksdb::Env::Default(), &raw),
-                absl::StrCat("open backup directory ", dir)));
-  std::unique_ptr<rocksdb::BackupEngine> engine(raw);
+  CAIRN_ASSIGN_OR_RETURN(auto engine, OpenWritable(dir));
   std::vector<rocksdb::BackupInfo> before;
   engine->GetBackupInfo(&before, /*include_file_details=*/true);
   std::set<std::string> had;
@@ -272,16 +281,17 @@ absl::StatusOr<BackupInfo> Verify(std::string_view dir_view, std::optional<uint3
 absl::StatusOr<std::vector<uint32_t>> Prune(std::string_view dir_view, uint32_t keep) {
   const std::string dir(dir_view);
   if (keep < 1) return absl::InvalidArgumentError("keep: must be at least 1");
-  CAIRN_ASSIGN_OR_RETURN(std::vector<BackupInfo> all, List(dir));
-  rocksdb::BackupEngine* raw = nullptr;
-  CAIRN_RETURN_IF_ERROR(
-      FromRocks(rocksdb::BackupEngine::Open(EngineOptions(dir), rocksdb::Env::Default(), &raw),
-                absl::StrCat("open backup directory ", dir)));
-  std::unique_ptr<rocksdb::BackupEngine> engine(raw);
+  CAIRN_RETURN_IF_ERROR(MustExist(dir));
+  // Not a writable engine on an empty directory: it would lay one out.
+  if (fs::is_empty(dir)) return absl::NotFoundError(absl::StrCat("no backups in ", dir));
+  CAIRN_ASSIGN_OR_RETURN(auto engine, OpenWritable(dir));
+  std::vector<rocksdb::BackupInfo> all;  // oldest first
+  engine->GetBackupInfo(&all);
+  if (all.empty()) return absl::NotFoundError(absl::StrCat("no backups in ", dir));
   CAIRN_RETURN_IF_ERROR(
       FromRocks(engine->PurgeOldBackups(keep), absl::StrCat("prune backups in ", dir)));
   std::vector<uint32_t> deleted;
-  for (size_t i = 0; i + keep < all.size(); ++i) deleted.push_back(all[i].id);
+  for (size_t i = 0; i + keep < all.size(); ++i) deleted.push_back(all[i].backup_id);
   return deleted;
 }
 

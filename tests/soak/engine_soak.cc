@@ -26,21 +26,14 @@
 #include "absl/time/clock.h"
 #include "cairn/store.h"
 #include "test_util.h"
+#include "workload.h"
 
 namespace cairn::soak {
 namespace {
 
-struct Flags {
-  double minutes = 10;
-  int rate = 2000;
-  int subscribers = 8;
-  int keys = 100000;
-  int retention_seconds = 60;
-};
-
 uint64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
-int Run(const Flags& flags) {
+int Run(const Workload& flags) {
   TempDir dir;
   Options options;
   options.retention.max_age = absl::Seconds(flags.retention_seconds);
@@ -190,13 +183,9 @@ int Run(const Flags& flags) {
 }  // namespace cairn::soak
 
 int main(int argc, char** argv) {
-  cairn::soak::Flags flags;
+  cairn::soak::Workload flags;
   CLI::App app{"L1 for the embedded store (in-process, for ThreadSanitizer)"};
-  app.add_option("--minutes", flags.minutes, "how long")->check(CLI::PositiveNumber);
-  app.add_option("--rate", flags.rate, "events per second")->check(CLI::Range(100, 100000));
-  app.add_option("--subscribers", flags.subscribers)->check(CLI::Range(1, 64));
-  app.add_option("--keys", flags.keys, "distinct entities")->check(CLI::PositiveNumber);
-  app.add_option("--retention-seconds", flags.retention_seconds)->check(CLI::PositiveNumber);
+  cairn::soak::AddWorkloadFlags(app, flags, /*min_subscribers=*/1);
   CLI11_PARSE(app, argc, argv);
   return cairn::soak::Run(flags);
 }

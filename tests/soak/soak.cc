@@ -48,18 +48,14 @@
 #include "cairn/client.h"
 #include "server_process.h"
 #include "test_util.h"
+#include "workload.h"
 
 namespace cairn::soak {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Flags {
-  double minutes = 10;
-  int rate = 2000;
-  int subscribers = 8;
-  int keys = 100000;
-  int retention_seconds = 60;
+struct Flags : Workload {
   std::string cairnd = CAIRND_PATH;
   enum class Checks { kAll, kLatencies, kErrors } checks = Checks::kAll;
 };
@@ -316,11 +312,7 @@ int main(int argc, char** argv) {
   cairn::soak::Flags flags;
   bool latencies_only = false, sanitized = false;
   CLI::App app{"L1 soak: a real cairnd under steady ingest, subscribers, snapshots, retention"};
-  app.add_option("--minutes", flags.minutes, "how long")->check(CLI::PositiveNumber);
-  app.add_option("--rate", flags.rate, "events per second")->check(CLI::Range(100, 100000));
-  app.add_option("--subscribers", flags.subscribers)->check(CLI::Range(0, 64));
-  app.add_option("--keys", flags.keys, "distinct entities")->check(CLI::PositiveNumber);
-  app.add_option("--retention-seconds", flags.retention_seconds)->check(CLI::PositiveNumber);
+  cairn::soak::AddWorkloadFlags(app, flags, /*min_subscribers=*/0);
   app.add_flag("--latencies-only", latencies_only,
                "check latencies, rate and errors, not memory and disk growth (short runs)");
   app.add_flag("--sanitized", sanitized,
