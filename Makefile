@@ -10,7 +10,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
   libabsl-dev rapidjson-dev libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev \
   libcli11-dev python3-grpcio python3-protobuf json-schema-test-suite \
   liblz4-dev libpq-dev libsqlite3-dev libhiredis-dev valgrind postgresql-15 redis-server rocksdb-tools \
-  clang-format clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  clang-format clang-14 libclang-rt-14-dev libfuzzer-14-dev dpkg-dev file adduser
 # valijson is header-only, but Debian's libvalijson-dev depends on every
 # adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client
 # libraries, yaml-cpp, jsoncpp, ...: 185 packages) while cairn uses the
@@ -18,7 +18,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
 # (apt-get download + dpkg-deb -x), not installed with its dependencies.
 VALIJSON_DIR := $(BUILD)/third_party/valijson
 
-.PHONY: deps configure build test run demo bench scoreboard crash-long soak soak-asan soak-tsan configure-asan sanitize fuzz fuzz-unbounded tsan clean
+.PHONY: deps configure build test run demo install deb bench scoreboard crash-long soak soak-asan soak-tsan configure-asan sanitize fuzz fuzz-unbounded tsan clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -51,6 +51,17 @@ run: build
 
 demo: build
 	$(BUILD)/engine/cairn_demo $(DATA)-demo
+
+# README "Install": headers, static libraries, the CMake package and .pc
+# files and the binaries under PREFIX; `make deb` the Debian packages
+# (cairnd as a systemd service; cairn-dev) into $(BUILD)/deb/.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+deb: build
+	cd $(BUILD) && cpack -G DEB -B $(abspath $(BUILD))/deb
+	@ls $(BUILD)/deb/*.deb
 
 bench: build
 	for b in $(BUILD)/bench/*_bench; do $$b --benchmark_repetitions=5 --benchmark_report_aggregates_only=true; done

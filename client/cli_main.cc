@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "cairn/client.h"
 #include "cairn/status.h"
+#include "cairn/version.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -833,6 +834,7 @@ int RunBackupTool(const char* self, const std::string& command, std::vector<std:
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"cairn: client for the cairnd event-sourced state store"};
+  app.set_version_flag("--version", std::string("cairn ") + cairn::kVersion);
   app.require_subcommand(1);
   cairn::client::ClientOptions options;
   app.add_option("--server", options.target, "cairnd address")
@@ -1277,6 +1279,13 @@ int main(int argc, char** argv) {
         .U64("last_seq", st->store.last_seq)
         .U64("oldest_seq", st->store.oldest_seq)
         .U64("oldest_timestamp", st->store.oldest_position.timestamp)
+        .Print();
+    const cairn::StoreStats::Versions& v = st->store.versions;
+    Line()
+        .Str("cairn_version", v.cairn)
+        .U64("format_version", v.format)
+        .Str("created_by", v.created_by)
+        .Str("previously_opened_by", v.previously_opened_by)
         .Print();
     for (const auto& [name, s] : st->store.sources) {
       Line()

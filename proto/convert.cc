@@ -485,6 +485,11 @@ void ToProto(const StoreStats& s, int max_sources, v1::StatsResponse* out) {
     last->set_size_bytes(b.last_size_bytes);
     last->set_copied_bytes(b.last_copied_bytes);
   }
+  v1::Versions* versions = out->mutable_versions();
+  versions->set_cairn(s.versions.cairn);
+  versions->set_format(s.versions.format);
+  versions->set_created_by(s.versions.created_by);
+  versions->set_previously_opened_by(s.versions.previously_opened_by);
 }
 
 v1::Backup ToProto(const BackupInfo& b) {
@@ -534,6 +539,11 @@ StoreStats FromProto(const v1::StatsResponse& r) {
                .last_copied_bytes = b.last().copied_bytes(),
                .last_duration_micros = b.last_duration_micros(),
                .last_error = b.last_error()};
+  const v1::Versions& v = r.versions();
+  s.versions = {.cairn = v.cairn(),
+                .format = v.format(),
+                .created_by = v.created_by(),
+                .previously_opened_by = v.previously_opened_by()};
   return s;
 }
 

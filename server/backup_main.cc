@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "cairn/backup.h"
+#include "cairn/version.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -46,6 +47,7 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   CLI::App app{"cairn-backup: list, verify, prune and restore cairn backups (no server needed)"};
+  app.set_version_flag("--version", std::string("cairn-backup ") + cairn::kVersion);
   app.require_subcommand(1);
   std::string dir, target;
   uint32_t id = 0, keep = 0;

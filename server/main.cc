@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "cairn/version.h"
 #include "server.h"
 
 // glibc raises its mmap threshold each time a mapped chunk is freed, so the
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   uint64_t retention_seconds = 0;
   uint64_t retention_commits = 0;
   CLI::App app{"cairnd: event-sourced state store server"};
+  app.set_version_flag("--version", std::string("cairnd ") + cairn::kVersion);
   app.add_option("--listen", o.listen, "address:port to listen on")->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "store directory")->capture_default_str();
   app.add_option("--retention-seconds", retention_seconds,

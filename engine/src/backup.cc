@@ -34,6 +34,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "cairn/version.h"
 #include "crash_point.h"
 #include "json_doc.h"
 #include "rocks_status.h"
@@ -51,7 +52,7 @@ namespace {
 // cairn's record of a backup, kept as the backup's app metadata.
 std::string Metadata(uint64_t seq) {
   return absl::StrCat(R"({"seq":)", seq, R"(,"format_version":)", internal::kFormatVersion,
-                      R"(,"cairn_version":")", CAIRN_VERSION, R"("})");
+                      R"(,"cairn_version":")", kVersion, R"("})");
 }
 
 absl::StatusOr<BackupInfo> InfoOf(const rocksdb::BackupInfo& b) {

@@ -39,6 +39,10 @@ inline constexpr std::string_view kMetaSessionPrefix = "session/";
 inline constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
 inline constexpr std::string_view kMetaRetention = "retention";
 inline constexpr std::string_view kMetaFormatVersion = "format_version";
+// The cairn versions (text, cairn::kVersion) that created the store and that
+// opened it last (CheckFormatVersion).
+inline constexpr std::string_view kMetaCreatedBy = "created_by";
+inline constexpr std::string_view kMetaOpenedBy = "opened_by";
 
 // The on-disk format (README "On-disk layout"): the records and keys of every
 // family. A store records the version that wrote it (kMetaFormatVersion, a

@@ -385,6 +385,8 @@ class StoreImpl : public Store {
   Options options_;
   std::string path_;
   std::string recovery_;                         // StoreStats::recovery
+  std::string created_by_;                       // StoreStats::versions, read at open
+  std::string previously_opened_by_;             // (CheckFormatVersion)
   std::shared_ptr<BackgroundErrors> bg_errors_;  // a listener of db_
   std::unique_ptr<rocksdb::DB> db_;
   std::shared_ptr<rocksdb::Cache> block_cache_;

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
+#include "cairn/version.h"
 #include "crash_point.h"
 #include "key_codec.h"
 #include "rocks_status.h"
@@ -244,39 +245,70 @@ StoreImpl::~StoreImpl() {
 }
 
 absl::Status StoreImpl::CheckFormatVersion() {
+  rocksdb::ReadOptions ro;
   std::string v;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], kMetaFormatVersion, &v);
-  auto record = [&] {
+  rocksdb::Status s = db_->Get(ro, cfs_[kMeta], kMetaFormatVersion, &v);
+  // The versions are recorded in one synced write with the format version
+  // (a crash before it leaves the store as it was; the next open records
+  // them again).
+  rocksdb::WriteBatch wb;
+  auto record_format = [&] {
     std::string version;
     keys::AppendU64(kFormatVersion, &version);
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    return FromRocks(db_->Put(wo, cfs_[kMeta], kMetaFormatVersion, version),
-                     "record the format version");
+    return FromRocks(wb.Put(cfs_[kMeta], kMetaFormatVersion, version), "record the format version");
   };
-  // A new store, or one written before stores recorded their version
-  // (version 1): record this one's.
-  if (s.IsNotFound()) return record();
-  CAIRN_RETURN_IF_ERROR(FromRocks(s, "read the format version"));
-  std::string_view in = v;
-  uint64_t version = 0;
-  if (!keys::ConsumeU64(&in, &version) || !in.empty()) {
-    return absl::DataLossError(
-        absl::StrCat("store at ", path_, ": malformed format version (", v.size(), " bytes)"));
+  if (s.IsNotFound()) {
+    // A new store, or one written before stores recorded their version
+    // (version 1): record this one's.
+    std::string last;
+    rocksdb::Status l = db_->Get(ro, cfs_[kMeta], kMetaLastSeq, &last);
+    CAIRN_RETURN_IF_ERROR(record_format());
+    if (l.IsNotFound()) {
+      CAIRN_RETURN_IF_ERROR(
+          FromRocks(wb.Put(cfs_[kMeta], kMetaCreatedBy, kVersion), "record the cairn version"));
+    }
+  } else {
+    CAIRN_RETURN_IF_ERROR(FromRocks(s, "read the format version"));
+    std::string_view in = v;
+    uint64_t version = 0;
+    if (!keys::ConsumeU64(&in, &version) || !in.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("store at ", path_, ": malformed format version (", v.size(), " bytes)"));
+    }
+    // Every record of an older readable version reads as it is: the upgrade
+    // is the version key itself (a crash before it leaves the old version,
+    // and the next open upgrades again).
+    if (version >= kOldestReadableFormat && version < kFormatVersion) {
+      CrashPoint("upgrade.before_record");
+      CAIRN_RETURN_IF_ERROR(record_format());
+    } else if (version != kFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("store at ", path_, " has on-disk format version ", version,
+                       "; this cairn reads version ", kFormatVersion, " (cairn ", kVersion,
+                       version > kFormatVersion ? "; it was written by a newer cairn: use that one)"
+                                                : "; no upgrade from that version exists)"));
+    }
   }
-  // Every record of an older readable version reads as it is: the upgrade
-  // is the version key itself (a crash before it leaves the old version,
-  // and the next open upgrades again).
-  if (version >= kOldestReadableFormat && version < kFormatVersion) {
-    CrashPoint("upgrade.before_record");
-    return record();
+  for (auto [key, out] : {std::pair{kMetaCreatedBy, &created_by_},
+                          std::pair{kMetaOpenedBy, &previously_opened_by_}}) {
+    rocksdb::Status g = db_->Get(ro, cfs_[kMeta], key, out);
+    if (g.IsNotFound())
+      out->clear();
+    else
+      CAIRN_RETURN_IF_ERROR(FromRocks(g, "read the cairn version"));
   }
-  if (version != kFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("store at ", path_, " has on-disk format version ", version,
-                     "; this cairn reads version ", kFormatVersion,
-                     version > kFormatVersion ? " (it was written by a newer cairn: use that one)"
-                                              : " (no upgrade from that version exists)"));
+  if (previously_opened_by_ != kVersion) {
+    CAIRN_RETURN_IF_ERROR(
+        FromRocks(wb.Put(cfs_[kMeta], kMetaOpenedBy, kVersion), "record the cairn version"));
+  }
+  if (wb.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &wb), "record the format version"));
+  // A new store: created_by is read back from the batch just written.
+  if (created_by_.empty()) {
+    rocksdb::Status g = db_->Get(ro, cfs_[kMeta], kMetaCreatedBy, &created_by_);
+    if (!g.IsNotFound()) CAIRN_RETURN_IF_ERROR(FromRocks(g, "read the cairn version"));
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // Reads: Get, snapshots, History, the change feed and Subscribe, Stats.
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
+#include "cairn/version.h"
 #include "key_codec.h"
 #include "rocks_status.h"
 #include "snapshot_cursor.h"
@@ -258,6 +259,10 @@ StoreStats StoreImpl::Stats() {
   s.records_written = records_written_.load(std::memory_order_relaxed);
   s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
   s.recovery = recovery_;
+  s.versions = {.cairn = kVersion,
+                .format = kFormatVersion,
+                .created_by = created_by_,
+                .previously_opened_by = previously_opened_by_};
   StoreStats::Resources& r = s.resources;
   r.memory_budget = options_.memory_budget;
   r.block_cache_capacity = block_cache_->GetCapacity();

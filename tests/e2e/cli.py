@@ -241,6 +241,30 @@ def options_and_text(args, tmp):
     s.stop()
 
 
+def versions(args, tmp):
+    """Issue 20: one project version, from each binary and in Stats."""
+    shown = {}
+    for binary, name in [(args.cairnd, "cairnd"), (args.cli, "cairn"),
+                         (args.backup_tool, "cairn-backup")]:
+        p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, (binary, p.returncode, p.stderr)
+        words = p.stdout.split()
+        assert len(words) == 2 and words[0] == name, p.stdout
+        shown[name] = words[1]
+    assert len(set(shown.values())) == 1, shown
+    version = shown["cairnd"]
+    assert all(part.isdigit() for part in version.split(".")) and version.count(".") == 2, version
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    v = Cli(args.cli, s).lines("stats")[1]
+    assert v["cairn_version"] == version and v["created_by"] == version, v
+    assert v["format_version"] >= 4 and v["previously_opened_by"] == "", v
+    s.stop()
+    s.start()
+    v = Cli(args.cli, s).lines("stats")[1]
+    assert v["previously_opened_by"] == version, v
+    s.stop()
+
+
 def memory_budget(args, tmp):
     """Issue 18: the subscribers' buffer is part of --memory-budget."""
     s = Cairnd(args.cairnd, os.path.join(tmp, "d"), extra=["--memory-budget", "64MiB"])
@@ -441,7 +465,7 @@ def main():
     ap.add_argument("--only")
     args = ap.parse_args()
     sections = [ingest_policy, ingest_sizes, ingest_atomic, ingest_survives_restart, options_and_text,
-                memory_budget, checkpoints_and_sessions, backups]
+                versions, memory_budget, checkpoints_and_sessions, backups]
     run_sections(sections, args)
 
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cairn/store.h"
+#include "cairn/version.h"
 #include "config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -57,6 +58,59 @@ TEST(FormatVersionTest, EveryStoreRecordsItsVersion) {
     ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), meta, internal::kMetaFormatVersion, &v).ok());
     EXPECT_EQ(v, U64(internal::kFormatVersion));
   });
+}
+
+// The cairn version is in the store's metadata: the one that created it, and
+// the one that opened it last (reported as the previous one by the next
+// open, so an operator sees an upgrade or a downgrade in Stats).
+TEST(FormatVersionTest, TheStoreRecordsWhichCairnCreatedAndOpenedIt) {
+  TempDir dir;
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreStats::Versions v = (*store)->Stats().versions;
+    EXPECT_EQ(v.cairn, kVersion);
+    EXPECT_EQ(v.format, internal::kFormatVersion);
+    EXPECT_EQ(v.created_by, kVersion);
+    EXPECT_EQ(v.previously_opened_by, "");
+    ASSERT_TRUE((*store)->Ingest({Upsert(1)}, {}).ok());
+  }
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreStats::Versions v = (*store)->Stats().versions;
+    EXPECT_EQ(v.created_by, kVersion);
+    EXPECT_EQ(v.previously_opened_by, kVersion);
+  }
+  // As an older cairn that recorded versions left it.
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), meta, internal::kMetaCreatedBy, "0.0.7").ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), meta, internal::kMetaOpenedBy, "0.0.9").ok());
+  });
+  {
+    auto store = Store::Open(dir.path(), Options{});
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreStats::Versions v = (*store)->Stats().versions;
+    EXPECT_EQ(v.created_by, "0.0.7");
+    EXPECT_EQ(v.previously_opened_by, "0.0.9");
+    EXPECT_EQ((*store)->LastSeq(), 1u);
+  }
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    std::string v;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), meta, internal::kMetaOpenedBy, &v).ok());
+    EXPECT_EQ(v, kVersion);
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), meta, internal::kMetaCreatedBy, &v).ok());
+    EXPECT_EQ(v, "0.0.7");
+  });
+  // A store written before stores recorded the cairn version has no creator.
+  WithMeta(dir.path(), [](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), meta, internal::kMetaCreatedBy).ok());
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), meta, internal::kMetaOpenedBy).ok());
+  });
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->Stats().versions.created_by, "");
+  EXPECT_EQ((*store)->Stats().versions.previously_opened_by, "");
 }
 
 TEST(FormatVersionTest, AStoreWrittenBeforeVersionsIsVersionOne) {

@@ -175,6 +175,8 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
                   .wal_files = 7,
                   .sst_bytes = 8,
                   .pending_compaction_bytes = 9};
+  st.versions = {
+      .cairn = "1.2.3", .format = 4, .created_by = "1.0.0", .previously_opened_by = "1.2.2"};
   v1::StatsResponse resp;
   ToProto(st, 1000, &resp);
   EXPECT_FALSE(resp.truncated());
@@ -192,6 +194,10 @@ TEST(ConvertTest, StatsAndSessionsRoundTrip) {
                  res.pending_compaction_bytes, res.reserved, res.subscriber_buffers}),
             std::vector<uint64_t>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
   EXPECT_EQ(back.sources["a"].last_position, (Position{9, 1}));
+  EXPECT_EQ(back.versions.cairn, "1.2.3");
+  EXPECT_EQ(back.versions.format, 4u);
+  EXPECT_EQ(back.versions.created_by, "1.0.0");
+  EXPECT_EQ(back.versions.previously_opened_by, "1.2.2");
   v1::StatsResponse small;
   ToProto(st, 1, &small);
   EXPECT_TRUE(small.truncated());

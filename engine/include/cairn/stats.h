@@ -66,6 +66,17 @@ struct StoreStats {
   // up to last_seq at open) and says so here; empty otherwise. cairnd logs it
   // at start.
   std::string recovery;
+  // Versions (README "Install"): this engine's (cairn::kVersion), the store's
+  // on-disk format, the cairn version that created the store (empty for a
+  // store created before stores recorded it) and the one that opened it last
+  // before this open (empty for a new store; another version after an
+  // upgrade or a downgrade).
+  struct Versions {
+    std::string cairn;
+    uint64_t format = 0;
+    std::string created_by;
+    std::string previously_opened_by;
+  } versions;
 };
 
 }  // namespace cairn
