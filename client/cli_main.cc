@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -989,6 +990,48 @@ int main(int argc, char** argv) {
   auto* src_rm = src->add_subcommand("rm", "remove a source");
   src_rm->add_option("name", source, "the source's name")->required();
 
+  // connector
+  auto* con = app.add_subcommand("connector", "feeds cairnd pulls itself (admin)");
+  con->require_subcommand(1);
+  cairn::connectors::ConnectorDefinition cdef;
+  std::vector<std::string> con_headers;
+  uint64_t con_retention = 0, con_batch_ms = absl::ToInt64Milliseconds(cdef.batch_time);
+  uint64_t con_max_backoff_ms = absl::ToInt64Milliseconds(cdef.max_backoff);
+  uint64_t con_idle = absl::ToInt64Seconds(cdef.idle_timeout);
+  std::string con_on_error = "stop", con_name;
+  auto* con_add = con->add_subcommand("add", "create a connector (or replace and restart it)");
+  con_add->add_option("name", cdef.name, "the connector's name")->required();
+  con_add->add_option("--type", cdef.type, "sse: Server-Sent Events over HTTP(S)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sse"}));
+  con_add->add_option("--source", cdef.source, "the registered source (format sse-feed)")
+      ->required();
+  con_add->add_option("--url", cdef.urls, "a feed URL; repeat for feeds read concurrently")
+      ->required();
+  con_add->add_option("--header", con_headers, "'Name: value' sent with every request");
+  con_add->add_option("--ca", cdef.ca_file, "PEM roots for https (default: the system's)");
+  con_add->add_option("--retention-seconds", con_retention,
+                      "how long the feed keeps events (away longer: status gap; 0: forever)");
+  con_add->add_option("--batch", cdef.batch_events, "events per commit at most")
+      ->capture_default_str();
+  con_add
+      ->add_option("--batch-ms", con_batch_ms, "commit a batch at most this long after its start")
+      ->capture_default_str();
+  con_add->add_flag("--durable", cdef.durable, "fsync each commit");
+  con_add->add_option("--on-error", con_on_error, "a record the format rejects: stop or skip")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stop", "skip"}));
+  con_add->add_option("--max-backoff-ms", con_max_backoff_ms, "the longest wait between retries")
+      ->capture_default_str();
+  con_add->add_option("--idle-timeout-seconds", con_idle, "reconnect after this long without data")
+      ->capture_default_str();
+  auto* con_list = con->add_subcommand("list", "every connector's definition (JSON lines)");
+  auto* con_status =
+      con->add_subcommand("status", "state and counters, one JSON line per connector URL");
+  con_status->add_option("name", con_name, "one connector (default: all)");
+  auto* con_rm = con->add_subcommand("rm", "stop a connector and forget it and its resume points");
+  con_rm->add_option("name", con_name, "the connector's name")->required();
+
   // checkpoint
   auto* cp = app.add_subcommand("checkpoint", "subscription checkpoints");
   cp->require_subcommand(1);
@@ -1240,6 +1283,84 @@ int main(int argc, char** argv) {
     }
     for (const auto& d : all) PrintSource(d, /*schemas=*/src_get->parsed());
     return 0;
+  }
+  if (*con_add) {
+    for (const std::string& h : con_headers) {
+      size_t colon = h.find(':');
+      if (colon == std::string::npos || colon == 0) {
+        std::cerr << "--header " << h << ": expected 'Name: value'\n";
+        return 2;
+      }
+      cdef.headers[h.substr(0, colon)] =
+          std::string(absl::StripLeadingAsciiWhitespace(h.substr(colon + 1)));
+    }
+    cdef.retention = absl::Seconds(con_retention);
+    cdef.batch_time = absl::Milliseconds(con_batch_ms);
+    cdef.max_backoff = absl::Milliseconds(con_max_backoff_ms);
+    cdef.initial_backoff = std::min(cdef.initial_backoff, cdef.max_backoff);
+    cdef.idle_timeout = absl::Seconds(con_idle);
+    cdef.on_error = con_on_error == "skip" ? cairn::connectors::OnError::kSkip
+                                           : cairn::connectors::OnError::kStop;
+    auto s = client.PutConnector(cdef);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (*con_list) {
+    auto all = client.ListConnectors();
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& d : *all) {
+      Line()
+          .Str("connector", d.name)
+          .Str("type", d.type)
+          .Str("source", d.source)
+          .Strs("urls", d.urls)
+          .Strs("headers",
+                [&] {
+                  std::vector<std::string> names;  // values may be secrets
+                  for (const auto& [k, v] : d.headers) names.push_back(k);
+                  return names;
+                }())
+          .U64("retention_seconds", absl::ToInt64Seconds(d.retention))
+          .U64("batch", d.batch_events)
+          .U64("batch_ms", absl::ToInt64Milliseconds(d.batch_time))
+          .Bool("durable", d.durable)
+          .Str("on_error", d.on_error == cairn::connectors::OnError::kSkip ? "skip" : "stop")
+          .Print();
+    }
+    return 0;
+  }
+  if (*con_status) {
+    auto all = client.ConnectorStatus(con_name);
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& c : *all) {
+      for (const auto& u : c.urls) {
+        Line()
+            .Str("connector", c.name)
+            .Str("state", c.state)
+            .Str("url", u.url)
+            .Str("url_state", u.state)
+            .Str("last_event_id", u.last_event_id)
+            .Pos(u.last_position)
+            .U64("events", u.events)
+            .U64("applied", u.applied)
+            .U64("duplicates", u.duplicates)
+            .U64("skipped", u.skipped)
+            .U64("reconnects", u.reconnects)
+            .U64("gaps", u.gaps)
+            .Str("last_error", u.last_error)
+            .Str("last_error_time",
+                 u.last_error_unix_micros == 0
+                     ? std::string()
+                     : absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                        absl::FromUnixMicros(u.last_error_unix_micros),
+                                        absl::UTCTimeZone()))
+            .Print();
+      }
+    }
+    return 0;
+  }
+  if (*con_rm) {
+    auto s = client.RemoveConnector(con_name);
+    return s.ok() ? 0 : Fail(s);
   }
   if (*cp_list) {
     auto all = client.ListCheckpoints();

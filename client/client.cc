@@ -615,6 +615,55 @@ class ClientImpl : public Client {
     return FromProto(resp.backup());
   }
 
+  absl::Status PutConnector(const connectors::ConnectorDefinition& d) override {
+    v1::PutConnectorRequest req;
+    ToProto(d, req.mutable_connector());
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
+    v1::PutConnectorResponse resp;
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->PutConnector(c, req, &resp); });
+  }
+
+  absl::StatusOr<connectors::ConnectorDefinition> GetConnector(std::string_view name) override {
+    v1::GetConnectorRequest req;
+    req.set_name(std::string(name));
+    v1::Connector resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->GetConnector(c, req, &resp); }));
+    return FromProto(resp);
+  }
+
+  absl::StatusOr<std::vector<connectors::ConnectorDefinition>> ListConnectors() override {
+    v1::ListConnectorsRequest req;
+    v1::ListConnectorsResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->ListConnectors(c, req, &resp); }));
+    std::vector<connectors::ConnectorDefinition> out;
+    for (const auto& c : resp.connectors()) {
+      CAIRN_ASSIGN_OR_RETURN(out.emplace_back(), FromProto(c));
+    }
+    return out;
+  }
+
+  absl::Status RemoveConnector(std::string_view name) override {
+    v1::RemoveConnectorRequest req;
+    req.set_name(std::string(name));
+    v1::RemoveConnectorResponse resp;
+    return Retry(req,
+                 [&](grpc::ClientContext* c) { return admin_->RemoveConnector(c, req, &resp); });
+  }
+
+  absl::StatusOr<std::vector<connectors::ConnectorStatus>> ConnectorStatus(
+      std::string_view name) override {
+    v1::ConnectorStatusRequest req;
+    req.set_name(std::string(name));
+    v1::ConnectorStatusResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->ConnectorStatus(c, req, &resp); }));
+    std::vector<connectors::ConnectorStatus> out;
+    for (const auto& r : resp.connectors()) out.push_back(FromProto(r));
+    return out;
+  }
+
   absl::Status Health() override {
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;

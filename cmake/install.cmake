@@ -20,19 +20,21 @@ set(CAIRN_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/cairn)
 set_target_properties(cairn_types PROPERTIES EXPORT_NAME types)
 set_target_properties(cairn_engine PROPERTIES EXPORT_NAME store)
 set_target_properties(cairn_formats PROPERTIES EXPORT_NAME formats)
+set_target_properties(cairn_connectors PROPERTIES EXPORT_NAME connectors)
 set_target_properties(cairn_proto PROPERTIES EXPORT_NAME proto)
 set_target_properties(cairn_wire PROPERTIES EXPORT_NAME wire)
 set_target_properties(cairn_client PROPERTIES EXPORT_NAME client)
-# cairn::engine: what an embedding program links, the store and the formats.
+# cairn::engine: what an embedding program links, the store, the formats and
+# the connectors.
 add_library(cairn_embedded INTERFACE)
 set_target_properties(cairn_embedded PROPERTIES EXPORT_NAME engine)
-target_link_libraries(cairn_embedded INTERFACE cairn_engine cairn_formats)
+target_link_libraries(cairn_embedded INTERFACE cairn_engine cairn_formats cairn_connectors)
 add_library(cairn::engine ALIAS cairn_embedded)
 add_library(cairn::client ALIAS cairn_client)
 
 install(TARGETS cairn_types EXPORT cairnTypesTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
-install(TARGETS cairn_engine cairn_formats cairn_embedded EXPORT cairnEngineTargets
+install(TARGETS cairn_engine cairn_formats cairn_connectors cairn_embedded EXPORT cairnEngineTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
 install(TARGETS cairn_proto cairn_wire cairn_client EXPORT cairnClientTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
@@ -44,6 +46,7 @@ endforeach()
 # The public headers: the engine's, the formats', the client's, version.h.
 install(FILES
         engine/include/cairn/backup.h
+        engine/include/cairn/connector.h
         engine/include/cairn/event.h
         engine/include/cairn/options.h
         engine/include/cairn/source.h
@@ -51,6 +54,7 @@ install(FILES
         engine/include/cairn/status.h
         engine/include/cairn/store.h
         engine/formats/include/cairn/formats.h
+        engine/connectors/include/cairn/connectors.h
         client/include/cairn/client.h
         ${PROJECT_BINARY_DIR}/engine/include/cairn/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cairn COMPONENT dev)
@@ -113,5 +117,5 @@ set(CPACK_COMPONENT_DEV_DESCRIPTION
     "cairn's headers, static libraries, CMake package (cairn::engine, cairn::client) and pkg-config files")
 # Static libraries: the -dev packages of what they link.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "librocksdb-dev, liblz4-dev, libflatbuffers-dev, libabsl-dev, libgrpc++-dev, libprotobuf-dev, pkg-config")
+    "librocksdb-dev, liblz4-dev, libcurl4-openssl-dev, libflatbuffers-dev, libabsl-dev, libgrpc++-dev, libprotobuf-dev, pkg-config")
 include(CPack)

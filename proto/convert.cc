@@ -217,6 +217,117 @@ SourceDefinition FromProto(const v1::Source& s) {
   return d;
 }
 
+void ToProto(const connectors::ConnectorDefinition& d, v1::Connector* out) {
+  out->set_name(d.name);
+  out->set_type(d.type);
+  out->set_source(d.source);
+  for (const std::string& u : d.urls) out->add_urls(u);
+  for (const auto& [k, v] : d.headers) (*out->mutable_headers())[k] = v;
+  out->set_ca_file(d.ca_file);
+  out->set_retention_seconds(absl::ToInt64Seconds(d.retention));
+  out->set_batch_events(d.batch_events);
+  out->set_batch_millis(absl::ToInt64Milliseconds(d.batch_time));
+  out->set_durable(d.durable);
+  out->set_on_error(d.on_error == connectors::OnError::kSkip ? "skip" : "stop");
+  out->set_initial_backoff_millis(absl::ToInt64Milliseconds(d.initial_backoff));
+  out->set_max_backoff_millis(absl::ToInt64Milliseconds(d.max_backoff));
+  out->set_idle_timeout_seconds(absl::ToInt64Seconds(d.idle_timeout));
+}
+
+absl::StatusOr<connectors::ConnectorDefinition> FromProto(const v1::Connector& c) {
+  connectors::ConnectorDefinition d;
+  d.name = c.name();
+  if (!c.type().empty()) d.type = c.type();
+  d.source = c.source();
+  d.urls = {c.urls().begin(), c.urls().end()};
+  d.headers = {c.headers().begin(), c.headers().end()};
+  d.ca_file = c.ca_file();
+  // Bounded here so that no conversion overflows; connectors::Check bounds
+  // the rest.
+  constexpr uint64_t kMaxSeconds = uint64_t{10} * 365 * 86400;
+  auto seconds = [&](const char* field, uint64_t v) -> absl::StatusOr<absl::Duration> {
+    if (v > kMaxSeconds) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("connector.", field, " ", v, " is out of range: 0 to ", kMaxSeconds));
+    }
+    return absl::Seconds(v);
+  };
+  auto millis = [&](const char* field, uint64_t v) -> absl::StatusOr<absl::Duration> {
+    if (v > kMaxSeconds * 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("connector.", field, " ", v, " is out of range: 0 to ", kMaxSeconds * 1000));
+    }
+    return absl::Milliseconds(v);
+  };
+  if (c.has_retention_seconds()) {
+    CAIRN_ASSIGN_OR_RETURN(d.retention, seconds("retention_seconds", c.retention_seconds()));
+  }
+  if (c.has_batch_events()) d.batch_events = c.batch_events();
+  if (c.has_batch_millis()) {
+    CAIRN_ASSIGN_OR_RETURN(d.batch_time, millis("batch_millis", c.batch_millis()));
+  }
+  d.durable = c.durable();
+  if (c.on_error() == "skip") {
+    d.on_error = connectors::OnError::kSkip;
+  } else if (!c.on_error().empty() && c.on_error() != "stop") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("connector.on_error \"", Excerpt(c.on_error()), "\" is not stop or skip"));
+  }
+  if (c.has_initial_backoff_millis()) {
+    CAIRN_ASSIGN_OR_RETURN(d.initial_backoff,
+                           millis("initial_backoff_millis", c.initial_backoff_millis()));
+  }
+  if (c.has_max_backoff_millis()) {
+    CAIRN_ASSIGN_OR_RETURN(d.max_backoff, millis("max_backoff_millis", c.max_backoff_millis()));
+  }
+  if (c.has_idle_timeout_seconds()) {
+    CAIRN_ASSIGN_OR_RETURN(d.idle_timeout,
+                           seconds("idle_timeout_seconds", c.idle_timeout_seconds()));
+  }
+  return d;
+}
+
+void ToProto(const connectors::ConnectorStatus& s, v1::ConnectorReport* out) {
+  out->set_name(s.name);
+  out->set_state(s.state);
+  for (const connectors::UrlStatus& u : s.urls) {
+    v1::ConnectorUrlReport* r = out->add_urls();
+    r->set_url(u.url);
+    r->set_state(u.state);
+    r->set_last_event_id(u.last_event_id);
+    *r->mutable_last_position() = ToProto(u.last_position);
+    r->set_last_commit_unix_micros(u.last_commit_unix_micros);
+    r->set_events(u.events);
+    r->set_applied(u.applied);
+    r->set_duplicates(u.duplicates);
+    r->set_skipped(u.skipped);
+    r->set_reconnects(u.reconnects);
+    r->set_gaps(u.gaps);
+    r->set_last_error(u.last_error);
+    r->set_last_error_unix_micros(u.last_error_unix_micros);
+  }
+}
+
+connectors::ConnectorStatus FromProto(const v1::ConnectorReport& r) {
+  connectors::ConnectorStatus s{.name = r.name(), .state = r.state()};
+  for (const v1::ConnectorUrlReport& u : r.urls()) {
+    s.urls.push_back({.url = u.url(),
+                      .state = u.state(),
+                      .last_event_id = u.last_event_id(),
+                      .last_position = FromProto(u.last_position()),
+                      .last_commit_unix_micros = u.last_commit_unix_micros(),
+                      .events = u.events(),
+                      .applied = u.applied(),
+                      .duplicates = u.duplicates(),
+                      .skipped = u.skipped(),
+                      .reconnects = u.reconnects(),
+                      .gaps = u.gaps(),
+                      .last_error = u.last_error(),
+                      .last_error_unix_micros = u.last_error_unix_micros()});
+  }
+  return s;
+}
+
 Entity FromProto(const v1::Entity& e) {
   return Entity{.collection = e.collection(),
                 .key = e.key(),

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "cairn/backup.h"
+#include "cairn/connector.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
@@ -42,6 +43,13 @@ void ToProto(const Version& v, v1::Version* out);
 void ToProto(const IngestResult& r, v1::IngestAck* out);
 void ToProto(const SourceDefinition& s, v1::Source* out);
 SourceDefinition FromProto(const v1::Source& s);
+// Unset optional fields take cairn/connector.h's defaults; INVALID_ARGUMENT
+// for an on_error other than stop or skip (bounds are the engine's:
+// connectors::Check).
+void ToProto(const connectors::ConnectorDefinition& d, v1::Connector* out);
+absl::StatusOr<connectors::ConnectorDefinition> FromProto(const v1::Connector& c);
+void ToProto(const connectors::ConnectorStatus& s, v1::ConnectorReport* out);
+connectors::ConnectorStatus FromProto(const v1::ConnectorReport& r);
 Entity FromProto(const v1::Entity& e);
 Change FromProto(const v1::Change& c);
 Version FromProto(const v1::Version& v);

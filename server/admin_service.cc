@@ -4,6 +4,7 @@
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
+#include "connectors_admin.h"
 #include "dispatcher.h"
 #include "service.h"
 
@@ -19,6 +20,12 @@ constexpr const char* kAdmin = "Admin";
 // What one Stats or ListCheckpoints answer holds of each list.
 constexpr int kMaxStatsEntries = 1000;
 
+// The connector calls (connectors_admin.h), admin only.
+using ConnectorMethods = v1::Admin::WithRawCallbackMethod_PutConnector<
+    v1::Admin::WithRawCallbackMethod_GetConnector<v1::Admin::WithRawCallbackMethod_ListConnectors<
+        v1::Admin::WithRawCallbackMethod_RemoveConnector<
+            v1::Admin::WithRawCallbackMethod_ConnectorStatus<v1::Admin::Service>>>>>;
+
 class AdminService final
     : public v1::Admin::WithRawCallbackMethod_PutSource<
           v1::Admin::WithRawCallbackMethod_GetSource<v1::Admin::WithRawCallbackMethod_ListSources<
@@ -29,7 +36,7 @@ class AdminService final
                               v1::Admin::WithRawCallbackMethod_ListCheckpoints<
                                   v1::Admin::WithRawCallbackMethod_DeleteCheckpoint<
                                       v1::Admin::WithRawCallbackMethod_Backup<
-                                          v1::Admin::Service>>>>>>>>>>> {
+                                          ConnectorMethods>>>>>>>>>>> {
  public:
   AdminService(Deps* deps, Dispatcher* dispatcher) : deps_(deps), dispatcher_(dispatcher) {}
 
@@ -236,6 +243,60 @@ class AdminService final
     CAIRN_ASSIGN_OR_RETURN(BackupInfo b, TakeBackup(*deps_->store, *deps_->options, req->dir()));
     *resp->mutable_backup() = ToProto(b);
     return absl::OkStatus();
+  }
+
+  grpc::ServerUnaryReactor* PutConnector(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+    return Unary<v1::PutConnectorRequest, v1::PutConnectorResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::PutConnectorRequest* req, v1::PutConnectorResponse*) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::PutConnector(deps_, *req);
+        });
+  }
+  grpc::ServerUnaryReactor* GetConnector(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* in,
+                                         grpc::ByteBuffer* out) override {
+    return Unary<v1::GetConnectorRequest, v1::Connector>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::GetConnectorRequest* req, v1::Connector* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::GetConnector(deps_, *req, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* ListConnectors(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* in,
+                                           grpc::ByteBuffer* out) override {
+    return Unary<v1::ListConnectorsRequest, v1::ListConnectorsResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::ListConnectorsRequest*,
+            v1::ListConnectorsResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::ListConnectors(deps_, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* RemoveConnector(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override {
+    return Unary<v1::RemoveConnectorRequest, v1::RemoveConnectorResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::RemoveConnectorRequest* req,
+            v1::RemoveConnectorResponse*) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::RemoveConnector(deps_, *req);
+        });
+  }
+  grpc::ServerUnaryReactor* ConnectorStatus(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override {
+    return Unary<v1::ConnectorStatusRequest, v1::ConnectorStatusResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, const v1::ConnectorStatusRequest* req,
+            v1::ConnectorStatusResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::ConnectorStatus(deps_, *req, resp);
+        });
   }
 
  private:

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "backups.h"
+#include "cairn/connectors.h"
 #include "cairn/status.h"
 #include "dispatcher.h"
 #include "ingest_worker.h"
@@ -140,6 +141,10 @@ class ServerImpl : public Server {
       spdlog::warn("recovered {}: {}", options_.data_dir, recovery);
     }
     deps_.store = store_.get();
+    // The connectors kept in the store start reading now (README
+    // "Connectors").
+    CAIRN_ASSIGN_OR_RETURN(connectors_, connectors::Connectors::Start(store_.get()));
+    deps_.connectors = connectors_.get();
     worker_ = std::make_unique<IngestWorker>(store_.get());
     deps_.worker = worker_.get();
     deps_.auth = &auth_;
@@ -204,7 +209,8 @@ class ServerImpl : public Server {
     if (dispatcher_) dispatcher_->Stop();
     server_.reset();
     if (worker_) worker_->Stop();
-    backups_.reset();  // a scheduled backup under way finishes first
+    if (connectors_) connectors_->Stop();  // each commits what it read
+    backups_.reset();                      // a scheduled backup under way finishes first
     store_.reset();
     spdlog::info("store closed");
     done_.Notify();
@@ -217,6 +223,7 @@ class ServerImpl : public Server {
   Auth auth_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<IngestWorker> worker_;
+  std::unique_ptr<connectors::Connectors> connectors_;
   Deps deps_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<grpc::Service> ingest_;

@@ -34,6 +34,11 @@ namespace cairn::server {
 
 class IngestWorker;
 class Dispatcher;
+}  // namespace cairn::server
+namespace cairn::connectors {
+class Connectors;
+}  // namespace cairn::connectors
+namespace cairn::server {
 
 // What every handler needs. Owned by ServerImpl, outlives every call.
 // Events in one ingest request (or session post) at most: what a batch
@@ -45,6 +50,7 @@ inline constexpr size_t kMaxBatchEvents = 100000;
 struct Deps {
   Store* store = nullptr;
   IngestWorker* worker = nullptr;
+  connectors::Connectors* connectors = nullptr;
   const Auth* auth = nullptr;
   const ServerOptions* options = nullptr;
   std::atomic<bool> shutting_down{false};

@@ -39,6 +39,12 @@ inline constexpr std::string_view kMetaSessionPrefix = "session/";
 inline constexpr std::string_view kMetaCheckpointPrefix = "checkpoint/";
 inline constexpr std::string_view kMetaRetention = "retention";
 inline constexpr std::string_view kMetaFormatVersion = "format_version";
+// Side records (Store::PutSideRecord): "side/" then the name's bytes.
+inline constexpr std::string_view kMetaSidePrefix = "side/";
+inline constexpr size_t kMaxSideRecordName = 1024;
+inline constexpr size_t kMaxSideRecordValue = 1 << 20;
+inline constexpr size_t kMaxSideRecordsPerBatch = 64;
+inline constexpr size_t kMaxSideRecordsListed = 100000;
 // The cairn versions (text, cairn::kVersion) that created the store and that
 // opened it last (CheckFormatVersion).
 inline constexpr std::string_view kMetaCreatedBy = "created_by";

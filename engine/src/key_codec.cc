@@ -379,6 +379,10 @@ std::string CheckpointKey(std::string_view name) {
   return MetaKey(internal::kMetaCheckpointPrefix, name);
 }
 
+std::string SideRecordKey(std::string_view name) {
+  return MetaKey(internal::kMetaSidePrefix, name);
+}
+
 std::string TruncateMarkerKey(std::string_view collection, Position pos, std::string_view source) {
   std::string out(internal::kMetaTruncatePrefix);
   AppendEscaped(collection, &out);

@@ -107,6 +107,9 @@ std::string SourceStatsKey(std::string_view source);
 std::string RegistryKey(std::string_view source);
 std::string SessionKey(std::string_view session_id);
 std::string CheckpointKey(std::string_view name);
+// A side record's meta key: kMetaSidePrefix, then the name's bytes as they
+// are (so a prefix of names is a prefix of keys).
+std::string SideRecordKey(std::string_view name);
 std::string TruncateMarkerKey(std::string_view collection, Position pos, std::string_view source);
 // The parts of a truncate marker key; false when it is malformed.
 bool ParseTruncateMarkerKey(std::string_view key, std::string* collection, Position* pos,

@@ -193,6 +193,10 @@ class StoreImpl : public Store {
   absl::StatusOr<CheckpointInfo> GetCheckpointInfo(std::string_view name) override;
   absl::StatusOr<std::map<std::string, CheckpointInfo>> ListCheckpointInfos() override;
   absl::Status DeleteCheckpoint(std::string_view name) override;
+  absl::Status PutSideRecord(std::string_view name, std::string_view value) override;
+  absl::StatusOr<std::string> GetSideRecord(std::string_view name) override;
+  absl::StatusOr<std::vector<SideRecord>> ListSideRecords(std::string_view prefix) override;
+  absl::StatusOr<size_t> DeleteSideRecords(std::string_view prefix) override;
   absl::Status SetRetention(const RetentionOptions& retention) override;
   RetentionOptions Retention() override;
   void CountRejectedBatch(std::string_view source) override;
@@ -221,6 +225,8 @@ class StoreImpl : public Store {
     // Runs alone and commits through SST ingestion (CommitExclusive).
     bool commit_alone = false;
     bool durable = false;
+    // Written with the batch when it applies (IngestOptions::side_records).
+    const std::vector<SideRecord>* side_records = nullptr;
     IngestResult result;
 
     size_t weight_bytes = kEventWeight;  // Weigh(*events) when events are set
@@ -346,6 +352,9 @@ class StoreImpl : public Store {
   // (a third of its inserts); a session commit indexes everything, since its
   // spill reads the batch through the index.
   absl::Status BatchPut(Cf cf, std::string_view key, std::string_view value);
+  // INVALID_ARGUMENT naming the record for side records past their bounds
+  // (config.h kMaxSideRecord*), before anything is queued.
+  static absl::Status CheckSideRecords(const std::vector<SideRecord>& records);
   // A merge operand (a retention link, retention.h) into the group's batch,
   // indexed as BatchPut decides.
   absl::Status BatchMerge(Cf cf, std::string_view key, std::string_view operand);

@@ -111,12 +111,14 @@ absl::Status StoreImpl::Prepare(std::vector<Event>& events, std::vector<Prepared
 
 absl::StatusOr<IngestResult> StoreImpl::Ingest(std::vector<Event> events,
                                                const IngestOptions& options) {
+  CAIRN_RETURN_IF_ERROR(CheckSideRecords(options.side_records));
   std::vector<Prepared> prepared;
   CAIRN_RETURN_IF_ERROR(Prepare(events, &prepared));
   Writer w;
   w.events = &prepared;
   w.weight_bytes = Weigh(prepared);
   w.durable = options.durable;
+  w.side_records = &options.side_records;
   return Enqueue(w);
 }
 
@@ -139,6 +141,7 @@ std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestBatches(std::vector<B
 }
 
 absl::StatusOr<std::unique_ptr<Store::PreparedBatch>> StoreImpl::Prepare(Batch batch) {
+  CAIRN_RETURN_IF_ERROR(CheckSideRecords(batch.options.side_records));
   auto p = std::make_unique<PreparedBatchImpl>();
   CAIRN_RETURN_IF_ERROR(Prepare(batch.events, &p->events));
   p->options = batch.options;
@@ -156,6 +159,7 @@ std::vector<absl::StatusOr<IngestResult>> StoreImpl::IngestPrepared(
     w.events = &p->events;
     w.weight_bytes = Weigh(p->events);
     w.durable = p->options.durable;
+    w.side_records = &p->options.side_records;
     queued.push_back(&w);
   }
   if (!queued.empty()) EnqueueAll(queued);
@@ -487,6 +491,11 @@ absl::Status StoreImpl::ApplyBatch(Writer* w, BatchState* bs) {
     r.outcomes.reserve(w->events->size());
     for (Prepared& p : *w->events) {
       CAIRN_RETURN_IF_ERROR(ApplyEvent(p, bs, &r));
+    }
+  }
+  if (w->side_records) {
+    for (const SideRecord& rec : *w->side_records) {
+      CAIRN_RETURN_IF_ERROR(BatchPut(kMeta, keys::SideRecordKey(rec.name), rec.value));
     }
   }
   if (bs->next_seq > first) {

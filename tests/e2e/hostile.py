@@ -405,6 +405,15 @@ def auth_matrix(args, tmp):
         ("DeleteCheckpoint", pb.DeleteCheckpointRequest(name="cp-account"),
          pb.DeleteCheckpointResponse),
         ("Backup", pb.BackupRequest(), pb.BackupResponse),
+        ("PutSource", pb.PutSourceRequest(source=pb.Source(name="feed", format="sse-feed")),
+         pb.PutSourceResponse),
+        ("PutConnector", pb.PutConnectorRequest(connector=pb.Connector(
+            name="c2", source="feed", urls=["http://127.0.0.1:9/feed"])),
+         pb.PutConnectorResponse),
+        ("GetConnector", pb.GetConnectorRequest(name="c2"), pb.Connector),
+        ("ListConnectors", pb.ListConnectorsRequest(), pb.ListConnectorsResponse),
+        ("ConnectorStatus", pb.ConnectorStatusRequest(), pb.ConnectorStatusResponse),
+        ("RemoveConnector", pb.RemoveConnectorRequest(name="c2"), pb.RemoveConnectorResponse),
     ]]
     # The credentials: (name, metadata or token, denied with)
     creds = [("none", None, UNAUTH), ("malformed", "Basic dXNlcjpwdw==", UNAUTH),

@@ -186,5 +186,25 @@ TEST_F(SseTest, APayloadWithoutAnyEventIsAnError) {
   }
 }
 
+// `retry:` is kept for the reader (a connector reconnects after it); a value
+// that is not all digits is ignored, as the SSE spec says.
+TEST_F(SseTest, RetryIsKeptForTheReader) {
+  SseDecoder decoder(kBilling);
+  std::vector<Event> out;
+  EXPECT_EQ(decoder.retry_millis(), std::nullopt);
+  ASSERT_TRUE(decoder.Feed("retry: 2500\n\n", &out).ok());
+  EXPECT_EQ(decoder.retry_millis(), 2500u);
+  ASSERT_TRUE(decoder.Feed("retry: 1s\nretry: -4\nretry:\n\n", &out).ok());
+  EXPECT_EQ(decoder.retry_millis(), 2500u);
+  ASSERT_TRUE(decoder
+                  .Feed("id: 7\nretry: 300\nevent: load\ndata: {\"entity\":\"account\",\"key\":1,"
+                        "\"timestamp\":1,\"tick\":1}\ndata: {}\n\n",
+                        &out)
+                  .ok());
+  EXPECT_EQ(decoder.retry_millis(), 300u);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].event_id, "7");
+}
+
 }  // namespace
 }  // namespace cairn::formats

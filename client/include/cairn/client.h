@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cairn/backup.h"
+#include "cairn/connector.h"
 #include "cairn/event.h"
 #include "cairn/options.h"
 #include "cairn/source.h"
@@ -177,6 +178,14 @@ class Client {
   virtual absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() = 0;
   virtual absl::Status DeleteCheckpoint(std::string_view name) = 0;
   // The standard gRPC health check: OK when serving.
+  // Connectors (README "Connectors"; admin only). ConnectorStatus with an
+  // empty name: every connector's.
+  virtual absl::Status PutConnector(const connectors::ConnectorDefinition& d) = 0;
+  virtual absl::StatusOr<connectors::ConnectorDefinition> GetConnector(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<connectors::ConnectorDefinition>> ListConnectors() = 0;
+  virtual absl::Status RemoveConnector(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<connectors::ConnectorStatus>> ConnectorStatus(
+      std::string_view name) = 0;
   virtual absl::Status Health() = 0;
 };
 

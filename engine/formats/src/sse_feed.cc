@@ -9,6 +9,10 @@
 // load -> upsert flagged snapshot, create -> upsert, update -> patch,
 // delete -> delete (body ignored). Records are numbered by event from the
 // start of the stream; errors also give the line the event started on.
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "common.h"
@@ -22,7 +26,8 @@ struct SseDecoder::State {
   std::string partial_line;  // a line not yet terminated
   bool skip_lf = false;      // the last chunk ended with CR; drop a leading LF
   size_t line_no = 0;
-  size_t events = 0;  // events dispatched (or attempted), the record index
+  size_t events = 0;                     // events dispatched (or attempted), the record index
+  std::optional<uint64_t> retry_millis;  // the last valid `retry:` field
   // The event being assembled.
   size_t event_line = 0;  // its first line
   std::string type;
@@ -62,7 +67,17 @@ absl::Status SseDecoder::State::Line(std::string_view line, std::vector<Event>* 
     data.emplace_back(value);
   } else if (field == "id") {
     id = std::string(value);
-  }  // `retry` and unknown fields are ignored, as the SSE spec says.
+  } else if (field == "retry") {
+    // The reconnection time, kept by the decoder for its reader (a
+    // connector); a value that is not all digits is ignored, as the SSE
+    // spec says, and so are unknown fields.
+    uint64_t ms = 0;
+    if (!value.empty() && value.size() <= 12 &&
+        std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+        absl::SimpleAtoi(AbslView(value), &ms)) {
+      retry_millis = ms;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -169,6 +184,8 @@ absl::Status SseDecoder::Feed(std::string_view chunk, std::vector<Event>* out) {
   }
   return absl::OkStatus();
 }
+
+std::optional<uint64_t> SseDecoder::retry_millis() const { return state_->retry_millis; }
 
 absl::Status SseDecoder::Finish(std::vector<Event>* out) {
   State& st = *state_;

@@ -61,10 +61,23 @@ struct Options {
   rocksdb::Env* env = nullptr;
 };
 
+// A side record: a small named value that a layer above the engine keeps in
+// the store (a connector's definition or resume point; Store::PutSideRecord).
+// Names are 1 to 1,024 bytes, values at most 1 MiB.
+struct SideRecord {
+  std::string name;
+  std::string value;
+};
+
 struct IngestOptions {
   // Acknowledge only after the batch is fsynced. Concurrent durable writers
   // share fsyncs (group commit).
   bool durable = false;
+  // Written in the batch's own atomic write: after a crash either the batch
+  // and these records are in the store, or neither is (a connector commits
+  // the resume point of what it read with the events it read). Written even
+  // when every event is a duplicate; at most 64.
+  std::vector<SideRecord> side_records;
 };
 
 struct SnapshotOptions {

@@ -111,6 +111,19 @@ class Store {
   virtual std::vector<absl::StatusOr<IngestResult>> IngestPrepared(
       std::vector<std::unique_ptr<PreparedBatch>> batches) = 0;
 
+  // Side records (cairn/options.h SideRecord): small named values kept in the
+  // store's metadata for the layers above the engine, written alone here or
+  // atomically with a batch (IngestOptions::side_records). They come with
+  // backups; nothing else reads them. PutSideRecord writes synced;
+  // GetSideRecord is NOT_FOUND for a name never put (or deleted);
+  // ListSideRecords returns those whose name starts with `prefix`, in name
+  // order (at most 100,000: RESOURCE_EXHAUSTED beyond); DeleteSideRecords
+  // deletes those, and returns how many there were.
+  virtual absl::Status PutSideRecord(std::string_view name, std::string_view value) = 0;
+  virtual absl::StatusOr<std::string> GetSideRecord(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<SideRecord>> ListSideRecords(std::string_view prefix) = 0;
+  virtual absl::StatusOr<size_t> DeleteSideRecords(std::string_view prefix) = 0;
+
   // Current state. NOT_FOUND when the entity never existed or is deleted.
   virtual absl::StatusOr<Entity> Get(std::string_view collection, std::string_view key) = 0;
 

@@ -29,7 +29,9 @@
 #ifndef CAIRN_FORMATS_H_
 #define CAIRN_FORMATS_H_
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,6 +98,9 @@ class SseDecoder {
   // End of input: an event still waiting for its blank line is dispatched
   // (a file need not end with one).
   absl::Status Finish(std::vector<Event>* out);
+  // The reconnection time the stream asked for in its last valid `retry:`
+  // field, in milliseconds; none before one.
+  std::optional<uint64_t> retry_millis() const;
 
  private:
   struct State;

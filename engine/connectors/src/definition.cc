@@ -1,0 +1,221 @@
+// A connector's definition as JSON, and its bounds (cairn/connectors.h).
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cairn/connectors.h"
+#include "cairn/status.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace cairn::connectors {
+namespace {
+
+constexpr size_t kMaxName = 128;
+constexpr size_t kMaxUrls = 16;
+constexpr size_t kMaxUrlBytes = 4096;
+constexpr size_t kMaxHeaders = 64;
+constexpr size_t kMaxHeaderBytes = 8192;
+constexpr uint32_t kMaxBatchEvents = 100000;
+
+absl::Status Bad(std::string_view field, std::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("connector ", AbslView(field), ": ", AbslView(why)));
+}
+
+bool NameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+// Reads an optional non-negative whole number field.
+absl::Status Whole(const rapidjson::Value& o, const char* field, uint64_t max, uint64_t* out) {
+  auto it = o.FindMember(field);
+  if (it == o.MemberEnd()) return absl::OkStatus();
+  if (!it->value.IsUint64() || it->value.GetUint64() > max) {
+    return Bad(field, absl::StrCat("must be a whole number from 0 to ", max));
+  }
+  *out = it->value.GetUint64();
+  return absl::OkStatus();
+}
+
+absl::Status Text(const rapidjson::Value& o, const char* field, std::string* out) {
+  auto it = o.FindMember(field);
+  if (it == o.MemberEnd()) return absl::OkStatus();
+  if (!it->value.IsString()) return Bad(field, "must be a string");
+  out->assign(it->value.GetString(), it->value.GetStringLength());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ToJson(const ConnectorDefinition& d) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto str = [&](const char* k, const std::string& v) {
+    w.Key(k);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  w.StartObject();
+  str("name", d.name);
+  str("type", d.type);
+  str("source", d.source);
+  w.Key("urls");
+  w.StartArray();
+  for (const std::string& u : d.urls)
+    w.String(u.data(), static_cast<rapidjson::SizeType>(u.size()));
+  w.EndArray();
+  w.Key("headers");
+  w.StartObject();
+  for (const auto& [k, v] : d.headers) str(k.c_str(), v);
+  w.EndObject();
+  if (!d.ca_file.empty()) str("ca_file", d.ca_file);
+  w.Key("retention_seconds");
+  w.Uint64(absl::ToInt64Seconds(d.retention));
+  w.Key("batch_events");
+  w.Uint(d.batch_events);
+  w.Key("batch_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.batch_time));
+  w.Key("durable");
+  w.Bool(d.durable);
+  str("on_error", d.on_error == OnError::kSkip ? "skip" : "stop");
+  w.Key("initial_backoff_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.initial_backoff));
+  w.Key("max_backoff_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.max_backoff));
+  w.Key("idle_timeout_seconds");
+  w.Uint64(absl::ToInt64Seconds(d.idle_timeout));
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "connector definition is not JSON: ", rapidjson::GetParseError_En(doc.GetParseError()),
+        " at offset ", doc.GetErrorOffset()));
+  }
+  if (!doc.IsObject()) return absl::InvalidArgumentError("connector definition must be an object");
+  ConnectorDefinition d;
+  CAIRN_RETURN_IF_ERROR(Text(doc, "name", &d.name));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "type", &d.type));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "source", &d.source));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "ca_file", &d.ca_file));
+  if (auto it = doc.FindMember("urls"); it != doc.MemberEnd()) {
+    if (!it->value.IsArray()) return Bad("urls", "must be an array of strings");
+    for (const auto& u : it->value.GetArray()) {
+      if (!u.IsString()) return Bad("urls", "must be an array of strings");
+      d.urls.emplace_back(u.GetString(), u.GetStringLength());
+    }
+  }
+  if (auto it = doc.FindMember("headers"); it != doc.MemberEnd()) {
+    if (!it->value.IsObject()) return Bad("headers", "must be an object of strings");
+    for (const auto& m : it->value.GetObject()) {
+      if (!m.value.IsString()) return Bad("headers", "must be an object of strings");
+      d.headers[std::string(m.name.GetString(), m.name.GetStringLength())] =
+          std::string(m.value.GetString(), m.value.GetStringLength());
+    }
+  }
+  uint64_t v = absl::ToInt64Seconds(d.retention);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "retention_seconds", uint64_t{10} * 365 * 86400, &v));
+  d.retention = absl::Seconds(v);
+  v = d.batch_events;
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "batch_events", kMaxBatchEvents, &v));
+  d.batch_events = static_cast<uint32_t>(v);
+  v = absl::ToInt64Milliseconds(d.batch_time);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "batch_millis", 60000, &v));
+  d.batch_time = absl::Milliseconds(v);
+  if (auto it = doc.FindMember("durable"); it != doc.MemberEnd()) {
+    if (!it->value.IsBool()) return Bad("durable", "must be true or false");
+    d.durable = it->value.GetBool();
+  }
+  std::string on_error = "stop";
+  CAIRN_RETURN_IF_ERROR(Text(doc, "on_error", &on_error));
+  if (on_error != "stop" && on_error != "skip") return Bad("on_error", "must be stop or skip");
+  d.on_error = on_error == "skip" ? OnError::kSkip : OnError::kStop;
+  v = absl::ToInt64Milliseconds(d.initial_backoff);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "initial_backoff_millis", 3600000, &v));
+  d.initial_backoff = absl::Milliseconds(v);
+  v = absl::ToInt64Milliseconds(d.max_backoff);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "max_backoff_millis", 3600000, &v));
+  d.max_backoff = absl::Milliseconds(v);
+  v = absl::ToInt64Seconds(d.idle_timeout);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "idle_timeout_seconds", 86400, &v));
+  d.idle_timeout = absl::Seconds(v);
+  for (const auto& m : doc.GetObject()) {
+    static constexpr std::string_view kKnown[] = {"name",
+                                                  "type",
+                                                  "source",
+                                                  "urls",
+                                                  "headers",
+                                                  "ca_file",
+                                                  "retention_seconds",
+                                                  "batch_events",
+                                                  "batch_millis",
+                                                  "durable",
+                                                  "on_error",
+                                                  "initial_backoff_millis",
+                                                  "max_backoff_millis",
+                                                  "idle_timeout_seconds"};
+    std::string_view name(m.name.GetString(), m.name.GetStringLength());
+    if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
+      return Bad(name, "is not a field of a connector definition");
+    }
+  }
+  CAIRN_RETURN_IF_ERROR(Check(d));
+  return d;
+}
+
+absl::Status Check(const ConnectorDefinition& d) {
+  if (d.name.empty() || d.name.size() > kMaxName ||
+      !std::all_of(d.name.begin(), d.name.end(), NameChar)) {
+    return Bad("name", absl::StrCat("must be 1 to ", kMaxName, " of A-Z a-z 0-9 . _ -, not \"",
+                                    Excerpt(d.name), "\""));
+  }
+  if (d.type != "sse") {
+    return Bad("type", absl::StrCat("\"", Excerpt(d.type), "\" is not a connector type (sse)"));
+  }
+  if (d.source.empty()) return Bad("source", "is required");
+  if (d.urls.empty() || d.urls.size() > kMaxUrls) {
+    return Bad("urls", absl::StrCat("must hold 1 to ", kMaxUrls, " URLs, not ", d.urls.size()));
+  }
+  for (size_t i = 0; i < d.urls.size(); ++i) {
+    const std::string& u = d.urls[i];
+    if (u.size() > kMaxUrlBytes ||
+        !(absl::StartsWith(u, "http://") || absl::StartsWith(u, "https://"))) {
+      return Bad(absl::StrCat("urls[", i, "]"),
+                 absl::StrCat("\"", Excerpt(u), "\" is not an http:// or https:// URL of at most ",
+                              kMaxUrlBytes, " bytes"));
+    }
+    if (std::find(d.urls.begin(), d.urls.begin() + i, u) != d.urls.begin() + i) {
+      return Bad(absl::StrCat("urls[", i, "]"), "repeats an earlier URL");
+    }
+  }
+  if (d.headers.size() > kMaxHeaders) {
+    return Bad("headers", absl::StrCat("at most ", kMaxHeaders, " headers"));
+  }
+  for (const auto& [k, v] : d.headers) {
+    bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](char c) {
+      return NameChar(c) || c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' ||
+             c == '*' || c == '+' || c == '^' || c == '`' || c == '|' || c == '~';
+    });
+    if (!token || k.size() + v.size() > kMaxHeaderBytes ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      return Bad(absl::StrCat("headers[\"", Excerpt(k), "\"]"),
+                 "must be a header name and a one-line value");
+    }
+  }
+  if (d.batch_events == 0) return Bad("batch_events", "must be at least 1");
+  if (d.max_backoff < d.initial_backoff) {
+    return Bad("max_backoff_millis", "must not be less than initial_backoff_millis");
+  }
+  if (d.idle_timeout < absl::Seconds(1)) return Bad("idle_timeout_seconds", "must be at least 1");
+  return absl::OkStatus();
+}
+
+}  // namespace cairn::connectors

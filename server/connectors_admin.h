@@ -1,0 +1,23 @@
+// Admin.PutConnector / GetConnector / ListConnectors / RemoveConnector /
+// ConnectorStatus: AdminService (admin_service.cc) forwards them here. Each
+// converts the request, calls the connectors once, converts the answer.
+#ifndef CAIRN_SERVER_CONNECTORS_ADMIN_H_
+#define CAIRN_SERVER_CONNECTORS_ADMIN_H_
+
+#include "absl/status/status.h"
+#include "auth.h"
+#include "cairn/v1/cairn.pb.h"
+#include "service.h"
+
+namespace cairn::server {
+
+absl::Status PutConnector(Deps* deps, const v1::PutConnectorRequest& req);
+absl::Status GetConnector(Deps* deps, const v1::GetConnectorRequest& req, v1::Connector* resp);
+absl::Status ListConnectors(Deps* deps, v1::ListConnectorsResponse* resp);
+absl::Status RemoveConnector(Deps* deps, const v1::RemoveConnectorRequest& req);
+absl::Status ConnectorStatus(Deps* deps, const v1::ConnectorStatusRequest& req,
+                             v1::ConnectorStatusResponse* resp);
+
+}  // namespace cairn::server
+
+#endif  // CAIRN_SERVER_CONNECTORS_ADMIN_H_
