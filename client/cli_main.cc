@@ -1032,6 +1032,46 @@ int main(int argc, char** argv) {
   auto* con_rm = con->add_subcommand("rm", "stop a connector and forget it and its resume points");
   con_rm->add_option("name", con_name, "the connector's name")->required();
 
+  // sink
+  auto* snk = app.add_subcommand("sink", "the change feed delivered to a destination (admin)");
+  snk->require_subcommand(1);
+  cairn::connectors::SinkDefinition sdef;
+  std::vector<std::string> sink_headers;
+  std::string sink_from = "now", sink_name;
+  uint64_t sink_timeout_ms = absl::ToInt64Milliseconds(sdef.timeout);
+  uint64_t sink_max_backoff_ms = absl::ToInt64Milliseconds(sdef.max_backoff);
+  auto* snk_add = snk->add_subcommand("add", "create a sink (or replace and restart it)");
+  snk_add->add_option("name", sdef.name, "the sink's name")->required();
+  snk_add->add_option("--url", sdef.url, "the webhook: each request POSTs a JSON array")
+      ->required();
+  snk_add->add_option("--header", sink_headers, "'Name: value' sent with every request");
+  snk_add->add_option("--ca", sdef.ca_file, "PEM roots for https (default: the system's)");
+  snk_add->add_option("--shape", sdef.shape, "message shape")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cairn", "debezium", "mia-projection-update"}));
+  snk_add->add_option("--source", sdef.filter.sources, "only changes from this source (repeat)");
+  snk_add->add_option("--collection", sdef.filter.collections, "only this collection (repeat)");
+  snk_add->add_option("--prefix", sdef.filter.key_prefix, "only string keys with this prefix");
+  snk_add->add_option("--key", sdef.filter.keys, "only this key, JSON text (repeat)");
+  snk_add
+      ->add_option("--from", sink_from, "where a new sink starts: now, beginning, or after a seq")
+      ->capture_default_str();
+  snk_add->add_option("--batch", sdef.batch_changes, "messages per request at most")
+      ->capture_default_str();
+  snk_add->add_option("--timeout-ms", sink_timeout_ms, "per request")->capture_default_str();
+  snk_add->add_option("--max-backoff-ms", sink_max_backoff_ms, "the longest wait between retries")
+      ->capture_default_str();
+  auto* snk_list = snk->add_subcommand("list", "every sink's definition (JSON lines)");
+  auto* snk_status = snk->add_subcommand("status", "state, checkpoint, lag and counters");
+  snk_status->add_option("name", sink_name, "one sink (default: all)");
+  auto* snk_rm =
+      snk->add_subcommand("rm", "stop a sink and forget its checkpoint and dead letters");
+  snk_rm->add_option("name", sink_name, "the sink's name")->required();
+  auto* snk_dead = snk->add_subcommand("dead-letters", "messages the destination refused for good");
+  snk_dead->add_option("name", sink_name, "the sink's name")->required();
+  auto* snk_replay = snk->add_subcommand("replay", "send the dead letters again");
+  snk_replay->add_option("name", sink_name, "the sink's name")->required();
+
   // checkpoint
   auto* cp = app.add_subcommand("checkpoint", "subscription checkpoints");
   cp->require_subcommand(1);
@@ -1360,6 +1400,92 @@ int main(int argc, char** argv) {
   }
   if (*con_rm) {
     auto s = client.RemoveConnector(con_name);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (*snk_add) {
+    for (const std::string& h : sink_headers) {
+      size_t colon = h.find(':');
+      if (colon == std::string::npos || colon == 0) {
+        std::cerr << "--header " << h << ": expected 'Name: value'\n";
+        return 2;
+      }
+      sdef.headers[h.substr(0, colon)] =
+          std::string(absl::StripLeadingAsciiWhitespace(h.substr(colon + 1)));
+    }
+    sdef.timeout = absl::Milliseconds(sink_timeout_ms);
+    sdef.max_backoff = absl::Milliseconds(sink_max_backoff_ms);
+    sdef.initial_backoff = std::min(sdef.initial_backoff, sdef.max_backoff);
+    bool from_now = sink_from == "now";
+    if (sink_from == "beginning") {
+      sdef.from_seq = 0;
+    } else if (!from_now && !absl::SimpleAtoi(sink_from, &sdef.from_seq)) {
+      std::cerr << "--from " << sink_from << ": expected now, beginning or a seq\n";
+      return 2;
+    }
+    auto s = client.PutSink(sdef, from_now);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (*snk_list) {
+    auto all = client.ListSinks();
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& d : *all) {
+      std::vector<std::string> header_names;  // values may be secrets
+      for (const auto& [k, v] : d.headers) header_names.push_back(k);
+      Line()
+          .Str("sink", d.name)
+          .Str("type", d.type)
+          .Str("url", d.url)
+          .Strs("headers", header_names)
+          .Str("shape", d.shape)
+          .Strs("sources", d.filter.sources)
+          .Strs("collections", d.filter.collections)
+          .Str("prefix", d.filter.key_prefix)
+          .Strs("keys", d.filter.keys)
+          .U64("from_seq", d.from_seq)
+          .U64("batch", d.batch_changes)
+          .Print();
+    }
+    return 0;
+  }
+  if (*snk_status) {
+    auto all = client.SinkStatus(sink_name);
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& s : *all) {
+      Line()
+          .Str("sink", s.name)
+          .Str("state", s.state)
+          .U64("checkpoint_seq", s.checkpoint_seq)
+          .U64("lag_seqs", s.lag_seqs)
+          .U64("lag_ms", static_cast<uint64_t>(s.lag_seconds * 1000))
+          .U64("delivered", s.delivered)
+          .U64("retries", s.retries)
+          .U64("dead_letters", s.dead_letters)
+          .Str("last_error", s.last_error)
+          .Print();
+    }
+    return 0;
+  }
+  if (*snk_dead) {
+    auto all = client.ListDeadLetters(sink_name);
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& d : *all) {
+      Line()
+          .U64("seq", d.seq)
+          .U64("http_status", static_cast<uint64_t>(d.http_status))
+          .Str("response", d.response)
+          .Raw("message", d.message)
+          .Print();
+    }
+    return 0;
+  }
+  if (*snk_replay) {
+    auto n = client.ReplayDeadLetters(sink_name);
+    if (!n.ok()) return Fail(n.status());
+    Line().Str("sink", sink_name).U64("replayed", *n).Print();
+    return 0;
+  }
+  if (*snk_rm) {
+    auto s = client.RemoveSink(sink_name);
     return s.ok() ? 0 : Fail(s);
   }
   if (*cp_list) {

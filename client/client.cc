@@ -664,6 +664,75 @@ class ClientImpl : public Client {
     return out;
   }
 
+  absl::Status PutSink(const connectors::SinkDefinition& d, bool from_now) override {
+    v1::PutSinkRequest req;
+    ToProto(d, req.mutable_sink());
+    if (from_now) req.mutable_sink()->clear_from_seq();
+    CAIRN_RETURN_IF_ERROR(wire::CheckUtf8(req));
+    v1::PutSinkResponse resp;
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->PutSink(c, req, &resp); });
+  }
+
+  absl::StatusOr<connectors::SinkDefinition> GetSink(std::string_view name) override {
+    v1::GetSinkRequest req;
+    req.set_name(std::string(name));
+    v1::Sink resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->GetSink(c, req, &resp); }));
+    return FromProto(resp);
+  }
+
+  absl::StatusOr<std::vector<connectors::SinkDefinition>> ListSinks() override {
+    v1::ListSinksRequest req;
+    v1::ListSinksResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->ListSinks(c, req, &resp); }));
+    std::vector<connectors::SinkDefinition> out;
+    for (const auto& s : resp.sinks()) {
+      CAIRN_ASSIGN_OR_RETURN(out.emplace_back(), FromProto(s));
+    }
+    return out;
+  }
+
+  absl::Status RemoveSink(std::string_view name) override {
+    v1::RemoveSinkRequest req;
+    req.set_name(std::string(name));
+    v1::RemoveSinkResponse resp;
+    return Retry(req, [&](grpc::ClientContext* c) { return admin_->RemoveSink(c, req, &resp); });
+  }
+
+  absl::StatusOr<std::vector<connectors::SinkStatus>> SinkStatus(std::string_view name) override {
+    v1::SinkStatusRequest req;
+    req.set_name(std::string(name));
+    v1::SinkStatusResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->SinkStatus(c, req, &resp); }));
+    std::vector<connectors::SinkStatus> out;
+    for (const auto& r : resp.sinks()) out.push_back(FromProto(r));
+    return out;
+  }
+
+  absl::StatusOr<std::vector<connectors::DeadLetter>> ListDeadLetters(
+      std::string_view name) override {
+    v1::ListDeadLettersRequest req;
+    req.set_name(std::string(name));
+    v1::ListDeadLettersResponse resp;
+    CAIRN_RETURN_IF_ERROR(
+        Retry(req, [&](grpc::ClientContext* c) { return admin_->ListDeadLetters(c, req, &resp); }));
+    std::vector<connectors::DeadLetter> out;
+    for (const auto& d : resp.dead_letters()) out.push_back(FromProto(d));
+    return out;
+  }
+
+  absl::StatusOr<uint64_t> ReplayDeadLetters(std::string_view name) override {
+    v1::ReplayDeadLettersRequest req;
+    req.set_name(std::string(name));
+    v1::ReplayDeadLettersResponse resp;
+    auto ctx = Context(/*deadline=*/false);  // not retried: it would post them all again
+    CAIRN_RETURN_IF_ERROR(FromGrpc(admin_->ReplayDeadLetters(ctx.get(), req, &resp)));
+    return resp.replayed();
+  }
+
   absl::Status Health() override {
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;

@@ -328,6 +328,97 @@ connectors::ConnectorStatus FromProto(const v1::ConnectorReport& r) {
   return s;
 }
 
+void ToProto(const connectors::SinkDefinition& d, v1::Sink* out) {
+  out->set_name(d.name);
+  out->set_type(d.type);
+  out->set_url(d.url);
+  for (const auto& [k, v] : d.headers) (*out->mutable_headers())[k] = v;
+  out->set_ca_file(d.ca_file);
+  out->set_shape(d.shape);
+  for (const auto& x : d.filter.sources) out->add_sources(x);
+  for (const auto& x : d.filter.collections) out->add_collections(x);
+  out->set_key_prefix(d.filter.key_prefix);
+  for (const auto& x : d.filter.keys) out->add_keys(x);
+  out->set_from_seq(d.from_seq);
+  out->set_batch_changes(d.batch_changes);
+  out->set_timeout_millis(absl::ToInt64Milliseconds(d.timeout));
+  out->set_initial_backoff_millis(absl::ToInt64Milliseconds(d.initial_backoff));
+  out->set_max_backoff_millis(absl::ToInt64Milliseconds(d.max_backoff));
+}
+
+absl::StatusOr<connectors::SinkDefinition> FromProto(const v1::Sink& s) {
+  connectors::SinkDefinition d;
+  d.name = s.name();
+  if (!s.type().empty()) d.type = s.type();
+  d.url = s.url();
+  d.headers = {s.headers().begin(), s.headers().end()};
+  d.ca_file = s.ca_file();
+  if (!s.shape().empty()) d.shape = s.shape();
+  d.filter.sources = {s.sources().begin(), s.sources().end()};
+  d.filter.collections = {s.collections().begin(), s.collections().end()};
+  d.filter.key_prefix = s.key_prefix();
+  d.filter.keys = {s.keys().begin(), s.keys().end()};
+  d.from_seq = s.from_seq();
+  if (s.has_batch_changes()) d.batch_changes = s.batch_changes();
+  constexpr uint64_t kMaxMillis = uint64_t{3600} * 1000;
+  for (auto [has, v, field, out] :
+       {std::tuple{s.has_timeout_millis(), s.timeout_millis(), "timeout_millis", &d.timeout},
+        std::tuple{s.has_initial_backoff_millis(), s.initial_backoff_millis(),
+                   "initial_backoff_millis", &d.initial_backoff},
+        std::tuple{s.has_max_backoff_millis(), s.max_backoff_millis(), "max_backoff_millis",
+                   &d.max_backoff}}) {
+    if (!has) continue;
+    if (v > kMaxMillis) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sink.", field, " ", v, " is out of range: 0 to ", kMaxMillis));
+    }
+    *out = absl::Milliseconds(v);
+  }
+  return d;
+}
+
+void ToProto(const connectors::SinkStatus& s, v1::SinkReport* out) {
+  out->set_name(s.name);
+  out->set_state(s.state);
+  out->set_checkpoint_seq(s.checkpoint_seq);
+  out->set_lag_seqs(s.lag_seqs);
+  out->set_lag_seconds(s.lag_seconds);
+  out->set_delivered(s.delivered);
+  out->set_retries(s.retries);
+  out->set_dead_letters(s.dead_letters);
+  out->set_last_error(s.last_error);
+  out->set_last_error_unix_micros(s.last_error_unix_micros);
+}
+
+connectors::SinkStatus FromProto(const v1::SinkReport& r) {
+  return {.name = r.name(),
+          .state = r.state(),
+          .checkpoint_seq = r.checkpoint_seq(),
+          .lag_seqs = r.lag_seqs(),
+          .lag_seconds = r.lag_seconds(),
+          .delivered = r.delivered(),
+          .retries = r.retries(),
+          .dead_letters = r.dead_letters(),
+          .last_error = r.last_error(),
+          .last_error_unix_micros = r.last_error_unix_micros()};
+}
+
+void ToProto(const connectors::DeadLetter& d, v1::DeadLetter* out) {
+  out->set_seq(d.seq);
+  out->set_http_status(d.http_status);
+  out->set_response(d.response);
+  out->set_message(d.message);
+  out->set_unix_micros(d.unix_micros);
+}
+
+connectors::DeadLetter FromProto(const v1::DeadLetter& d) {
+  return {.seq = d.seq(),
+          .http_status = d.http_status(),
+          .response = d.response(),
+          .message = d.message(),
+          .unix_micros = d.unix_micros()};
+}
+
 Entity FromProto(const v1::Entity& e) {
   return Entity{.collection = e.collection(),
                 .key = e.key(),

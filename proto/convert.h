@@ -50,6 +50,13 @@ void ToProto(const connectors::ConnectorDefinition& d, v1::Connector* out);
 absl::StatusOr<connectors::ConnectorDefinition> FromProto(const v1::Connector& c);
 void ToProto(const connectors::ConnectorStatus& s, v1::ConnectorReport* out);
 connectors::ConnectorStatus FromProto(const v1::ConnectorReport& r);
+// from_seq unset stays 0 here: cairnd puts its last seq there (`now`).
+void ToProto(const connectors::SinkDefinition& d, v1::Sink* out);
+absl::StatusOr<connectors::SinkDefinition> FromProto(const v1::Sink& s);
+void ToProto(const connectors::SinkStatus& s, v1::SinkReport* out);
+connectors::SinkStatus FromProto(const v1::SinkReport& r);
+void ToProto(const connectors::DeadLetter& d, v1::DeadLetter* out);
+connectors::DeadLetter FromProto(const v1::DeadLetter& d);
 Entity FromProto(const v1::Entity& e);
 Change FromProto(const v1::Change& c);
 Version FromProto(const v1::Version& v);

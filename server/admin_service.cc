@@ -21,10 +21,15 @@ constexpr const char* kAdmin = "Admin";
 constexpr int kMaxStatsEntries = 1000;
 
 // The connector calls (connectors_admin.h), admin only.
+using SinkMethods = v1::Admin::WithRawCallbackMethod_PutSink<
+    v1::Admin::WithRawCallbackMethod_GetSink<v1::Admin::WithRawCallbackMethod_ListSinks<
+        v1::Admin::WithRawCallbackMethod_RemoveSink<v1::Admin::WithRawCallbackMethod_SinkStatus<
+            v1::Admin::WithRawCallbackMethod_ListDeadLetters<
+                v1::Admin::WithRawCallbackMethod_ReplayDeadLetters<v1::Admin::Service>>>>>>>;
 using ConnectorMethods = v1::Admin::WithRawCallbackMethod_PutConnector<
     v1::Admin::WithRawCallbackMethod_GetConnector<v1::Admin::WithRawCallbackMethod_ListConnectors<
         v1::Admin::WithRawCallbackMethod_RemoveConnector<
-            v1::Admin::WithRawCallbackMethod_ConnectorStatus<v1::Admin::Service>>>>>;
+            v1::Admin::WithRawCallbackMethod_ConnectorStatus<SinkMethods>>>>>;
 
 class AdminService final
     : public v1::Admin::WithRawCallbackMethod_PutSource<
@@ -296,6 +301,79 @@ class AdminService final
             v1::ConnectorStatusResponse* resp) {
           CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
           return server::ConnectorStatus(deps_, *req, resp);
+        });
+  }
+
+  grpc::ServerUnaryReactor* PutSink(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
+    return Unary<v1::PutSinkRequest, v1::PutSinkResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::PutSinkRequest* req,
+            [[maybe_unused]] v1::PutSinkResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::PutSink(deps_, *req);
+        });
+  }
+  grpc::ServerUnaryReactor* GetSink(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
+    return Unary<v1::GetSinkRequest, v1::Sink>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::GetSinkRequest* req,
+            [[maybe_unused]] v1::Sink* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::GetSink(deps_, *req, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* ListSinks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
+    return Unary<v1::ListSinksRequest, v1::ListSinksResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::ListSinksRequest* req,
+            [[maybe_unused]] v1::ListSinksResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::ListSinks(deps_, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* RemoveSink(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override {
+    return Unary<v1::RemoveSinkRequest, v1::RemoveSinkResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::RemoveSinkRequest* req,
+            [[maybe_unused]] v1::RemoveSinkResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::RemoveSink(deps_, *req);
+        });
+  }
+  grpc::ServerUnaryReactor* SinkStatus(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override {
+    return Unary<v1::SinkStatusRequest, v1::SinkStatusResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::SinkStatusRequest* req,
+            [[maybe_unused]] v1::SinkStatusResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::SinkStatus(deps_, *req, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) override {
+    return Unary<v1::ListDeadLettersRequest, v1::ListDeadLettersResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::ListDeadLettersRequest* req,
+            [[maybe_unused]] v1::ListDeadLettersResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::ListDeadLetters(deps_, *req, resp);
+        });
+  }
+  grpc::ServerUnaryReactor* ReplayDeadLetters(grpc::CallbackServerContext* ctx,
+                                              const grpc::ByteBuffer* in,
+                                              grpc::ByteBuffer* out) override {
+    return Unary<v1::ReplayDeadLettersRequest, v1::ReplayDeadLettersResponse>(
+        deps_, ctx, in, out,
+        [&](const Caller& caller, [[maybe_unused]] const v1::ReplayDeadLettersRequest* req,
+            [[maybe_unused]] v1::ReplayDeadLettersResponse* resp) {
+          CAIRN_RETURN_IF_ERROR(deps_->auth->CanAdmin(caller, kAdmin));
+          return server::ReplayDeadLetters(deps_, *req, resp);
         });
   }
 

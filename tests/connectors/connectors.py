@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cli import Cli  # noqa: E402
 from harness import Cairnd, run_sections  # noqa: E402
 from sse_feed_server import FeedServer, blocks  # noqa: E402
+from webhook_server import Webhook  # noqa: E402
 
 T0 = 1_767_225_600_000  # ms
 
@@ -232,6 +233,142 @@ def definitions_and_errors(args, tmp):
     srv.stop()
 
 
+def ingest(cli, tmp, lines, name="in.jsonl"):
+    """Canonical events through `cairn ingest` (source `app`), one batch."""
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    cli.run("ingest", "--source", "app", path, check_rc=0)
+
+
+def upsert(key, i, payload=None):
+    return {"collection": "orders", "key": key, "op": "upsert",
+            "position": {"timestamp": T0 * 1000 + i}, "payload": payload or {"i": i}}
+
+
+def sink_caught_up(cli, name):
+    last = cli.lines("stats")[0]["last_seq"]
+    st = cli.lines("sink", "status", name)[0]
+    return st if st["checkpoint_seq"] == last else None
+
+
+def sink_delivery(args, tmp):
+    """Every change delivered at least once, in seq order, through a
+    destination that is down for a while (503) and a SIGKILL of cairnd;
+    message ids stable across the restart; the checkpoint moves only on a
+    2xx."""
+    hook = Webhook()
+    hook.delay = 0.03  # so that the SIGKILL lands mid-delivery
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "app", "--format", "canonical", check_rc=0)
+    ingest(cli, tmp, [upsert(f"k{i % 50}", i) for i in range(300)])
+    hook.down = True
+    cli.run("sink", "add", "hook", "--url", hook.url, "--from", "beginning", "--batch", "20",
+            "--max-backoff-ms", "200", check_rc=0)
+    st = wait_for(lambda: [x for x in cli.lines("sink", "status", "hook")
+                           if x["retries"] >= 2 and x["state"] == "backing-off"], "retries")[0]
+    assert st["checkpoint_seq"] == 0 and "HTTP 503" in st["last_error"], st
+    hook.down = False
+    wait_for(lambda: len(hook.accepted) >= 100, "the first deliveries")
+    assert len(hook.accepted) < 300, "delivered before the kill"
+    s.proc.send_signal(signal.SIGKILL)
+    s.proc.wait()
+    s.start()
+    ingest(cli, tmp, [upsert(f"k{i % 50}", i) for i in range(300, 400)], "more.jsonl")
+    st = wait_for(lambda: sink_caught_up(cli, "hook"), "the sink to catch up")
+    seqs = [m["seq"] for m in hook.accepted]
+    assert set(seqs) == set(range(1, 401)), "changes missing"
+    first = [q for i, q in enumerate(seqs) if q not in seqs[:i]]
+    assert first == sorted(first), "not delivered in seq order"
+    assert all(m["id"] == f"hook-{m['seq']}" for m in hook.accepted)
+    assert st["lag_seqs"] == 0 and st["dead_letters"] == 0, st
+    print(f"  sink: 400 changes, {len(seqs)} delivered ({len(seqs) - 400} again after the "
+          f"SIGKILL), {len(hook.requests)} requests")
+    s.stop()
+    hook.stop()
+
+
+def sink_dead_letters_and_shapes(args, tmp):
+    """A message refused for good (400) becomes a dead letter and the rest
+    flows on; replay sends it again; the debezium and Mia shapes field by
+    field."""
+    hook = Webhook()
+    hook.reject = {"bad"}
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "app", "--format", "canonical", check_rc=0)
+    cli.run("sink", "add", "hook", "--url", hook.url, "--batch", "5", check_rc=0)
+    ingest(cli, tmp, [upsert("a", 1), upsert("bad", 2), upsert("c", 3)])
+    st = wait_for(lambda: sink_caught_up(cli, "hook"), "the sink to catch up")
+    assert st["dead_letters"] == 1, st
+    assert [m["key"] for m in hook.accepted] == ["a", "c"], hook.accepted
+    dead = cli.lines("sink", "dead-letters", "hook")
+    assert len(dead) == 1 and dead[0]["seq"] == 2 and dead[0]["http_status"] == 400, dead
+    assert dead[0]["message"]["key"] == "bad" and "refused" in dead[0]["response"], dead
+    hook.reject = set()
+    assert cli.lines("sink", "replay", "hook")[0]["replayed"] == 1
+    assert [m["key"] for m in hook.accepted] == ["a", "c", "bad"]
+    assert cli.lines("sink", "dead-letters", "hook") == []
+
+    for shape in ["debezium", "mia-projection-update"]:
+        hook = Webhook()
+        cli.run("sink", "add", shape, "--url", hook.url, "--shape", shape, "--collection", "acct",
+                check_rc=0)
+        base = 100 if shape == "debezium" else 200
+        ingest(cli, tmp, [
+            {"collection": "acct", "key": 7, "op": "upsert", "position": {"timestamp": base},
+             "payload": {"plan": "basic"}},
+            {"collection": "acct", "key": 7, "op": "patch", "position": {"timestamp": base + 1},
+             "payload": {"plan": "gold"}},
+            {"collection": "acct", "key": 7, "op": "delete", "position": {"timestamp": base + 2}}],
+            f"{shape}.jsonl")
+        wait_for(lambda: sink_caught_up(cli, shape), f"the {shape} sink")
+        got = hook.accepted[-3:]
+        if shape == "debezium":
+            assert [m["op"] for m in got] == ["c", "u", "d"], got
+            assert got[0]["before"] is None and got[0]["after"] == {"plan": "basic"}, got
+            assert got[1]["before"] == {"plan": "basic"} and got[1]["after"] == {"plan": "gold"}
+            assert got[2]["before"] == {"plan": "gold"} and got[2]["after"] is None, got
+            src = got[1]["source"]
+            assert src["connector"] == "cairn" and src["collection"] == "acct" and \
+                src["cairn_source"] == "app" and src["ts_us"] == base + 1 and src["key"] == 7, src
+            assert isinstance(got[1]["ts_ms"], int)
+        else:
+            assert [m["operationType"] for m in got] == ["INSERT", "UPDATE", "DELETE"], got
+            assert got[1]["projectionName"] == "acct" and got[1]["documentId"] == "7", got
+            assert got[1]["before"] == {"plan": "basic"} and got[1]["after"] == {"plan": "gold"}
+            assert got[1]["operationTimestamp"] == "1970-01-01T00:00:00.000Z", got
+            info = got[1]["__internal__cairnInfo"]
+            assert info["source"] == "app" and info["position"]["timestamp"] == base + 1, info
+    assert sorted(x["sink"] for x in cli.lines("sink", "list")) == \
+        ["debezium", "hook", "mia-projection-update"]
+    cli.run("sink", "rm", "hook", check_rc=0)
+    rc, _, err = cli.run("sink", "status", "hook")
+    assert rc == 1 and "NOT_FOUND" in err, err
+    s.stop()
+    hook.stop()
+
+
+def sink_out_of_range(args, tmp):
+    """A sink whose checkpoint fell out of retention stops with out_of_range,
+    and says so; it never skips silently."""
+    hook = Webhook()
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), extra=["--retention-commits", "5"])
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "app", "--format", "canonical", check_rc=0)
+    for i in range(30):
+        ingest(cli, tmp, [upsert(f"k{i}", i)], f"b{i}.jsonl")
+    wait_for(lambda: cli.lines("stats")[0]["oldest_seq"] > 1, "retention to purge")
+    cli.run("sink", "add", "late", "--url", hook.url, "--from", "0", check_rc=0)
+    st = wait_for(lambda: [x for x in cli.lines("sink", "status", "late")
+                           if x["state"] == "out_of_range"], "out_of_range")[0]
+    assert "OUT_OF_RANGE" in st["last_error"] and hook.accepted == [], (st, hook.accepted)
+    s.stop()
+    hook.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairnd", required=True)
@@ -240,7 +377,8 @@ def main():
     ap.add_argument("--only")
     args = ap.parse_args()
     run_sections([aria_with_drops, killed_mid_stream, gap_after_retention,
-                  definitions_and_errors], args)
+                  definitions_and_errors, sink_delivery, sink_dead_letters_and_shapes,
+                  sink_out_of_range], args)
 
 
 if __name__ == "__main__":

@@ -80,5 +80,55 @@ TEST(ConnectorDefinitionTest, ErrorsNameTheField) {
   }
 }
 
+TEST(SinkDefinitionTest, JsonRoundTripAndErrors) {
+  SinkDefinition d{.name = "hook",
+                   .url = "https://hooks.example/cairn",
+                   .headers = {{"Authorization", "Bearer y"}},
+                   .shape = "debezium",
+                   .filter = {.sources = {"app"}, .collections = {"orders"}, .key_prefix = "o-"},
+                   .from_seq = 42,
+                   .batch_changes = 7};
+  auto back = SinkFromJson(SinkToJson(d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(SinkToJson(*back), SinkToJson(d));
+  EXPECT_EQ(back->filter.collections, d.filter.collections);
+  EXPECT_EQ(back->from_seq, 42u);
+  struct Case {
+    const char* json;
+    const char* words;
+  } cases[] = {
+      {R"({"name":"h","url":"ftp://x"})", "sink url"},
+      {R"({"name":"h","url":"http://x","shape":"avro"})", "sink shape"},
+      {R"({"name":"h","url":"http://x","type":"kafka"})", "sink type"},
+      {R"({"name":"h","url":"http://x","batch_changes":0})", "batch_changes"},
+      {R"({"name":"","url":"http://x"})", "sink name"},
+      {R"({"name":"h","url":"http://x","collections":[""]})", "collection"},
+  };
+  for (const Case& c : cases) {
+    auto r = SinkFromJson(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.words)) << c.json;
+  }
+}
+
+TEST(SinkDefinitionTest, TheCairnShapeIsTheChangeRecord) {
+  Change c{.seq = 9,
+           .collection = "orders",
+           .key = R"("o-1")",
+           .op = Op::kPatch,
+           .before = R"({"n":1})",
+           .after = R"({"n":2})",
+           .position = {1700000000000000, 3},
+           .source = "app"};
+  EXPECT_EQ(RenderChange("cairn", "hook", c),
+            R"({"id":"hook-9","seq":9,"collection":"orders","key":"o-1","op":"patch",)"
+            R"("before":{"n":1},"after":{"n":2},"position":{"timestamp":1700000000000000,)"
+            R"("tick":3},"source":"app"})");
+  c.before.clear();
+  EXPECT_THAT(
+      RenderChange("mia-projection-update", "hook", c),
+      HasSubstr(R"("operationType":"INSERT","operationTimestamp":"2023-11-14T22:13:20.000Z")"));
+}
+
 }  // namespace
 }  // namespace cairn::connectors

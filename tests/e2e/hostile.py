@@ -414,6 +414,15 @@ def auth_matrix(args, tmp):
         ("ListConnectors", pb.ListConnectorsRequest(), pb.ListConnectorsResponse),
         ("ConnectorStatus", pb.ConnectorStatusRequest(), pb.ConnectorStatusResponse),
         ("RemoveConnector", pb.RemoveConnectorRequest(name="c2"), pb.RemoveConnectorResponse),
+        ("PutSink", pb.PutSinkRequest(sink=pb.Sink(name="s2", url="http://127.0.0.1:9/hook")),
+         pb.PutSinkResponse),
+        ("GetSink", pb.GetSinkRequest(name="s2"), pb.Sink),
+        ("ListSinks", pb.ListSinksRequest(), pb.ListSinksResponse),
+        ("SinkStatus", pb.SinkStatusRequest(), pb.SinkStatusResponse),
+        ("ListDeadLetters", pb.ListDeadLettersRequest(name="s2"), pb.ListDeadLettersResponse),
+        ("ReplayDeadLetters", pb.ReplayDeadLettersRequest(name="s2"),
+         pb.ReplayDeadLettersResponse),
+        ("RemoveSink", pb.RemoveSinkRequest(name="s2"), pb.RemoveSinkResponse),
     ]]
     # The credentials: (name, metadata or token, denied with)
     creds = [("none", None, UNAUTH), ("malformed", "Basic dXNlcjpwdw==", UNAUTH),

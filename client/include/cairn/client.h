@@ -178,7 +178,7 @@ class Client {
   virtual absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() = 0;
   virtual absl::Status DeleteCheckpoint(std::string_view name) = 0;
   // The standard gRPC health check: OK when serving.
-  // Connectors (README "Connectors"; admin only). ConnectorStatus with an
+  // Connectors (README "Connectors and sinks"; admin only). ConnectorStatus with an
   // empty name: every connector's.
   virtual absl::Status PutConnector(const connectors::ConnectorDefinition& d) = 0;
   virtual absl::StatusOr<connectors::ConnectorDefinition> GetConnector(std::string_view name) = 0;
@@ -186,6 +186,18 @@ class Client {
   virtual absl::Status RemoveConnector(std::string_view name) = 0;
   virtual absl::StatusOr<std::vector<connectors::ConnectorStatus>> ConnectorStatus(
       std::string_view name) = 0;
+  // Sinks (README "Connectors and sinks"; admin only). PutSink with from_now: the sink
+  // starts after the last committed seq (d.from_seq is ignored). SinkStatus
+  // with an empty name: every sink's. ReplayDeadLetters returns how many the
+  // destination accepted this time.
+  virtual absl::Status PutSink(const connectors::SinkDefinition& d, bool from_now) = 0;
+  virtual absl::StatusOr<connectors::SinkDefinition> GetSink(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<connectors::SinkDefinition>> ListSinks() = 0;
+  virtual absl::Status RemoveSink(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<connectors::SinkStatus>> SinkStatus(std::string_view name) = 0;
+  virtual absl::StatusOr<std::vector<connectors::DeadLetter>> ListDeadLetters(
+      std::string_view name) = 0;
+  virtual absl::StatusOr<uint64_t> ReplayDeadLetters(std::string_view name) = 0;
   virtual absl::Status Health() = 0;
 };
 

@@ -5,12 +5,15 @@
 
 #include <curl/curl.h>
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cairn/status.h"
+#include "http_sink.h"
+#include "rapidjson/document.h"
 #include "sse_reader.h"
 
 namespace cairn::connectors {
@@ -41,6 +44,17 @@ class ConnectorsImpl : public Connectors {
             absl::StrCat("stored ", r.name, " is not a definition: ", d.status().message()));
       }
       StartLocked(*d);
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::vector<SideRecord> sinks, store_->ListSideRecords("sink/def/"));
+    for (const SideRecord& r : sinks) {
+      auto d = SinkFromJson(r.value);
+      if (!d.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("stored ", r.name, " is not a definition: ", d.status().message()));
+      }
+      auto& sink = sinks_[d->name] = std::make_unique<HttpSink>(store_, *d);
+      sink->Start();
+      sink_defs_[d->name] = *d;
     }
     return absl::OkStatus();
   }
@@ -98,12 +112,114 @@ class ConnectorsImpl : public Connectors {
     return out;
   }
 
+  absl::Status PutSink(const SinkDefinition& d) override {
+    CAIRN_RETURN_IF_ERROR(CheckSink(d));
+    absl::MutexLock l(&mu_);
+    if (stopped_) return absl::UnavailableError("sinks are stopping");
+    sinks_.erase(d.name);  // stops the old one; its checkpoint stays
+    CAIRN_RETURN_IF_ERROR(store_->PutSideRecord(SinkRecord(d.name), SinkToJson(d)));
+    auto& sink = sinks_[d.name] = std::make_unique<HttpSink>(store_, d);
+    sink->Start();
+    sink_defs_[d.name] = d;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SinkDefinition> GetSink(std::string_view name) override {
+    absl::MutexLock l(&mu_);
+    CAIRN_RETURN_IF_ERROR(FindSink(name));
+    return sink_defs_[std::string(name)];
+  }
+
+  std::vector<SinkDefinition> ListSinks() override {
+    absl::MutexLock l(&mu_);
+    std::vector<SinkDefinition> out;
+    for (const auto& [name, d] : sink_defs_) out.push_back(d);
+    return out;
+  }
+
+  absl::Status RemoveSink(std::string_view name) override {
+    absl::MutexLock l(&mu_);
+    CAIRN_RETURN_IF_ERROR(FindSink(name));
+    sinks_.erase(std::string(name));
+    sink_defs_.erase(std::string(name));
+    for (const std::string& prefix :
+         {SinkRecord(name), SinkPosRecord(name), DeadLetterPrefix(name)}) {
+      CAIRN_RETURN_IF_ERROR(store_->DeleteSideRecords(prefix).status());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SinkStatus> GetSinkStatus(std::string_view name) override {
+    absl::MutexLock l(&mu_);
+    CAIRN_RETURN_IF_ERROR(FindSink(name));
+    return sinks_[std::string(name)]->status();
+  }
+
+  std::vector<SinkStatus> SinkStatusAll() override {
+    absl::MutexLock l(&mu_);
+    std::vector<SinkStatus> out;
+    for (const auto& [name, s] : sinks_) out.push_back(s->status());
+    return out;
+  }
+
+  absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(std::string_view name) override {
+    {
+      absl::MutexLock l(&mu_);
+      CAIRN_RETURN_IF_ERROR(FindSink(name));
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::vector<SideRecord> records,
+                           store_->ListSideRecords(DeadLetterPrefix(name)));
+    std::vector<DeadLetter> out;
+    for (const SideRecord& r : records) {
+      rapidjson::Document doc;
+      doc.Parse(r.value.data(), r.value.size());
+      if (!doc.IsObject() || !doc.HasMember("seq") || !doc["seq"].IsUint64() ||
+          !doc.HasMember("message") || !doc["message"].IsString()) {
+        return absl::DataLossError(absl::StrCat("dead letter ", r.name, " is malformed"));
+      }
+      DeadLetter d{.seq = doc["seq"].GetUint64(), .message = doc["message"].GetString()};
+      if (doc.HasMember("http_status") && doc["http_status"].IsInt()) {
+        d.http_status = doc["http_status"].GetInt();
+      }
+      if (doc.HasMember("response") && doc["response"].IsString()) {
+        d.response = doc["response"].GetString();
+      }
+      if (doc.HasMember("unix_micros") && doc["unix_micros"].IsInt64()) {
+        d.unix_micros = doc["unix_micros"].GetInt64();
+      }
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  absl::StatusOr<size_t> ReplayDeadLetters(std::string_view name) override {
+    SinkDefinition d;
+    {
+      absl::MutexLock l(&mu_);
+      CAIRN_RETURN_IF_ERROR(FindSink(name));
+      d = sink_defs_[std::string(name)];
+    }
+    CAIRN_ASSIGN_OR_RETURN(std::vector<DeadLetter> letters, ListDeadLetters(name));
+    size_t replayed = 0;
+    for (const DeadLetter& letter : letters) {
+      PostResult r = Post(d, absl::StrCat("[", letter.message, "]"));
+      if (r.kind != PostResult::Kind::kDelivered) continue;
+      char seq[24];
+      std::snprintf(seq, sizeof(seq), "%020llu", static_cast<unsigned long long>(letter.seq));
+      CAIRN_RETURN_IF_ERROR(
+          store_->DeleteSideRecords(absl::StrCat(DeadLetterPrefix(name), seq)).status());
+      ++replayed;
+    }
+    return replayed;
+  }
+
   void Stop() override {
     absl::MutexLock l(&mu_);
     stopped_ = true;
     for (auto& [name, c] : running_) {
       for (auto& r : c.readers) r->Stop();
     }
+    for (auto& [name, s] : sinks_) s->Stop();
   }
 
  private:
@@ -111,6 +227,11 @@ class ConnectorsImpl : public Connectors {
     ConnectorDefinition def;
     std::vector<std::unique_ptr<SseReader>> readers;
   };
+
+  absl::Status FindSink(std::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (sinks_.count(std::string(name))) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat("no sink \"", Excerpt(name), "\""));
+  }
 
   static absl::Status NotFound(std::string_view name) {
     return absl::NotFoundError(absl::StrCat("no connector \"", Excerpt(name), "\""));
@@ -141,6 +262,8 @@ class ConnectorsImpl : public Connectors {
   Store* const store_;
   absl::Mutex mu_;
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<HttpSink>> sinks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, SinkDefinition> sink_defs_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -50,6 +50,76 @@ absl::Status Text(const rapidjson::Value& o, const char* field, std::string* out
   return absl::OkStatus();
 }
 
+void Strings(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* k,
+             const std::vector<std::string>& v) {
+  w.Key(k);
+  w.StartArray();
+  for (const std::string& x : v) w.String(x.data(), static_cast<rapidjson::SizeType>(x.size()));
+  w.EndArray();
+}
+
+absl::Status StringList(const rapidjson::Value& o, const char* field,
+                        std::vector<std::string>* out) {
+  auto it = o.FindMember(field);
+  if (it == o.MemberEnd()) return absl::OkStatus();
+  if (!it->value.IsArray()) return Bad(field, "must be an array of strings");
+  for (const auto& u : it->value.GetArray()) {
+    if (!u.IsString()) return Bad(field, "must be an array of strings");
+    out->emplace_back(u.GetString(), u.GetStringLength());
+  }
+  return absl::OkStatus();
+}
+
+void Headers(rapidjson::Writer<rapidjson::StringBuffer>& w,
+             const std::map<std::string, std::string>& headers) {
+  w.Key("headers");
+  w.StartObject();
+  for (const auto& [k, v] : headers) {
+    w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  }
+  w.EndObject();
+}
+
+absl::Status ReadHeaders(const rapidjson::Value& o, std::map<std::string, std::string>* out) {
+  auto it = o.FindMember("headers");
+  if (it == o.MemberEnd()) return absl::OkStatus();
+  if (!it->value.IsObject()) return Bad("headers", "must be an object of strings");
+  for (const auto& m : it->value.GetObject()) {
+    if (!m.value.IsString()) return Bad("headers", "must be an object of strings");
+    (*out)[std::string(m.name.GetString(), m.name.GetStringLength())] =
+        std::string(m.value.GetString(), m.value.GetStringLength());
+  }
+  return absl::OkStatus();
+}
+
+// `what` is "connector" or "sink".
+absl::Status CheckNameAndHeaders(std::string_view what, const std::string& name,
+                                 const std::map<std::string, std::string>& headers) {
+  if (name.empty() || name.size() > kMaxName || !std::all_of(name.begin(), name.end(), NameChar)) {
+    return absl::InvalidArgumentError(absl::StrCat(AbslView(what), " name: must be 1 to ", kMaxName,
+                                                   " of A-Z a-z 0-9 . _ -, not \"", Excerpt(name),
+                                                   "\""));
+  }
+  if (headers.size() > kMaxHeaders) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(AbslView(what), " headers: at most ", kMaxHeaders, " headers"));
+  }
+  for (const auto& [k, v] : headers) {
+    bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](char c) {
+      return NameChar(c) || c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' ||
+             c == '*' || c == '+' || c == '^' || c == '`' || c == '|' || c == '~';
+    });
+    if (!token || k.size() + v.size() > kMaxHeaderBytes ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(AbslView(what), " headers[\"", Excerpt(k),
+                       "\"]: must be a header name and a one-line value"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string ToJson(const ConnectorDefinition& d) {
@@ -63,15 +133,8 @@ std::string ToJson(const ConnectorDefinition& d) {
   str("name", d.name);
   str("type", d.type);
   str("source", d.source);
-  w.Key("urls");
-  w.StartArray();
-  for (const std::string& u : d.urls)
-    w.String(u.data(), static_cast<rapidjson::SizeType>(u.size()));
-  w.EndArray();
-  w.Key("headers");
-  w.StartObject();
-  for (const auto& [k, v] : d.headers) str(k.c_str(), v);
-  w.EndObject();
+  Strings(w, "urls", d.urls);
+  Headers(w, d.headers);
   if (!d.ca_file.empty()) str("ca_file", d.ca_file);
   w.Key("retention_seconds");
   w.Uint64(absl::ToInt64Seconds(d.retention));
@@ -106,21 +169,8 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
   CAIRN_RETURN_IF_ERROR(Text(doc, "type", &d.type));
   CAIRN_RETURN_IF_ERROR(Text(doc, "source", &d.source));
   CAIRN_RETURN_IF_ERROR(Text(doc, "ca_file", &d.ca_file));
-  if (auto it = doc.FindMember("urls"); it != doc.MemberEnd()) {
-    if (!it->value.IsArray()) return Bad("urls", "must be an array of strings");
-    for (const auto& u : it->value.GetArray()) {
-      if (!u.IsString()) return Bad("urls", "must be an array of strings");
-      d.urls.emplace_back(u.GetString(), u.GetStringLength());
-    }
-  }
-  if (auto it = doc.FindMember("headers"); it != doc.MemberEnd()) {
-    if (!it->value.IsObject()) return Bad("headers", "must be an object of strings");
-    for (const auto& m : it->value.GetObject()) {
-      if (!m.value.IsString()) return Bad("headers", "must be an object of strings");
-      d.headers[std::string(m.name.GetString(), m.name.GetStringLength())] =
-          std::string(m.value.GetString(), m.value.GetStringLength());
-    }
-  }
+  CAIRN_RETURN_IF_ERROR(StringList(doc, "urls", &d.urls));
+  CAIRN_RETURN_IF_ERROR(ReadHeaders(doc, &d.headers));
   uint64_t v = absl::ToInt64Seconds(d.retention);
   CAIRN_RETURN_IF_ERROR(Whole(doc, "retention_seconds", uint64_t{10} * 365 * 86400, &v));
   d.retention = absl::Seconds(v);
@@ -172,11 +222,7 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
 }
 
 absl::Status Check(const ConnectorDefinition& d) {
-  if (d.name.empty() || d.name.size() > kMaxName ||
-      !std::all_of(d.name.begin(), d.name.end(), NameChar)) {
-    return Bad("name", absl::StrCat("must be 1 to ", kMaxName, " of A-Z a-z 0-9 . _ -, not \"",
-                                    Excerpt(d.name), "\""));
-  }
+  CAIRN_RETURN_IF_ERROR(CheckNameAndHeaders("connector", d.name, d.headers));
   if (d.type != "sse") {
     return Bad("type", absl::StrCat("\"", Excerpt(d.type), "\" is not a connector type (sse)"));
   }
@@ -196,25 +242,113 @@ absl::Status Check(const ConnectorDefinition& d) {
       return Bad(absl::StrCat("urls[", i, "]"), "repeats an earlier URL");
     }
   }
-  if (d.headers.size() > kMaxHeaders) {
-    return Bad("headers", absl::StrCat("at most ", kMaxHeaders, " headers"));
-  }
-  for (const auto& [k, v] : d.headers) {
-    bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](char c) {
-      return NameChar(c) || c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' ||
-             c == '*' || c == '+' || c == '^' || c == '`' || c == '|' || c == '~';
-    });
-    if (!token || k.size() + v.size() > kMaxHeaderBytes ||
-        v.find_first_of("\r\n") != std::string::npos) {
-      return Bad(absl::StrCat("headers[\"", Excerpt(k), "\"]"),
-                 "must be a header name and a one-line value");
-    }
-  }
   if (d.batch_events == 0) return Bad("batch_events", "must be at least 1");
   if (d.max_backoff < d.initial_backoff) {
     return Bad("max_backoff_millis", "must not be less than initial_backoff_millis");
   }
   if (d.idle_timeout < absl::Seconds(1)) return Bad("idle_timeout_seconds", "must be at least 1");
+  return absl::OkStatus();
+}
+
+std::string SinkToJson(const SinkDefinition& d) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto str = [&](const char* k, const std::string& v) {
+    w.Key(k);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  w.StartObject();
+  str("name", d.name);
+  str("type", d.type);
+  str("url", d.url);
+  Headers(w, d.headers);
+  if (!d.ca_file.empty()) str("ca_file", d.ca_file);
+  str("shape", d.shape);
+  Strings(w, "sources", d.filter.sources);
+  Strings(w, "collections", d.filter.collections);
+  str("key_prefix", d.filter.key_prefix);
+  Strings(w, "keys", d.filter.keys);
+  w.Key("from_seq");
+  w.Uint64(d.from_seq);
+  w.Key("batch_changes");
+  w.Uint(d.batch_changes);
+  w.Key("timeout_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.timeout));
+  w.Key("initial_backoff_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.initial_backoff));
+  w.Key("max_backoff_millis");
+  w.Uint64(absl::ToInt64Milliseconds(d.max_backoff));
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+absl::StatusOr<SinkDefinition> SinkFromJson(std::string_view json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return absl::InvalidArgumentError("sink definition is not a JSON object");
+  }
+  SinkDefinition d;
+  CAIRN_RETURN_IF_ERROR(Text(doc, "name", &d.name));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "type", &d.type));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "url", &d.url));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "ca_file", &d.ca_file));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "shape", &d.shape));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "key_prefix", &d.filter.key_prefix));
+  CAIRN_RETURN_IF_ERROR(StringList(doc, "sources", &d.filter.sources));
+  CAIRN_RETURN_IF_ERROR(StringList(doc, "collections", &d.filter.collections));
+  CAIRN_RETURN_IF_ERROR(StringList(doc, "keys", &d.filter.keys));
+  CAIRN_RETURN_IF_ERROR(ReadHeaders(doc, &d.headers));
+  uint64_t v = d.from_seq;
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "from_seq", UINT64_MAX, &v));
+  d.from_seq = v;
+  v = d.batch_changes;
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "batch_changes", 10000, &v));
+  d.batch_changes = static_cast<uint32_t>(v);
+  v = absl::ToInt64Milliseconds(d.timeout);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "timeout_millis", 600000, &v));
+  d.timeout = absl::Milliseconds(v);
+  v = absl::ToInt64Milliseconds(d.initial_backoff);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "initial_backoff_millis", 3600000, &v));
+  d.initial_backoff = absl::Milliseconds(v);
+  v = absl::ToInt64Milliseconds(d.max_backoff);
+  CAIRN_RETURN_IF_ERROR(Whole(doc, "max_backoff_millis", 3600000, &v));
+  d.max_backoff = absl::Milliseconds(v);
+  CAIRN_RETURN_IF_ERROR(CheckSink(d));
+  return d;
+}
+
+absl::Status CheckSink(const SinkDefinition& d) {
+  CAIRN_RETURN_IF_ERROR(CheckNameAndHeaders("sink", d.name, d.headers));
+  if (d.type != "http") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sink type: \"", Excerpt(d.type), "\" is not a sink type (http)"));
+  }
+  if (d.url.size() > kMaxUrlBytes ||
+      !(absl::StartsWith(d.url, "http://") || absl::StartsWith(d.url, "https://"))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sink url: \"", Excerpt(d.url),
+                     "\" is not an http:// or https:// URL of at most ", kMaxUrlBytes, " bytes"));
+  }
+  if (d.shape != "cairn" && d.shape != "debezium" && d.shape != "mia-projection-update") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sink shape: \"", Excerpt(d.shape),
+                     "\" is not a message shape (cairn, debezium, mia-projection-update)"));
+  }
+  for (const std::string& s : d.filter.sources) CAIRN_RETURN_IF_ERROR(CheckName("source", s));
+  for (const std::string& c : d.filter.collections) {
+    CAIRN_RETURN_IF_ERROR(CheckName("collection", c));
+  }
+  if (d.batch_changes == 0 || d.batch_changes > 10000) {
+    return absl::InvalidArgumentError("sink batch_changes: must be 1 to 10000");
+  }
+  if (d.timeout < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError("sink timeout_millis: must be at least 100");
+  }
+  if (d.max_backoff < d.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "sink max_backoff_millis: must not be less than initial_backoff_millis");
+  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,6 @@
 // One URL of an `sse` connector: a thread that reads the stream with
 // libcurl, decodes it with the source's SseDecoder and commits the events
-// with the URL's resume point (README "Connectors": the loop, the resume
+// with the URL's resume point (README "Connectors and sinks": the loop, the resume
 // record, backoff, gap and error policy).
 #ifndef CAIRN_ENGINE_CONNECTORS_SRC_SSE_READER_H_
 #define CAIRN_ENGINE_CONNECTORS_SRC_SSE_READER_H_

@@ -1,5 +1,6 @@
-// A connector's definition and status (cairn/connectors.h runs them):
-// plain value types, shared by the engine side and the remote client.
+// Connectors and sinks: their definitions and status (cairn/connectors.h
+// runs them); plain value types, shared by the engine side and the remote
+// client.
 #ifndef CAIRN_CONNECTOR_H_
 #define CAIRN_CONNECTOR_H_
 
@@ -10,6 +11,7 @@
 
 #include "absl/time/time.h"
 #include "cairn/event.h"
+#include "cairn/options.h"
 
 namespace cairn::connectors {
 
@@ -65,6 +67,52 @@ struct ConnectorStatus {
   std::string name;
   std::string state;  // the worst of its URLs' (failed, gap, backing-off, connecting, ...)
   std::vector<UrlStatus> urls;
+};
+
+// A sink delivers the change feed, filtered like a subscription, in seq
+// order, to a destination (DESIGN §9; README "Connectors and sinks").
+struct SinkDefinition {
+  std::string name;           // 1-128 of [A-Za-z0-9._-]
+  std::string type = "http";  // http: a webhook
+  std::string url;            // http:// or https://
+  std::map<std::string, std::string> headers;
+  std::string ca_file;
+  // The message shape: cairn, debezium or mia-projection-update.
+  std::string shape = "cairn";
+  SubscribeFilter filter;
+  // A new sink delivers the changes after this seq (cairnd's `--from now`
+  // puts the last committed seq here when the sink is created).
+  uint64_t from_seq = 0;
+  uint32_t batch_changes = 100;  // messages per request at most
+  absl::Duration timeout = absl::Seconds(10);
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(30);
+};
+
+struct SinkStatus {
+  std::string name;
+  // delivering, caught-up, backing-off (the destination is down or
+  // answered 408, 429 or 5xx), out_of_range (its checkpoint fell out of
+  // retention: it stopped), stopped.
+  std::string state;
+  uint64_t checkpoint_seq = 0;  // every change up to it was acknowledged
+  uint64_t lag_seqs = 0;        // last committed seq - checkpoint
+  double lag_seconds = 0;       // since the sink was last caught up
+  uint64_t delivered = 0;       // since cairnd started
+  uint64_t retries = 0;
+  uint64_t dead_letters = 0;  // kept in the store now
+  std::string last_error;
+  int64_t last_error_unix_micros = 0;
+};
+
+// A message the destination rejected for good (4xx other than 408 and 429):
+// kept in the store until replayed.
+struct DeadLetter {
+  uint64_t seq = 0;
+  int http_status = 0;
+  std::string response;  // the answer's first 1,000 bytes
+  std::string message;   // the message as sent
+  int64_t unix_micros = 0;
 };
 
 }  // namespace cairn::connectors

@@ -1,5 +1,5 @@
 // cairn::connectors — inbound connectors: named, persisted objects that pull
-// a live feed into a registered source (DESIGN §9; README "Connectors").
+// a live feed into a registered source (DESIGN §9; README "Connectors and sinks").
 // They run in cairnd and in any program that embeds the store:
 //
 //   auto connectors = cairn::connectors::Connectors::Start(store.get());
@@ -42,6 +42,20 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json);
 // INVALID_ARGUMENT naming the field for a definition out of its bounds.
 absl::Status Check(const ConnectorDefinition& d);
 
+// A sink's definition as JSON: {"name", "type", "url", "headers", "ca_file",
+// "shape", "sources", "collections", "key_prefix", "keys", "from_seq",
+// "batch_changes", "timeout_millis", "initial_backoff_millis",
+// "max_backoff_millis"}; absent fields take cairn/connector.h's defaults.
+std::string SinkToJson(const SinkDefinition& d);
+absl::StatusOr<SinkDefinition> SinkFromJson(std::string_view json);
+absl::Status CheckSink(const SinkDefinition& d);
+
+// One change as a sink sends it, in `shape` (cairn, debezium,
+// mia-projection-update); `sink` names the sink in the message's id and
+// provenance.
+std::string RenderChange(std::string_view shape, std::string_view sink, const Change& c);
+
+// Runs the connectors and the sinks of one store.
 class Connectors {
  public:
   // Starts every connector whose definition the store holds. The store must
@@ -59,7 +73,21 @@ class Connectors {
   virtual absl::Status Remove(std::string_view name) = 0;
   virtual absl::StatusOr<ConnectorStatus> Status(std::string_view name) = 0;
   virtual std::vector<ConnectorStatus> StatusAll() = 0;
-  // Stops every connector (each commits what it read); idempotent.
+
+  // Sinks. PutSink creates or replaces (restarting it, from its checkpoint
+  // when it has one) a sink; RemoveSink also forgets its checkpoint and dead
+  // letters. ReplayDeadLetters sends each again, once; those the destination
+  // accepts leave the list. It returns how many did.
+  virtual absl::Status PutSink(const SinkDefinition& d) = 0;
+  virtual absl::StatusOr<SinkDefinition> GetSink(std::string_view name) = 0;
+  virtual std::vector<SinkDefinition> ListSinks() = 0;
+  virtual absl::Status RemoveSink(std::string_view name) = 0;
+  virtual absl::StatusOr<SinkStatus> GetSinkStatus(std::string_view name) = 0;
+  virtual std::vector<SinkStatus> SinkStatusAll() = 0;
+  virtual absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(std::string_view name) = 0;
+  virtual absl::StatusOr<size_t> ReplayDeadLetters(std::string_view name) = 0;
+
+  // Stops every connector (each commits what it read) and sink; idempotent.
   virtual void Stop() = 0;
 };
 
