@@ -111,6 +111,15 @@ class Line {
   rapidjson::Writer<rapidjson::StringBuffer> w_;
 };
 
+// A sink's state, checkpoint and lag (cairn sink status, cairn stats).
+void SinkFields(const cairn::connectors::SinkStatus& s, Line* l) {
+  l->Str("sink", s.name)
+      .Str("state", s.state)
+      .U64("checkpoint_seq", s.checkpoint_seq)
+      .U64("lag_seqs", s.lag_seqs)
+      .U64("lag_ms", static_cast<uint64_t>(s.lag_seconds * 1000));
+}
+
 void PrintEntity(const cairn::Entity& e) {
   Line()
       .Str("collection", e.collection)
@@ -1451,13 +1460,9 @@ int main(int argc, char** argv) {
     auto all = client.SinkStatus(sink_name);
     if (!all.ok()) return Fail(all.status());
     for (const auto& s : *all) {
-      Line()
-          .Str("sink", s.name)
-          .Str("state", s.state)
-          .U64("checkpoint_seq", s.checkpoint_seq)
-          .U64("lag_seqs", s.lag_seqs)
-          .U64("lag_ms", static_cast<uint64_t>(s.lag_seconds * 1000))
-          .U64("delivered", s.delivered)
+      Line l;
+      SinkFields(s, &l);
+      l.U64("delivered", s.delivered)
           .U64("retries", s.retries)
           .U64("dead_letters", s.dead_letters)
           .Str("last_error", s.last_error)
@@ -1553,6 +1558,11 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, seq] : st->checkpoints) {
       Line().Str("checkpoint", name).U64("seq", seq).Print();
+    }
+    for (const auto& s : st->sinks) {
+      Line l;
+      SinkFields(s, &l);
+      l.Print();
     }
     const cairn::StoreStats::Backups& b = st->store.backups;
     Line()

@@ -581,6 +581,7 @@ class ClientImpl : public Client {
       out.subscriptions.push_back({s.id(), s.delivered_seq(), s.lag()});
     }
     out.checkpoints = {resp.checkpoints().begin(), resp.checkpoints().end()};
+    for (const auto& s : resp.sinks()) out.sinks.push_back(FromProto(s));
     return out;
   }
 

@@ -1,6 +1,7 @@
 // Admin.*: sources, stats, retention, compaction, checkpoints. Every call
 // needs the admin grant.
 #include "backups.h"
+#include "cairn/connectors.h"
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "cairn/v1/cairn.grpc.pb.h"
@@ -140,6 +141,13 @@ class AdminService final
         continue;
       }
       (*resp->mutable_checkpoints())[name] = seq;
+    }
+    for (const connectors::SinkStatus& s : deps_->connectors->SinkStatusAll()) {
+      if (resp->sinks_size() >= kMaxStatsEntries) {
+        resp->set_truncated(true);
+        break;
+      }
+      ToProto(s, resp->add_sinks());
     }
     return absl::OkStatus();
   }

@@ -270,6 +270,8 @@ def sink_delivery(args, tmp):
     st = wait_for(lambda: [x for x in cli.lines("sink", "status", "hook")
                            if x["retries"] >= 2 and x["state"] == "backing-off"], "retries")[0]
     assert st["checkpoint_seq"] == 0 and "HTTP 503" in st["last_error"], st
+    in_stats = [x for x in cli.lines("stats") if "sink" in x]
+    assert in_stats[0]["sink"] == "hook" and in_stats[0]["lag_seqs"] == 300, in_stats
     hook.down = False
     wait_for(lambda: len(hook.accepted) >= 100, "the first deliveries")
     assert len(hook.accepted) < 300, "delivered before the kill"
@@ -284,6 +286,7 @@ def sink_delivery(args, tmp):
     assert first == sorted(first), "not delivered in seq order"
     assert all(m["id"] == f"hook-{m['seq']}" for m in hook.accepted)
     assert st["lag_seqs"] == 0 and st["dead_letters"] == 0, st
+    assert [x for x in cli.lines("stats") if "sink" in x][0]["lag_seqs"] == 0
     print(f"  sink: 400 changes, {len(seqs)} delivered ({len(seqs) - 400} again after the "
           f"SIGKILL), {len(hook.requests)} requests")
     s.stop()

@@ -61,6 +61,7 @@ struct ServerStats {
   };
   std::vector<Subscription> subscriptions;
   std::map<std::string, uint64_t> checkpoints;
+  std::vector<connectors::SinkStatus> sinks;  // state, checkpoint, lag
 };
 
 // Where a subscription starts.
