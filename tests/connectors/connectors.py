@@ -188,6 +188,29 @@ def gap_after_retention(args, tmp):
     srv.stop()
 
 
+def reordered_urls(args, tmp):
+    """A definition whose URLs change order keeps each URL's resume point:
+    the URL read before resumes after its last id, nothing is read twice."""
+    _, load, change = generated(50, 30, 0, seed=9)
+    srv = FeedServer({"/load": load, "/change": change})
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"))
+    cli = Cli(args.cli, s)
+    cli.run("source", "add", "billing", "--format", "sse-feed", check_rc=0)
+    cli.run("connector", "add", "feed", "--source", "billing", "--url", srv.url("/load"),
+            check_rc=0)
+    wait_for(lambda: all(u["last_event_id"] == "50" for u in status(cli, "feed")), "the load feed")
+    before = len(srv.requests)
+    cli.run("connector", "add", "feed", "--source", "billing", "--url", srv.url("/change"),
+            "--url", srv.url("/load"), check_rc=0)
+    wait_for(lambda: caught_up(cli, "feed", srv), "both feeds")
+    again = [last for path, last in srv.requests[before:] if path == "/load"]
+    assert again and all(last == "50" for last in again), srv.requests
+    stats = next(line for line in cli.lines("stats") if line.get("source") == "billing")
+    assert stats["accepted"] == 80 and stats["duplicates"] == 0, stats
+    s.stop()
+    srv.stop()
+
+
 def definitions_and_errors(args, tmp):
     """Bad definitions are refused naming what is wrong; a 503 is retried;
     a record the format rejects stops the URL (stop) or is skipped (skip);
@@ -361,9 +384,14 @@ def sink_out_of_range(args, tmp):
     s = Cairnd(args.cairnd, os.path.join(tmp, "d"), extra=["--retention-commits", "5"])
     cli = Cli(args.cli, s)
     cli.run("source", "add", "app", "--format", "canonical", check_rc=0)
+    # A sink of a collection nothing is written to: caught up, its
+    # checkpoint follows the commits, so it never falls behind the horizon.
+    cli.run("sink", "add", "quiet", "--url", hook.url, "--collection", "none", check_rc=0)
     for i in range(30):
         ingest(cli, tmp, [upsert(f"k{i}", i)], f"b{i}.jsonl")
     wait_for(lambda: cli.lines("stats")[0]["oldest_seq"] > 1, "retention to purge")
+    quiet = wait_for(lambda: sink_caught_up(cli, "quiet"), "the quiet sink's checkpoint")
+    assert quiet["state"] == "caught-up" and quiet["lag_seqs"] == 0, quiet
     cli.run("sink", "add", "late", "--url", hook.url, "--from", "0", check_rc=0)
     st = wait_for(lambda: [x for x in cli.lines("sink", "status", "late")
                            if x["state"] == "out_of_range"], "out_of_range")[0]
@@ -379,7 +407,7 @@ def main():
     ap.add_argument("--fixtures", required=True)
     ap.add_argument("--only")
     args = ap.parse_args()
-    run_sections([aria_with_drops, killed_mid_stream, gap_after_retention,
+    run_sections([aria_with_drops, killed_mid_stream, gap_after_retention, reordered_urls,
                   definitions_and_errors, sink_delivery, sink_dead_letters_and_shapes,
                   sink_out_of_range], args)
 

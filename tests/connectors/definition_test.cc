@@ -68,6 +68,8 @@ TEST(ConnectorDefinitionTest, ErrorsNameTheField) {
       {R"({"name":"a","type":"kafka","source":"s","urls":["http://h"]})", "type"},
       {R"({"name":"a","source":"s","urls":["http://h"],"headers":{"X":"a\r\nB: c"}})",
        "headers[\"X\"]"},
+      {R"({"name":"a","source":"s","urls":["http://h"],"initial_backoff_millis":0})",
+       "initial_backoff_millis: must be at least 1"},
       {R"({"name":"a","source":"s","urls":["http://h"],"initial_backoff_millis":500,)"
        R"("max_backoff_millis":100})",
        "max_backoff_millis"},

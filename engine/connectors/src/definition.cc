@@ -243,6 +243,9 @@ absl::Status Check(const ConnectorDefinition& d) {
     }
   }
   if (d.batch_events == 0) return Bad("batch_events", "must be at least 1");
+  if (d.initial_backoff < absl::Milliseconds(1)) {
+    return Bad("initial_backoff_millis", "must be at least 1");
+  }
   if (d.max_backoff < d.initial_backoff) {
     return Bad("max_backoff_millis", "must not be less than initial_backoff_millis");
   }
@@ -344,6 +347,9 @@ absl::Status CheckSink(const SinkDefinition& d) {
   }
   if (d.timeout < absl::Milliseconds(100)) {
     return absl::InvalidArgumentError("sink timeout_millis: must be at least 100");
+  }
+  if (d.initial_backoff < absl::Milliseconds(1)) {
+    return absl::InvalidArgumentError("sink initial_backoff_millis: must be at least 1");
   }
   if (d.max_backoff < d.initial_backoff) {
     return absl::InvalidArgumentError(

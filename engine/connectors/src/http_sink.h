@@ -40,7 +40,10 @@ class HttpSink {
   HttpSink& operator=(const HttpSink&) = delete;
 
   void Start();
-  void Stop();  // idempotent; an undelivered batch is sent again after a restart
+  // Asks the thread to end; Stop waits for it. Both idempotent; an
+  // undelivered batch is sent again after a restart.
+  void RequestStop();
+  void Stop();
   SinkStatus status() const;
 
  private:

@@ -15,6 +15,7 @@
 
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "rapidjson/document.h"
@@ -50,8 +51,10 @@ std::string DefinitionRecord(std::string_view name) {
 std::string ResumePrefix(std::string_view name) {
   return absl::StrCat("connector/resume/", AbslView(name), "/");
 }
-std::string ResumeRecord(std::string_view name, size_t url_index) {
-  return absl::StrCat(ResumePrefix(name), url_index);
+std::string ResumeRecord(std::string_view name, std::string_view url) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (unsigned char c : url) h = (h ^ c) * 1099511628211ull;
+  return absl::StrCat(ResumePrefix(name), absl::Hex(h, absl::kZeroPad16));
 }
 
 SseReader::SseReader(Store* store, ConnectorDefinition def, size_t url_index)
@@ -59,7 +62,7 @@ SseReader::SseReader(Store* store, ConnectorDefinition def, size_t url_index)
       def_(std::move(def)),
       index_(url_index),
       url_(def_.urls[url_index]),
-      record_(ResumeRecord(def_.name, url_index)) {
+      record_(ResumeRecord(def_.name, url_)) {
   status_.url = url_;
   status_.state = "connecting";
 }
@@ -70,12 +73,14 @@ void SseReader::Start() {
   thread_ = std::thread([this] { Run(); });
 }
 
+void SseReader::RequestStop() {
+  absl::MutexLock l(&mu_);
+  stopping_ = true;
+  wake_.SignalAll();
+}
+
 void SseReader::Stop() {
-  {
-    absl::MutexLock l(&mu_);
-    stopping_ = true;
-    wake_.SignalAll();
-  }
+  RequestStop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -110,7 +115,15 @@ void SseReader::Run() {
     SetState("failed");
     return;
   }
-  if (auto rec = store_->GetSideRecord(record_); rec.ok()) {
+  auto rec = store_->GetSideRecord(record_);
+  if (!rec.ok() && !absl::IsNotFound(rec.status())) {
+    // Reading from the start instead would lose nothing, but it is not what
+    // the store says: fail visibly.
+    Error(absl::StrCat("read the resume point: ", rec.status().ToString()));
+    SetState("failed");
+    return;
+  }
+  if (rec.ok()) {
     rapidjson::Document doc;
     doc.Parse(rec->data(), rec->size());
     // A record of another URL (the definition changed) does not apply.
@@ -129,7 +142,9 @@ void SseReader::Run() {
   while (!stopping_) {
     SetState("connecting");
     End end = Connect();
-    Commit();  // what this connection delivered
+    // What this connection delivered; a record refused now fails the URL
+    // as one refused mid-stream does.
+    if (!Commit() && end_ == End::kFailed) end = End::kFailed;
     if (end == End::kFailed) {
       Error(failure_.ToString());
       SetState("failed");
@@ -189,7 +204,9 @@ SseReader::End SseReader::Connect() {
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  // Headers (credentials) never follow a redirect from https to http.
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
+                   absl::StartsWith(url_, "https://") ? "https" : "http,https");
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
   if (!def_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, def_.ca_file.c_str());
@@ -219,7 +236,7 @@ size_t SseReader::OnData(char* data, size_t size, size_t n, void* self) {
   return r->Consume(std::string_view(data, size * n)) ? size * n : 0;
 }
 
-int SseReader::OnProgress(void* self, long, long, long, long) {  // NOLINT(runtime/int)
+int SseReader::OnProgress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   auto* r = static_cast<SseReader*>(self);
   if (r->stopping_) return 1;
   if (absl::Now() - r->last_byte_ > r->def_.idle_timeout) {
@@ -329,7 +346,12 @@ bool SseReader::Commit() {
   pending_.clear();
   auto r = store_->Ingest(events, o);
   uint64_t skipped = 0;
-  if (!r.ok() && absl::IsInvalidArgument(r.status()) && def_.on_error == OnError::kSkip) {
+  // A record the store refuses for good: invalid, or older than its
+  // retention (OUT_OF_RANGE); anything else may pass when read again.
+  auto refused = [](const absl::Status& s) {
+    return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s);
+  };
+  if (!r.ok() && refused(r.status()) && def_.on_error == OnError::kSkip) {
     // One at a time: the events the store rejects are skipped, the rest
     // applied; then the resume point.
     Error(absl::StrCat(url_, ": skipped: ", r.status().message()));
@@ -341,7 +363,7 @@ bool SseReader::Commit() {
         sum.applied += one->applied;
         sum.duplicates += one->duplicates;
         sum.conflicts += one->conflicts;
-      } else if (absl::IsInvalidArgument(one.status())) {
+      } else if (refused(one.status())) {
         ++skipped;
       } else {
         failed = one.status();
@@ -352,8 +374,8 @@ bool SseReader::Commit() {
     r = failed.ok() ? absl::StatusOr<IngestResult>(sum) : absl::StatusOr<IngestResult>(failed);
   }
   if (!r.ok()) {
-    if (absl::IsInvalidArgument(r.status())) {
-      failure_ = absl::InvalidArgumentError(absl::StrCat(url_, ": ", r.status().message()));
+    if (refused(r.status())) {
+      failure_ = absl::Status(r.status().code(), absl::StrCat(url_, ": ", r.status().message()));
       end_ = End::kFailed;
     } else {
       // The store could not take it now (a full disk, ...): read it again.

@@ -5,6 +5,8 @@
 #ifndef CAIRN_ENGINE_CONNECTORS_SRC_SSE_READER_H_
 #define CAIRN_ENGINE_CONNECTORS_SRC_SSE_READER_H_
 
+#include <curl/curl.h>
+
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -21,10 +23,12 @@
 namespace cairn::connectors {
 
 // The side records of a connector: its definition, and each URL's resume
-// point ({"url", "last_event_id", "last_seen_micros"}).
+// point ({"url", "last_event_id", "last_seen_micros"}), named by a hash of
+// the URL (FNV-1a, 64 bits, hex), so that a definition whose URLs change
+// order keeps each URL's own.
 std::string DefinitionRecord(std::string_view name);
 std::string ResumePrefix(std::string_view name);
-std::string ResumeRecord(std::string_view name, size_t url_index);
+std::string ResumeRecord(std::string_view name, std::string_view url);
 
 class SseReader {
  public:
@@ -34,7 +38,9 @@ class SseReader {
   SseReader& operator=(const SseReader&) = delete;
 
   void Start();
-  // Commits what was read and ends the thread; idempotent.
+  // Asks the thread to end (it commits what it read); Stop waits for it.
+  // Both idempotent.
+  void RequestStop();
   void Stop();
   UrlStatus status() const;
 
@@ -45,8 +51,8 @@ class SseReader {
   End Connect();
   // libcurl callbacks (on the reader's thread).
   static size_t OnData(char* data, size_t size, size_t n, void* self);
-  static int OnProgress(void* self, long, long, long, long);  // NOLINT(runtime/int)
-  bool Consume(std::string_view chunk);                       // false: abort the transfer
+  static int OnProgress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t);
+  bool Consume(std::string_view chunk);  // false: abort the transfer
   bool Decoded(std::vector<Event>* events);
   // Commits the pending events with the resume point; false when the store
   // refused (the connection is dropped and read again from the last
