@@ -252,6 +252,7 @@ absl::Status StoreImpl::CheckFormatVersion() {
   // (a crash before it leaves the store as it was; the next open records
   // them again).
   rocksdb::WriteBatch wb;
+  bool created = false;  // a new store: this cairn creates it
   auto record_format = [&] {
     std::string version;
     keys::AppendU64(kFormatVersion, &version);
@@ -263,7 +264,8 @@ absl::Status StoreImpl::CheckFormatVersion() {
     std::string last;
     rocksdb::Status l = db_->Get(ro, cfs_[kMeta], kMetaLastSeq, &last);
     CAIRN_RETURN_IF_ERROR(record_format());
-    if (l.IsNotFound()) {
+    created = l.IsNotFound();
+    if (created) {
       CAIRN_RETURN_IF_ERROR(
           FromRocks(wb.Put(cfs_[kMeta], kMetaCreatedBy, kVersion), "record the cairn version"));
     }
@@ -305,11 +307,7 @@ absl::Status StoreImpl::CheckFormatVersion() {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &wb), "record the format version"));
-  // A new store: created_by is read back from the batch just written.
-  if (created_by_.empty()) {
-    rocksdb::Status g = db_->Get(ro, cfs_[kMeta], kMetaCreatedBy, &created_by_);
-    if (!g.IsNotFound()) CAIRN_RETURN_IF_ERROR(FromRocks(g, "read the cairn version"));
-  }
+  if (created) created_by_ = kVersion;
   return absl::OkStatus();
 }
 
