@@ -1010,13 +1010,29 @@ int main(int argc, char** argv) {
   std::string con_on_error = "stop", con_name;
   auto* con_add = con->add_subcommand("add", "create a connector (or replace and restart it)");
   con_add->add_option("name", cdef.name, "the connector's name")->required();
-  con_add->add_option("--type", cdef.type, "sse: Server-Sent Events over HTTP(S)")
+  std::vector<std::string> con_subjects;
+  con_add
+      ->add_option("--type", cdef.type,
+                   "sse: Server-Sent Events over HTTP(S); nats: a JetStream durable consumer")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sse"}));
-  con_add->add_option("--source", cdef.source, "the registered source (format sse-feed)")
+      ->check(CLI::IsMember({"sse", "nats"}));
+  con_add
+      ->add_option("--source", cdef.source,
+                   "the registered source (sse: format sse-feed; nats: the messages' format)")
       ->required();
-  con_add->add_option("--url", cdef.urls, "a feed URL; repeat for feeds read concurrently")
+  con_add
+      ->add_option("--url", cdef.urls,
+                   "sse: a feed URL, repeat for feeds read concurrently; nats: a server "
+                   "(nats:// or tls://), repeat for a cluster's")
       ->required();
+  con_add->add_option("--stream", cdef.stream, "nats: the JetStream stream");
+  con_add->add_option("--filter-subject", cdef.filter_subject,
+                      "nats: only the stream's messages on these subjects (a pattern)");
+  con_add->add_option("--consumer", cdef.consumer,
+                      "nats: the durable consumer's name (default cairn_<name>)");
+  con_add->add_option("--subject", con_subjects,
+                      "nats: 'pattern=collection': messages on matching subjects go to the "
+                      "collection (repeat)");
   con_add->add_option("--header", con_headers, "'Name: value' sent with every request");
   con_add->add_option("--ca", cdef.ca_file, "PEM roots for https (default: the system's)");
   con_add->add_option("--retention-seconds", con_retention,
@@ -1051,13 +1067,25 @@ int main(int argc, char** argv) {
   uint64_t sink_max_backoff_ms = absl::ToInt64Milliseconds(sdef.max_backoff);
   auto* snk_add = snk->add_subcommand("add", "create a sink (or replace and restart it)");
   snk_add->add_option("name", sdef.name, "the sink's name")->required();
-  snk_add->add_option("--url", sdef.url, "the webhook: each request POSTs a JSON array")
+  snk_add->add_option("--type", sdef.type, "http: a webhook; nats: JetStream publishes")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"http", "nats"}));
+  snk_add
+      ->add_option("--url", sdef.url,
+                   "http: the webhook, each request POSTs a JSON array; nats: the servers, "
+                   "nats:// or tls://, comma-separated")
       ->required();
+  snk_add
+      ->add_option("--subject", sdef.subject,
+                   "nats: the subject; {collection}, {source} and {sink} are replaced")
+      ->capture_default_str();
+  snk_add->add_option("--omnia-schema", sdef.omnia_schema,
+                      "omnia-datapoints: the messages' \"schema\"");
   snk_add->add_option("--header", sink_headers, "'Name: value' sent with every request");
   snk_add->add_option("--ca", sdef.ca_file, "PEM roots for https (default: the system's)");
   snk_add->add_option("--shape", sdef.shape, "message shape")
       ->capture_default_str()
-      ->check(CLI::IsMember({"cairn", "debezium", "mia-projection-update"}));
+      ->check(CLI::IsMember({"cairn", "debezium", "mia-projection-update", "omnia-datapoints"}));
   snk_add->add_option("--source", sdef.filter.sources, "only changes from this source (repeat)");
   snk_add->add_option("--collection", sdef.filter.collections, "only this collection (repeat)");
   snk_add->add_option("--prefix", sdef.filter.key_prefix, "only string keys with this prefix");
@@ -1350,6 +1378,14 @@ int main(int argc, char** argv) {
     cdef.idle_timeout = absl::Seconds(con_idle);
     cdef.on_error = con_on_error == "skip" ? cairn::connectors::OnError::kSkip
                                            : cairn::connectors::OnError::kStop;
+    for (const std::string& m : con_subjects) {
+      size_t eq = m.rfind('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+        std::cerr << "--subject " << m << ": expected 'pattern=collection'\n";
+        return 2;
+      }
+      cdef.subjects[m.substr(0, eq)] = m.substr(eq + 1);
+    }
     auto s = client.PutConnector(cdef);
     return s.ok() ? 0 : Fail(s);
   }
@@ -1373,6 +1409,15 @@ int main(int argc, char** argv) {
           .U64("batch_ms", absl::ToInt64Milliseconds(d.batch_time))
           .Bool("durable", d.durable)
           .Str("on_error", d.on_error == cairn::connectors::OnError::kSkip ? "skip" : "stop")
+          .Str("stream", d.stream)
+          .Str("filter_subject", d.filter_subject)
+          .Str("consumer", d.consumer)
+          .Strs("subjects",
+                [&] {
+                  std::vector<std::string> out;
+                  for (const auto& [p, c] : d.subjects) out.push_back(p + "=" + c);
+                  return out;
+                }())
           .Print();
     }
     return 0;
@@ -1446,6 +1491,7 @@ int main(int argc, char** argv) {
           .Str("url", d.url)
           .Strs("headers", header_names)
           .Str("shape", d.shape)
+          .Str("subject", d.type == "nats" ? d.subject : std::string())
           .Strs("sources", d.filter.sources)
           .Strs("collections", d.filter.collections)
           .Str("prefix", d.filter.key_prefix)
@@ -1479,6 +1525,7 @@ int main(int argc, char** argv) {
           .U64("http_status", static_cast<uint64_t>(d.http_status))
           .Str("response", d.response)
           .Raw("message", d.message)
+          .Str("subject", d.subject)
           .Print();
     }
     return 0;

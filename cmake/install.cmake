@@ -117,5 +117,5 @@ set(CPACK_COMPONENT_DEV_DESCRIPTION
     "cairn's headers, static libraries, CMake package (cairn::engine, cairn::client) and pkg-config files")
 # Static libraries: the -dev packages of what they link.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "librocksdb-dev, liblz4-dev, libcurl4-openssl-dev, libflatbuffers-dev, libabsl-dev, libgrpc++-dev, libprotobuf-dev, pkg-config")
+    "librocksdb-dev, liblz4-dev, libcurl4-openssl-dev, libnats-dev, libflatbuffers-dev, libabsl-dev, libgrpc++-dev, libprotobuf-dev, pkg-config")
 include(CPack)

@@ -232,6 +232,10 @@ void ToProto(const connectors::ConnectorDefinition& d, v1::Connector* out) {
   out->set_initial_backoff_millis(absl::ToInt64Milliseconds(d.initial_backoff));
   out->set_max_backoff_millis(absl::ToInt64Milliseconds(d.max_backoff));
   out->set_idle_timeout_seconds(absl::ToInt64Seconds(d.idle_timeout));
+  out->set_stream(d.stream);
+  out->set_filter_subject(d.filter_subject);
+  out->set_consumer(d.consumer);
+  for (const auto& [k, v] : d.subjects) (*out->mutable_subjects())[k] = v;
 }
 
 absl::StatusOr<connectors::ConnectorDefinition> FromProto(const v1::Connector& c) {
@@ -242,6 +246,10 @@ absl::StatusOr<connectors::ConnectorDefinition> FromProto(const v1::Connector& c
   d.urls = {c.urls().begin(), c.urls().end()};
   d.headers = {c.headers().begin(), c.headers().end()};
   d.ca_file = c.ca_file();
+  d.stream = c.stream();
+  d.filter_subject = c.filter_subject();
+  d.consumer = c.consumer();
+  d.subjects = {c.subjects().begin(), c.subjects().end()};
   // Bounded here so that no conversion overflows; connectors::Check bounds
   // the rest.
   constexpr uint64_t kMaxSeconds = uint64_t{10} * 365 * 86400;
@@ -344,6 +352,8 @@ void ToProto(const connectors::SinkDefinition& d, v1::Sink* out) {
   out->set_timeout_millis(absl::ToInt64Milliseconds(d.timeout));
   out->set_initial_backoff_millis(absl::ToInt64Milliseconds(d.initial_backoff));
   out->set_max_backoff_millis(absl::ToInt64Milliseconds(d.max_backoff));
+  out->set_subject(d.subject);
+  out->set_omnia_schema(d.omnia_schema);
 }
 
 absl::StatusOr<connectors::SinkDefinition> FromProto(const v1::Sink& s) {
@@ -354,6 +364,8 @@ absl::StatusOr<connectors::SinkDefinition> FromProto(const v1::Sink& s) {
   d.headers = {s.headers().begin(), s.headers().end()};
   d.ca_file = s.ca_file();
   if (!s.shape().empty()) d.shape = s.shape();
+  if (!s.subject().empty()) d.subject = s.subject();
+  if (!s.omnia_schema().empty()) d.omnia_schema = s.omnia_schema();
   d.filter.sources = {s.sources().begin(), s.sources().end()};
   d.filter.collections = {s.collections().begin(), s.collections().end()};
   d.filter.key_prefix = s.key_prefix();
@@ -409,6 +421,7 @@ void ToProto(const connectors::DeadLetter& d, v1::DeadLetter* out) {
   out->set_response(d.response);
   out->set_message(d.message);
   out->set_unix_micros(d.unix_micros);
+  out->set_subject(d.subject);
 }
 
 connectors::DeadLetter FromProto(const v1::DeadLetter& d) {
@@ -416,6 +429,7 @@ connectors::DeadLetter FromProto(const v1::DeadLetter& d) {
           .http_status = d.http_status(),
           .response = d.response(),
           .message = d.message(),
+          .subject = d.subject(),
           .unix_micros = d.unix_micros()};
 }
 

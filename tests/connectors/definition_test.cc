@@ -132,5 +132,120 @@ TEST(SinkDefinitionTest, TheCairnShapeIsTheChangeRecord) {
       HasSubstr(R"("operationType":"INSERT","operationTimestamp":"2023-11-14T22:13:20.000Z")"));
 }
 
+TEST(ConnectorDefinitionTest, NatsRoundTripAndErrors) {
+  ConnectorDefinition d{
+      .name = "dbz.pg",
+      .type = "nats",
+      .source = "pg",
+      .urls = {"nats://n1:4222", "tls://n2:4222"},
+      .stream = "DBZ",
+      .filter_subject = "dbserver1.inventory.>",
+      .subjects = {{"dbserver1.inventory.products", "products"}, {"dbserver1.*.orders", "orders"}}};
+  auto back = FromJson(ToJson(d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(ToJson(*back), ToJson(d));
+  EXPECT_EQ(back->subjects, d.subjects);
+  EXPECT_EQ(ConsumerName(*back), "cairn_dbz_pg");
+  back->consumer = "mine";
+  EXPECT_EQ(ConsumerName(*back), "mine");
+  struct Case {
+    const char* json;
+    const char* words;
+  } cases[] = {
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"]})", "stream: must be"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["http://h"],"stream":"S"})",
+       "urls[0]: \"http://h\" is not a nats:// or tls:// URL"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S.x"})", "stream"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S",)"
+       R"("consumer":"c.d"})",
+       "consumer"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S",)"
+       R"("filter_subject":"a..b"})",
+       "filter_subject"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S",)"
+       R"("subjects":{"a.>.b":"c"}})",
+       "subjects[\"a.>.b\"]"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S",)"
+       R"("subjects":{"a.b":""}})",
+       "subjects[\"a.b\"]"},
+      {R"({"name":"a","type":"nats","source":"s","urls":["nats://h"],"stream":"S",)"
+       R"("headers":{"X":"y"}})",
+       "headers: are for sse"},
+      {R"({"name":"a","source":"s","urls":["http://h"],"stream":"S"})", "for nats connectors"},
+  };
+  for (const Case& c : cases) {
+    auto r = FromJson(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.words)) << c.json;
+  }
+}
+
+TEST(ConnectorDefinitionTest, SubjectPatterns) {
+  EXPECT_TRUE(SubjectMatches("a.b.c", "a.b.c"));
+  EXPECT_FALSE(SubjectMatches("a.b.c", "a.b"));
+  EXPECT_FALSE(SubjectMatches("a.b", "a.b.c"));
+  EXPECT_TRUE(SubjectMatches("a.*.c", "a.x.c"));
+  EXPECT_FALSE(SubjectMatches("a.*.c", "a.x.y.c"));
+  EXPECT_TRUE(SubjectMatches("a.>", "a.x.y.c"));
+  EXPECT_FALSE(SubjectMatches("a.>", "a"));
+  EXPECT_TRUE(SubjectMatches(">", "a"));
+  EXPECT_FALSE(SubjectMatches("*", "a.b"));
+}
+
+TEST(SinkDefinitionTest, NatsSinks) {
+  SinkDefinition d{.name = "out",
+                   .type = "nats",
+                   .url = "nats://a:4222,nats://b:4222",
+                   .shape = "omnia-datapoints",
+                   .subject = "cdc.{source}.{collection}",
+                   .omnia_schema = "plant/v1"};
+  auto back = SinkFromJson(SinkToJson(d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(SinkToJson(*back), SinkToJson(d));
+  EXPECT_EQ(back->subject, d.subject);
+  EXPECT_EQ(back->omnia_schema, "plant/v1");
+  struct Case {
+    const char* json;
+    const char* words;
+  } cases[] = {
+      {R"({"name":"h","type":"nats","url":"http://x"})", "nats:// or tls://"},
+      {R"({"name":"h","type":"nats","url":"nats://x","subject":"a.*"})", "sink subject"},
+      {R"({"name":"h","type":"nats","url":"nats://x","subject":"a..{collection}"})",
+       "sink subject"},
+      {R"({"name":"h","type":"nats","url":"nats://x","headers":{"A":"b"}})", "for http sinks"},
+  };
+  for (const Case& c : cases) {
+    auto r = SinkFromJson(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.words)) << c.json;
+  }
+}
+
+TEST(SinkDefinitionTest, OmniaDatapointsGroupPointsPerSeries) {
+  auto point = [](uint64_t seq, const char* key, const char* after) {
+    return Change{.seq = seq,
+                  .collection = "series",
+                  .key = key,
+                  .op = Op::kUpsert,
+                  .after = after,
+                  .source = "plant"};
+  };
+  std::vector<Change> batch = {
+      point(1, R"("s1")", R"({"time":"t1","value":1.5,"status":192})"),
+      point(2, R"("s2")", R"({"time":"t1","value":2,"status":192})"),
+      point(3, R"("s1")", R"({"time":"t2","value":1.6,"status":192})"),
+      Change{.seq = 4,
+             .collection = "series",
+             .key = R"("s3")",
+             .op = Op::kDelete,
+             .before = R"({"time":"t0"})"},
+  };
+  EXPECT_EQ(RenderDatapoints("equinor/v2", batch),
+            R"({"data":{"items":[{"id":"s1","datapoints":[{"time":"t1","value":1.5,"status":192},)"
+            R"({"time":"t2","value":1.6,"status":192}]},{"id":"s2","datapoints":[{"time":"t1",)"
+            R"("value":2,"status":192}]}]},"schema":"equinor/v2"})");
+  EXPECT_EQ(RenderDatapoints("x", {batch[3]}), "");  // a delete carries no point
+}
+
 }  // namespace
 }  // namespace cairn::connectors

@@ -53,6 +53,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         messages = json.loads(body)
+        if isinstance(messages, dict):  # omnia-datapoints: one object per request
+            messages = [messages]
         if srv.delay:
             time.sleep(srv.delay)
         with srv.lock:

@@ -12,9 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "cairn/formats.h"
 #include "cairn/status.h"
-#include "http_sink.h"
+#include "nats_reader.h"
 #include "rapidjson/document.h"
+#include "sink.h"
 #include "sse_reader.h"
 
 namespace cairn::connectors {
@@ -53,7 +55,7 @@ class ConnectorsImpl : public Connectors {
         return absl::DataLossError(
             absl::StrCat("stored ", r.name, " is not a definition: ", d.status().message()));
       }
-      auto& sink = sinks_[d->name] = std::make_unique<HttpSink>(store_, *d);
+      auto& sink = sinks_[d->name] = std::make_unique<Sink>(store_, *d);
       sink->Start();
       sink_defs_[d->name] = *d;
     }
@@ -63,10 +65,16 @@ class ConnectorsImpl : public Connectors {
   absl::Status Put(const ConnectorDefinition& d) override {
     CAIRN_RETURN_IF_ERROR(Check(d));
     CAIRN_ASSIGN_OR_RETURN(SourceDefinition source, store_->GetSource(d.source));
-    if (source.format != "sse-feed") {
+    if (d.type == "sse" && source.format != "sse-feed") {
       return absl::FailedPreconditionError(
           absl::StrCat("connector ", d.name, ": source ", d.source, " has format ", source.format,
                        "; an sse connector reads a source of format sse-feed"));
+    }
+    if (d.type == "nats" && (source.format == "sse-feed" || formats::SessionOnly(source.format))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "connector ", d.name, ": source ", d.source, " has format ", source.format,
+          "; a nats connector decodes each message as one payload (debezium, goldengate, "
+          "infosphere, datapoints, canonical)"));
     }
     absl::MutexLock l(&mu_);
     if (stopped_) return absl::UnavailableError("connectors are stopping");
@@ -119,7 +127,7 @@ class ConnectorsImpl : public Connectors {
     if (stopped_) return absl::UnavailableError("sinks are stopping");
     sinks_.erase(d.name);  // stops the old one; its checkpoint stays
     CAIRN_RETURN_IF_ERROR(store_->PutSideRecord(SinkRecord(d.name), SinkToJson(d)));
-    auto& sink = sinks_[d.name] = std::make_unique<HttpSink>(store_, d);
+    auto& sink = sinks_[d.name] = std::make_unique<Sink>(store_, d);
     sink->Start();
     sink_defs_[d.name] = d;
     return absl::OkStatus();
@@ -168,33 +176,7 @@ class ConnectorsImpl : public Connectors {
       absl::MutexLock l(&mu_);
       CAIRN_RETURN_IF_ERROR(FindSink(name));
     }
-    CAIRN_ASSIGN_OR_RETURN(std::vector<SideRecord> records,
-                           store_->ListSideRecords(DeadLetterPrefix(name)));
-    std::vector<DeadLetter> out;
-    for (const SideRecord& r : records) {
-      rapidjson::Document doc;
-      doc.Parse(r.value.data(), r.value.size());
-      if (!doc.IsObject() || !doc.HasMember("seq") || !doc["seq"].IsUint64()) {
-        return absl::DataLossError(absl::StrCat("dead letter ", r.name, " is malformed"));
-      }
-      // A message past a side record's bound was not kept: empty here, and
-      // replay leaves that letter in the list.
-      DeadLetter d{.seq = doc["seq"].GetUint64()};
-      if (doc.HasMember("message") && doc["message"].IsString()) {
-        d.message = doc["message"].GetString();
-      }
-      if (doc.HasMember("http_status") && doc["http_status"].IsInt()) {
-        d.http_status = doc["http_status"].GetInt();
-      }
-      if (doc.HasMember("response") && doc["response"].IsString()) {
-        d.response = doc["response"].GetString();
-      }
-      if (doc.HasMember("unix_micros") && doc["unix_micros"].IsInt64()) {
-        d.unix_micros = doc["unix_micros"].GetInt64();
-      }
-      out.push_back(std::move(d));
-    }
-    return out;
+    return ReadDeadLetters(store_, name);
   }
 
   absl::StatusOr<size_t> ReplayDeadLetters(std::string_view name) override {
@@ -205,18 +187,12 @@ class ConnectorsImpl : public Connectors {
       d = sink_defs_[std::string(name)];
     }
     absl::MutexLock one_at_a_time(&replay_mu_);
-    CAIRN_ASSIGN_OR_RETURN(std::vector<DeadLetter> letters, ListDeadLetters(name));
-    size_t replayed = 0;
-    for (const DeadLetter& letter : letters) {
-      if (stopping_) return absl::UnavailableError("sinks are stopping");
-      if (letter.message.empty()) continue;
-      PostResult r = Post(d, absl::StrCat("[", letter.message, "]"), &stopping_);
-      if (r.kind != PostResult::Kind::kDelivered) continue;
-      char seq[24];
-      std::snprintf(seq, sizeof(seq), "%020llu", static_cast<unsigned long long>(letter.seq));
-      CAIRN_RETURN_IF_ERROR(
-          store_->DeleteSideRecords(absl::StrCat(DeadLetterPrefix(name), seq)).status());
-      ++replayed;
+    auto replayed = connectors::ReplayDeadLetters(store_, d, &stopping_);
+    if (replayed.ok()) {
+      absl::MutexLock l(&mu_);
+      if (auto it = sinks_.find(std::string(name)); it != sinks_.end()) {
+        it->second->ForgetDeadLetters(*replayed);
+      }
     }
     return replayed;
   }
@@ -239,7 +215,7 @@ class ConnectorsImpl : public Connectors {
  private:
   struct Running {
     ConnectorDefinition def;
-    std::vector<std::unique_ptr<SseReader>> readers;
+    std::vector<std::unique_ptr<Reader>> readers;
   };
 
   absl::Status FindSink(std::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -267,16 +243,20 @@ class ConnectorsImpl : public Connectors {
   void StartLocked(const ConnectorDefinition& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Running& c = running_[d.name];
     c.def = d;
-    for (size_t i = 0; i < d.urls.size(); ++i) {
-      c.readers.push_back(std::make_unique<SseReader>(store_, d, i));
-      c.readers.back()->Start();
+    if (d.type == "nats") {
+      c.readers.push_back(std::make_unique<NatsReader>(store_, d));
+    } else {
+      for (size_t i = 0; i < d.urls.size(); ++i) {
+        c.readers.push_back(std::make_unique<SseReader>(store_, d, i));
+      }
     }
+    for (auto& r : c.readers) r->Start();
   }
 
   Store* const store_;
   absl::Mutex mu_;
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::unique_ptr<HttpSink>> sinks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<Sink>> sinks_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, SinkDefinition> sink_defs_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // ends a replay under way

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cairn/connectors.h"
 #include "cairn/status.h"
 #include "rapidjson/document.h"
@@ -71,8 +72,8 @@ absl::Status StringList(const rapidjson::Value& o, const char* field,
 }
 
 void Headers(rapidjson::Writer<rapidjson::StringBuffer>& w,
-             const std::map<std::string, std::string>& headers) {
-  w.Key("headers");
+             const std::map<std::string, std::string>& headers, const char* key = "headers") {
+  w.Key(key);
   w.StartObject();
   for (const auto& [k, v] : headers) {
     w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
@@ -81,16 +82,35 @@ void Headers(rapidjson::Writer<rapidjson::StringBuffer>& w,
   w.EndObject();
 }
 
-absl::Status ReadHeaders(const rapidjson::Value& o, std::map<std::string, std::string>* out) {
-  auto it = o.FindMember("headers");
+absl::Status ReadHeaders(const rapidjson::Value& o, std::map<std::string, std::string>* out,
+                         const char* key = "headers") {
+  auto it = o.FindMember(key);
   if (it == o.MemberEnd()) return absl::OkStatus();
-  if (!it->value.IsObject()) return Bad("headers", "must be an object of strings");
+  if (!it->value.IsObject()) return Bad(key, "must be an object of strings");
   for (const auto& m : it->value.GetObject()) {
-    if (!m.value.IsString()) return Bad("headers", "must be an object of strings");
+    if (!m.value.IsString()) return Bad(key, "must be an object of strings");
     (*out)[std::string(m.name.GetString(), m.name.GetStringLength())] =
         std::string(m.value.GetString(), m.value.GetStringLength());
   }
   return absl::OkStatus();
+}
+
+// A NATS subject (or pattern): dot-separated tokens of printable ASCII
+// without spaces; `*` a whole token, `>` a whole last token.
+absl::Status CheckSubject(std::string_view field, std::string_view subject, bool wildcards = true) {
+  bool ok = !subject.empty() && subject.size() <= kMaxUrlBytes;
+  std::vector<std::string> tokens = absl::StrSplit(AbslView(subject), '.');
+  for (size_t i = 0; ok && i < tokens.size(); ++i) {
+    const std::string& t = tokens[i];
+    ok = !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c > ' ' && c < 127; });
+    if (ok && (t.find('*') != t.npos || t.find('>') != t.npos)) {
+      ok = wildcards && (t == "*" || (t == ">" && i + 1 == tokens.size()));
+    }
+  }
+  if (ok) return absl::OkStatus();
+  return Bad(field, absl::StrCat("\"", Excerpt(subject), "\" is not a NATS subject",
+                                 wildcards ? " pattern" : "", " (dot-separated tokens",
+                                 wildcards ? "; * a whole token, > the last" : "", ")"));
 }
 
 // `what` is "connector" or "sink".
@@ -151,6 +171,12 @@ std::string ToJson(const ConnectorDefinition& d) {
   w.Uint64(absl::ToInt64Milliseconds(d.max_backoff));
   w.Key("idle_timeout_seconds");
   w.Uint64(absl::ToInt64Seconds(d.idle_timeout));
+  if (d.type == "nats") {
+    str("stream", d.stream);
+    str("filter_subject", d.filter_subject);
+    str("consumer", d.consumer);
+    Headers(w, d.subjects, "subjects");
+  }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
 }
@@ -171,6 +197,10 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
   CAIRN_RETURN_IF_ERROR(Text(doc, "ca_file", &d.ca_file));
   CAIRN_RETURN_IF_ERROR(StringList(doc, "urls", &d.urls));
   CAIRN_RETURN_IF_ERROR(ReadHeaders(doc, &d.headers));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "stream", &d.stream));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "filter_subject", &d.filter_subject));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "consumer", &d.consumer));
+  CAIRN_RETURN_IF_ERROR(ReadHeaders(doc, &d.subjects, "subjects"));
   uint64_t v = absl::ToInt64Seconds(d.retention);
   CAIRN_RETURN_IF_ERROR(Whole(doc, "retention_seconds", uint64_t{10} * 365 * 86400, &v));
   d.retention = absl::Seconds(v);
@@ -211,7 +241,11 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
                                                   "on_error",
                                                   "initial_backoff_millis",
                                                   "max_backoff_millis",
-                                                  "idle_timeout_seconds"};
+                                                  "idle_timeout_seconds",
+                                                  "stream",
+                                                  "filter_subject",
+                                                  "consumer",
+                                                  "subjects"};
     std::string_view name(m.name.GetString(), m.name.GetStringLength());
     if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
       return Bad(name, "is not a field of a connector definition");
@@ -223,20 +257,24 @@ absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json) {
 
 absl::Status Check(const ConnectorDefinition& d) {
   CAIRN_RETURN_IF_ERROR(CheckNameAndHeaders("connector", d.name, d.headers));
-  if (d.type != "sse") {
-    return Bad("type", absl::StrCat("\"", Excerpt(d.type), "\" is not a connector type (sse)"));
+  if (d.type != "sse" && d.type != "nats") {
+    return Bad("type",
+               absl::StrCat("\"", Excerpt(d.type), "\" is not a connector type (sse, nats)"));
   }
   if (d.source.empty()) return Bad("source", "is required");
   if (d.urls.empty() || d.urls.size() > kMaxUrls) {
     return Bad("urls", absl::StrCat("must hold 1 to ", kMaxUrls, " URLs, not ", d.urls.size()));
   }
+  const bool nats = d.type == "nats";
   for (size_t i = 0; i < d.urls.size(); ++i) {
     const std::string& u = d.urls[i];
-    if (u.size() > kMaxUrlBytes ||
-        !(absl::StartsWith(u, "http://") || absl::StartsWith(u, "https://"))) {
+    bool scheme = nats ? absl::StartsWith(u, "nats://") || absl::StartsWith(u, "tls://")
+                       : absl::StartsWith(u, "http://") || absl::StartsWith(u, "https://");
+    if (u.size() > kMaxUrlBytes || !scheme) {
       return Bad(absl::StrCat("urls[", i, "]"),
-                 absl::StrCat("\"", Excerpt(u), "\" is not an http:// or https:// URL of at most ",
-                              kMaxUrlBytes, " bytes"));
+                 absl::StrCat("\"", Excerpt(u), "\" is not ",
+                              nats ? "a nats:// or tls://" : "an http:// or https://",
+                              " URL of at most ", kMaxUrlBytes, " bytes"));
     }
     if (std::find(d.urls.begin(), d.urls.begin() + i, u) != d.urls.begin() + i) {
       return Bad(absl::StrCat("urls[", i, "]"), "repeats an earlier URL");
@@ -250,7 +288,54 @@ absl::Status Check(const ConnectorDefinition& d) {
     return Bad("max_backoff_millis", "must not be less than initial_backoff_millis");
   }
   if (d.idle_timeout < absl::Seconds(1)) return Bad("idle_timeout_seconds", "must be at least 1");
+  if (!nats) {
+    if (!d.stream.empty() || !d.filter_subject.empty() || !d.consumer.empty() ||
+        !d.subjects.empty()) {
+      return Bad("stream", "stream, filter_subject, consumer and subjects are for nats connectors");
+    }
+    return absl::OkStatus();
+  }
+  if (!d.headers.empty()) return Bad("headers", "are for sse connectors");
+  if (d.stream.empty() || d.stream.size() > kMaxName ||
+      !std::all_of(d.stream.begin(), d.stream.end(), NameChar) ||
+      d.stream.find('.') != std::string::npos) {
+    return Bad("stream", "must be a JetStream stream name: 1 to 128 of A-Z a-z 0-9 _ -");
+  }
+  if (!d.consumer.empty() && (d.consumer.size() > kMaxName ||
+                              !std::all_of(d.consumer.begin(), d.consumer.end(), NameChar) ||
+                              d.consumer.find('.') != std::string::npos)) {
+    return Bad("consumer", "must be a JetStream consumer name: 1 to 128 of A-Z a-z 0-9 _ -");
+  }
+  if (!d.filter_subject.empty())
+    CAIRN_RETURN_IF_ERROR(CheckSubject("filter_subject", d.filter_subject));
+  if (d.subjects.size() > kMaxHeaders) {
+    return Bad("subjects", absl::StrCat("at most ", kMaxHeaders, " subject patterns"));
+  }
+  for (const auto& [subject, collection] : d.subjects) {
+    std::string field = absl::StrCat("subjects[\"", Excerpt(subject), "\"]");
+    CAIRN_RETURN_IF_ERROR(CheckSubject(field, subject));
+    if (absl::Status s = CheckName("collection", collection); !s.ok()) {
+      return Bad(field, StdView(s.message()));
+    }
+  }
   return absl::OkStatus();
+}
+
+std::string ConsumerName(const ConnectorDefinition& d) {
+  if (!d.consumer.empty()) return d.consumer;
+  std::string name = absl::StrCat("cairn_", AbslView(d.name));
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+
+bool SubjectMatches(std::string_view pattern, std::string_view subject) {
+  std::vector<std::string> p = absl::StrSplit(AbslView(pattern), '.');
+  std::vector<std::string> s = absl::StrSplit(AbslView(subject), '.');
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == ">") return s.size() > i;
+    if (i >= s.size() || (p[i] != "*" && p[i] != s[i])) return false;
+  }
+  return p.size() == s.size();
 }
 
 std::string SinkToJson(const SinkDefinition& d) {
@@ -267,6 +352,8 @@ std::string SinkToJson(const SinkDefinition& d) {
   Headers(w, d.headers);
   if (!d.ca_file.empty()) str("ca_file", d.ca_file);
   str("shape", d.shape);
+  if (d.type == "nats") str("subject", d.subject);
+  if (d.shape == "omnia-datapoints") str("omnia_schema", d.omnia_schema);
   Strings(w, "sources", d.filter.sources);
   Strings(w, "collections", d.filter.collections);
   str("key_prefix", d.filter.key_prefix);
@@ -297,6 +384,8 @@ absl::StatusOr<SinkDefinition> SinkFromJson(std::string_view json) {
   CAIRN_RETURN_IF_ERROR(Text(doc, "url", &d.url));
   CAIRN_RETURN_IF_ERROR(Text(doc, "ca_file", &d.ca_file));
   CAIRN_RETURN_IF_ERROR(Text(doc, "shape", &d.shape));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "subject", &d.subject));
+  CAIRN_RETURN_IF_ERROR(Text(doc, "omnia_schema", &d.omnia_schema));
   CAIRN_RETURN_IF_ERROR(Text(doc, "key_prefix", &d.filter.key_prefix));
   CAIRN_RETURN_IF_ERROR(StringList(doc, "sources", &d.filter.sources));
   CAIRN_RETURN_IF_ERROR(StringList(doc, "collections", &d.filter.collections));
@@ -323,20 +412,53 @@ absl::StatusOr<SinkDefinition> SinkFromJson(std::string_view json) {
 
 absl::Status CheckSink(const SinkDefinition& d) {
   CAIRN_RETURN_IF_ERROR(CheckNameAndHeaders("sink", d.name, d.headers));
-  if (d.type != "http") {
+  if (d.type != "http" && d.type != "nats") {
     return absl::InvalidArgumentError(
-        absl::StrCat("sink type: \"", Excerpt(d.type), "\" is not a sink type (http)"));
+        absl::StrCat("sink type: \"", Excerpt(d.type), "\" is not a sink type (http, nats)"));
   }
-  if (d.url.size() > kMaxUrlBytes ||
-      !(absl::StartsWith(d.url, "http://") || absl::StartsWith(d.url, "https://"))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sink url: \"", Excerpt(d.url),
-                     "\" is not an http:// or https:// URL of at most ", kMaxUrlBytes, " bytes"));
+  if (d.type == "http") {
+    if (d.url.size() > kMaxUrlBytes ||
+        !(absl::StartsWith(d.url, "http://") || absl::StartsWith(d.url, "https://"))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sink url: \"", Excerpt(d.url),
+                       "\" is not an http:// or https:// URL of at most ", kMaxUrlBytes, " bytes"));
+    }
+  } else {
+    std::vector<std::string> servers = absl::StrSplit(d.url, ',');
+    for (const std::string& u : servers) {
+      if (d.url.size() > kMaxUrlBytes ||
+          !(absl::StartsWith(u, "nats://") || absl::StartsWith(u, "tls://"))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sink url: \"", Excerpt(d.url),
+                         "\" is not a comma-separated list of nats:// or tls:// URLs of at most ",
+                         kMaxUrlBytes, " bytes"));
+      }
+    }
+    if (!d.headers.empty()) {
+      return absl::InvalidArgumentError("sink headers: are for http sinks");
+    }
+    // The template with every placeholder filled in by a name must be a subject.
+    std::string sample = d.subject;
+    for (std::string_view p : {"{collection}", "{source}", "{sink}"}) {
+      for (size_t at; (at = sample.find(p)) != std::string::npos;)
+        sample.replace(at, p.size(), "x");
+    }
+    if (absl::Status s = CheckSubject("subject", sample, /*wildcards=*/false); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sink subject: \"", Excerpt(d.subject),
+                       "\" is not a NATS subject template (dot-separated tokens, no wildcards; "
+                       "{collection}, {source} and {sink} are replaced)"));
+    }
   }
-  if (d.shape != "cairn" && d.shape != "debezium" && d.shape != "mia-projection-update") {
+  if (d.shape != "cairn" && d.shape != "debezium" && d.shape != "mia-projection-update" &&
+      d.shape != "omnia-datapoints") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sink shape: \"", Excerpt(d.shape),
+        "\" is not a message shape (cairn, debezium, mia-projection-update, omnia-datapoints)"));
+  }
+  if (d.omnia_schema.size() > kMaxUrlBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sink shape: \"", Excerpt(d.shape),
-                     "\" is not a message shape (cairn, debezium, mia-projection-update)"));
+        absl::StrCat("sink omnia_schema: at most ", kMaxUrlBytes, " bytes"));
   }
   for (const std::string& s : d.filter.sources) CAIRN_RETURN_IF_ERROR(CheckName("source", s));
   for (const std::string& c : d.filter.collections) {

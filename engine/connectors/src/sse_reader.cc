@@ -29,6 +29,8 @@ namespace {
 // event arrives, so a quiet feed is not taken for an absence.
 constexpr absl::Duration kHeartbeat = absl::Seconds(30);
 
+}  // namespace
+
 std::string ResumeJson(std::string_view url, std::string_view id, int64_t seen) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
@@ -42,8 +44,6 @@ std::string ResumeJson(std::string_view url, std::string_view id, int64_t seen) 
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
 }
-
-}  // namespace
 
 std::string DefinitionRecord(std::string_view name) {
   return absl::StrCat("connector/def/", AbslView(name), "/");

@@ -19,6 +19,7 @@
 #include "cairn/formats.h"
 #include "cairn/source.h"
 #include "cairn/store.h"
+#include "reader.h"
 
 namespace cairn::connectors {
 
@@ -29,20 +30,19 @@ namespace cairn::connectors {
 std::string DefinitionRecord(std::string_view name);
 std::string ResumePrefix(std::string_view name);
 std::string ResumeRecord(std::string_view name, std::string_view url);
+std::string ResumeJson(std::string_view url, std::string_view id, int64_t seen_micros);
 
-class SseReader {
+class SseReader : public Reader {
  public:
   SseReader(Store* store, ConnectorDefinition def, size_t url_index);
-  ~SseReader();  // Stop()
+  ~SseReader() override;  // Stop()
   SseReader(const SseReader&) = delete;
   SseReader& operator=(const SseReader&) = delete;
 
-  void Start();
-  // Asks the thread to end (it commits what it read); Stop waits for it.
-  // Both idempotent.
-  void RequestStop();
-  void Stop();
-  UrlStatus status() const;
+  void Start() override;
+  void RequestStop() override;
+  void Stop() override;
+  UrlStatus status() const override;
 
  private:
   enum class End { kDropped, kEnded, kFailed };

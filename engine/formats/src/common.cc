@@ -170,6 +170,7 @@ const std::vector<std::string>* ConfiguredKeyFields(const Context& ctx,
 
 absl::StatusOr<std::string> ResolveCollection(const Context& ctx, std::string_view name,
                                               std::string_view field) {
+  if (!ctx.options.force_collection.empty()) return ctx.options.force_collection;
   if (!name.empty()) {
     auto it = ctx.source.collection_map.find(std::string(name));
     return it != ctx.source.collection_map.end() ? it->second : std::string(name);

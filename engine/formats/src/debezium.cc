@@ -58,6 +58,7 @@ absl::StatusOr<Position> ReadPosition(const Value& event, const Value* source,
 }
 
 absl::StatusOr<std::string> ReadCollection(const Context& ctx, const Value* source) {
+  if (!ctx.options.force_collection.empty()) return ctx.options.force_collection;
   const Value* table = source ? Member(*source, "table") : nullptr;
   if (table == nullptr) return ResolveCollection(ctx, "", "source.table");
   if (!IsText(*table) || table->GetStringLength() == 0) {

@@ -21,10 +21,13 @@ enum class OnError {
 };
 
 struct ConnectorDefinition {
-  std::string name;                            // 1-128 of [A-Za-z0-9._-]
-  std::string type = "sse";                    // sse
-  std::string source;                          // a registered source; sse: of format sse-feed
-  std::vector<std::string> urls;               // sse: 1 to 16, http:// or https://
+  std::string name;          // 1-128 of [A-Za-z0-9._-]
+  std::string type = "sse";  // sse or nats
+  std::string source;        // a registered source; sse: of format sse-feed
+  // sse: the feeds, 1 to 16, http:// or https://, read concurrently.
+  // nats: the servers of one NATS cluster, nats:// or tls:// (credentials
+  // as nats://user:password@host:port).
+  std::vector<std::string> urls;
   std::map<std::string, std::string> headers;  // sent with every request
   std::string ca_file;  // PEM roots for https (default: the system's); TLS is always verified
   // How long the feed keeps events (Aria: 48 h); 0: forever. A URL away
@@ -40,9 +43,24 @@ struct ConnectorDefinition {
   absl::Duration max_backoff = absl::Seconds(30);
   // No byte for this long (not even a heartbeat comment): reconnect.
   absl::Duration idle_timeout = absl::Seconds(120);
+
+  // nats: a JetStream durable pull consumer `consumer` (default
+  // "cairn_<name>", dots made underscores) on `stream`, taking the subjects
+  // that match `filter_subject` (default: all of the stream's). Each message
+  // is one payload in the source's format; `subjects` maps a subject
+  // pattern (NATS wildcards * and >) to the collection its records go to,
+  // whatever they name (Debezium Server's `prefix.schema.table`); unmapped
+  // subjects leave the collection to the format. A message is acknowledged
+  // only after the commit holding it.
+  std::string stream;
+  std::string filter_subject;
+  std::string consumer;
+  std::map<std::string, std::string> subjects;
 };
 
 // What one URL is doing, and its counters since the connector started.
+// A nats connector has one: `url` is "<stream>/<consumer>", last_event_id
+// the last stream sequence committed.
 struct UrlStatus {
   std::string url;
   // connecting, streaming, backing-off, gap (streaming again after an
@@ -72,13 +90,21 @@ struct ConnectorStatus {
 // A sink delivers the change feed, filtered like a subscription, in seq
 // order, to a destination (DESIGN §9; README "Connectors and sinks").
 struct SinkDefinition {
-  std::string name;           // 1-128 of [A-Za-z0-9._-]
-  std::string type = "http";  // http: a webhook
-  std::string url;            // http:// or https://
+  std::string name;  // 1-128 of [A-Za-z0-9._-]
+  // http: a webhook. nats: JetStream publishes, each with the header
+  // Nats-Msg-Id "<name>-<seq>" (omnia-datapoints: "<name>-<first>-<last>"),
+  // so that JetStream's duplicate window drops re-sends.
+  std::string type = "http";
+  std::string url;  // http:// or https://; nats: nats:// or tls:// servers, comma-separated
   std::map<std::string, std::string> headers;
   std::string ca_file;
-  // The message shape: cairn, debezium or mia-projection-update.
+  // The message shape: cairn, debezium, mia-projection-update or
+  // omnia-datapoints (one message per batch, points grouped per series).
   std::string shape = "cairn";
+  // nats: the subject, with {collection}, {source} and {sink} replaced.
+  std::string subject = "cairn.{collection}";
+  // omnia-datapoints: the message's "schema".
+  std::string omnia_schema = "equinor/plant/schemas/ingest/datapoints_v2";
   SubscribeFilter filter;
   // A new sink delivers the changes after this seq (cairnd's `--from now`
   // puts the last committed seq here when the sink is created).
@@ -109,9 +135,10 @@ struct SinkStatus {
 // kept in the store until replayed.
 struct DeadLetter {
   uint64_t seq = 0;
-  int http_status = 0;
+  int http_status = 0;   // nats: 0 (response holds the error)
   std::string response;  // the answer's first 1,000 bytes
   std::string message;   // the message as sent
+  std::string subject;   // nats: the subject it was sent to
   int64_t unix_micros = 0;
 };
 

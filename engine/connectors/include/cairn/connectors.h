@@ -35,17 +35,24 @@ namespace cairn::connectors {
 // {"name", "type", "source", "urls", "headers", "ca_file",
 //  "retention_seconds", "batch_events", "batch_millis", "durable",
 //  "on_error": "stop"|"skip", "initial_backoff_millis", "max_backoff_millis",
-//  "idle_timeout_seconds"}; absent fields take cairn/connector.h's defaults.
+//  "idle_timeout_seconds", and for nats "stream", "filter_subject",
+//  "consumer", "subjects"}; absent fields take cairn/connector.h's defaults.
 std::string ToJson(const ConnectorDefinition& d);
 // INVALID_ARGUMENT naming the field for JSON that is not a definition.
 absl::StatusOr<ConnectorDefinition> FromJson(std::string_view json);
 // INVALID_ARGUMENT naming the field for a definition out of its bounds.
 absl::Status Check(const ConnectorDefinition& d);
 
+// A nats connector's JetStream consumer name: `consumer`, else
+// "cairn_<name>" with dots made underscores.
+std::string ConsumerName(const ConnectorDefinition& d);
+// Whether a NATS subject matches a pattern (`*` one token, `>` the rest).
+bool SubjectMatches(std::string_view pattern, std::string_view subject);
+
 // A sink's definition as JSON: {"name", "type", "url", "headers", "ca_file",
-// "shape", "sources", "collections", "key_prefix", "keys", "from_seq",
-// "batch_changes", "timeout_millis", "initial_backoff_millis",
-// "max_backoff_millis"}; absent fields take cairn/connector.h's defaults.
+// "shape", "subject" (nats), "omnia_schema", "sources", "collections", "key_prefix", "keys",
+// "from_seq", "batch_changes", "timeout_millis", "initial_backoff_millis", "max_backoff_millis"};
+// absent fields take cairn/connector.h's defaults.
 std::string SinkToJson(const SinkDefinition& d);
 absl::StatusOr<SinkDefinition> SinkFromJson(std::string_view json);
 absl::Status CheckSink(const SinkDefinition& d);
@@ -54,6 +61,12 @@ absl::Status CheckSink(const SinkDefinition& d);
 // mia-projection-update); `sink` names the sink in the message's id and
 // provenance.
 std::string RenderChange(std::string_view shape, std::string_view sink, const Change& c);
+// Changes in the omnia-datapoints shape: {"data":{"items":[{"id",
+// "datapoints":[{"time","value","status"}...]}...]},"schema"}, one item per
+// series (the change's key, a JSON string's text) in the order they first
+// appear, each series' points in seq order. Deletes carry no point and are
+// left out; empty when no change is left.
+std::string RenderDatapoints(std::string_view schema, const std::vector<Change>& changes);
 
 // Runs the connectors and the sinks of one store.
 class Connectors {

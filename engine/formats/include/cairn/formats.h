@@ -52,6 +52,9 @@ struct DecodeOptions {
   // source's default_collection. Sessions pass theirs (bitbroker records are
   // validated against that collection's JSON Schema).
   std::string collection;
+  // The collection every record goes to, whatever it names (a nats
+  // connector's subject map); empty: the format decides.
+  std::string force_collection;
 };
 
 // Decodes one whole payload in `source.format`. INVALID_ARGUMENT for unknown

@@ -1,8 +1,9 @@
-// One `http` sink: a thread that subscribes to the store from the sink's
-// checkpoint, renders changes in the sink's shape, POSTs them in batches and
-// advances the checkpoint only after a 2xx (README "Connectors and sinks").
-#ifndef CAIRN_ENGINE_CONNECTORS_SRC_HTTP_SINK_H_
-#define CAIRN_ENGINE_CONNECTORS_SRC_HTTP_SINK_H_
+// One sink: a thread that subscribes to the store from the sink's
+// checkpoint, renders changes in the sink's shape, sends them in batches to
+// its destination (destination.h) and advances the checkpoint only after
+// the destination acknowledged (README "Connectors and sinks").
+#ifndef CAIRN_ENGINE_CONNECTORS_SRC_SINK_H_
+#define CAIRN_ENGINE_CONNECTORS_SRC_SINK_H_
 
 #include <atomic>
 #include <string>
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cairn/connectors.h"
 #include "cairn/store.h"
+#include "destination.h"
 
 namespace cairn::connectors {
 
@@ -20,24 +22,19 @@ namespace cairn::connectors {
 std::string SinkRecord(std::string_view name);
 std::string SinkPosRecord(std::string_view name);
 std::string DeadLetterPrefix(std::string_view name);
+absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(Store* store, std::string_view name);
+// Sends each dead letter again, once, on the caller's thread with a
+// connection of its own; those the destination accepts leave the list.
+// Returns how many did.
+absl::StatusOr<size_t> ReplayDeadLetters(Store* store, const SinkDefinition& def,
+                                         const std::atomic<bool>* abort);
 
-// What one POST got: 2xx, retry (network error, 408, 429, 5xx) or a
-// permanent refusal.
-struct PostResult {
-  enum class Kind { kDelivered, kRetry, kRejected } kind = Kind::kRetry;
-  long http = 0;  // NOLINT(runtime/int)
-  std::string error;
-  std::string response;  // the first 1,000 bytes
-};
-PostResult Post(const SinkDefinition& d, const std::string& body,
-                const std::atomic<bool>* abort = nullptr);
-
-class HttpSink {
+class Sink {
  public:
-  HttpSink(Store* store, SinkDefinition def);
-  ~HttpSink();
-  HttpSink(const HttpSink&) = delete;
-  HttpSink& operator=(const HttpSink&) = delete;
+  Sink(Store* store, SinkDefinition def);
+  ~Sink();
+  Sink(const Sink&) = delete;
+  Sink& operator=(const Sink&) = delete;
 
   void Start();
   // Asks the thread to end; Stop waits for it. Both idempotent; an
@@ -45,6 +42,8 @@ class HttpSink {
   void RequestStop();
   void Stop();
   SinkStatus status() const;
+  // `n` dead letters left the list (a replay).
+  void ForgetDeadLetters(uint64_t n);
 
  private:
   void Run();
@@ -57,6 +56,7 @@ class HttpSink {
 
   Store* const store_;
   const SinkDefinition def_;
+  std::unique_ptr<Destination> destination_;  // the thread's
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   mutable absl::Mutex mu_;
@@ -64,8 +64,9 @@ class HttpSink {
   SinkStatus status_ ABSL_GUARDED_BY(mu_);
   absl::Time caught_up_at_ ABSL_GUARDED_BY(mu_) = absl::Now();
   bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t dead_letters_ ABSL_GUARDED_BY(mu_) = 0;  // in the store
 };
 
 }  // namespace cairn::connectors
 
-#endif  // CAIRN_ENGINE_CONNECTORS_SRC_HTTP_SINK_H_
+#endif  // CAIRN_ENGINE_CONNECTORS_SRC_SINK_H_
