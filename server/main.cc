@@ -88,6 +88,8 @@ int main(int argc, char** argv) {
   app.add_option("--backup-id", restore_backup_id,
                  "with --restore-from: restore this backup instead of the newest")
       ->check(CLI::PositiveNumber);
+  app.add_option("--http-listen", o.http_listen,
+                 "the HTTP API's address, host:port (default: none; make run: 127.0.0.1:8080)");
   std::string port_file;
   app.add_option("--port-file", port_file,
                  "write the bound port here once serving (for --listen host:0)");
@@ -130,6 +132,11 @@ int main(int argc, char** argv) {
     // Write then rename, so a reader never sees a partial file.
     std::string tmp = port_file + ".tmp";
     std::ofstream(tmp) << (*server)->port() << "\n";
+    if ((*server)->http_port() != 0) {
+      std::string http_tmp = port_file + ".http.tmp", http = port_file + ".http";
+      std::ofstream(http_tmp) << (*server)->http_port() << "\n";
+      std::rename(http_tmp.c_str(), http.c_str());
+    }
     std::rename(tmp.c_str(), port_file.c_str());
   }
   int sig = 0;

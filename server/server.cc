@@ -18,6 +18,7 @@
 #include "cairn/connectors.h"
 #include "cairn/status.h"
 #include "dispatcher.h"
+#include "http_server.h"
 #include "ingest_worker.h"
 #include "service.h"
 
@@ -186,10 +187,15 @@ class ServerImpl : public Server {
     spdlog::info("cairnd listening on {} (port {}), data in {}, auth {}, tls {}", options_.listen,
                  port_, options_.data_dir, auth_.enabled() ? "on" : "off",
                  options_.tls_cert_file.empty() ? "off" : "on");
+    if (!options_.http_listen.empty()) {
+      CAIRN_ASSIGN_OR_RETURN(http_, HttpServer::Start(options_.http_listen, &deps_));
+      spdlog::info("HTTP API on {} (port {})", options_.http_listen, http_->port());
+    }
     return absl::OkStatus();
   }
 
   int port() const override { return port_; }
+  int http_port() const override { return http_ ? http_->port() : 0; }
 
   void Shutdown() override {
     if (shut_down_.exchange(true)) {
@@ -198,6 +204,7 @@ class ServerImpl : public Server {
     }
     spdlog::info("shutting down: finishing in-flight batches, ending subscriptions");
     deps_.shutting_down.store(true);
+    if (http_) http_->Shutdown();
     if (server_) {
       server_->GetHealthCheckService()->SetServingStatus(false);
       dispatcher_->EndAll();
@@ -224,6 +231,7 @@ class ServerImpl : public Server {
   std::unique_ptr<Store> store_;
   std::unique_ptr<IngestWorker> worker_;
   std::unique_ptr<connectors::Connectors> connectors_;
+  std::unique_ptr<HttpServer> http_;
   Deps deps_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<grpc::Service> ingest_;

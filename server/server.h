@@ -17,6 +17,8 @@ namespace cairn::server {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
+  // The HTTP API's address (README "HTTP API"); empty: none.
+  std::string http_listen;
   std::string data_dir = "./data";
   RetentionOptions retention;
   size_t memory_budget = 256 << 20;  // Options::memory_budget
@@ -67,6 +69,8 @@ class Server {
 
   // The bound port (useful with "127.0.0.1:0").
   virtual int port() const = 0;
+  // The HTTP API's bound port; 0 without one.
+  virtual int http_port() const = 0;
   // Graceful: stops accepting calls, lets in-flight batches finish, ends
   // subscriptions with UNAVAILABLE, then closes the store. Idempotent.
   virtual void Shutdown() = 0;
