@@ -8,6 +8,7 @@
 //   GET  /healthz, /readyz
 //   GET  /v1/entities/{collection}/{key}           the entity
 //   GET  /v1/entities/{collection}/{key}/history   its versions
+//   GET  /v1/subscribe?...                         Server-Sent Events
 //   GET  /v1/stats
 //   POST /v1/ingest?source=NAME[&durable=true]     a payload in the registered
 //                                                  source's format
@@ -15,9 +16,16 @@
 // is not JSON is taken as a string (GB).
 #include "http_server.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <cstdio>
+#include <map>
+#include <optional>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -25,6 +33,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "cairn/connectors.h"
 #include "cairn/formats.h"
 #include "cairn/status.h"
 #include "convert.h"
@@ -46,6 +56,11 @@ struct Reply {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // GET /v1/subscribe: the stream to serve as Server-Sent Events.
+  std::unique_ptr<Subscription> subscription;
+  // GET /v1/snapshot: the entities to stream as NDJSON.
+  std::unique_ptr<SnapshotCursor> cursor;
+  absl::Duration heartbeat = absl::Seconds(15);
 };
 
 Reply Error(const absl::Status& s) { return {.status = HttpStatusOf(s), .body = ErrorJson(s)}; }
@@ -114,12 +129,95 @@ std::string KeyOf(const std::string& text) {
   return Done(buf);
 }
 
+void EntityFields(Writer& w, const Entity& e) {
+  Str(w, "collection", e.collection);
+  Raw(w, "key", e.key);
+  Raw(w, "document", e.document);
+  w.Key("complete");
+  w.Bool(e.complete);
+  PositionJson(w, e.position);
+  Str(w, "source", e.source);
+  w.Key("seq");
+  w.Uint64(e.seq);
+}
+
+// One subscription item as an SSE event: `change` (id: its seq),
+// `snapshot` (an entity), `snapshot_end` (id: N), `caught_up`.
+std::string SseEvent(const SubscriptionItem& item) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  std::string head;
+  switch (item.kind) {
+    case SubscriptionItem::Kind::kChange: {
+      const Change& c = item.change;
+      head = absl::StrCat("id: ", c.seq, "\nevent: change\n");
+      w.Key("seq");
+      w.Uint64(c.seq);
+      Str(w, "collection", c.collection);
+      Raw(w, "key", c.key);
+      Str(w, "op", OpName(c.op));
+      Raw(w, "before", c.before);
+      Raw(w, "after", c.after);
+      PositionJson(w, c.position);
+      Str(w, "source", c.source);
+      break;
+    }
+    case SubscriptionItem::Kind::kSnapshotEntity:
+      head = "event: snapshot\n";
+      EntityFields(w, item.entity);
+      break;
+    case SubscriptionItem::Kind::kSnapshotEnd:
+      head = absl::StrCat("id: ", item.seq, "\nevent: snapshot_end\n");
+      w.Key("seq");
+      w.Uint64(item.seq);
+      break;
+    case SubscriptionItem::Kind::kCaughtUp:
+      head = "event: caught_up\n";
+      w.Key("seq");
+      w.Uint64(item.seq);
+      break;
+  }
+  w.EndObject();
+  return absl::StrCat(head, "data: ", absl::string_view(buf.GetString(), buf.GetSize()), "\n\n");
+}
+
+std::string JsonQuote(std::string_view text) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  return Done(buf);
+}
+
+std::string IngestJson(const IngestResult& r) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  for (auto [k, v] : {std::pair<const char*, uint64_t>{"first_seq", r.first_seq},
+                      {"last_seq", r.last_seq},
+                      {"applied", r.applied},
+                      {"duplicates", r.duplicates},
+                      {"conflicts", r.conflicts}}) {
+    w.Key(k);
+    w.Uint64(v);
+  }
+  w.EndObject();
+  return Done(buf);
+}
+
 class Router {
  public:
   explicit Router(Deps* deps) : deps_(deps) {}
 
+  // Open SSE streams, within --max-subscriptions.
+  void ReleaseStream() { streams_.fetch_sub(1); }
+
   Reply Handle(const http::request<http::string_body>& req, const Caller& caller) {
     std::string_view target(req.target().data(), req.target().size());
+    std::optional<std::string> last_event_id;
+    if (auto it = req.find("Last-Event-ID"); it != req.end()) {
+      last_event_id = std::string(it->value());
+    }
     std::string_view path = target.substr(0, target.find('?'));
     std::string_view query =
         path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view();
@@ -136,6 +234,7 @@ class Router {
     if (seg.size() == 1 && seg[0] == "healthz" && get) {
       return {.content_type = "text/plain", .body = "ok\n"};
     }
+    if (seg.size() == 1 && seg[0] == "metrics" && get) return Metrics(caller);
     if (seg.size() == 1 && seg[0] == "readyz" && get) {
       return {.content_type = "text/plain", .body = "ready\n"};
     }
@@ -144,6 +243,17 @@ class Router {
         if (!get) return MethodNotAllowed("GET");
         return seg.size() == 4 ? GetEntity(caller, seg[2], seg[3])
                                : History(caller, seg[2], seg[3]);
+      }
+      if (seg[1] == "connector" && seg.size() >= 6 && seg[3] == "session") {
+        return BitBroker(caller, seg, req.method(), req.body());
+      }
+      if (seg[1] == "snapshot" && seg.size() == 2) {
+        if (!get) return MethodNotAllowed("GET");
+        return Snapshot(caller, query);
+      }
+      if (seg[1] == "subscribe" && seg.size() == 2) {
+        if (!get) return MethodNotAllowed("GET");
+        return Subscribe(caller, query, last_event_id);
       }
       if (seg[1] == "stats" && seg.size() == 2) {
         if (!get) return MethodNotAllowed("GET");
@@ -172,15 +282,7 @@ class Router {
     rapidjson::StringBuffer buf;
     Writer w(buf);
     w.StartObject();
-    Str(w, "collection", e->collection);
-    Raw(w, "key", e->key);
-    Raw(w, "document", e->document);
-    w.Key("complete");
-    w.Bool(e->complete);
-    PositionJson(w, e->position);
-    Str(w, "source", e->source);
-    w.Key("seq");
-    w.Uint64(e->seq);
+    EntityFields(w, *e);
     w.EndObject();
     return {.body = Done(buf)};
   }
@@ -214,6 +316,349 @@ class Router {
     w.EndArray();
     w.EndObject();
     return {.body = Done(buf)};
+  }
+
+  // BitBroker's contribution API, call for call (README "HTTP API"): the
+  // connector id is the name of a registered source of format bitbroker;
+  // records go to its default collection, or to a collection named after
+  // it.
+  //   GET  /v1/connector/{cid}/session/open/{stream|accrue|replace}
+  //   POST /v1/connector/{cid}/session/{sid}/upsert   [{id, name, entity, instance}]
+  //   POST /v1/connector/{cid}/session/{sid}/delete   ["id", ...]
+  //   GET  /v1/connector/{cid}/session/{sid}/close/{true|false}
+  Reply BitBroker(const Caller& caller, const std::vector<std::string>& seg, http::verb method,
+                  const std::string& body) {
+    const std::string& cid = seg[2];
+    if (seg.size() == 6 && seg[4] == "open") {
+      if (method != http::verb::get) return MethodNotAllowed("GET");
+      static const std::map<std::string, SessionMode> kModes = {{"stream", SessionMode::kStream},
+                                                                {"accrue", SessionMode::kAccrue},
+                                                                {"replace", SessionMode::kReplace}};
+      auto mode = kModes.find(seg[5]);
+      if (mode == kModes.end()) {
+        return Error(absl::InvalidArgumentError(absl::StrCat(
+            "mode \"", Excerpt(seg[5]), "\" is not a session mode (stream, accrue, replace)")));
+      }
+      if (auto s = deps_->auth->CanWrite(caller, "http.SessionOpen", cid); !s.ok()) {
+        return Error(s);
+      }
+      auto source = deps_->store->GetSource(cid);
+      if (!source.ok()) return Error(source.status());
+      if (source->format != "bitbroker") {
+        return Error(absl::FailedPreconditionError(
+            absl::StrCat("source ", cid, " has format ", source->format,
+                         "; a connector is a bitbroker source")));
+      }
+      auto id = deps_->store->OpenSession(
+          cid, source->default_collection.empty() ? cid : source->default_collection, mode->second);
+      if (!id.ok()) return Error(id.status());
+      return {.content_type = "text/plain", .body = *id};
+    }
+    const std::string& sid = seg[4];
+    // The session, if it is an open session of this connector; anything
+    // else is 403 and touches no session.
+    if (auto s = deps_->auth->CanWrite(caller, "http.Session", cid); !s.ok()) return Error(s);
+    auto not_open = [&](const absl::Status& why) {
+      return Error(absl::PermissionDeniedError(
+          absl::StrCat("session \"", Excerpt(sid), "\" is not an open session of connector ", cid,
+                       why.ok() ? "" : absl::StrCat(": ", why.message()))));
+    };
+    // A closed session answers FAILED_PRECONDITION, an unknown one NOT_FOUND.
+    auto session_error = [&](const absl::Status& s) {
+      return absl::IsFailedPrecondition(s) || absl::IsNotFound(s) ? not_open(s) : Error(s);
+    };
+    auto info = deps_->store->GetSession(sid);
+    if (!info.ok()) return not_open(info.status());
+    if (info->source != cid) return not_open(absl::OkStatus());
+    if (seg.size() == 6 && (seg[5] == "upsert" || seg[5] == "delete")) {
+      if (method != http::verb::post) return MethodNotAllowed("POST");
+      rapidjson::Document doc;
+      doc.Parse(body.data(), body.size());
+      if (doc.HasParseError() || !doc.IsArray()) {
+        return Error(absl::InvalidArgumentError(
+            seg[5] == "upsert"
+                ? "body: must be a JSON array of records {id, name, entity, instance}"
+                : "body: must be a JSON array of record ids"));
+      }
+      std::vector<std::string> ids;
+      absl::StatusOr<std::vector<std::string>> keys;
+      if (seg[5] == "upsert") {
+        auto source = deps_->store->GetSource(cid);
+        if (!source.ok()) return Error(source.status());
+        auto events = formats::Decode(*source, body, {.collection = info->collection});
+        if (!events.ok()) return Error(events.status());
+        std::vector<SessionRecord> records;
+        for (size_t i = 0; i < events->size(); ++i) {
+          const rapidjson::Value* r =
+              i < doc.Size() ? &doc[static_cast<rapidjson::SizeType>(i)] : nullptr;
+          ids.push_back(r && r->IsObject() && r->HasMember("id") && (*r)["id"].IsString()
+                            ? (*r)["id"].GetString()
+                            : absl::StrCat(i));
+          records.push_back({std::move((*events)[i].key), std::move((*events)[i].payload)});
+        }
+        keys = deps_->store->SessionUpsert(sid, std::move(records));
+      } else {
+        std::vector<std::string> delete_keys;
+        for (rapidjson::SizeType i = 0; i < doc.Size(); ++i) {
+          if (!doc[i].IsString()) {
+            return Error(
+                absl::InvalidArgumentError(absl::StrCat("record ", i, ": id: must be a string")));
+          }
+          ids.push_back(doc[i].GetString());
+          delete_keys.push_back(KeyOf(JsonQuote(ids.back())));
+        }
+        keys = deps_->store->SessionDelete(sid, std::move(delete_keys));
+      }
+      if (!keys.ok()) return session_error(keys.status());
+      // The report: each record's id and its key in the store.
+      rapidjson::StringBuffer buf;
+      Writer w(buf);
+      w.StartObject();
+      for (size_t i = 0; i < keys->size() && i < ids.size(); ++i) {
+        w.Key(ids[i].data(), static_cast<rapidjson::SizeType>(ids[i].size()));
+        rapidjson::Document k;
+        k.Parse((*keys)[i].data(), (*keys)[i].size());
+        if (k.IsString()) {
+          w.String(k.GetString(), k.GetStringLength());
+        } else {
+          w.RawValue((*keys)[i].data(), (*keys)[i].size(), rapidjson::kObjectType);
+        }
+      }
+      w.EndObject();
+      return {.body = Done(buf)};
+    }
+    if (seg.size() == 7 && seg[5] == "close" && (seg[6] == "true" || seg[6] == "false")) {
+      if (method != http::verb::get) return MethodNotAllowed("GET");
+      auto r = deps_->store->CloseSession(sid, seg[6] == "true");
+      if (!r.ok()) return session_error(r.status());
+      return {.body = IngestJson(*r)};
+    }
+    return Error(
+        absl::NotFoundError("no such BitBroker session call (upsert, delete, close/true|false)"));
+  }
+
+  // GET /v1/snapshot?collection=..&prefix=..&as_of_seq=N (or
+  // as_of_timestamp=T[&as_of_tick=K])&include_incomplete=false
+  Reply Snapshot(const Caller& caller, std::string_view query) {
+    SnapshotOptions o;
+    std::optional<uint64_t> timestamp, tick;
+    for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
+      size_t eq = kv.find('=');
+      std::string name(kv.substr(0, eq));
+      auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
+      if (!value) return Error(absl::InvalidArgumentError("query: malformed percent-encoding"));
+      uint64_t n = 0;
+      bool number = absl::SimpleAtoi(*value, &n);
+      if (name == "collection") {
+        o.collection = *value;
+      } else if (name == "prefix") {
+        o.key_prefix = *value;
+      } else if (name == "include_incomplete" && (*value == "true" || *value == "false")) {
+        o.include_incomplete = *value == "true";
+      } else if (name == "as_of_seq" && number) {
+        o.as_of_seq = n;
+      } else if (name == "as_of_timestamp" && number) {
+        timestamp = n;
+      } else if (name == "as_of_tick" && number) {
+        tick = n;
+      } else {
+        return Error(absl::InvalidArgumentError(absl::StrCat(
+            "query: \"", Excerpt(StdView(kv)),
+            "\" is not a snapshot parameter (collection, prefix, as_of_seq, as_of_timestamp, "
+            "as_of_tick: whole numbers; include_incomplete: true|false)")));
+      }
+    }
+    if (tick && !timestamp) {
+      return Error(absl::InvalidArgumentError("query: as_of_tick needs as_of_timestamp"));
+    }
+    if (timestamp) o.as_of_position = Position{*timestamp, tick.value_or(UINT64_MAX)};
+    std::vector<std::string> collections;
+    if (!o.collection.empty()) collections.push_back(o.collection);
+    if (auto s = deps_->auth->CanRead(caller, "http.Snapshot", collections); !s.ok()) {
+      return Error(s);
+    }
+    auto cursor = deps_->store->NewSnapshot(o);
+    if (!cursor.ok()) return Error(cursor.status());
+    Reply r;
+    r.content_type = "application/x-ndjson";
+    r.cursor = *std::move(cursor);
+    return r;
+  }
+
+  // GET /v1/subscribe?collection=..&source=..&key=..&prefix=..&from=..
+  // (now, beginning, snapshot or a seq; Last-Event-ID resumes after its seq)
+  // &heartbeat_ms=..
+  Reply Subscribe(const Caller& caller, std::string_view query,
+                  const std::optional<std::string>& last_event_id) {
+    SubscribeOptions o;
+    int64_t heartbeat_ms = 15000;
+    for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
+      size_t eq = kv.find('=');
+      std::string name(kv.substr(0, eq));
+      auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
+      if (!value) return Error(absl::InvalidArgumentError("query: malformed percent-encoding"));
+      if (name == "collection") {
+        o.filter.collections.push_back(*value);
+      } else if (name == "source") {
+        o.filter.sources.push_back(*value);
+      } else if (name == "key") {
+        o.filter.keys.push_back(KeyOf(*value));
+      } else if (name == "prefix") {
+        o.filter.key_prefix = *value;
+      } else if (name == "from") {
+        if (*value == "now") {
+          o.start = SubscribeOptions::Start::kNow;
+        } else if (*value == "snapshot") {
+          o.start = SubscribeOptions::Start::kSnapshot;
+        } else if (*value == "beginning") {
+          o.start = SubscribeOptions::Start::kFromSeq;
+          o.from_seq = 0;
+        } else if (absl::SimpleAtoi(*value, &o.from_seq)) {
+          o.start = SubscribeOptions::Start::kFromSeq;
+        } else {
+          return Error(absl::InvalidArgumentError(absl::StrCat(
+              "query: from=", Excerpt(*value), " is not now, beginning, snapshot or a seq")));
+        }
+      } else if (name == "heartbeat_ms") {
+        if (!absl::SimpleAtoi(*value, &heartbeat_ms) || heartbeat_ms < 100 ||
+            heartbeat_ms > 600000) {
+          return Error(absl::InvalidArgumentError("query: heartbeat_ms must be 100 to 600000"));
+        }
+      } else {
+        return Error(absl::InvalidArgumentError(
+            absl::StrCat("query: unknown parameter \"", Excerpt(name),
+                         "\" (collection, source, key, prefix, from, heartbeat_ms)")));
+      }
+    }
+    if (last_event_id) {
+      // The browser's reconnect: everything after the last id it received.
+      if (!absl::SimpleAtoi(*last_event_id, &o.from_seq)) {
+        return Error(absl::InvalidArgumentError(
+            absl::StrCat("Last-Event-ID: \"", Excerpt(*last_event_id), "\" is not a seq")));
+      }
+      o.start = SubscribeOptions::Start::kFromSeq;
+    }
+    if (auto s = deps_->auth->CanRead(caller, "http.Subscribe", o.filter.collections); !s.ok()) {
+      return Error(s);
+    }
+    if (streams_.fetch_add(1) >= deps_->options->max_subscriptions) {
+      streams_.fetch_sub(1);
+      return Error(absl::ResourceExhaustedError(absl::StrCat(
+          "too many subscriptions (--max-subscriptions ", deps_->options->max_subscriptions, ")")));
+    }
+    auto sub = deps_->store->Subscribe(o);
+    if (!sub.ok()) {
+      streams_.fetch_sub(1);
+      return Error(sub.status());
+    }
+    Reply r;
+    r.subscription = *std::move(sub);
+    r.heartbeat = absl::Milliseconds(heartbeat_ms);
+    return r;
+  }
+
+  // Prometheus text exposition format (version 0.0.4).
+  Reply Metrics(const Caller& caller) {
+    if (auto s = deps_->auth->CanAdmin(caller, "http.Metrics"); !s.ok()) return Error(s);
+    StoreStats st = deps_->store->Stats();
+    std::string out;
+    auto family = [&](const char* name, const char* type, const char* help) {
+      absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+    };
+    auto label = [](std::string_view v) {  // escaped label value
+      std::string e;
+      for (char c : v) {
+        if (c == '\\' || c == '"') e += '\\';
+        if (c == '\n') {
+          e += "\\n";
+          continue;
+        }
+        e += c;
+      }
+      return e;
+    };
+    family("cairn_source_events_total", "counter",
+           "Events ingested per source, by outcome (applied, duplicate, conflict).");
+    for (const auto& [name, src] : st.sources) {
+      for (auto [outcome, v] : {std::pair<const char*, uint64_t>{"accepted", src.accepted},
+                                {"duplicate", src.duplicates},
+                                {"conflict", src.conflicts}}) {
+        absl::StrAppend(&out, "cairn_source_events_total{source=\"", label(name), "\",outcome=\"",
+                        outcome, "\"} ", v, "\n");
+      }
+    }
+    family("cairn_source_rejected_batches_total", "counter", "Batches rejected per source.");
+    for (const auto& [name, src] : st.sources) {
+      absl::StrAppend(&out, "cairn_source_rejected_batches_total{source=\"", label(name), "\"} ",
+                      src.rejected_batches, "\n");
+    }
+    for (auto [name, type, help, v] :
+         {std::tuple<const char*, const char*, const char*, uint64_t>{
+              "cairn_last_seq", "gauge", "The last committed seq.", st.last_seq},
+          {"cairn_oldest_seq", "gauge", "The oldest seq still answerable (retention).",
+           st.oldest_seq},
+          {"cairn_commits_total", "counter", "Ingest commits since cairnd started.", st.commits},
+          {"cairn_records_written_total", "counter", "Records written by ingest commits.",
+           st.records_written},
+          {"cairn_bytes_written_total", "counter", "Bytes written by ingest commits.",
+           st.bytes_written},
+          {"cairn_memtable_bytes", "gauge", "RocksDB memtables, every column family.",
+           st.resources.memtables},
+          {"cairn_block_cache_usage_bytes", "gauge", "RocksDB block cache usage.",
+           st.resources.block_cache_usage},
+          {"cairn_block_cache_capacity_bytes", "gauge", "RocksDB block cache capacity.",
+           st.resources.block_cache_capacity},
+          {"cairn_pending_compaction_bytes", "gauge", "RocksDB's estimate of bytes to compact.",
+           st.resources.pending_compaction_bytes},
+          {"cairn_sst_bytes", "gauge", "Bytes of SST files.", st.resources.sst_bytes},
+          {"cairn_wal_bytes", "gauge", "Bytes of WAL files.", st.resources.wal_bytes},
+          {"cairn_http_sse_streams", "gauge", "Open HTTP SSE subscriptions.",
+           static_cast<uint64_t>(std::max(0, streams_.load()))}}) {
+      family(name, type, help);
+      absl::StrAppend(&out, name, " ", v, "\n");
+    }
+    family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    long pages = 0, resident = 0;  // NOLINT(runtime/int)
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+      std::fclose(f);
+    }
+    absl::StrAppend(&out, "process_resident_memory_bytes ",
+                    static_cast<uint64_t>(resident) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)),
+                    "\n");
+    if (deps_->connectors) {
+      auto sinks = deps_->connectors->SinkStatusAll();
+      family("cairn_sink_lag_seqs", "gauge", "Committed changes a sink has not delivered.");
+      for (const auto& k : sinks) {
+        absl::StrAppend(&out, "cairn_sink_lag_seqs{sink=\"", label(k.name), "\"} ", k.lag_seqs,
+                        "\n");
+      }
+      family("cairn_sink_lag_seconds", "gauge", "Seconds since a sink was last caught up.");
+      for (const auto& k : sinks) {
+        absl::StrAppend(&out, "cairn_sink_lag_seconds{sink=\"", label(k.name), "\"} ",
+                        k.lag_seconds, "\n");
+      }
+      family("cairn_sink_dead_letters", "gauge", "Messages a sink's destination refused for good.");
+      for (const auto& k : sinks) {
+        absl::StrAppend(&out, "cairn_sink_dead_letters{sink=\"", label(k.name), "\"} ",
+                        k.dead_letters, "\n");
+      }
+      auto connectors = deps_->connectors->StatusAll();
+      family("cairn_connector_state", "gauge", "1 for a connector's current state.");
+      for (const auto& c : connectors) {
+        absl::StrAppend(&out, "cairn_connector_state{connector=\"", label(c.name), "\",state=\"",
+                        label(c.state), "\"} 1\n");
+      }
+      family("cairn_connector_events_total", "counter",
+             "Events a connector committed since cairnd started.");
+      for (const auto& c : connectors) {
+        uint64_t events = 0;
+        for (const auto& u : c.urls) events += u.events;
+        absl::StrAppend(&out, "cairn_connector_events_total{connector=\"", label(c.name), "\"} ",
+                        events, "\n");
+      }
+    }
+    return {.content_type = "text/plain; version=0.0.4", .body = std::move(out)};
   }
 
   Reply Stats(const Caller& caller) {
@@ -284,28 +729,78 @@ class Router {
     }
     auto r = deps_->store->Ingest(*std::move(events), {.durable = durable});
     if (!r.ok()) return Error(r.status());
-    rapidjson::StringBuffer buf;
-    Writer w(buf);
-    w.StartObject();
-    for (auto [k, v] : {std::pair<const char*, uint64_t>{"first_seq", r->first_seq},
-                        {"last_seq", r->last_seq},
-                        {"applied", r->applied},
-                        {"duplicates", r->duplicates},
-                        {"conflicts", r->conflicts}}) {
-      w.Key(k);
-      w.Uint64(v);
-    }
-    w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = IngestJson(*r)};
   }
 
   Deps* const deps_;
+  std::atomic<int> streams_{0};
+};
+
+class Session;
+
+// Where SSE sessions wait for commits: HttpServerImpl's pump thread.
+class SseRegistry {
+ public:
+  virtual ~SseRegistry() = default;
+  // Held until its connection ends.
+  virtual void Add(std::shared_ptr<Session> s) = 0;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Router* router, uint64_t body_limit)
-      : stream_(std::move(socket)), router_(router), body_limit_(body_limit) {}
+  Session(tcp::socket socket, Router* router, SseRegistry* registry, Deps* deps)
+      : stream_(std::move(socket)),
+        router_(router),
+        registry_(registry),
+        deps_(deps),
+        body_limit_(static_cast<uint64_t>(deps->options->max_message_bytes)) {}
+  ~Session() {
+    if (sub_) router_->ReleaseStream();
+  }
+
+  // SSE: sends what the subscription has ready (one chunk in flight at a
+  // time, at most kSseChunk bytes: a slow client holds one chunk and later
+  // reads on from the store), or a heartbeat comment when one is due. Runs
+  // on the connection's strand: the pump thread posts it after each commit.
+  void Pump() {
+    if (!sub_ || writing_ || done_) return;
+    std::string out;
+    bool end = false;
+    for (int n = 0; n < 1024 && out.size() < kSseChunk; ++n) {
+      SubscriptionItem item;
+      auto got = sub_->Next(absl::ZeroDuration(), &item);
+      if (!got.ok()) {  // OUT_OF_RANGE (retention passed it), or cancelled
+        absl::StrAppend(&out, "event: error\ndata: ", ErrorJson(got.status()), "\n\n");
+        end = true;
+        break;
+      }
+      if (!*got) break;
+      out += SseEvent(item);
+    }
+    absl::Time now = absl::Now();
+    if (out.empty() && now < next_heartbeat_) return;
+    if (out.empty()) out = ": heartbeat\n\n";
+    next_heartbeat_ = now + heartbeat_;
+    writing_ = true;
+    auto buf = std::make_shared<std::string>(std::move(out));
+    // A client that takes nothing for this long is cut off; it resumes with
+    // Last-Event-ID.
+    stream_.expires_after(
+        std::chrono::seconds(absl::ToInt64Seconds(deps_->options->subscriber_stall_timeout)));
+    net::async_write(stream_, http::make_chunk(net::buffer(*buf)),
+                     [self = shared_from_this(), buf, end](beast::error_code ec, size_t) {
+                       self->writing_ = false;
+                       if (ec || end) {
+                         self->done_ = true;
+                         beast::error_code ignored;
+                         self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+                         return;
+                       }
+                       self->Pump();
+                     });
+  }
+  bool done() const { return done_; }
+  net::any_io_executor executor() { return stream_.get_executor(); }
 
   void Read() {
     parser_.emplace();
@@ -330,11 +825,131 @@ class Session : public std::enable_shared_from_this<Session> {
     Caller caller;
     if (auto it = req.find(http::field::authorization); it != req.end()) {
       caller.authorization = std::string(it->value());
+    } else if (auto bbk = req.find("x-bbk-auth-token"); bbk != req.end()) {
+      caller.authorization = "Bearer " + std::string(bbk->value());  // BitBroker's header
     }
     beast::error_code ec;
     auto peer = stream_.socket().remote_endpoint(ec);
     if (!ec) caller.peer = absl::StrCat("ipv4:", peer.address().to_string(), ":", peer.port());
-    Answer(router_->Handle(req, caller), req.keep_alive());
+    Reply reply = router_->Handle(req, caller);
+    if (reply.subscription) return StartSse(std::move(reply));
+    if (reply.cursor) return StartCursor(std::move(reply), req.keep_alive());
+    Answer(std::move(reply), req.keep_alive());
+  }
+
+  void StartSse(Reply reply) {
+    sub_ = std::move(reply.subscription);
+    heartbeat_ = reply.heartbeat;
+    next_heartbeat_ = absl::Now() + heartbeat_;
+    auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, 11);
+    res->set(http::field::server, "cairnd");
+    res->set(http::field::content_type, "text/event-stream");
+    res->set(http::field::cache_control, "no-cache");
+    res->chunked(true);
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+    writing_ = true;
+    stream_.expires_never();
+    http::async_write_header(stream_, *sr,
+                             [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
+                               self->writing_ = false;
+                               if (ec) {
+                                 self->done_ = true;
+                                 return;
+                               }
+                               self->registry_->Add(self);
+                               self->WatchClose();
+                               self->Pump();
+                             });
+  }
+
+  // NDJSON from a snapshot cursor, one entity per line, in chunks of at
+  // most kSseChunk: memory is one chunk whatever the snapshot's size. The
+  // consistent seq is the X-Cairn-Snapshot-Seq header. An error after the
+  // header (the status is sent) is a last line {"error": {...}}.
+  void StartCursor(Reply reply, bool keep_alive) {
+    cursor_ = std::move(reply.cursor);
+    auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, 11);
+    res->set(http::field::server, "cairnd");
+    res->set(http::field::content_type, reply.content_type);
+    res->set("X-Cairn-Snapshot-Seq", std::to_string(cursor_->seq()));
+    res->keep_alive(keep_alive);
+    res->chunked(true);
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+    http::async_write_header(
+        stream_, *sr,
+        [self = shared_from_this(), res, sr, keep_alive](beast::error_code ec, size_t) {
+          if (ec) return;
+          self->StreamCursor(keep_alive);
+        });
+  }
+
+  void StreamCursor(bool keep_alive) {
+    std::string out;
+    bool end = false;
+    while (out.size() < kSseChunk) {
+      auto more = cursor_->Next();
+      if (!more.ok()) {
+        absl::StrAppend(&out, "{\"error\":", ErrorJson(more.status()), "}\n");
+        end = true;
+        keep_alive = false;
+        break;
+      }
+      if (!*more) {
+        end = true;
+        break;
+      }
+      rapidjson::StringBuffer buf;
+      Writer w(buf);
+      w.StartObject();
+      EntityFields(w, cursor_->entity());
+      w.EndObject();
+      absl::StrAppend(&out, absl::string_view(buf.GetString(), buf.GetSize()), "\n");
+    }
+    auto chunk = std::make_shared<std::string>(std::move(out));
+    auto done = [self = shared_from_this(), chunk, end, keep_alive](beast::error_code ec, size_t) {
+      if (ec) return;
+      if (!end) return self->StreamCursor(keep_alive);
+      self->cursor_.reset();
+      if (keep_alive) {
+        self->Read();
+      } else {
+        beast::error_code ignored;
+        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      }
+    };
+    stream_.expires_after(
+        std::chrono::seconds(absl::ToInt64Seconds(deps_->options->subscriber_stall_timeout)));
+    if (end) {
+      // The last lines and the chunked body's end in one write.
+      auto last = std::make_shared<http::chunk_last<>>();
+      if (!chunk->empty()) {
+        net::async_write(
+            stream_, http::make_chunk(net::buffer(*chunk)),
+            [self = shared_from_this(), chunk, last, done](beast::error_code ec, size_t n) {
+              if (ec) return done(ec, n);
+              net::async_write(self->stream_, *last,
+                               [last, done](beast::error_code ec, size_t n) { done(ec, n); });
+            });
+      } else {
+        net::async_write(stream_, *last,
+                         [last, done](beast::error_code ec, size_t n) { done(ec, n); });
+      }
+      return;
+    }
+    net::async_write(stream_, http::make_chunk(net::buffer(*chunk)), done);
+  }
+
+  // A client that closes its end (or resets it) ends the stream at once,
+  // not at the next write. Reads the raw socket: the stream's write timeout
+  // does not apply.
+  void WatchClose() {
+    stream_.socket().async_read_some(
+        net::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (!ec) return self->WatchClose();  // a client sends nothing more; ignored
+          self->done_ = true;
+          beast::error_code ignored;
+          self->stream_.socket().close(ignored);
+        });
   }
 
   void Answer(Reply reply, bool keep_alive) {
@@ -356,17 +971,34 @@ class Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  static constexpr size_t kSseChunk = 256 << 10;
+
   beast::tcp_stream stream_;
   Router* const router_;
+  SseRegistry* const registry_;
+  Deps* const deps_;
   const uint64_t body_limit_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::unique_ptr<SnapshotCursor> cursor_;
+  // SSE (on the strand).
+  std::unique_ptr<Subscription> sub_;
+  absl::Duration heartbeat_;
+  absl::Time next_heartbeat_;
+  bool writing_ = false;
+  std::atomic<bool> done_{false};  // read by the pump thread
+  char scratch_[64];
 };
 
-class HttpServerImpl : public HttpServer {
+class HttpServerImpl : public HttpServer, public SseRegistry {
  public:
   explicit HttpServerImpl(Deps* deps) : router_(deps), deps_(deps) {}
   ~HttpServerImpl() override { Shutdown(); }
+
+  void Add(std::shared_ptr<Session> s) override {
+    absl::MutexLock l(&sse_mu_);
+    sse_.push_back(std::move(s));
+  }
 
   absl::Status Listen(const std::string& listen) {
     size_t colon = listen.rfind(':');
@@ -396,6 +1028,7 @@ class HttpServerImpl : public HttpServer {
     port_ = acceptor_.local_endpoint().port();
     Accept();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    pump_ = std::thread([this] { PumpLoop(); });
     return absl::OkStatus();
   }
 
@@ -403,6 +1036,7 @@ class HttpServerImpl : public HttpServer {
 
   void Shutdown() override {
     if (stopped_.exchange(true)) return;
+    if (pump_.joinable()) pump_.join();
     net::post(ioc_, [this] {
       beast::error_code ignored;
       acceptor_.close(ignored);
@@ -410,28 +1044,56 @@ class HttpServerImpl : public HttpServer {
     ioc_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    {
+      absl::MutexLock l(&sse_mu_);
+      sse_.clear();
+    }
+    // Every connection, with its subscription, goes now: before the store.
+    ioc_.restart();
+    ioc_.poll();
   }
 
  private:
+  // Wakes every SSE stream after each commit (and at least every 100 ms,
+  // for heartbeats); streams whose connection ended leave the list.
+  void PumpLoop() {
+    uint64_t seen = deps_->store->LastSeq();
+    while (!stopped_.load()) {
+      deps_->store->AwaitCommit(seen, absl::Milliseconds(100));
+      seen = deps_->store->LastSeq();
+      absl::MutexLock l(&sse_mu_);
+      std::vector<std::shared_ptr<Session>> live;
+      for (auto& s : sse_) {
+        if (s->done()) continue;
+        net::post(s->executor(), [s] { s->Pump(); });
+        live.push_back(std::move(s));
+      }
+      sse_.swap(live);
+    }
+  }
+
   void Accept() {
     acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
-        std::make_shared<Session>(std::move(s), &router_,
-                                  static_cast<uint64_t>(deps_->options->max_message_bytes))
-            ->Read();
+        std::make_shared<Session>(std::move(s), &router_, this, deps_)->Read();
       }
       Accept();
     });
   }
 
-  net::io_context ioc_{2};
-  tcp::acceptor acceptor_{ioc_};
+  // Declared before ioc_: a connection destroyed with it still counts out
+  // of the router.
   Router router_;
   Deps* const deps_;
+  net::io_context ioc_{2};
+  tcp::acceptor acceptor_{ioc_};
   int port_ = 0;
   std::vector<std::thread> threads_;
+  std::thread pump_;
   std::atomic<bool> stopped_{false};
+  absl::Mutex sse_mu_;
+  std::vector<std::shared_ptr<Session>> sse_ ABSL_GUARDED_BY(sse_mu_);
 };
 
 }  // namespace

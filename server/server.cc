@@ -204,7 +204,9 @@ class ServerImpl : public Server {
     }
     spdlog::info("shutting down: finishing in-flight batches, ending subscriptions");
     deps_.shutting_down.store(true);
+    // Before the store: its connections hold subscriptions.
     if (http_) http_->Shutdown();
+    http_.reset();
     if (server_) {
       server_->GetHealthCheckService()->SetServingStatus(false);
       dispatcher_->EndAll();

@@ -6,6 +6,7 @@ index, 404, 405, 413), and an auth matrix with 0 unauthorized successes.
 Closes with an 'N passed, N failed' line."""
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -90,6 +91,21 @@ def endpoints(args, tmp):
     assert st == 200 and stats["last_seq"] == 3 and stats["sources"]["app"]["accepted"] == 3 and \
         stats["sources"]["app"]["duplicates"] == 1, stats
 
+    # /metrics parses as Prometheus text and agrees with the stats.
+    from prometheus_client.parser import text_string_to_metric_families
+    st, text = call(port, "GET", "/metrics")
+    text = text if isinstance(text, str) else json.dumps(text)
+    assert st == 200, (st, text)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    events = {(x.labels["source"], x.labels["outcome"]): x.value
+              for x in families["cairn_source_events"].samples}
+    assert events[("app", "accepted")] == 3 and events[("app", "duplicate")] == 1, events
+    assert families["cairn_last_seq"].samples[0].value == 3
+    assert families["process_resident_memory_bytes"].samples[0].value > 1 << 20
+    for name in ["cairn_memtable_bytes", "cairn_block_cache_usage_bytes", "cairn_sst_bytes",
+                 "cairn_pending_compaction_bytes", "cairn_commits", "cairn_http_sse_streams"]:
+        assert name in families, (name, sorted(families))
+
     # Errors: one body shape, one mapping.
     st, err = call(port, "GET", "/v1/entities/account/9999")
     assert st == 404 and err["code"] == "NOT_FOUND" and err["errors"] == [], err
@@ -118,6 +134,255 @@ def endpoints(args, tmp):
     s.stop()
 
 
+class Sse:
+    """A Server-Sent Events stream: events as (event, id, data) in order."""
+
+    def __init__(self, port, path, token=None, last_event_id=None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.conn.request("GET", path, headers=headers)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.comments = 0
+
+    def next(self):
+        event, eid, data = "message", None, []
+        while True:
+            line = self.resp.readline()
+            assert line, "the stream ended"
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if data:
+                    return event, eid, json.loads("\n".join(data))
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+                continue
+            field, _, value = line.partition(": ")
+            if field == "event":
+                event = value
+            elif field == "id":
+                eid = int(value)
+            elif field == "data":
+                data.append(value)
+
+    def until(self, kind):
+        got = []
+        while True:
+            e = self.next()
+            got.append(e)
+            if e[0] == kind:
+                return got
+
+    def close(self):
+        self.conn.close()
+
+
+def subscriptions(args, tmp):
+    """GET /v1/subscribe as Server-Sent Events: changes with id = seq, live;
+    a snapshot then its end then changes; heartbeats; and a client that
+    reconnects with Last-Event-ID across a cairnd restart gets exactly what
+    followed, no gap and no duplicate."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0"])
+    port = http_port(s)
+    cli(args, s, "source", "add", "app", "--format", "canonical")
+    post = lambda *evs: call(port, "POST", "/v1/ingest?source=app", ndjson(*evs))  # noqa: E731
+    assert post(*[upsert(k, k, {"v": k}) for k in (1, 2, 3)])[0] == 200
+    sub = Sse(port, "/v1/subscribe?collection=account&from=beginning")
+    assert sub.status == 200 and sub.resp.getheader("Content-Type") == "text/event-stream"
+    got = sub.until("caught_up")
+    changes = [e for e in got if e[0] == "change"]
+    assert [e[1] for e in changes] == [1, 2, 3] and changes[0][2]["after"] == {"v": 1}, got
+    assert changes[0][2]["op"] == "upsert" and changes[0][2]["key"] == 1, got
+    assert post(upsert(4, 4, {"v": 4}))[0] == 200
+    e = sub.next()
+    assert e[0] == "change" and e[1] == 4 and e[2]["collection"] == "account", e
+    sub.close()
+
+    snap = Sse(port, "/v1/subscribe?collection=account&from=snapshot")
+    got = snap.until("snapshot_end")
+    assert [e[2]["key"] for e in got if e[0] == "snapshot"] == [1, 2, 3, 4], got
+    assert got[-1][1] == 4 and got[-1][2]["seq"] == 4, got
+    snap.close()
+
+    beat = Sse(port, "/v1/subscribe?collection=none&heartbeat_ms=200")
+    beat.resp.readline()  # the first heartbeat comment (nothing matches the filter)
+    beat.close()
+
+    # Resume: the client saw up to id 4; cairnd restarts; 2 more commits.
+    s.stop()
+    s.start()
+    port = http_port(s)
+    assert post(upsert(5, 5, {"v": 5}), upsert(6, 6, {"v": 6}))[0] == 200
+    again = Sse(port, "/v1/subscribe?collection=account&from=beginning", last_event_id=4)
+    got = again.until("caught_up")
+    assert [e[1] for e in got if e[0] == "change"] == [5, 6], got
+    again.close()
+    st, err = call(port, "GET", "/v1/subscribe?from=later")
+    assert st == 400 and "from=later" in err["message"], err
+    st, err = call(port, "GET", "/v1/subscribe", headers={"Last-Event-ID": "x"})
+    assert st == 400 and "Last-Event-ID" in err["message"], err
+    st, err = call(port, "GET", "/v1/subscribe?from=99")
+    assert st == 410 and err["code"] == "OUT_OF_RANGE", err
+    s.stop()
+
+
+def snapshots(args, tmp):
+    """GET /v1/snapshot: NDJSON in key order, as of a seq, over many chunks,
+    the consistent seq in a header, on a keep-alive connection."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0"])
+    port = http_port(s)
+    cli(args, s, "source", "add", "app", "--format", "canonical")
+    n = 5000
+    body = ndjson(*[upsert(k, k, {"v": k, "pad": "x" * 100}) for k in range(1, n + 1)])
+    assert call(port, "POST", "/v1/ingest?source=app", body)[0] == 200
+    assert call(port, "POST", "/v1/ingest?source=app", ndjson(upsert(1, n + 1, {"v": -1})))[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/v1/snapshot?collection=account")
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type") == "application/x-ndjson"
+    assert r.getheader("X-Cairn-Snapshot-Seq") == str(n + 1)
+    lines = [json.loads(line) for line in r.read().decode().splitlines()]
+    assert [e["key"] for e in lines] == list(range(1, n + 1)), "not every entity in key order"
+    assert lines[0]["document"] == {"v": -1}, lines[0]
+    # The same connection, as of seq 1: entity 1 as it was then.
+    conn.request("GET", "/v1/snapshot?collection=account&as_of_seq=1")
+    r = conn.getresponse()
+    lines = [json.loads(line) for line in r.read().decode().splitlines()]
+    assert r.getheader("X-Cairn-Snapshot-Seq") == "1" and len(lines) == 1 and \
+        lines[0]["document"]["v"] == 1, lines
+    conn.close()
+    st, err = call(port, "GET", "/v1/snapshot?as_of=3")
+    assert st == 400 and "as_of=3" in err["message"], err
+    st, err = call(port, "GET", "/v1/snapshot?as_of_seq=999999")
+    assert st == 410 and err["code"] == "OUT_OF_RANGE", (st, err)
+    s.stop()
+
+
+def idle_streams(args, tmp):
+    """200 idle SSE clients cost cairnd little memory (one chunk each at
+    most, no thread each)."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0"])
+    port = http_port(s)
+
+    def rss():
+        for line in open(f"/proc/{s.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    def threads():
+        for line in open(f"/proc/{s.proc.pid}/status"):
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+
+    before, threads_before = rss(), threads()
+    streams = [Sse(port, "/v1/subscribe?from=now&heartbeat_ms=60000") for _ in range(200)]
+    assert all(x.status == 200 for x in streams)
+    time.sleep(0.5)
+    grew, more_threads = rss() - before, threads() - threads_before
+    for x in streams:
+        x.close()
+    print(f"  200 idle SSE streams: RSS +{grew} kB, +{more_threads} threads")
+    assert grew < 20 * 1024 and more_threads <= 2, (grew, more_threads)
+    s.stop()
+
+
+def bitbroker_curl(args, tmp):
+    """BitBroker's contribution calls with curl, as its documentation writes
+    them (x-bbk-auth-token; GET open, POST upsert, POST delete, GET close),
+    in the three modes, on the seed records; every validation error in one
+    400; an invalid, old or mismatched session id is 403 and the open
+    session goes on."""
+    import subprocess
+    tokens = os.path.join(tmp, "tokens.json")
+    with open(tokens, "w") as f:
+        json.dump({"tokens": [{"token": "t-admin", "write": ["*"], "read": ["*"], "admin": True},
+                              {"token": "bbk", "write": ["geo", "geo2"], "read": []}]}, f)
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"),
+               ["--tokens", tokens, "--http-listen", "127.0.0.1:0"])
+    port = http_port(s)
+    cli(args, s, "source", "add", "geo", "--format", "bitbroker", "--default-collection", "countries")
+    cli(args, s, "source", "add", "geo2", "--format", "bitbroker")
+    base = f"http://127.0.0.1:{port}/v1/connector/geo/session"
+    upsert_file = os.path.join(args.fixtures, "seeds", "bitbroker-upsert.json")
+    delete_file = os.path.join(args.fixtures, "seeds", "bitbroker-delete.json")
+
+    def curl(url, *extra):
+        p = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", url,
+                            "--header", "x-bbk-auth-token: bbk", *extra],
+                           capture_output=True, text=True, timeout=30)
+        body, _, code = p.stdout.rpartition("\n")
+        return int(code), body
+
+    def post(url, data):
+        return curl(url, "--request", "POST", "--header", "Content-Type: application/json",
+                    "--data", data)
+
+    def countries():
+        return sorted(e["key"] for e in cli_lines(args, s, "snapshot", "--collection", "countries"))
+
+    # stream: each call visible as made; after upsert then delete only IN.
+    code, sid = curl(f"{base}/open/stream")
+    assert code == 200 and len(sid) >= 16, (code, sid)
+    code, report = post(f"{base}/{sid}/upsert", f"@{upsert_file}")
+    assert code == 200 and json.loads(report) == {"GB": "GB", "IN": "IN", "BR": "BR"}, report
+    assert countries() == ["BR", "GB", "IN"]
+    code, report = post(f"{base}/{sid}/delete", f"@{delete_file}")
+    assert code == 200 and json.loads(report) == {"GB": "GB", "BR": "BR"}, report
+    assert curl(f"{base}/{sid}/close/true")[0] == 200
+    assert countries() == ["IN"]
+    # The old id is refused, and touches nothing.
+    assert curl(f"{base}/{sid}/close/true")[0] == 403
+    assert post(f"{base}/{sid}/upsert", f"@{upsert_file}")[0] == 403
+    assert countries() == ["IN"]
+
+    # accrue: nothing visible until close/true; close/false drops it.
+    code, sid = curl(f"{base}/open/accrue")
+    assert post(f"{base}/{sid}/upsert", f"@{upsert_file}")[0] == 200
+    assert countries() == ["IN"]
+    # An invalid id, and one of another connector: 403, the session goes on.
+    _, other = curl(f"http://127.0.0.1:{port}/v1/connector/geo2/session/open/stream")
+    assert post(f"{base}/{other}/upsert", f"@{upsert_file}")[0] == 403
+    assert post(f"{base}/0123456789abcdef0123456789abcdef/delete", '["IN"]')[0] == 403
+    assert curl(f"{base}/not-a-session/close/true")[0] == 403
+    assert curl(f"{base}/{sid}/close/true")[0] == 200
+    assert countries() == ["BR", "GB", "IN"]
+
+    # replace: the session's records become the whole collection for geo.
+    code, sid = curl(f"{base}/open/replace")
+    in_only = json.dumps([r for r in json.load(open(upsert_file)) if r["id"] == "IN"])
+    assert post(f"{base}/{sid}/upsert", in_only)[0] == 200
+    assert countries() == ["BR", "GB", "IN"]
+    assert curl(f"{base}/{sid}/close/true")[0] == 200
+    assert countries() == ["IN"]
+
+    # Every validation error at once, and nothing staged.
+    code, sid = curl(f"{base}/open/stream")
+    code, body = post(f"{base}/{sid}/upsert",
+                      '[{"id":"FR","name":"France","entity":{}},{"name":"x","entity":{}},'
+                      '{"id":"DE","name":"Germany","entity":[]}]')
+    err = json.loads(body)
+    assert code == 400 and [e["index"] for e in err["errors"]] == [1, 2], err
+    assert countries() == ["IN"]
+    # A token without the grant, and none.
+    assert subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                           f"{base}/open/stream"], capture_output=True,
+                          text=True).stdout == "401"
+    print("  bitbroker: stream, accrue and replace sessions through curl as documented")
+    s.stop()
+
+
+def cli_lines(args, server, *argv):
+    import subprocess
+    p = subprocess.run([args.cli, "--server", f"127.0.0.1:{server.port}", *argv], check=True,
+                       capture_output=True, text=True, env={**os.environ, "CAIRN_TOKEN": "t-admin"})
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
 TOKENS = {"tokens": [
     {"token": "t-admin", "write": ["*"], "read": ["*"], "admin": True},
     {"token": "t-writer", "write": ["app"], "read": []},
@@ -144,6 +409,8 @@ def auth_matrix(args, tmp):
         ("GET", "/v1/entities/account/7", None, "t-reader", ["t-writer", "t-other"]),
         ("GET", "/v1/entities/account/7/history", None, "t-reader", ["t-writer", "t-other"]),
         ("GET", "/v1/stats", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/metrics", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/snapshot?collection=account", None, "t-reader", ["t-writer", "t-other"]),
     ]
     unauthorized = checked = 0
     for method, path, body, good, others in cases:
@@ -158,6 +425,14 @@ def auth_matrix(args, tmp):
                 (method, path, token, st, err)
         st, r = call(port, method, path, body, good)
         assert st == 200, (method, path, good, st, r)
+    for token, want in [(None, 401), ("t-writer", 403), ("t-other", 403)]:
+        st, err = call(port, "GET", "/v1/subscribe?collection=account", token=token)
+        checked += 1
+        unauthorized += st < 300
+        assert st == want, (token, st, err)
+    sub = Sse(port, "/v1/subscribe?collection=account&from=beginning", token="t-reader")
+    assert sub.status == 200 and sub.next()[1] == 1
+    sub.close()
     assert unauthorized == 0
     # Health needs no token (probes carry none).
     assert call(port, "GET", "/healthz")[0] == 200
@@ -169,9 +444,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairnd", required=True)
     ap.add_argument("--cli", required=True)
+    ap.add_argument("--fixtures", required=True)
     ap.add_argument("--only")
     args = ap.parse_args()
-    run_sections([endpoints, auth_matrix], args)
+    run_sections([endpoints, snapshots, subscriptions, idle_streams, bitbroker_curl, auth_matrix],
+                 args)
 
 
 if __name__ == "__main__":
