@@ -129,6 +129,27 @@ std::string KeyOf(const std::string& text) {
   return Done(buf);
 }
 
+// One query parameter: its name, its percent-decoded value, and the text
+// as sent (for error messages).
+struct Param {
+  std::string name;
+  std::string value;
+  std::string_view raw;
+};
+
+// The parameters of a query string, in order; INVALID_ARGUMENT for a
+// malformed percent-encoding.
+absl::StatusOr<std::vector<Param>> ParseQuery(std::string_view query) {
+  std::vector<Param> out;
+  for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
+    size_t eq = kv.find('=');
+    auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
+    if (!value) return absl::InvalidArgumentError("query: malformed percent-encoding");
+    out.push_back({std::string(kv.substr(0, eq)), *std::move(value), StdView(kv)});
+  }
+  return out;
+}
+
 void EntityFields(Writer& w, const Entity& e) {
   Str(w, "collection", e.collection);
   Raw(w, "key", e.key);
@@ -442,19 +463,17 @@ class Router {
   Reply Snapshot(const Caller& caller, std::string_view query) {
     SnapshotOptions o;
     std::optional<uint64_t> timestamp, tick;
-    for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
-      size_t eq = kv.find('=');
-      std::string name(kv.substr(0, eq));
-      auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
-      if (!value) return Error(absl::InvalidArgumentError("query: malformed percent-encoding"));
+    auto params = ParseQuery(query);
+    if (!params.ok()) return Error(params.status());
+    for (const auto& [name, value, raw] : *params) {
       uint64_t n = 0;
-      bool number = absl::SimpleAtoi(*value, &n);
+      bool number = absl::SimpleAtoi(value, &n);
       if (name == "collection") {
-        o.collection = *value;
+        o.collection = value;
       } else if (name == "prefix") {
-        o.key_prefix = *value;
-      } else if (name == "include_incomplete" && (*value == "true" || *value == "false")) {
-        o.include_incomplete = *value == "true";
+        o.key_prefix = value;
+      } else if (name == "include_incomplete" && (value == "true" || value == "false")) {
+        o.include_incomplete = value == "true";
       } else if (name == "as_of_seq" && number) {
         o.as_of_seq = n;
       } else if (name == "as_of_timestamp" && number) {
@@ -463,7 +482,7 @@ class Router {
         tick = n;
       } else {
         return Error(absl::InvalidArgumentError(absl::StrCat(
-            "query: \"", Excerpt(StdView(kv)),
+            "query: \"", Excerpt(raw),
             "\" is not a snapshot parameter (collection, prefix, as_of_seq, as_of_timestamp, "
             "as_of_tick: whole numbers; include_incomplete: true|false)")));
       }
@@ -492,35 +511,33 @@ class Router {
                   const std::optional<std::string>& last_event_id) {
     SubscribeOptions o;
     int64_t heartbeat_ms = 15000;
-    for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
-      size_t eq = kv.find('=');
-      std::string name(kv.substr(0, eq));
-      auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
-      if (!value) return Error(absl::InvalidArgumentError("query: malformed percent-encoding"));
+    auto params = ParseQuery(query);
+    if (!params.ok()) return Error(params.status());
+    for (const auto& [name, value, raw] : *params) {
       if (name == "collection") {
-        o.filter.collections.push_back(*value);
+        o.filter.collections.push_back(value);
       } else if (name == "source") {
-        o.filter.sources.push_back(*value);
+        o.filter.sources.push_back(value);
       } else if (name == "key") {
-        o.filter.keys.push_back(KeyOf(*value));
+        o.filter.keys.push_back(KeyOf(value));
       } else if (name == "prefix") {
-        o.filter.key_prefix = *value;
+        o.filter.key_prefix = value;
       } else if (name == "from") {
-        if (*value == "now") {
+        if (value == "now") {
           o.start = SubscribeOptions::Start::kNow;
-        } else if (*value == "snapshot") {
+        } else if (value == "snapshot") {
           o.start = SubscribeOptions::Start::kSnapshot;
-        } else if (*value == "beginning") {
+        } else if (value == "beginning") {
           o.start = SubscribeOptions::Start::kFromSeq;
           o.from_seq = 0;
-        } else if (absl::SimpleAtoi(*value, &o.from_seq)) {
+        } else if (absl::SimpleAtoi(value, &o.from_seq)) {
           o.start = SubscribeOptions::Start::kFromSeq;
         } else {
           return Error(absl::InvalidArgumentError(absl::StrCat(
-              "query: from=", Excerpt(*value), " is not now, beginning, snapshot or a seq")));
+              "query: from=", Excerpt(value), " is not now, beginning, snapshot or a seq")));
         }
       } else if (name == "heartbeat_ms") {
-        if (!absl::SimpleAtoi(*value, &heartbeat_ms) || heartbeat_ms < 100 ||
+        if (!absl::SimpleAtoi(value, &heartbeat_ms) || heartbeat_ms < 100 ||
             heartbeat_ms > 600000) {
           return Error(absl::InvalidArgumentError("query: heartbeat_ms must be 100 to 600000"));
         }
@@ -696,18 +713,17 @@ class Router {
   Reply Ingest(const Caller& caller, const std::string& body, std::string_view query) {
     bool durable = deps_->options->durable;
     std::string source;
-    for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
-      if (kv == "durable=true" || kv == "durable=1") {
+    auto params = ParseQuery(query);
+    if (!params.ok()) return Error(params.status());
+    for (const auto& [name, value, raw] : *params) {
+      if (name == "durable" && (value == "true" || value == "1")) {
         durable = true;
-      } else if (kv == "durable=false" || kv == "durable=0") {
-      } else if (absl::StartsWith(kv, "source=")) {
-        auto d = PercentDecode(StdView(kv.substr(7)));
-        if (!d) return Error(absl::InvalidArgumentError("query: malformed percent-encoding"));
-        source = *std::move(d);
+      } else if (name == "durable" && (value == "false" || value == "0")) {
+      } else if (name == "source") {
+        source = value;
       } else {
-        return Error(absl::InvalidArgumentError(
-            absl::StrCat("query: unknown parameter \"", Excerpt(StdView(kv)),
-                         "\" (source=NAME, durable=true|false)")));
+        return Error(absl::InvalidArgumentError(absl::StrCat(
+            "query: unknown parameter \"", Excerpt(raw), "\" (source=NAME, durable=true|false)")));
       }
     }
     if (source.empty()) {

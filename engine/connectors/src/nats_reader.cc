@@ -33,10 +33,6 @@ constexpr int64_t kAckWaitSeconds = 30;
 // Batches decoded ahead of the commits.
 constexpr size_t kQueue = 2;
 
-// A record the store refuses for good: invalid, or older than its
-// retention; anything else may pass when sent again.
-bool Refused(const absl::Status& s) { return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s); }
-
 }  // namespace
 
 NatsReader::NatsReader(Store* store, ConnectorDefinition def)

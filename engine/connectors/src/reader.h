@@ -3,9 +3,17 @@
 #ifndef CAIRN_ENGINE_CONNECTORS_SRC_READER_H_
 #define CAIRN_ENGINE_CONNECTORS_SRC_READER_H_
 
+#include "absl/status/status.h"
 #include "cairn/connector.h"
 
 namespace cairn::connectors {
+
+// A commit the store refuses for good: a record it rejects (invalid), or
+// one older than its retention (OUT_OF_RANGE). Anything else may pass when
+// sent again.
+inline bool Refused(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s);
+}
 
 class Reader {
  public:

@@ -346,12 +346,7 @@ bool SseReader::Commit() {
   pending_.clear();
   auto r = store_->Ingest(events, o);
   uint64_t skipped = 0;
-  // A record the store refuses for good: invalid, or older than its
-  // retention (OUT_OF_RANGE); anything else may pass when read again.
-  auto refused = [](const absl::Status& s) {
-    return absl::IsInvalidArgument(s) || absl::IsOutOfRange(s);
-  };
-  if (!r.ok() && refused(r.status()) && def_.on_error == OnError::kSkip) {
+  if (!r.ok() && Refused(r.status()) && def_.on_error == OnError::kSkip) {
     // One at a time: the events the store rejects are skipped, the rest
     // applied; then the resume point.
     Error(absl::StrCat(url_, ": skipped: ", r.status().message()));
@@ -363,7 +358,7 @@ bool SseReader::Commit() {
         sum.applied += one->applied;
         sum.duplicates += one->duplicates;
         sum.conflicts += one->conflicts;
-      } else if (refused(one.status())) {
+      } else if (Refused(one.status())) {
         ++skipped;
       } else {
         failed = one.status();
@@ -374,7 +369,7 @@ bool SseReader::Commit() {
     r = failed.ok() ? absl::StatusOr<IngestResult>(sum) : absl::StatusOr<IngestResult>(failed);
   }
   if (!r.ok()) {
-    if (refused(r.status())) {
+    if (Refused(r.status())) {
       failure_ = absl::Status(r.status().code(), absl::StrCat(url_, ": ", r.status().message()));
       end_ = End::kFailed;
     } else {
