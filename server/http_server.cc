@@ -9,9 +9,16 @@
 //   GET  /v1/entities/{collection}/{key}           the entity
 //   GET  /v1/entities/{collection}/{key}/history   its versions
 //   GET  /v1/subscribe?...                         Server-Sent Events
-//   GET  /v1/stats
-//   POST /v1/ingest?source=NAME[&durable=true]     a payload in the registered
+//   GET  /v1/snapshot?...                          NDJSON, streamed
+//   GET  /v1/stats, /v1/sources[/{name}], /v1/connectors, /v1/sinks,
+//        /v1/subscriptions
+//   GET|PUT|DELETE /v1/checkpoints[/{name}]
+//   POST /v1/ingest[?source=NAME][&durable=true]   canonical NDJSON events, or
+//                                                  a payload in the registered
 //                                                  source's format
+//   GET  /v1/connector/{cid}/session/...           BitBroker's contribution API
+//   GET  /metrics                                  Prometheus text format
+//   GET  /, /console/{file}                        the web console
 // {key} is the key's JSON text, percent-encoded (106, %22GB%22); a key that
 // is not JSON is taken as a string (GB).
 #include "http_server.h"
@@ -37,7 +44,9 @@
 #include "cairn/connectors.h"
 #include "cairn/formats.h"
 #include "cairn/status.h"
+#include "console_files.h"
 #include "convert.h"
+#include "dispatcher.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -56,6 +65,7 @@ struct Reply {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::string location;  // a redirect's
   // GET /v1/subscribe: the stream to serve as Server-Sent Events.
   std::unique_ptr<Subscription> subscription;
   // GET /v1/snapshot: the entities to stream as NDJSON.
@@ -87,6 +97,14 @@ void PositionJson(Writer& w, const Position& p) {
   w.Key("tick");
   w.Uint64(p.tick);
   w.EndObject();
+}
+
+// Counters as "name": number members.
+void Uints(Writer& w, std::initializer_list<std::pair<const char*, uint64_t>> fields) {
+  for (const auto& [k, v] : fields) {
+    w.Key(k);
+    w.Uint64(v);
+  }
 }
 
 std::string Done(rapidjson::StringBuffer& buf) {
@@ -145,6 +163,7 @@ absl::StatusOr<std::vector<Param>> ParseQuery(std::string_view query) {
     size_t eq = kv.find('=');
     auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
     if (!value) return absl::InvalidArgumentError("query: malformed percent-encoding");
+    if (kv.substr(0, eq) == "access_token") continue;  // taken by Router::Handle
     out.push_back({std::string(kv.substr(0, eq)), *std::move(value), StdView(kv)});
   }
   return out;
@@ -214,26 +233,36 @@ std::string IngestJson(const IngestResult& r) {
   rapidjson::StringBuffer buf;
   Writer w(buf);
   w.StartObject();
-  for (auto [k, v] : {std::pair<const char*, uint64_t>{"first_seq", r.first_seq},
-                      {"last_seq", r.last_seq},
-                      {"applied", r.applied},
-                      {"duplicates", r.duplicates},
-                      {"conflicts", r.conflicts}}) {
-    w.Key(k);
-    w.Uint64(v);
-  }
+  Uints(w, {{"first_seq", r.first_seq},
+            {"last_seq", r.last_seq},
+            {"applied", r.applied},
+            {"duplicates", r.duplicates},
+            {"conflicts", r.conflicts}});
   w.EndObject();
   return Done(buf);
 }
 
+class Session;
+
+// Where SSE sessions wait for commits: HttpServerImpl's pump thread.
+class SseRegistry {
+ public:
+  virtual ~SseRegistry() = default;
+  // Held until its connection ends.
+  virtual void Add(std::shared_ptr<Session> s) = 0;
+  // Each open stream's id and the seq it has delivered up to.
+  virtual std::vector<std::pair<uint64_t, uint64_t>> Delivered() = 0;
+};
+
 class Router {
  public:
-  explicit Router(Deps* deps) : deps_(deps) {}
+  Router(Deps* deps, Dispatcher* dispatcher, SseRegistry* registry)
+      : deps_(deps), dispatcher_(dispatcher), registry_(registry) {}
 
   // Open SSE streams, within --max-subscriptions.
   void ReleaseStream() { streams_.fetch_sub(1); }
 
-  Reply Handle(const http::request<http::string_body>& req, const Caller& caller) {
+  Reply Handle(const http::request<http::string_body>& req, Caller caller) {
     std::string_view target(req.target().data(), req.target().size());
     std::optional<std::string> last_event_id;
     if (auto it = req.find("Last-Event-ID"); it != req.end()) {
@@ -250,6 +279,15 @@ class Router {
     }
     bool get = req.method() == http::verb::get;
     bool post = req.method() == http::verb::post;
+    if (!caller.authorization && get) {
+      // A browser's EventSource cannot send headers: GET requests may carry
+      // the token as ?access_token= (README "HTTP API" on what that costs).
+      for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
+        if (!absl::StartsWith(kv, "access_token=")) continue;
+        auto token = PercentDecode(StdView(kv.substr(13)));
+        if (token) caller.authorization = "Bearer " + *token;
+      }
+    }
     if (deps_->shutting_down.load())
       return Error(absl::UnavailableError("cairnd is shutting down"));
     if (seg.size() == 1 && seg[0] == "healthz" && get) {
@@ -258,6 +296,15 @@ class Router {
     if (seg.size() == 1 && seg[0] == "metrics" && get) return Metrics(caller);
     if (seg.size() == 1 && seg[0] == "readyz" && get) {
       return {.content_type = "text/plain", .body = "ready\n"};
+    }
+    if (seg.empty() && get) {
+      return {.status = 302,
+              .content_type = "text/plain",
+              .body = "/console/\n",
+              .location = "/console/"};
+    }
+    if (seg.size() <= 2 && !seg.empty() && seg[0] == "console" && get) {
+      return Console(seg.size() == 1 ? "index.html" : seg[1]);
     }
     if (seg.size() >= 2 && seg[0] == "v1") {
       if (seg[1] == "entities" && (seg.size() == 4 || (seg.size() == 5 && seg[4] == "history"))) {
@@ -279,6 +326,25 @@ class Router {
       if (seg[1] == "stats" && seg.size() == 2) {
         if (!get) return MethodNotAllowed("GET");
         return Stats(caller);
+      }
+      if (seg[1] == "sources" && seg.size() <= 3) {
+        if (!get) return MethodNotAllowed("GET");
+        return Sources(caller, seg.size() == 3 ? &seg[2] : nullptr);
+      }
+      if (seg[1] == "checkpoints" && seg.size() <= 3) {
+        return Checkpoints(caller, req.method(), seg.size() == 3 ? &seg[2] : nullptr, req.body());
+      }
+      if (seg[1] == "connectors" && seg.size() == 2) {
+        if (!get) return MethodNotAllowed("GET");
+        return Connectors(caller);
+      }
+      if (seg[1] == "sinks" && seg.size() == 2) {
+        if (!get) return MethodNotAllowed("GET");
+        return Sinks(caller);
+      }
+      if (seg[1] == "subscriptions" && seg.size() == 2) {
+        if (!get) return MethodNotAllowed("GET");
+        return Subscriptions(caller);
       }
       if (seg[1] == "ingest" && seg.size() == 2) {
         if (!post) return MethodNotAllowed("POST");
@@ -536,6 +602,11 @@ class Router {
           return Error(absl::InvalidArgumentError(absl::StrCat(
               "query: from=", Excerpt(value), " is not now, beginning, snapshot or a seq")));
         }
+      } else if (name == "checkpoint") {
+        auto cp = ReadableCheckpoint(deps_, caller, "http.Subscribe", value);
+        if (!cp.ok()) return Error(cp.status());
+        o.start = SubscribeOptions::Start::kFromSeq;
+        o.from_seq = cp->seq;
       } else if (name == "heartbeat_ms") {
         if (!absl::SimpleAtoi(value, &heartbeat_ms) || heartbeat_ms < 100 ||
             heartbeat_ms > 600000) {
@@ -544,7 +615,7 @@ class Router {
       } else {
         return Error(absl::InvalidArgumentError(
             absl::StrCat("query: unknown parameter \"", Excerpt(name),
-                         "\" (collection, source, key, prefix, from, heartbeat_ms)")));
+                         "\" (collection, source, key, prefix, from, checkpoint, heartbeat_ms)")));
       }
     }
     if (last_event_id) {
@@ -633,6 +704,25 @@ class Router {
            static_cast<uint64_t>(std::max(0, streams_.load()))}}) {
       family(name, type, help);
       absl::StrAppend(&out, name, " ", v, "\n");
+    }
+    {
+      std::map<std::string, std::pair<uint64_t, uint64_t>> by_protocol = {{"grpc", {0, 0}},
+                                                                          {"sse", {0, 0}}};
+      for (const OpenSubscription& o : OpenSubscriptions()) {
+        auto& [count, max_lag] = by_protocol[o.id.substr(0, o.id.find('-'))];
+        count++;
+        max_lag = std::max(max_lag, st.last_seq > o.delivered ? st.last_seq - o.delivered : 0);
+      }
+      family("cairn_subscriptions", "gauge", "Open subscriptions, by protocol (grpc, sse).");
+      for (const auto& [protocol, v] : by_protocol) {
+        absl::StrAppend(&out, "cairn_subscriptions{protocol=\"", protocol, "\"} ", v.first, "\n");
+      }
+      family("cairn_subscription_max_lag_seqs", "gauge",
+             "The largest lag of an open subscription (last seq - its delivered seq).");
+      for (const auto& [protocol, v] : by_protocol) {
+        absl::StrAppend(&out, "cairn_subscription_max_lag_seqs{protocol=\"", protocol, "\"} ",
+                        v.second, "\n");
+      }
     }
     family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
     long pages = 0, resident = 0;  // NOLINT(runtime/int)
@@ -726,19 +816,34 @@ class Router {
             "query: unknown parameter \"", Excerpt(raw), "\" (source=NAME, durable=true|false)")));
       }
     }
+    absl::StatusOr<std::vector<Event>> events;
     if (source.empty()) {
-      return Error(absl::InvalidArgumentError("query: source is required (?source=NAME)"));
+      // Canonical events, each naming its source, like gRPC's IngestEvents;
+      // the token needs a write grant for every source named.
+      if (auto s = deps_->auth->Authenticate(caller, "http.Ingest"); !s.ok()) return Error(s);
+      events =
+          formats::Decode({.name = "", .format = "canonical"}, body, {.source_per_record = true});
+      if (!events.ok()) return Error(events.status());
+      std::vector<std::string_view> checked;
+      for (const Event& e : *events) {
+        if (std::find(checked.begin(), checked.end(), e.source) != checked.end()) continue;
+        if (auto s = deps_->auth->CanWrite(caller, "http.Ingest", e.source); !s.ok()) {
+          return Error(s);
+        }
+        checked.push_back(e.source);
+      }
+    } else {
+      if (auto s = deps_->auth->CanWrite(caller, "http.Ingest", source); !s.ok()) return Error(s);
+      auto def = deps_->store->GetSource(source);
+      if (!def.ok()) return Error(def.status());
+      if (formats::SessionOnly(def->format)) {
+        return Error(absl::FailedPreconditionError(
+            absl::StrCat("source ", source, " has format ", def->format,
+                         ": its records are posted through contribution sessions")));
+      }
+      events = formats::Decode(*def, body);
+      if (!events.ok()) return Error(events.status());
     }
-    if (auto s = deps_->auth->CanWrite(caller, "http.Ingest", source); !s.ok()) return Error(s);
-    auto def = deps_->store->GetSource(source);
-    if (!def.ok()) return Error(def.status());
-    if (formats::SessionOnly(def->format)) {
-      return Error(absl::FailedPreconditionError(
-          absl::StrCat("source ", source, " has format ", def->format,
-                       ": its records are posted through contribution sessions")));
-    }
-    auto events = formats::Decode(*def, body);
-    if (!events.ok()) return Error(events.status());
     if (events->size() > kMaxBatchEvents) {
       return Error(absl::ResourceExhaustedError(absl::StrCat(
           "request holds ", events->size(), " events; at most ", kMaxBatchEvents, " per request")));
@@ -748,18 +853,273 @@ class Router {
     return {.body = IngestJson(*r)};
   }
 
+  Reply Console(const std::string& name) {
+    for (size_t i = 0; i < kConsoleFileCount; ++i) {
+      const ConsoleFile& f = kConsoleFiles[i];
+      if (name == f.name) {
+        return {.content_type = f.content_type, .body = std::string(f.data, f.size)};
+      }
+    }
+    return Error(absl::NotFoundError(absl::StrCat("no console file ", Excerpt(name))));
+  }
+
+  static void SourceJson(Writer& w, const SourceDefinition& d, const SourceStats* st) {
+    w.StartObject();
+    Str(w, "name", d.name);
+    Str(w, "format", d.format);
+    Str(w, "default_collection", d.default_collection);
+    w.Key("key_fields");
+    w.StartObject();
+    for (const auto& [collection, fields] : d.key_fields) {
+      w.Key(collection.data(), static_cast<rapidjson::SizeType>(collection.size()));
+      w.StartArray();
+      for (const auto& f : fields) w.String(f.data(), static_cast<rapidjson::SizeType>(f.size()));
+      w.EndArray();
+    }
+    w.EndObject();
+    w.Key("collection_map");
+    w.StartObject();
+    for (const auto& [from, to] : d.collection_map) Str(w, from.c_str(), to);
+    w.EndObject();
+    w.Key("json_schemas");
+    w.StartObject();
+    for (const auto& [collection, schema] : d.json_schemas) {
+      w.Key(collection.data(), static_cast<rapidjson::SizeType>(collection.size()));
+      w.RawValue(schema.data(), schema.size(), rapidjson::kObjectType);
+    }
+    w.EndObject();
+    SourceStats none;
+    if (st == nullptr) st = &none;
+    w.Key("stats");
+    w.StartObject();
+    Uints(w, {{"accepted", st->accepted},
+              {"duplicates", st->duplicates},
+              {"conflicts", st->conflicts},
+              {"rejected_batches", st->rejected_batches}});
+    PositionJson(w, st->last_position);
+    w.EndObject();
+    w.EndObject();
+  }
+
+  // GET /v1/sources: every registered source with its counters;
+  // GET /v1/sources/{name}: one.
+  Reply Sources(const Caller& caller, const std::string* name) {
+    if (auto s = deps_->auth->CanAdmin(caller, "http.Sources"); !s.ok()) return Error(s);
+    StoreStats st = deps_->store->Stats();
+    auto stats_of = [&](const std::string& n) -> const SourceStats* {
+      auto it = st.sources.find(n);
+      return it == st.sources.end() ? nullptr : &it->second;
+    };
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    if (name != nullptr) {
+      auto d = deps_->store->GetSource(*name);
+      if (!d.ok()) return Error(d.status());
+      SourceJson(w, *d, stats_of(d->name));
+      return {.body = Done(buf)};
+    }
+    auto all = deps_->store->ListSources();
+    if (!all.ok()) return Error(all.status());
+    w.StartObject();
+    w.Key("sources");
+    w.StartArray();
+    for (const auto& d : *all) SourceJson(w, d, stats_of(d.name));
+    w.EndArray();
+    w.EndObject();
+    return {.body = Done(buf)};
+  }
+
+  static void CheckpointJson(Writer& w, const std::string& name, const Store::CheckpointInfo& cp) {
+    w.StartObject();
+    Str(w, "name", name);
+    w.Key("seq");
+    w.Uint64(cp.seq);
+    w.Key("collections");
+    w.StartArray();
+    for (const auto& c : cp.collections)
+      w.String(c.data(), static_cast<rapidjson::SizeType>(c.size()));
+    w.EndArray();
+    w.EndObject();
+  }
+
+  // GET /v1/checkpoints (admin): every checkpoint.
+  // GET /v1/checkpoints/{name}: one, if the token may read its scope.
+  // PUT /v1/checkpoints/{name} {"seq": N, "collections": [...]}: create or
+  //   move it (the same read-scope rules as Query.CommitCheckpoint).
+  // DELETE /v1/checkpoints/{name} (admin).
+  Reply Checkpoints(const Caller& caller, http::verb method, const std::string* name,
+                    const std::string& body) {
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    if (name == nullptr) {
+      if (method != http::verb::get) return MethodNotAllowed("GET");
+      if (auto s = deps_->auth->CanAdmin(caller, "http.Checkpoints"); !s.ok()) return Error(s);
+      auto all = deps_->store->ListCheckpointInfos();
+      if (!all.ok()) return Error(all.status());
+      w.StartObject();
+      w.Key("checkpoints");
+      w.StartArray();
+      for (const auto& [n, cp] : *all) CheckpointJson(w, n, cp);
+      w.EndArray();
+      w.EndObject();
+      return {.body = Done(buf)};
+    }
+    if (method == http::verb::get) {
+      auto cp = ReadableCheckpoint(deps_, caller, "http.GetCheckpoint", *name);
+      if (!cp.ok()) return Error(cp.status());
+      CheckpointJson(w, *name, *cp);
+      return {.body = Done(buf)};
+    }
+    if (method == http::verb::put) {
+      rapidjson::Document doc;
+      doc.Parse(body.data(), body.size());
+      if (doc.HasParseError() || !doc.IsObject()) {
+        return Error(absl::InvalidArgumentError(
+            "body: must be a JSON object {\"seq\": N, \"collections\": [...]}"));
+      }
+      if (!doc.HasMember("seq") || !doc["seq"].IsUint64()) {
+        return Error(absl::InvalidArgumentError("seq: must be a whole number"));
+      }
+      std::vector<std::string> collections;
+      if (doc.HasMember("collections")) {
+        const auto& c = doc["collections"];
+        if (!c.IsArray()) return Error(absl::InvalidArgumentError("collections: must be an array"));
+        for (rapidjson::SizeType i = 0; i < c.Size(); ++i) {
+          if (!c[i].IsString()) {
+            return Error(
+                absl::InvalidArgumentError(absl::StrCat("collections[", i, "]: must be a string")));
+          }
+          collections.emplace_back(c[i].GetString(), c[i].GetStringLength());
+        }
+      }
+      Store::CheckpointInfo cp{.seq = doc["seq"].GetUint64(), .collections = collections};
+      if (auto s =
+              CommitCheckpoint(deps_, caller, "http.PutCheckpoint", *name, cp.seq, collections);
+          !s.ok()) {
+        return Error(s);
+      }
+      CheckpointJson(w, *name, cp);
+      return {.body = Done(buf)};
+    }
+    if (method == http::verb::delete_) {
+      if (auto s = deps_->auth->CanAdmin(caller, "http.DeleteCheckpoint"); !s.ok()) return Error(s);
+      if (auto s = deps_->store->DeleteCheckpoint(*name); !s.ok()) return Error(s);
+      return {.body = "{}"};
+    }
+    return MethodNotAllowed("GET, PUT or DELETE");
+  }
+
+  // GET /v1/connectors: each connector's state and, per URL (or stream),
+  // its resume point and counters.
+  Reply Connectors(const Caller& caller) {
+    if (auto s = deps_->auth->CanAdmin(caller, "http.Connectors"); !s.ok()) return Error(s);
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    w.StartObject();
+    w.Key("connectors");
+    w.StartArray();
+    for (const connectors::ConnectorStatus& c : deps_->connectors->StatusAll()) {
+      w.StartObject();
+      Str(w, "name", c.name);
+      Str(w, "state", c.state);
+      w.Key("urls");
+      w.StartArray();
+      for (const connectors::UrlStatus& u : c.urls) {
+        w.StartObject();
+        Str(w, "url", u.url);
+        Str(w, "state", u.state);
+        Str(w, "last_event_id", u.last_event_id);
+        PositionJson(w, u.last_position);
+        Uints(w, {{"events", u.events},
+                  {"applied", u.applied},
+                  {"duplicates", u.duplicates},
+                  {"skipped", u.skipped},
+                  {"reconnects", u.reconnects},
+                  {"gaps", u.gaps}});
+        w.Key("last_commit_unix_micros");
+        w.Int64(u.last_commit_unix_micros);
+        Str(w, "last_error", u.last_error);
+        w.EndObject();
+      }
+      w.EndArray();
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    return {.body = Done(buf)};
+  }
+
+  // GET /v1/sinks: each sink's state, checkpoint and lag.
+  Reply Sinks(const Caller& caller) {
+    if (auto s = deps_->auth->CanAdmin(caller, "http.Sinks"); !s.ok()) return Error(s);
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    w.StartObject();
+    w.Key("sinks");
+    w.StartArray();
+    for (const connectors::SinkStatus& k : deps_->connectors->SinkStatusAll()) {
+      w.StartObject();
+      Str(w, "name", k.name);
+      Str(w, "state", k.state);
+      Uints(w, {{"checkpoint_seq", k.checkpoint_seq},
+                {"lag_seqs", k.lag_seqs},
+                {"delivered", k.delivered},
+                {"retries", k.retries},
+                {"dead_letters", k.dead_letters}});
+      w.Key("lag_seconds");
+      w.Double(k.lag_seconds);
+      Str(w, "last_error", k.last_error);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    return {.body = Done(buf)};
+  }
+
+  // Open subscriptions, gRPC and SSE: what each has delivered and its lag.
+  struct OpenSubscription {
+    std::string id;  // grpc-N or sse-N
+    uint64_t delivered = 0;
+  };
+  std::vector<OpenSubscription> OpenSubscriptions() {
+    std::vector<OpenSubscription> out;
+    if (dispatcher_) {
+      for (auto [id, seq] : dispatcher_->Delivered())
+        out.push_back({absl::StrCat("grpc-", id), seq});
+    }
+    for (auto [id, seq] : registry_->Delivered()) out.push_back({absl::StrCat("sse-", id), seq});
+    return out;
+  }
+
+  // GET /v1/subscriptions
+  Reply Subscriptions(const Caller& caller) {
+    if (auto s = deps_->auth->CanAdmin(caller, "http.Subscriptions"); !s.ok()) return Error(s);
+    uint64_t last = deps_->store->LastSeq();
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    w.StartObject();
+    w.Key("last_seq");
+    w.Uint64(last);
+    w.Key("subscriptions");
+    w.StartArray();
+    for (const OpenSubscription& o : OpenSubscriptions()) {
+      w.StartObject();
+      Str(w, "id", o.id);
+      w.Key("delivered_seq");
+      w.Uint64(o.delivered);
+      w.Key("lag_seqs");
+      w.Uint64(last > o.delivered ? last - o.delivered : 0);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    return {.body = Done(buf)};
+  }
+
   Deps* const deps_;
+  Dispatcher* const dispatcher_;  // gRPC subscriptions; null in tests without gRPC
+  SseRegistry* const registry_;
   std::atomic<int> streams_{0};
-};
-
-class Session;
-
-// Where SSE sessions wait for commits: HttpServerImpl's pump thread.
-class SseRegistry {
- public:
-  virtual ~SseRegistry() = default;
-  // Held until its connection ends.
-  virtual void Add(std::shared_ptr<Session> s) = 0;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -816,6 +1176,10 @@ class Session : public std::enable_shared_from_this<Session> {
                      });
   }
   bool done() const { return done_; }
+  uint64_t id() const { return id_; }
+  // What the stream has taken from its subscription (the pump thread reads
+  // it; sub_ is set before the session is registered and kept till its end).
+  uint64_t delivered() const { return sub_->position(); }
   net::any_io_executor executor() { return stream_.get_executor(); }
 
   void Read() {
@@ -855,6 +1219,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void StartSse(Reply reply) {
     sub_ = std::move(reply.subscription);
+    static std::atomic<uint64_t> next_id{1};
+    id_ = next_id.fetch_add(1);
     heartbeat_ = reply.heartbeat;
     next_heartbeat_ = absl::Now() + heartbeat_;
     auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, 11);
@@ -973,6 +1339,7 @@ class Session : public std::enable_shared_from_this<Session> {
         static_cast<http::status>(reply.status), 11);
     res->set(http::field::server, "cairnd");
     res->set(http::field::content_type, reply.content_type);
+    if (!reply.location.empty()) res->set(http::field::location, reply.location);
     res->keep_alive(keep_alive);
     res->body() = std::move(reply.body);
     res->prepare_payload();
@@ -999,6 +1366,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<SnapshotCursor> cursor_;
   // SSE (on the strand).
   std::unique_ptr<Subscription> sub_;
+  uint64_t id_ = 0;
   absl::Duration heartbeat_;
   absl::Time next_heartbeat_;
   bool writing_ = false;
@@ -1008,12 +1376,22 @@ class Session : public std::enable_shared_from_this<Session> {
 
 class HttpServerImpl : public HttpServer, public SseRegistry {
  public:
-  explicit HttpServerImpl(Deps* deps) : router_(deps), deps_(deps) {}
+  HttpServerImpl(Deps* deps, Dispatcher* dispatcher)
+      : router_(deps, dispatcher, this), deps_(deps) {}
   ~HttpServerImpl() override { Shutdown(); }
 
   void Add(std::shared_ptr<Session> s) override {
     absl::MutexLock l(&sse_mu_);
     sse_.push_back(std::move(s));
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> Delivered() override {
+    absl::MutexLock l(&sse_mu_);
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const auto& s : sse_) {
+      if (!s->done()) out.emplace_back(s->id(), s->delivered());
+    }
+    return out;
   }
 
   absl::Status Listen(const std::string& listen) {
@@ -1168,9 +1546,9 @@ std::string ErrorJson(const absl::Status& s) {
   return Done(buf);
 }
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
-                                                              Deps* deps) {
-  auto server = std::make_unique<HttpServerImpl>(deps);
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen, Deps* deps,
+                                                              Dispatcher* dispatcher) {
+  auto server = std::make_unique<HttpServerImpl>(deps, dispatcher);
   CAIRN_RETURN_IF_ERROR(server->Listen(listen));
   return server;
 }

@@ -30,8 +30,10 @@ std::string ErrorJson(const absl::Status& s);
 class HttpServer {
  public:
   // Listens on `listen` ("host:port"; port 0 picks one) and serves until
-  // Shutdown; `deps` outlives it.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen, Deps* deps);
+  // Shutdown; `deps` and `dispatcher` (the gRPC subscriptions, listed with
+  // the SSE ones) outlive it.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen, Deps* deps,
+                                                           Dispatcher* dispatcher);
   virtual ~HttpServer() = default;
   virtual int port() const = 0;
   // Stops accepting, closes every connection and joins the threads.

@@ -161,7 +161,7 @@ class QueryService final
     };
     SubscribeOptions o = FromProto(*req);
     if (req->start_case() == v1::SubscribeRequest::kCheckpoint) {
-      auto cp = ReadableCheckpoint(caller, "Query.Subscribe", req->checkpoint());
+      auto cp = ReadableCheckpoint(deps_, caller, "Query.Subscribe", req->checkpoint());
       if (!cp.ok()) return fail_released(ToGrpc(cp.status()));
       o.start = SubscribeOptions::Start::kFromSeq;
       o.from_seq = cp->seq;
@@ -175,9 +175,8 @@ class QueryService final
     return r;
   }
 
-  // Checkpoints belong to a read scope (see CommitCheckpointRequest): a
-  // token may create one only for collections it can read, and read or move
-  // one only when it can read the whole scope the checkpoint was made for.
+  // Checkpoints belong to a read scope (server::CommitCheckpoint and
+  // ReadableCheckpoint in service.h).
   grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx,
                                              const grpc::ByteBuffer* in,
                                              grpc::ByteBuffer* out) override {
@@ -189,13 +188,9 @@ class QueryService final
 
   absl::Status DoCommitCheckpoint(const Caller& caller, const v1::CommitCheckpointRequest* req,
                                   v1::CommitCheckpointResponse*) {
-    constexpr const char* kMethod = "Query.CommitCheckpoint";
     std::vector<std::string> collections(req->collections().begin(), req->collections().end());
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanRead(caller, kMethod, collections));
-    auto may_move = [&](const Store::CheckpointInfo& existing) {
-      return deps_->auth->CanRead(caller, kMethod, existing.collections);
-    };
-    return deps_->store->PutCheckpoint(req->name(), req->seq(), collections, may_move);
+    return server::CommitCheckpoint(deps_, caller, "Query.CommitCheckpoint", req->name(),
+                                    req->seq(), collections);
   }
 
   grpc::ServerUnaryReactor* GetCheckpoint(grpc::CallbackServerContext* ctx,
@@ -210,33 +205,40 @@ class QueryService final
   absl::Status DoGetCheckpoint(const Caller& caller, const v1::GetCheckpointRequest* req,
                                v1::GetCheckpointResponse* resp) {
     CAIRN_ASSIGN_OR_RETURN(Store::CheckpointInfo cp,
-                           ReadableCheckpoint(caller, "Query.GetCheckpoint", req->name()));
+                           ReadableCheckpoint(deps_, caller, "Query.GetCheckpoint", req->name()));
     resp->set_seq(cp.seq);
     for (const std::string& c : cp.collections) resp->add_collections(c);
     return absl::OkStatus();
   }
 
  private:
-  // The checkpoint `name` when the caller may read its scope. A checkpoint
-  // that exists but is out of the caller's scope is answered as one that
-  // does not exist: a token learns nothing of other consumers' checkpoints.
-  // A token with no read grant at all is PERMISSION_DENIED before any lookup.
-  absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(const Caller& caller, const char* method,
-                                                           const std::string& name) {
-    CAIRN_RETURN_IF_ERROR(deps_->auth->CanReadAny(caller, method));
-    auto cp = deps_->store->GetCheckpointInfo(name);
-    if (cp.ok() && deps_->auth->CanRead(caller, method, cp->collections).ok()) return cp;
-    if (!cp.ok() && !absl::IsNotFound(cp.status())) return cp.status();
-    if (!deps_->auth->enabled()) return cp.status();
-    return absl::NotFoundError(
-        absl::StrCat("no checkpoint named '", Excerpt(name), "' that this token may read"));
-  }
-
   Deps* deps_;
   Dispatcher* dispatcher_;
 };
 
 }  // namespace
+
+absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(Deps* deps, const Caller& caller,
+                                                         const char* method,
+                                                         const std::string& name) {
+  CAIRN_RETURN_IF_ERROR(deps->auth->CanReadAny(caller, method));
+  auto cp = deps->store->GetCheckpointInfo(name);
+  if (cp.ok() && deps->auth->CanRead(caller, method, cp->collections).ok()) return cp;
+  if (!cp.ok() && !absl::IsNotFound(cp.status())) return cp.status();
+  if (!deps->auth->enabled()) return cp.status();
+  return absl::NotFoundError(
+      absl::StrCat("no checkpoint named '", Excerpt(name), "' that this token may read"));
+}
+
+absl::Status CommitCheckpoint(Deps* deps, const Caller& caller, const char* method,
+                              const std::string& name, uint64_t seq,
+                              const std::vector<std::string>& collections) {
+  CAIRN_RETURN_IF_ERROR(deps->auth->CanRead(caller, method, collections));
+  auto may_move = [&](const Store::CheckpointInfo& existing) {
+    return deps->auth->CanRead(caller, method, existing.collections);
+  };
+  return deps->store->PutCheckpoint(name, seq, collections, may_move);
+}
 
 std::unique_ptr<grpc::Service> NewQueryService(Deps* deps, Dispatcher* dispatcher) {
   return std::make_unique<QueryService>(deps, dispatcher);

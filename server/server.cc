@@ -188,7 +188,8 @@ class ServerImpl : public Server {
                  port_, options_.data_dir, auth_.enabled() ? "on" : "off",
                  options_.tls_cert_file.empty() ? "off" : "on");
     if (!options_.http_listen.empty()) {
-      CAIRN_ASSIGN_OR_RETURN(http_, HttpServer::Start(options_.http_listen, &deps_));
+      CAIRN_ASSIGN_OR_RETURN(http_,
+                             HttpServer::Start(options_.http_listen, &deps_, dispatcher_.get()));
       spdlog::info("HTTP API on {} (port {})", options_.http_listen, http_->port());
     }
     return absl::OkStatus();

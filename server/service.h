@@ -65,6 +65,22 @@ std::unique_ptr<grpc::Service> NewSessionsService(Deps* deps);
 std::unique_ptr<grpc::Service> NewQueryService(Deps* deps, Dispatcher* dispatcher);
 std::unique_ptr<grpc::Service> NewAdminService(Deps* deps, Dispatcher* dispatcher);
 
+// Checkpoints belong to a read scope (DESIGN §4), for gRPC and HTTP alike:
+// a token may create one only for collections it can read, and read or
+// move one only when it can read the whole scope it was made for.
+//
+// The checkpoint `name` when the caller may read its scope. One that exists
+// but is out of the caller's scope is answered as one that does not exist:
+// a token learns nothing of other consumers' checkpoints. A token with no
+// read grant at all is PERMISSION_DENIED before any lookup.
+absl::StatusOr<Store::CheckpointInfo> ReadableCheckpoint(Deps* deps, const Caller& caller,
+                                                         const char* method,
+                                                         const std::string& name);
+// Creates `name` for `collections` at `seq`, or moves it there.
+absl::Status CommitCheckpoint(Deps* deps, const Caller& caller, const char* method,
+                              const std::string& name, uint64_t seq,
+                              const std::vector<std::string>& collections);
+
 // The caller of a call, for Auth: its authorization metadata and peer.
 Caller CallerOf(const grpc::CallbackServerContext* ctx);
 

@@ -119,6 +119,20 @@ def expect_ack(result, code, *words, what=""):
     return acks[0]
 
 
+def parse_args(*extra):
+    """The e2e tests' command line: --cairnd, --cli, --fixtures, --only, and
+    `extra` as (flag, argparse keywords) pairs."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cairnd", required=True)
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--only")
+    for flag, kw in extra:
+        ap.add_argument(flag, **kw)
+    return ap.parse_args()
+
+
 def run_sections(sections, args):
     """Runs each section (a function of args and a fresh temporary folder)
     whose name contains args.only, reports PASS/FAIL per section and closes

@@ -5,7 +5,6 @@ its history, stats, the error body and status mapping (400 with the record
 index, 404, 405, 413), and an auth matrix with 0 unauthorized successes.
 Closes with an 'N passed, N failed' line."""
 
-import argparse
 import http.client
 import json
 import os
@@ -15,7 +14,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Cairnd, run_sections  # noqa: E402
+from harness import Cairnd, parse_args, run_sections  # noqa: E402
 
 
 def http_port(server):
@@ -119,8 +118,11 @@ def endpoints(args, tmp):
     assert st == 405 and "GET" in err["message"], err
     st, err = call(port, "POST", "/v1/ingest?source=app&fsync=yes", "")
     assert st == 400 and "fsync" in err["message"], err
-    st, err = call(port, "POST", "/v1/ingest", "")
-    assert st == 400 and "source is required" in err["message"], err
+    # Without ?source=, canonical events that each name their source.
+    st, err = call(port, "POST", "/v1/ingest", ndjson(upsert(1, 1, {"a": 1}),
+                                                      {**upsert(2, 1, {"a": 2}), "source": None}))
+    assert st == 400 and err["errors"][0]["index"] == 1, err
+    assert err["errors"][0]["field"] == "source", err
     st, err = call(port, "POST", "/v1/ingest?source=nope", "")
     assert st == 404 and err["code"] == "NOT_FOUND", err
     st, err = call(port, "POST", "/v1/ingest?source=contrib", "[]")
@@ -131,6 +133,74 @@ def endpoints(args, tmp):
     assert st == 400 and "percent" in err["message"], err
     # Nothing of the refused requests was stored.
     assert call(port, "GET", "/v1/stats")[1]["last_seq"] == 3
+    st, r = call(port, "POST", "/v1/ingest", ndjson(upsert(2002, 40, {"plan": "basic"}),
+                                                    upsert(2003, 41, {"x": 1}, source="feed")))
+    assert st == 200 and r["applied"] == 2 and r["last_seq"] == 5, r
+    s.stop()
+
+
+def admin_endpoints(args, tmp):
+    """Sources, checkpoints, connectors, sinks, subscriptions and the
+    console's files."""
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0"])
+    port = http_port(s)
+    cli(args, s, "source", "add", "app", "--format", "canonical")
+    cli(args, s, "source", "add", "gg", "--format", "goldengate", "--key", "orders=id",
+        "--map", "SHOP.ORDERS=orders")
+    assert call(port, "POST", "/v1/ingest?source=app", ndjson(
+        *[upsert(k, k, {"v": k}) for k in (1, 2, 3)]))[0] == 200
+    st, r = call(port, "GET", "/v1/sources")
+    assert st == 200 and [x["name"] for x in r["sources"]] == ["app", "gg"], r
+    app = r["sources"][0]
+    assert app["format"] == "canonical" and app["stats"]["accepted"] == 3, app
+    assert app["stats"]["position"]["timestamp"] == 3, app
+    st, gg = call(port, "GET", "/v1/sources/gg")
+    assert st == 200 and gg["key_fields"] == {"orders": ["id"]}, gg
+    assert gg["collection_map"] == {"SHOP.ORDERS": "orders"} and gg["stats"]["accepted"] == 0, gg
+    assert call(port, "GET", "/v1/sources/nope")[0] == 404
+
+    # Checkpoints: create, read, move, list, subscribe from, delete.
+    st, cp = call(port, "PUT", "/v1/checkpoints/c1", '{"seq": 2, "collections": ["account"]}')
+    assert st == 200 and cp == {"name": "c1", "seq": 2, "collections": ["account"]}, cp
+    assert call(port, "GET", "/v1/checkpoints/c1") == (200, cp)
+    sub = Sse(port, "/v1/subscribe?checkpoint=c1")
+    got = sub.until("caught_up")
+    assert [e[1] for e in got if e[0] == "change"] == [3], got
+    st, subs = call(port, "GET", "/v1/subscriptions")
+    assert st == 200 and subs["last_seq"] == 3, subs
+    assert [(x["delivered_seq"], x["lag_seqs"]) for x in subs["subscriptions"]] == [(3, 0)], subs
+    assert subs["subscriptions"][0]["id"].startswith("sse-"), subs
+    sub.close()
+    assert call(port, "PUT", "/v1/checkpoints/c1", '{"seq": 3}')[0] == 200
+    st, all_ = call(port, "GET", "/v1/checkpoints")
+    assert st == 200 and all_["checkpoints"] == [{"name": "c1", "seq": 3,
+                                                  "collections": ["account"]}], all_
+    for body, field in [('{"seq": 99}', "seq"), ('{"seq": -1}', "seq"), ("[]", "body"),
+                        ('{"seq": 1, "collections": [1]}', "collections[0]")]:
+        st, err = call(port, "PUT", "/v1/checkpoints/c2", body)
+        assert st == 400 and field in err["message"], (body, err)
+    assert call(port, "PUT", "/v1/checkpoints/bad%01name", '{"seq": 1}')[0] == 400
+    assert call(port, "POST", "/v1/checkpoints/c1", "{}")[0] == 405
+    assert call(port, "DELETE", "/v1/checkpoints/c1") == (200, {})
+    assert call(port, "GET", "/v1/checkpoints/c1")[0] == 404
+    assert call(port, "DELETE", "/v1/checkpoints/c1")[0] == 404
+    st, err = call(port, "GET", "/v1/subscribe?checkpoint=c1")
+    assert st == 404, err
+
+    assert call(port, "GET", "/v1/connectors") == (200, {"connectors": []})
+    assert call(port, "GET", "/v1/sinks") == (200, {"sinks": []})
+
+    # The console: / redirects; the files are built into cairnd.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert r.status == 302 and r.getheader("Location") == "/console/", r.status
+    conn.close()
+    st, page = call(port, "GET", "/console/")
+    assert st == 200 and '<script src="/console/app.js">' in page, page[:200]
+    st, js = call(port, "GET", "/console/app.js")
+    assert st == 200 and "EventSource" in js
+    assert call(port, "GET", "/console/nope.js")[0] == 404
     s.stop()
 
 
@@ -411,6 +481,17 @@ def auth_matrix(args, tmp):
         ("GET", "/v1/stats", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
         ("GET", "/metrics", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
         ("GET", "/v1/snapshot?collection=account", None, "t-reader", ["t-writer", "t-other"]),
+        ("POST", "/v1/ingest", ndjson(upsert(9, 3, {"a": 3})), "t-writer", ["t-reader", "t-other"]),
+        ("PUT", "/v1/checkpoints/cp", '{"seq": 1, "collections": ["account"]}', "t-reader",
+         ["t-writer", "t-other"]),
+        ("GET", "/v1/checkpoints/cp", None, "t-reader", ["t-writer"]),
+        ("GET", "/v1/checkpoints", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/sources", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/sources/app", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/connectors", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/sinks", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("GET", "/v1/subscriptions", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
+        ("DELETE", "/v1/checkpoints/cp", None, "t-admin", ["t-reader", "t-writer", "t-other"]),
     ]
     unauthorized = checked = 0
     for method, path, body, good, others in cases:
@@ -425,6 +506,24 @@ def auth_matrix(args, tmp):
                 (method, path, token, st, err)
         st, r = call(port, method, path, body, good)
         assert st == 200, (method, path, good, st, r)
+    # The other scope's checkpoint is answered as missing (404), not 403.
+    assert call(port, "PUT", "/v1/checkpoints/cp2", '{"seq": 1, "collections": ["account"]}',
+                "t-reader")[0] == 200
+    st, err = call(port, "GET", "/v1/checkpoints/cp2", token="t-other")
+    checked += 1
+    unauthorized += st < 300
+    assert st == 404 and "may read" in err["message"], err
+    # ?access_token= on GET requests (a browser's EventSource cannot send
+    # headers); never on others.
+    assert call(port, "GET", "/v1/entities/account/7?access_token=t-reader")[0] == 200
+    for method, path, want in [("GET", "/v1/entities/account/7?access_token=t-writer", 403),
+                               ("GET", "/v1/entities/account/7?access_token=t-nope", 401),
+                               ("POST", "/v1/ingest?source=app&access_token=t-writer", 401)]:
+        st, err = call(port, method, path, ndjson(upsert(10, 4, {"a": 4})) if method == "POST"
+                       else None)
+        checked += 1
+        unauthorized += st < 300
+        assert st == want, (method, path, st, err)
     for token, want in [(None, 401), ("t-writer", 403), ("t-other", 403)]:
         st, err = call(port, "GET", "/v1/subscribe?collection=account", token=token)
         checked += 1
@@ -441,13 +540,8 @@ def auth_matrix(args, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cairnd", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--fixtures", required=True)
-    ap.add_argument("--only")
-    args = ap.parse_args()
-    run_sections([endpoints, snapshots, subscriptions, idle_streams, bitbroker_curl, auth_matrix],
+    args = parse_args()
+    run_sections([endpoints, admin_endpoints, snapshots, subscriptions, idle_streams, bitbroker_curl, auth_matrix],
                  args)
 
 

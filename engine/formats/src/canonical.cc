@@ -35,7 +35,12 @@ absl::Status DecodeCanonicalRecord(const Context& ctx, std::string_view text,
   Event e;
   e.raw = std::string(text);
   e.source = ctx.source.name;
-  if (const Value* s = Member(doc, "source")) {
+  if (ctx.options.source_per_record) {
+    const Value* s = Member(doc, "source");
+    if (s == nullptr) return FieldError("source", "missing");
+    if (!IsText(*s)) return FieldError("source", "must be a string");
+    e.source = std::string(Text(*s));
+  } else if (const Value* s = Member(doc, "source")) {
     if (!IsText(*s) || Text(*s) != ctx.source.name) {
       return FieldError("source", absl::StrCat("names another source than '", ctx.source.name,
                                                "', the one the payload was sent for"));

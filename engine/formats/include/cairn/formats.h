@@ -55,6 +55,10 @@ struct DecodeOptions {
   // The collection every record goes to, whatever it names (a nats
   // connector's subject map); empty: the format decides.
   std::string force_collection;
+  // canonical only: each record names its own source (`source`, required)
+  // instead of taking `source.name` (cairnd's POST /v1/ingest without
+  // ?source=, like gRPC's IngestEvents).
+  bool source_per_record = false;
 };
 
 // Decodes one whole payload in `source.format`. INVALID_ARGUMENT for unknown
