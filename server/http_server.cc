@@ -705,6 +705,38 @@ class Router {
       family(name, type, help);
       absl::StrAppend(&out, name, " ", v, "\n");
     }
+    // Histograms: cumulative buckets in seconds, then _sum and _count.
+    auto histogram = [&](const char* name, std::string_view labels, const LatencyHistogram& h) {
+      uint64_t below = 0;
+      const auto& bounds = LatencyHistogram::kBoundsMicros;
+      for (size_t i = 0; i < h.counts.size(); ++i) {
+        below += h.counts[i];
+        absl::StrAppend(&out, name, "_bucket{", AbslView(labels), labels.empty() ? "" : ",",
+                        "le=\"", i < bounds.size() ? absl::StrCat(bounds[i] / 1e6) : "+Inf", "\"} ",
+                        below, "\n");
+      }
+      std::string braces = labels.empty() ? "" : absl::StrCat("{", AbslView(labels), "}");
+      absl::StrAppend(&out, name, "_sum", braces, " ", h.sum_micros / 1e6, "\n", name, "_count",
+                      braces, " ", h.count, "\n");
+    };
+    family("cairn_ingest_latency_seconds", "histogram",
+           "A batch's time from entering the write queue to its commit.");
+    histogram("cairn_ingest_latency_seconds", "", st.latency.ingest);
+    family("cairn_commit_latency_seconds", "histogram",
+           "Each group commit's RocksDB write; sync=\"true\" for those with fsync.");
+    histogram("cairn_commit_latency_seconds", "sync=\"false\"", st.latency.commit);
+    histogram("cairn_commit_latency_seconds", "sync=\"true\"", st.latency.commit_sync);
+    const auto& res = st.resources;
+    family("cairn_block_cache_hits_total", "counter", "Block cache lookups that found the block.");
+    absl::StrAppend(&out, "cairn_block_cache_hits_total ", res.block_cache_hits, "\n");
+    family("cairn_block_cache_misses_total", "counter",
+           "Block cache lookups that read the block from disk.");
+    absl::StrAppend(&out, "cairn_block_cache_misses_total ", res.block_cache_misses, "\n");
+    family("cairn_block_cache_hit_ratio", "gauge",
+           "Block cache hits / lookups since cairnd started.");
+    uint64_t lookups = res.block_cache_hits + res.block_cache_misses;
+    absl::StrAppend(&out, "cairn_block_cache_hit_ratio ",
+                    lookups ? static_cast<double>(res.block_cache_hits) / lookups : 0.0, "\n");
     {
       std::map<std::string, std::pair<uint64_t, uint64_t>> by_protocol = {{"grpc", {0, 0}},
                                                                           {"sse", {0, 0}}};

@@ -62,6 +62,7 @@
 #include "absl/time/clock.h"
 #include "cairn/store.h"
 #include "config.h"
+#include "latency.h"
 #include "recent_changes.h"
 #include "records.h"
 #include "retention.h"
@@ -70,6 +71,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/sst_file_writer.h"
+#include "rocksdb/statistics.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "state_cache.h"
@@ -448,6 +450,10 @@ class StoreImpl : public Store {
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> records_written_{0};
   std::atomic<uint64_t> bytes_written_{0};
+  LatencyRecorder ingest_latency_;
+  LatencyRecorder commit_latency_;
+  LatencyRecorder commit_sync_latency_;
+  std::shared_ptr<rocksdb::Statistics> rocks_stats_;  // block cache hits and misses
 
   // The most recent committed changes, for subscriptions near the head
   // (ReadChanges). Filled only while some subscription exists (capture_ is

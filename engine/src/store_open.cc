@@ -107,6 +107,11 @@ absl::Status StoreImpl::Init() {
   });
   opts.listeners.push_back(bg_errors_);
   opts.IncreaseParallelism(2);
+  // Tickers only (block cache hits and misses for Stats): no histograms or
+  // timers on the read and write paths.
+  rocks_stats_ = rocksdb::CreateDBStatistics();
+  rocks_stats_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
+  opts.statistics = rocks_stats_;
   const size_t budget = options_.memory_budget;
   if (budget > 0 && budget < (16u << 20)) {
     return absl::InvalidArgumentError(

@@ -267,6 +267,11 @@ StoreStats StoreImpl::Stats() {
   r.memory_budget = options_.memory_budget;
   r.block_cache_capacity = block_cache_->GetCapacity();
   r.block_cache_usage = block_cache_->GetUsage();
+  r.block_cache_hits = rocks_stats_->getTickerCount(rocksdb::BLOCK_CACHE_HIT);
+  r.block_cache_misses = rocks_stats_->getTickerCount(rocksdb::BLOCK_CACHE_MISS);
+  s.latency = {.ingest = ingest_latency_.Read(),
+               .commit = commit_latency_.Read(),
+               .commit_sync = commit_sync_latency_.Read()};
   r.recent_changes = recent_.bytes();
   if (options_.memory_budget) r.reserved = options_.reserved_bytes;
   uint64_t v = 0;

@@ -182,7 +182,9 @@ absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
 }
 
 void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
+  auto start = LatencyRecorder::Clock::now();
   write_queue_.Run(ws, [this](std::vector<Writer*>& group) { return CommitGroup(group); });
+  for (size_t i = 0; i < ws.size(); ++i) ingest_latency_.Record(start);
 }
 
 SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
@@ -262,7 +264,9 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   wo.sync = sync;
   rocksdb::WriteBatch* wb = batch_->GetWriteBatch();
   CrashPoint("commit.before_write");
+  auto write_start = LatencyRecorder::Clock::now();
   absl::Status s = WriteResuming(wo, wb, "commit");
+  (sync ? commit_sync_latency_ : commit_latency_).Record(write_start);
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
     state_cache_.DropGroup();

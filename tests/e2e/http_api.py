@@ -102,8 +102,22 @@ def endpoints(args, tmp):
     assert families["cairn_last_seq"].samples[0].value == 3
     assert families["process_resident_memory_bytes"].samples[0].value > 1 << 20
     for name in ["cairn_memtable_bytes", "cairn_block_cache_usage_bytes", "cairn_sst_bytes",
-                 "cairn_pending_compaction_bytes", "cairn_commits", "cairn_http_sse_streams"]:
+                 "cairn_pending_compaction_bytes", "cairn_commits", "cairn_http_sse_streams",
+                 "cairn_block_cache_hits", "cairn_block_cache_misses", "cairn_subscriptions",
+                 "cairn_subscription_max_lag_seqs"]:
         assert name in families, (name, sorted(families))
+    # Histograms: the two ingest batches; one commit with fsync (durable=true).
+    for name, labels, want in [("cairn_ingest_latency_seconds", {}, 2),
+                               ("cairn_commit_latency_seconds", {"sync": "true"}, 1),
+                               ("cairn_commit_latency_seconds", {"sync": "false"}, 1)]:
+        samples = [x for x in families[name].samples
+                   if all(x.labels.get(k) == v for k, v in labels.items())]
+        buckets = [x.value for x in samples if x.name.endswith("_bucket")]
+        count = [x.value for x in samples if x.name.endswith("_count")]
+        assert count == [want] and buckets[-1] == want, (name, labels, samples)
+        assert buckets == sorted(buckets) and len(buckets) == 16, (name, buckets)
+        assert [x.labels["le"] for x in samples if x.name.endswith("_bucket")][-1] == "+Inf"
+    assert 0 <= families["cairn_block_cache_hit_ratio"].samples[0].value <= 1
 
     # Errors: one body shape, one mapping.
     st, err = call(port, "GET", "/v1/entities/account/9999")

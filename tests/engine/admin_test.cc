@@ -118,5 +118,32 @@ TEST(AdminTest, CountersCountEveryOutcome) {
   EXPECT_EQ(s.last_position, (Position{8, 0}));
 }
 
+// Stats' latency histograms count each batch and each group commit (the
+// fsynced ones apart), their buckets add up, and the block cache counts
+// its lookups.
+TEST(AdminTest, LatencyHistogramsCountBatchesAndCommits) {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Options{});
+  ASSERT_TRUE(store.ok());
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE((*store)->Ingest({Upsert(i, i)}, {.durable = i > 3}).ok());
+  }
+  ASSERT_TRUE((*store)->Ingest({Upsert(9, 1), Upsert(9, 1)}, {}).ok());
+  ASSERT_TRUE((*store)->CompactNow().ok());  // SST files: reads go through the block cache
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE((*store)->Get("c", std::to_string(i)).ok());
+  StoreStats st = (*store)->Stats();
+  EXPECT_EQ(st.latency.ingest.count, 6u);
+  EXPECT_EQ(st.latency.commit.count, 4u);  // one batch per commit: nothing else queued
+  EXPECT_EQ(st.latency.commit_sync.count, 2u);
+  for (const LatencyHistogram* h :
+       {&st.latency.ingest, &st.latency.commit, &st.latency.commit_sync}) {
+    uint64_t sum = 0;
+    for (uint64_t c : h->counts) sum += c;
+    EXPECT_EQ(sum, h->count);
+    EXPECT_GT(h->sum_micros, 0u);
+  }
+  EXPECT_GT(st.resources.block_cache_hits + st.resources.block_cache_misses, 0u);
+}
+
 }  // namespace
 }  // namespace cairn

@@ -3,6 +3,7 @@
 #ifndef CAIRN_STATS_H_
 #define CAIRN_STATS_H_
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -17,6 +18,19 @@ struct SourceStats {
   uint64_t conflicts = 0;
   uint64_t rejected_batches = 0;
   Position last_position;
+};
+
+// A latency distribution since the store was opened: how many took at most
+// each of kBoundsMicros (not cumulative: counts[i] is those in
+// (kBoundsMicros[i-1], kBoundsMicros[i]]; the last count is those above the
+// last bound), how many in all and their sum.
+struct LatencyHistogram {
+  static constexpr std::array<uint64_t, 15> kBoundsMicros = {
+      50,    100,   250,    500,    1000,   2500,    5000,   10000,
+      25000, 50000, 100000, 250000, 500000, 1000000, 5000000};
+  std::array<uint64_t, kBoundsMicros.size() + 1> counts{};
+  uint64_t count = 0;
+  uint64_t sum_micros = 0;
 };
 
 struct StoreStats {
@@ -46,7 +60,21 @@ struct StoreStats {
     uint64_t wal_files = 0;
     uint64_t sst_bytes = 0;
     uint64_t pending_compaction_bytes = 0;
+    // Block cache lookups since open that found the block, and those that
+    // read it from disk (RocksDB's BLOCK_CACHE_HIT / _MISS tickers).
+    uint64_t block_cache_hits = 0;
+    uint64_t block_cache_misses = 0;
   } resources;
+  // Since open: `ingest` is a batch's time from entering the write queue to
+  // its commit (the wait for the group before it, then its group's fold and
+  // write: what Ingest adds to decoding); `commit` is each group commit's
+  // RocksDB write, `commit_sync` the same for groups written with fsync
+  // (a durable batch in the group).
+  struct Latencies {
+    LatencyHistogram ingest;
+    LatencyHistogram commit;
+    LatencyHistogram commit_sync;
+  } latency;
   std::map<std::string, SourceStats> sources;
   // Backups taken by this store since it was opened (Store::Backup; cairnd's
   // scheduled ones and Admin.Backup): the last good one, and failures.
