@@ -12,7 +12,7 @@ APT_PACKAGES := cmake ninja-build ccache g++ pkg-config librocksdb-dev libflatbu
   liblz4-dev libpq-dev libsqlite3-dev libhiredis-dev valgrind postgresql-15 redis-server rocksdb-tools \
   clang-format clang-14 libclang-rt-14-dev libfuzzer-14-dev dpkg-dev file adduser \
   libcurl4-openssl-dev libnats-dev nats-server libboost-dev python3-prometheus-client \
-  chromium python3-websocket
+  chromium python3-websocket libssl-dev openssl
 # valijson is header-only, but Debian's libvalijson-dev depends on every
 # adapter valijson ships (Qt5, POCO with the MariaDB and PostgreSQL client
 # libraries, yaml-cpp, jsoncpp, ...: 185 packages) while cairn uses the

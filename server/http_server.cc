@@ -27,12 +27,15 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cstdio>
 #include <map>
 #include <optional>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -242,14 +245,25 @@ std::string IngestJson(const IngestResult& r) {
   return Done(buf);
 }
 
-class Session;
+// An SSE stream as the pump thread sees it (a Session over TCP or TLS).
+class SseStream {
+ public:
+  virtual ~SseStream() = default;
+  // Sends what is ready; runs on the connection's strand (executor()).
+  virtual void Pump() = 0;
+  virtual bool done() const = 0;
+  virtual uint64_t id() const = 0;
+  // The seq the stream has taken from its subscription up to.
+  virtual uint64_t delivered() const = 0;
+  virtual net::any_io_executor executor() = 0;
+};
 
 // Where SSE sessions wait for commits: HttpServerImpl's pump thread.
 class SseRegistry {
  public:
   virtual ~SseRegistry() = default;
   // Held until its connection ends.
-  virtual void Add(std::shared_ptr<Session> s) = 0;
+  virtual void Add(std::shared_ptr<SseStream> s) = 0;
   // Each open stream's id and the seq it has delivered up to.
   virtual std::vector<std::pair<uint64_t, uint64_t>> Delivered() = 0;
 };
@@ -1154,10 +1168,15 @@ class Router {
   std::atomic<int> streams_{0};
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection: requests in turn (keep-alive), or one SSE or snapshot
+// stream. `Stream` is beast::tcp_stream, or beast::ssl_stream over one
+// (--tls-cert): the TLS handshake comes first.
+template <class Stream>
+class Session : public SseStream, public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, Router* router, SseRegistry* registry, Deps* deps)
-      : stream_(std::move(socket)),
+  template <class... TlsContext>
+  Session(tcp::socket socket, Router* router, SseRegistry* registry, Deps* deps, TlsContext&... tls)
+      : stream_(std::move(socket), tls...),
         router_(router),
         registry_(registry),
         deps_(deps),
@@ -1170,7 +1189,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // time, at most kSseChunk bytes: a slow client holds one chunk and later
   // reads on from the store), or a heartbeat comment when one is due. Runs
   // on the connection's strand: the pump thread posts it after each commit.
-  void Pump() {
+  void Pump() override {
     if (!sub_ || writing_ || done_) return;
     std::string out;
     bool end = false;
@@ -1193,33 +1212,49 @@ class Session : public std::enable_shared_from_this<Session> {
     auto buf = std::make_shared<std::string>(std::move(out));
     // A client that takes nothing for this long is cut off; it resumes with
     // Last-Event-ID.
-    stream_.expires_after(
+    beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(absl::ToInt64Seconds(deps_->options->subscriber_stall_timeout)));
     net::async_write(stream_, http::make_chunk(net::buffer(*buf)),
-                     [self = shared_from_this(), buf, end](beast::error_code ec, size_t) {
+                     [self = this->shared_from_this(), buf, end](beast::error_code ec, size_t) {
                        self->writing_ = false;
                        if (ec || end) {
                          self->done_ = true;
                          beast::error_code ignored;
-                         self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+                         beast::get_lowest_layer(self->stream_)
+                             .socket()
+                             .shutdown(tcp::socket::shutdown_both, ignored);
                          return;
                        }
                        self->Pump();
                      });
   }
-  bool done() const { return done_; }
-  uint64_t id() const { return id_; }
+  bool done() const override { return done_; }
+  uint64_t id() const override { return id_; }
   // What the stream has taken from its subscription (the pump thread reads
   // it; sub_ is set before the session is registered and kept till its end).
-  uint64_t delivered() const { return sub_->position(); }
-  net::any_io_executor executor() { return stream_.get_executor(); }
+  uint64_t delivered() const override { return sub_->position(); }
+  net::any_io_executor executor() override { return stream_.get_executor(); }
+
+  // The connection's first step: the TLS handshake when there is TLS.
+  void Start() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      Read();
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (!ec) self->Read();  // else: not TLS, or refused: closed
+                              });
+    }
+  }
 
   void Read() {
     parser_.emplace();
     parser_->body_limit(body_limit_);
-    stream_.expires_after(std::chrono::seconds(120));  // an idle keep-alive connection
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::seconds(120));  // an idle keep-alive connection
     http::async_read(
-        stream_, buf_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+        stream_, buf_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
           if (ec == http::error::body_limit) {
             self->Answer(Error(absl::ResourceExhaustedError(absl::StrCat(
                              "request body larger than ", self->body_limit_, " bytes"))),
@@ -1241,7 +1276,7 @@ class Session : public std::enable_shared_from_this<Session> {
       caller.authorization = "Bearer " + std::string(bbk->value());  // BitBroker's header
     }
     beast::error_code ec;
-    auto peer = stream_.socket().remote_endpoint(ec);
+    auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) caller.peer = absl::StrCat("ipv4:", peer.address().to_string(), ":", peer.port());
     Reply reply = router_->Handle(req, caller);
     if (reply.subscription) return StartSse(std::move(reply));
@@ -1262,18 +1297,18 @@ class Session : public std::enable_shared_from_this<Session> {
     res->chunked(true);
     auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
     writing_ = true;
-    stream_.expires_never();
-    http::async_write_header(stream_, *sr,
-                             [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
-                               self->writing_ = false;
-                               if (ec) {
-                                 self->done_ = true;
-                                 return;
-                               }
-                               self->registry_->Add(self);
-                               self->WatchClose();
-                               self->Pump();
-                             });
+    beast::get_lowest_layer(stream_).expires_never();
+    http::async_write_header(
+        stream_, *sr, [self = this->shared_from_this(), res, sr](beast::error_code ec, size_t) {
+          self->writing_ = false;
+          if (ec) {
+            self->done_ = true;
+            return;
+          }
+          self->registry_->Add(self);
+          self->WatchClose();
+          self->Pump();
+        });
   }
 
   // NDJSON from a snapshot cursor, one entity per line, in chunks of at
@@ -1291,7 +1326,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
     http::async_write_header(
         stream_, *sr,
-        [self = shared_from_this(), res, sr, keep_alive](beast::error_code ec, size_t) {
+        [self = this->shared_from_this(), res, sr, keep_alive](beast::error_code ec, size_t) {
           if (ec) return;
           self->StreamCursor(keep_alive);
         });
@@ -1320,7 +1355,8 @@ class Session : public std::enable_shared_from_this<Session> {
       absl::StrAppend(&out, absl::string_view(buf.GetString(), buf.GetSize()), "\n");
     }
     auto chunk = std::make_shared<std::string>(std::move(out));
-    auto done = [self = shared_from_this(), chunk, end, keep_alive](beast::error_code ec, size_t) {
+    auto done = [self = this->shared_from_this(), chunk, end, keep_alive](beast::error_code ec,
+                                                                          size_t) {
       if (ec) return;
       if (!end) return self->StreamCursor(keep_alive);
       self->cursor_.reset();
@@ -1328,10 +1364,12 @@ class Session : public std::enable_shared_from_this<Session> {
         self->Read();
       } else {
         beast::error_code ignored;
-        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        beast::get_lowest_layer(self->stream_)
+            .socket()
+            .shutdown(tcp::socket::shutdown_send, ignored);
       }
     };
-    stream_.expires_after(
+    beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(absl::ToInt64Seconds(deps_->options->subscriber_stall_timeout)));
     if (end) {
       // The last lines and the chunked body's end in one write.
@@ -1339,7 +1377,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!chunk->empty()) {
         net::async_write(
             stream_, http::make_chunk(net::buffer(*chunk)),
-            [self = shared_from_this(), chunk, last, done](beast::error_code ec, size_t n) {
+            [self = this->shared_from_this(), chunk, last, done](beast::error_code ec, size_t n) {
               if (ec) return done(ec, n);
               net::async_write(self->stream_, *last,
                                [last, done](beast::error_code ec, size_t n) { done(ec, n); });
@@ -1357,12 +1395,12 @@ class Session : public std::enable_shared_from_this<Session> {
   // not at the next write. Reads the raw socket: the stream's write timeout
   // does not apply.
   void WatchClose() {
-    stream_.socket().async_read_some(
-        net::buffer(scratch_), [self = shared_from_this()](beast::error_code ec, size_t) {
+    beast::get_lowest_layer(stream_).socket().async_read_some(
+        net::buffer(scratch_), [self = this->shared_from_this()](beast::error_code ec, size_t) {
           if (!ec) return self->WatchClose();  // a client sends nothing more; ignored
           self->done_ = true;
           beast::error_code ignored;
-          self->stream_.socket().close(ignored);
+          beast::get_lowest_layer(self->stream_).socket().close(ignored);
         });
   }
 
@@ -1375,20 +1413,23 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive);
     res->body() = std::move(reply.body);
     res->prepare_payload();
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
-                        if (ec || !keep_alive) {
-                          beast::error_code ignored;
-                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-                          return;
-                        }
-                        self->Read();
-                      });
+    http::async_write(
+        stream_, *res,
+        [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+          if (ec || !keep_alive) {
+            beast::error_code ignored;
+            beast::get_lowest_layer(self->stream_)
+                .socket()
+                .shutdown(tcp::socket::shutdown_send, ignored);
+            return;
+          }
+          self->Read();
+        });
   }
 
   static constexpr size_t kSseChunk = 256 << 10;
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   Router* const router_;
   SseRegistry* const registry_;
   Deps* const deps_;
@@ -1412,7 +1453,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
       : router_(deps, dispatcher, this), deps_(deps) {}
   ~HttpServerImpl() override { Shutdown(); }
 
-  void Add(std::shared_ptr<Session> s) override {
+  void Add(std::shared_ptr<SseStream> s) override {
     absl::MutexLock l(&sse_mu_);
     sse_.push_back(std::move(s));
   }
@@ -1426,7 +1467,36 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
     return out;
   }
 
+  // TLS with the gRPC listener's certificate flags (--tls-cert, --tls-key,
+  // --tls-client-ca for mutual TLS); TLS 1.2 and later.
+  absl::Status LoadTls(const ServerOptions& o) {
+    if (o.tls_cert_file.empty()) return absl::OkStatus();
+    tls_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+    tls_->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                      net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                      net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+    beast::error_code ec;
+    auto failed = [&](const char* flag, const std::string& file) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", file, ": ", ec.message(), " (the HTTP listener's TLS)"));
+    };
+    if (tls_->use_certificate_chain_file(o.tls_cert_file, ec); ec) {
+      return failed("--tls-cert", o.tls_cert_file);
+    }
+    if (tls_->use_private_key_file(o.tls_key_file, net::ssl::context::pem, ec); ec) {
+      return failed("--tls-key", o.tls_key_file);
+    }
+    if (!o.tls_client_ca_file.empty()) {
+      if (tls_->load_verify_file(o.tls_client_ca_file, ec); ec) {
+        return failed("--tls-client-ca", o.tls_client_ca_file);
+      }
+      tls_->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Listen(const std::string& listen) {
+    CAIRN_RETURN_IF_ERROR(LoadTls(*deps_->options));
     size_t colon = listen.rfind(':');
     int port = 0;
     if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
@@ -1488,7 +1558,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
       deps_->store->AwaitCommit(seen, absl::Milliseconds(100));
       seen = deps_->store->LastSeq();
       absl::MutexLock l(&sse_mu_);
-      std::vector<std::shared_ptr<Session>> live;
+      std::vector<std::shared_ptr<SseStream>> live;
       for (auto& s : sse_) {
         if (s->done()) continue;
         net::post(s->executor(), [s] { s->Pump(); });
@@ -1502,7 +1572,14 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
     acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
-        std::make_shared<Session>(std::move(s), &router_, this, deps_)->Read();
+        if (tls_) {
+          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), &router_,
+                                                                          this, deps_, *tls_)
+              ->Start();
+        } else {
+          std::make_shared<Session<beast::tcp_stream>>(std::move(s), &router_, this, deps_)
+              ->Start();
+        }
       }
       Accept();
     });
@@ -1512,6 +1589,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
   // of the router.
   Router router_;
   Deps* const deps_;
+  std::unique_ptr<net::ssl::context> tls_;  // with --tls-cert
   net::io_context ioc_{2};
   tcp::acceptor acceptor_{ioc_};
   int port_ = 0;
@@ -1519,7 +1597,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
   std::thread pump_;
   std::atomic<bool> stopped_{false};
   absl::Mutex sse_mu_;
-  std::vector<std::shared_ptr<Session>> sse_ ABSL_GUARDED_BY(sse_mu_);
+  std::vector<std::shared_ptr<SseStream>> sse_ ABSL_GUARDED_BY(sse_mu_);
 };
 
 }  // namespace

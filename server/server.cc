@@ -97,22 +97,27 @@ absl::Status CheckSecurity(const ServerOptions& o) {
         "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first");
   }
   bool open = o.tokens_file.empty() && o.tls_cert_file.empty();
-  if (!IsLoopback(o.listen) && open) {
-    if (!o.insecure_allow_remote) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "refusing to listen on ", o.listen,
-          " (not loopback) without --tokens or --tls-cert: anyone who can reach it could "
-          "read and write everything; give --insecure-allow-remote if that is what you want"));
+  // The gRPC and the HTTP listener alike (the HTTP one serves the same
+  // store, with the same tokens and certificate).
+  for (const std::string& listen : {o.listen, o.http_listen}) {
+    if (listen.empty() || IsLoopback(listen)) continue;
+    if (open) {
+      if (!o.insecure_allow_remote) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "refusing to listen on ", listen,
+            " (not loopback) without --tokens or --tls-cert: anyone who can reach it could "
+            "read and write everything; give --insecure-allow-remote if that is what you want"));
+      }
+      spdlog::warn(
+          "listening on {} (not loopback) with no tokens and no TLS "
+          "(--insecure-allow-remote): every caller may read and write everything",
+          listen);
+    } else if (o.tokens_file.empty()) {
+      spdlog::warn(
+          "listening on {} with TLS but no tokens: every caller that can connect may "
+          "read and write everything",
+          listen);
     }
-    spdlog::warn(
-        "listening on {} (not loopback) with no tokens and no TLS "
-        "(--insecure-allow-remote): every caller may read and write everything",
-        o.listen);
-  } else if (!IsLoopback(o.listen) && o.tokens_file.empty()) {
-    spdlog::warn(
-        "listening on {} with TLS but no tokens: every caller that can connect may "
-        "read and write everything",
-        o.listen);
   }
   return absl::OkStatus();
 }

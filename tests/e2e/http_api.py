@@ -475,6 +475,88 @@ TOKENS = {"tokens": [
 ]}
 
 
+def make_certs(tmp):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate,
+    with the openssl command line; their paths by name."""
+    import subprocess
+    p = {n: os.path.join(tmp, n) for n in ["ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem",
+                                          "cli.key", "cli.csr", "cli.pem", "ext"]}
+    with open(p["ext"], "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+
+    def ssl(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p["ca.key"], "-out", p["ca.pem"],
+        "-days", "2", "-subj", "/CN=cairn test CA")
+    for who, cn in [("srv", "127.0.0.1"), ("cli", "client")]:
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p[f"{who}.key"], "-out",
+            p[f"{who}.csr"], "-subj", f"/CN={cn}")
+        ssl("x509", "-req", "-in", p[f"{who}.csr"], "-CA", p["ca.pem"], "-CAkey", p["ca.key"],
+            "-CAcreateserial", "-out", p[f"{who}.pem"], "-days", "2",
+            *(["-extfile", p["ext"]] if who == "srv" else []))
+    return p
+
+
+def tls(args, tmp):
+    """--tls-cert/--tls-key serve the HTTP API over HTTPS (plain HTTP is
+    refused); --tls-client-ca asks for a client certificate; an HTTP listener
+    off loopback without tokens or TLS is refused at start."""
+    import ssl
+    import subprocess
+    c = make_certs(tmp)
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0",
+                                                      "--tls-cert", c["srv.pem"],
+                                                      "--tls-key", c["srv.key"]])
+    port = http_port(s)
+    ctx = ssl.create_default_context(cafile=c["ca.pem"])
+
+    def https(method, path, body=None, context=ctx):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        out = r.status, r.read().decode()
+        conn.close()
+        return out
+    assert https("GET", "/healthz") == (200, "ok\n")
+    st, body = https("POST", "/v1/ingest", ndjson(upsert(1, 1, {"a": 1})))
+    assert st == 200 and json.loads(body)["applied"] == 1, body
+    st, body = https("GET", "/v1/entities/account/1")
+    assert st == 200 and json.loads(body)["document"] == {"a": 1}, body
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+    conn.request("GET", "/v1/subscribe?from=beginning")
+    r = conn.getresponse()
+    assert r.status == 200 and r.readline() == b"id: 1\n", r.status
+    conn.close()
+    # Plain HTTP to the TLS port gets no HTTP answer.
+    try:
+        got = call(port, "GET", "/healthz")
+    except (http.client.HTTPException, ConnectionError, OSError) as e:
+        got = e
+    assert not isinstance(got, tuple), got
+    s.stop()
+
+    s = Cairnd(args.cairnd, os.path.join(tmp, "d"), ["--http-listen", "127.0.0.1:0",
+                                                      "--tls-cert", c["srv.pem"],
+                                                      "--tls-key", c["srv.key"],
+                                                      "--tls-client-ca", c["ca.pem"]])
+    port = http_port(s)
+    try:
+        got = https("GET", "/healthz")
+    except (ssl.SSLError, ConnectionError, OSError) as e:
+        got = e
+    assert not isinstance(got, tuple), got  # no client certificate: refused
+    mutual = ssl.create_default_context(cafile=c["ca.pem"])
+    mutual.load_cert_chain(c["cli.pem"], c["cli.key"])
+    assert https("GET", "/v1/entities/account/1", context=mutual)[0] == 200
+    s.stop()
+
+    p = subprocess.run([args.cairnd, "--data-dir", os.path.join(tmp, "e"), "--listen",
+                        "127.0.0.1:0", "--http-listen", "0.0.0.0:0"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0 and "refusing to listen on 0.0.0.0:0" in p.stderr + p.stdout, \
+        (p.returncode, p.stderr)
+
+
 def auth_matrix(args, tmp):
     """Every endpoint x none / malformed / wrong / other-scope / valid:
     0 unauthorized successes, and the valid token succeeds."""
@@ -555,7 +637,8 @@ def auth_matrix(args, tmp):
 
 def main():
     args = parse_args()
-    run_sections([endpoints, admin_endpoints, snapshots, subscriptions, idle_streams, bitbroker_curl, auth_matrix],
+    run_sections([endpoints, admin_endpoints, snapshots, subscriptions, idle_streams,
+                  bitbroker_curl, tls, auth_matrix],
                  args)
 
 
