@@ -1572,6 +1572,10 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
     acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
       if (ec == net::error::operation_aborted) return;
       if (!ec) {
+        // Small writes (an SSE event, a short answer) go out at once, not
+        // after the client's delayed ACK (Nagle).
+        beast::error_code ignored;
+        s.set_option(tcp::no_delay(true), ignored);
         if (tls_) {
           std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), &router_,
                                                                           this, deps_, *tls_)
