@@ -1,8 +1,11 @@
 // cairnd's HTTP listener (http_server.h).
 //
 // Threads: one io_context run by two threads; a connection is a Session
-// reading requests in turn (keep-alive). Handlers run on the io threads and
-// call the engine directly: a durable ingest holds its thread for the fsync.
+// reading requests in turn (keep-alive). Handlers call the engine on the io
+// threads, except those that may wait for an fsync (a durable ingest, a
+// session's commit): they run on a pool of 8 threads and the answer goes
+// back to the connection's strand. A pump thread wakes the SSE streams
+// after each commit.
 //
 // Routes (README "HTTP API"):
 //   GET  /healthz, /readyz
@@ -275,6 +278,20 @@ class Router {
 
   // Open SSE streams, within --max-subscriptions.
   void ReleaseStream() { streams_.fetch_sub(1); }
+
+  // Whether `req` may wait for an fsync: a durable ingest (asked for, or
+  // cairnd's --durable), a session's close with commit.
+  bool MayWaitForDisk(const http::request<http::string_body>& req) const {
+    std::string_view target(req.target().data(), req.target().size());
+    if (absl::StartsWith(AbslView(target), "/v1/ingest")) {
+      if (absl::StrContains(AbslView(target), "durable=true") ||
+          absl::StrContains(AbslView(target), "durable=1")) {
+        return true;
+      }
+      return deps_->options->durable && !absl::StrContains(AbslView(target), "durable=");
+    }
+    return absl::StrContains(AbslView(target), "/close/true");
+  }
 
   Reply Handle(const http::request<http::string_body>& req, Caller caller) {
     std::string_view target(req.target().data(), req.target().size());
@@ -891,8 +908,8 @@ class Router {
       if (!events.ok()) return Error(events.status());
     }
     if (events->size() > kMaxBatchEvents) {
-      return Error(absl::ResourceExhaustedError(absl::StrCat(
-          "request holds ", events->size(), " events; at most ", kMaxBatchEvents, " per request")));
+      return Error(TooLarge(absl::StrCat("request holds ", events->size(), " events; at most ",
+                                         kMaxBatchEvents, " per request")));
     }
     auto r = deps_->store->Ingest(*std::move(events), {.durable = durable});
     if (!r.ok()) return Error(r.status());
@@ -1175,8 +1192,10 @@ template <class Stream>
 class Session : public SseStream, public std::enable_shared_from_this<Session<Stream>> {
  public:
   template <class... TlsContext>
-  Session(tcp::socket socket, Router* router, SseRegistry* registry, Deps* deps, TlsContext&... tls)
+  Session(tcp::socket socket, Router* router, SseRegistry* registry, Deps* deps,
+          net::thread_pool* handlers, TlsContext&... tls)
       : stream_(std::move(socket), tls...),
+        handlers_(handlers),
         router_(router),
         registry_(registry),
         deps_(deps),
@@ -1253,17 +1272,17 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
     parser_->body_limit(body_limit_);
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(120));  // an idle keep-alive connection
-    http::async_read(
-        stream_, buf_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
-          if (ec == http::error::body_limit) {
-            self->Answer(Error(absl::ResourceExhaustedError(absl::StrCat(
-                             "request body larger than ", self->body_limit_, " bytes"))),
-                         false);
-            return;
-          }
-          if (ec) return;  // closed, timed out or not HTTP
-          self->Handle();
-        });
+    http::async_read(stream_, buf_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec == http::error::body_limit) {
+                         self->Answer(Error(TooLarge(absl::StrCat("request body larger than ",
+                                                                  self->body_limit_, " bytes"))),
+                                      false);
+                         return;
+                       }
+                       if (ec) return;  // closed, timed out or not HTTP
+                       self->Handle();
+                     });
   }
 
  private:
@@ -1278,10 +1297,23 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
     beast::error_code ec;
     auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) caller.peer = absl::StrCat("ipv4:", peer.address().to_string(), ":", peer.port());
-    Reply reply = router_->Handle(req, caller);
+    if (!router_->MayWaitForDisk(req)) return Respond(router_->Handle(req, caller));
+    // A call that waits for an fsync runs on the handler pool, so that it
+    // holds a pool thread, not one of the two io threads every other
+    // connection and SSE stream needs. Nothing touches the connection
+    // meanwhile (no read is pending). The rest run here: the hop to the pool
+    // and back costs a one-event request a third of its rate on 2 cores.
+    net::post(*handlers_, [self = this->shared_from_this(), caller = std::move(caller)] {
+      auto reply = std::make_shared<Reply>(self->router_->Handle(self->parser_->get(), caller));
+      net::post(self->stream_.get_executor(), [self, reply] { self->Respond(std::move(*reply)); });
+    });
+  }
+
+  void Respond(Reply reply) {
+    bool keep_alive = parser_->get().keep_alive();
     if (reply.subscription) return StartSse(std::move(reply));
-    if (reply.cursor) return StartCursor(std::move(reply), req.keep_alive());
-    Answer(std::move(reply), req.keep_alive());
+    if (reply.cursor) return StartCursor(std::move(reply), keep_alive);
+    Answer(std::move(reply), keep_alive);
   }
 
   void StartSse(Reply reply) {
@@ -1430,6 +1462,7 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
   static constexpr size_t kSseChunk = 256 << 10;
 
   Stream stream_;
+  net::thread_pool* const handlers_;
   Router* const router_;
   SseRegistry* const registry_;
   Deps* const deps_;
@@ -1449,6 +1482,10 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
 
 class HttpServerImpl : public HttpServer, public SseRegistry {
  public:
+  // Durable engine calls at once: enough for group commit to gather
+  // durable ingests into one fsync.
+  static constexpr int kHandlerThreads = 8;
+
   HttpServerImpl(Deps* deps, Dispatcher* dispatcher)
       : router_(deps, dispatcher, this), deps_(deps) {}
   ~HttpServerImpl() override { Shutdown(); }
@@ -1540,6 +1577,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
     ioc_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    handlers_.join();  // the engine calls in flight finish; their answers are dropped
     {
       absl::MutexLock l(&sse_mu_);
       sse_.clear();
@@ -1577,11 +1615,12 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
         beast::error_code ignored;
         s.set_option(tcp::no_delay(true), ignored);
         if (tls_) {
-          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), &router_,
-                                                                          this, deps_, *tls_)
+          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+              std::move(s), &router_, this, deps_, &handlers_, *tls_)
               ->Start();
         } else {
-          std::make_shared<Session<beast::tcp_stream>>(std::move(s), &router_, this, deps_)
+          std::make_shared<Session<beast::tcp_stream>>(std::move(s), &router_, this, deps_,
+                                                       &handlers_)
               ->Start();
         }
       }
@@ -1594,6 +1633,9 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
   Router router_;
   Deps* const deps_;
   std::unique_ptr<net::ssl::context> tls_;  // with --tls-cert
+  // Where handlers that may wait for an fsync call the engine
+  // (Session::Handle).
+  net::thread_pool handlers_{kHandlerThreads};
   net::io_context ioc_{2};
   tcp::acceptor acceptor_{ioc_};
   int port_ = 0;
@@ -1605,6 +1647,12 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
 };
 
 }  // namespace
+
+absl::Status TooLarge(std::string_view message) {
+  absl::Status s = absl::ResourceExhaustedError(AbslView(message));
+  s.SetPayload(AbslView(kTooLargePayload), absl::Cord("request past a size bound"));
+  return s;
+}
 
 int HttpStatusOf(const absl::Status& s) {
   switch (s.code()) {
@@ -1624,10 +1672,8 @@ int HttpStatusOf(const absl::Status& s) {
       return 409;
     case absl::StatusCode::kOutOfRange:
       return 410;
-    case absl::StatusCode::kResourceExhausted: {
-      std::string_view m(s.message().data(), s.message().size());
-      return m.find("larger than") != m.npos || m.find("at most") != m.npos ? 413 : 429;
-    }
+    case absl::StatusCode::kResourceExhausted:
+      return s.GetPayload(AbslView(kTooLargePayload)).has_value() ? 413 : 429;
     case absl::StatusCode::kUnavailable:
       return 503;
     case absl::StatusCode::kDeadlineExceeded:

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,6 +25,11 @@ namespace cairn::server {
 // request past a size bound) or 429 (anything else exhausted),
 // UNAVAILABLE 503, DEADLINE_EXCEEDED 504, everything else 500.
 int HttpStatusOf(const absl::Status& s);
+// RESOURCE_EXHAUSTED for a request past a size bound (the body, the events
+// in a batch), marked with the kTooLargePayload payload: HttpStatusOf
+// answers it 413, any other RESOURCE_EXHAUSTED 429.
+inline constexpr std::string_view kTooLargePayload = "type.cairn.dev/request-too-large";
+absl::Status TooLarge(std::string_view message);
 // The JSON error body of `s`.
 std::string ErrorJson(const absl::Status& s);
 
