@@ -49,6 +49,8 @@
 #include "absl/synchronization/mutex.h"
 #include "cairn/connectors.h"
 #include "cairn/formats.h"
+#include "cairn/json.h"
+#include "cairn/json_writer.h"
 #include "cairn/status.h"
 #include "console_files.h"
 #include "convert.h"
@@ -65,7 +67,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+using namespace json_writer;  // NOLINT(build/namespaces)
 
 struct Reply {
   int status = 200;
@@ -81,48 +83,13 @@ struct Reply {
 
 Reply Error(const absl::Status& s) { return {.status = HttpStatusOf(s), .body = ErrorJson(s)}; }
 
-void Str(Writer& w, const char* k, std::string_view v) {
-  w.Key(k);
-  w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-}
-
-void Raw(Writer& w, const char* k, std::string_view json) {
-  w.Key(k);
-  if (json.empty()) {
-    w.Null();
-  } else {
-    w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
-  }
-}
-
-void PositionJson(Writer& w, const Position& p) {
-  w.Key("position");
-  w.StartObject();
-  w.Key("timestamp");
-  w.Uint64(p.timestamp);
-  w.Key("tick");
-  w.Uint64(p.tick);
-  w.EndObject();
-}
-
-// Counters as "name": number members.
-void Uints(Writer& w, std::initializer_list<std::pair<const char*, uint64_t>> fields) {
-  for (const auto& [k, v] : fields) {
-    w.Key(k);
-    w.Uint64(v);
-  }
-}
-
-std::string Done(rapidjson::StringBuffer& buf) {
-  return std::string(buf.GetString(), buf.GetSize());
-}
-
-// %XX decoding of one path segment or query value; nullopt when malformed.
-std::optional<std::string> PercentDecode(std::string_view s) {
+// %XX decoding of one path segment or (with `plus_is_space`, as HTML forms
+// and URLSearchParams write spaces) query value; nullopt when malformed.
+std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space = false) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] != '%') {
-      out += s[i];
+      out += plus_is_space && s[i] == '+' ? ' ' : s[i];
       continue;
     }
     int v = 0;
@@ -150,7 +117,7 @@ std::string KeyOf(const std::string& text) {
   rapidjson::StringBuffer buf;
   Writer w(buf);
   w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  return Done(buf);
+  return Text(buf);
 }
 
 // One query parameter: its name, its percent-decoded value, and the text
@@ -167,7 +134,7 @@ absl::StatusOr<std::vector<Param>> ParseQuery(std::string_view query) {
   std::vector<Param> out;
   for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
     size_t eq = kv.find('=');
-    auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)));
+    auto value = PercentDecode(eq == kv.npos ? "" : StdView(kv.substr(eq + 1)), true);
     if (!value) return absl::InvalidArgumentError("query: malformed percent-encoding");
     if (kv.substr(0, eq) == "access_token") continue;  // taken by Router::Handle
     out.push_back({std::string(kv.substr(0, eq)), *std::move(value), StdView(kv)});
@@ -175,64 +142,36 @@ absl::StatusOr<std::vector<Param>> ParseQuery(std::string_view query) {
   return out;
 }
 
-void EntityFields(Writer& w, const Entity& e) {
-  Str(w, "collection", e.collection);
-  Raw(w, "key", e.key);
-  Raw(w, "document", e.document);
-  w.Key("complete");
-  w.Bool(e.complete);
-  PositionJson(w, e.position);
-  Str(w, "source", e.source);
-  w.Key("seq");
-  w.Uint64(e.seq);
-}
-
 // One subscription item as an SSE event: `change` (id: its seq),
 // `snapshot` (an entity), `snapshot_end` (id: N), `caught_up`.
 std::string SseEvent(const SubscriptionItem& item) {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
-  w.StartObject();
-  std::string head;
+  std::string head, data;
   switch (item.kind) {
-    case SubscriptionItem::Kind::kChange: {
-      const Change& c = item.change;
-      head = absl::StrCat("id: ", c.seq, "\nevent: change\n");
-      w.Key("seq");
-      w.Uint64(c.seq);
-      Str(w, "collection", c.collection);
-      Raw(w, "key", c.key);
-      Str(w, "op", OpName(c.op));
-      Raw(w, "before", c.before);
-      Raw(w, "after", c.after);
-      PositionJson(w, c.position);
-      Str(w, "source", c.source);
+    case SubscriptionItem::Kind::kChange:
+      head = absl::StrCat("id: ", item.change.seq, "\nevent: change\n");
+      data = ChangeJson(item.change);
       break;
-    }
     case SubscriptionItem::Kind::kSnapshotEntity:
       head = "event: snapshot\n";
-      EntityFields(w, item.entity);
+      data = EntityJson(item.entity);
       break;
     case SubscriptionItem::Kind::kSnapshotEnd:
       head = absl::StrCat("id: ", item.seq, "\nevent: snapshot_end\n");
-      w.Key("seq");
-      w.Uint64(item.seq);
+      data = absl::StrCat("{\"seq\":", item.seq, "}");
       break;
     case SubscriptionItem::Kind::kCaughtUp:
       head = "event: caught_up\n";
-      w.Key("seq");
-      w.Uint64(item.seq);
+      data = absl::StrCat("{\"seq\":", item.seq, "}");
       break;
   }
-  w.EndObject();
-  return absl::StrCat(head, "data: ", absl::string_view(buf.GetString(), buf.GetSize()), "\n\n");
+  return absl::StrCat(head, "data: ", data, "\n\n");
 }
 
 std::string JsonQuote(std::string_view text) {
   rapidjson::StringBuffer buf;
   Writer w(buf);
   w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  return Done(buf);
+  return Text(buf);
 }
 
 std::string IngestJson(const IngestResult& r) {
@@ -245,7 +184,7 @@ std::string IngestJson(const IngestResult& r) {
             {"duplicates", r.duplicates},
             {"conflicts", r.conflicts}});
   w.EndObject();
-  return Done(buf);
+  return Text(buf);
 }
 
 // An SSE stream as the pump thread sees it (a Session over TCP or TLS).
@@ -282,32 +221,33 @@ class Router {
   // Whether `req` may wait for an fsync: a durable ingest (asked for, or
   // cairnd's --durable), a session's close with commit.
   bool MayWaitForDisk(const http::request<http::string_body>& req) const {
-    std::string_view target(req.target().data(), req.target().size());
-    if (absl::StartsWith(AbslView(target), "/v1/ingest")) {
-      if (absl::StrContains(AbslView(target), "durable=true") ||
-          absl::StrContains(AbslView(target), "durable=1")) {
-        return true;
+    auto t = ParseTarget(req);
+    if (!t.ok()) return false;
+    const std::vector<std::string>& seg = t->segments;
+    if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "ingest") {
+      bool durable = deps_->options->durable;
+      auto params = ParseQuery(t->query);
+      for (const Param& p : params.ok() ? *params : std::vector<Param>()) {
+        if (p.name == "durable") durable = p.value == "true" || p.value == "1";
       }
-      return deps_->options->durable && !absl::StrContains(AbslView(target), "durable=");
+      return durable;
     }
-    return absl::StrContains(AbslView(target), "/close/true");
+    return seg.size() == 7 && seg[1] == "connector" && seg[5] == "close" && seg[6] == "true";
   }
 
+  // Set by the listener: it is bound to a loopback address.
+  void set_loopback(bool loopback) { loopback_ = loopback; }
+
   Reply Handle(const http::request<http::string_body>& req, Caller caller) {
-    std::string_view target(req.target().data(), req.target().size());
     std::optional<std::string> last_event_id;
     if (auto it = req.find("Last-Event-ID"); it != req.end()) {
       last_event_id = std::string(it->value());
     }
-    std::string_view path = target.substr(0, target.find('?'));
-    std::string_view query =
-        path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view();
-    std::vector<std::string> seg;
-    for (absl::string_view s : absl::StrSplit(AbslView(path), '/', absl::SkipEmpty())) {
-      auto d = PercentDecode(StdView(s));
-      if (!d) return Error(absl::InvalidArgumentError("path: malformed percent-encoding"));
-      seg.push_back(*std::move(d));
-    }
+    if (auto s = CheckSameOrigin(req); !s.ok()) return Error(s);
+    auto target = ParseTarget(req);
+    if (!target.ok()) return Error(target.status());
+    const std::vector<std::string>& seg = target->segments;
+    std::string_view query = target->query;
     bool get = req.method() == http::verb::get;
     bool post = req.method() == http::verb::post;
     if (!caller.authorization && get) {
@@ -315,7 +255,7 @@ class Router {
       // the token as ?access_token= (README "HTTP API" on what that costs).
       for (absl::string_view kv : absl::StrSplit(AbslView(query), '&', absl::SkipEmpty())) {
         if (!absl::StartsWith(kv, "access_token=")) continue;
-        auto token = PercentDecode(StdView(kv.substr(13)));
+        auto token = PercentDecode(StdView(kv.substr(13)), true);
         if (token) caller.authorization = "Bearer " + *token;
       }
     }
@@ -382,10 +322,75 @@ class Router {
         return Ingest(caller, req.body(), query);
       }
     }
-    return Error(absl::NotFoundError(absl::StrCat("no such endpoint: ", AbslView(path))));
+    std::string_view sent(req.target().data(), req.target().size());
+    return Error(absl::NotFoundError(
+        absl::StrCat("no such endpoint: ", AbslView(sent.substr(0, sent.find('?'))))));
   }
 
  private:
+  struct Target {
+    std::vector<std::string> segments;  // the path's, percent-decoded
+    std::string_view query;             // as sent
+  };
+  static absl::StatusOr<Target> ParseTarget(const http::request<http::string_body>& req) {
+    std::string_view target(req.target().data(), req.target().size());
+    std::string_view path = target.substr(0, target.find('?'));
+    Target t;
+    if (path.size() < target.size()) t.query = target.substr(path.size() + 1);
+    for (absl::string_view s : absl::StrSplit(AbslView(path), '/', absl::SkipEmpty())) {
+      auto d = PercentDecode(StdView(s));
+      if (!d) return absl::InvalidArgumentError("path: malformed percent-encoding");
+      t.segments.push_back(*std::move(d));
+    }
+    return t;
+  }
+
+  // Browsers send any site's requests to cairnd too: a page elsewhere could
+  // POST events or GET a BitBroker close/true (an <img>) with no token
+  // needed when cairnd has none. Refused: a request a browser marks as
+  // another site's (Sec-Fetch-Site), one whose Origin is not this server,
+  // and, on a loopback listener, one whose Host is a name other than
+  // localhost (DNS rebinding: a name of the attacker's pointing at
+  // 127.0.0.1). Programs (curl, clients) send none of these headers.
+  absl::Status CheckSameOrigin(const http::request<http::string_body>& req) const {
+    std::string_view host;
+    if (auto it = req.find(http::field::host); it != req.end()) {
+      host = std::string_view(it->value().data(), it->value().size());
+    }
+    if (auto it = req.find("Sec-Fetch-Site"); it != req.end()) {
+      std::string_view site(it->value().data(), it->value().size());
+      if (site != "same-origin" && site != "none") {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "refused a request from another site (Sec-Fetch-Site: ", AbslView(Excerpt(site)),
+            "): cairnd answers its own console and programs, not other pages"));
+      }
+    }
+    if (auto it = req.find(http::field::origin); it != req.end()) {
+      std::string_view origin(it->value().data(), it->value().size());
+      if (origin != absl::StrCat("http://", AbslView(host)) &&
+          origin != absl::StrCat("https://", AbslView(host))) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "refused a request from origin ", AbslView(Excerpt(origin)), " (not this server)"));
+      }
+    }
+    if (loopback_ && !host.empty()) {
+      std::string_view name = host;
+      if (name.front() == '[') {
+        name = name.substr(1, name.find(']') - 1);
+      } else if (size_t colon = name.rfind(':'); colon != std::string_view::npos) {
+        name = name.substr(0, colon);
+      }
+      beast::error_code ec;
+      net::ip::make_address(name, ec);
+      if (ec && name != "localhost") {
+        return absl::PermissionDeniedError(
+            absl::StrCat("refused Host ", AbslView(Excerpt(host)),
+                         ": a loopback listener answers only an IP address or localhost"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   static Reply MethodNotAllowed(std::string_view allowed) {
     Reply r = Error(absl::InvalidArgumentError(
         absl::StrCat("method not allowed here; use ", AbslView(allowed))));
@@ -397,12 +402,7 @@ class Router {
     if (auto s = deps_->auth->CanRead(caller, "http.Get", {collection}); !s.ok()) return Error(s);
     auto e = deps_->store->Get(collection, KeyOf(key));
     if (!e.ok()) return Error(e.status());
-    rapidjson::StringBuffer buf;
-    Writer w(buf);
-    w.StartObject();
-    EntityFields(w, *e);
-    w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = EntityJson(*e)};
   }
 
   Reply History(const Caller& caller, const std::string& collection, const std::string& key) {
@@ -415,7 +415,7 @@ class Router {
     Writer w(buf);
     w.StartObject();
     Str(w, "collection", collection);
-    Raw(w, "key", KeyOf(key));
+    Json(w, "key", KeyOf(key));
     w.Key("versions");
     w.StartArray();
     for (const Version& v : *h) {
@@ -427,13 +427,13 @@ class Router {
       Str(w, "source", v.source);
       w.Key("complete");
       w.Bool(v.complete);
-      Raw(w, "before", v.before);
-      Raw(w, "after", v.after);
+      Json(w, "before", v.before);
+      Json(w, "after", v.after);
       w.EndObject();
     }
     w.EndArray();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   // BitBroker's contribution API, call for call (README "HTTP API"): the
@@ -543,7 +543,7 @@ class Router {
         }
       }
       w.EndObject();
-      return {.body = Done(buf)};
+      return {.body = Text(buf)};
     }
     if (seg.size() == 7 && seg[5] == "close" && (seg[6] == "true" || seg[6] == "false")) {
       if (method != http::verb::get) return MethodNotAllowed("GET");
@@ -858,7 +858,7 @@ class Router {
     }
     w.EndObject();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   // The body is one payload in the registered source's format (NDJSON for
@@ -979,7 +979,7 @@ class Router {
       auto d = deps_->store->GetSource(*name);
       if (!d.ok()) return Error(d.status());
       SourceJson(w, *d, stats_of(d->name));
-      return {.body = Done(buf)};
+      return {.body = Text(buf)};
     }
     auto all = deps_->store->ListSources();
     if (!all.ok()) return Error(all.status());
@@ -989,7 +989,7 @@ class Router {
     for (const auto& d : *all) SourceJson(w, d, stats_of(d.name));
     w.EndArray();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   static void CheckpointJson(Writer& w, const std::string& name, const Store::CheckpointInfo& cp) {
@@ -1025,13 +1025,13 @@ class Router {
       for (const auto& [n, cp] : *all) CheckpointJson(w, n, cp);
       w.EndArray();
       w.EndObject();
-      return {.body = Done(buf)};
+      return {.body = Text(buf)};
     }
     if (method == http::verb::get) {
       auto cp = ReadableCheckpoint(deps_, caller, "http.GetCheckpoint", *name);
       if (!cp.ok()) return Error(cp.status());
       CheckpointJson(w, *name, *cp);
-      return {.body = Done(buf)};
+      return {.body = Text(buf)};
     }
     if (method == http::verb::put) {
       rapidjson::Document doc;
@@ -1062,7 +1062,7 @@ class Router {
         return Error(s);
       }
       CheckpointJson(w, *name, cp);
-      return {.body = Done(buf)};
+      return {.body = Text(buf)};
     }
     if (method == http::verb::delete_) {
       if (auto s = deps_->auth->CanAdmin(caller, "http.DeleteCheckpoint"); !s.ok()) return Error(s);
@@ -1109,7 +1109,7 @@ class Router {
     }
     w.EndArray();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   // GET /v1/sinks: each sink's state, checkpoint and lag.
@@ -1136,7 +1136,7 @@ class Router {
     }
     w.EndArray();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   // Open subscriptions, gRPC and SSE: what each has delivered and its lag.
@@ -1176,10 +1176,11 @@ class Router {
     }
     w.EndArray();
     w.EndObject();
-    return {.body = Done(buf)};
+    return {.body = Text(buf)};
   }
 
   Deps* const deps_;
+  bool loopback_ = false;
   Dispatcher* const dispatcher_;  // gRPC subscriptions; null in tests without gRPC
   SseRegistry* const registry_;
   std::atomic<int> streams_{0};
@@ -1297,7 +1298,9 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
     beast::error_code ec;
     auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) caller.peer = absl::StrCat("ipv4:", peer.address().to_string(), ":", peer.port());
-    if (!router_->MayWaitForDisk(req)) return Respond(router_->Handle(req, caller));
+    if (deps_->shutting_down.load() || !router_->MayWaitForDisk(req)) {
+      return Respond(router_->Handle(req, caller));  // shutting down: 503 at once
+    }
     // A call that waits for an fsync runs on the handler pool, so that it
     // holds a pool thread, not one of the two io threads every other
     // connection and SSE stream needs. Nothing touches the connection
@@ -1379,12 +1382,7 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
         end = true;
         break;
       }
-      rapidjson::StringBuffer buf;
-      Writer w(buf);
-      w.StartObject();
-      EntityFields(w, cursor_->entity());
-      w.EndObject();
-      absl::StrAppend(&out, absl::string_view(buf.GetString(), buf.GetSize()), "\n");
+      absl::StrAppend(&out, EntityJson(cursor_->entity()), "\n");
     }
     auto chunk = std::make_shared<std::string>(std::move(out));
     auto done = [self = this->shared_from_this(), chunk, end, keep_alive](beast::error_code ec,
@@ -1445,6 +1443,8 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
     res->keep_alive(keep_alive);
     res->body() = std::move(reply.body);
     res->prepare_payload();
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::seconds(absl::ToInt64Seconds(deps_->options->subscriber_stall_timeout)));
     http::async_write(
         stream_, *res,
         [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
@@ -1559,6 +1559,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
     if (ec)
       return absl::UnavailableError(absl::StrCat("--http-listen ", listen, ": ", ec.message()));
     port_ = acceptor_.local_endpoint().port();
+    router_.set_loopback(address.is_loopback());
     Accept();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
     pump_ = std::thread([this] { PumpLoop(); });
@@ -1570,7 +1571,7 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
   void Shutdown() override {
     if (stopped_.exchange(true)) return;
     if (pump_.joinable()) pump_.join();
-    net::post(ioc_, [this] {
+    net::post(acceptor_.get_executor(), [this] {
       beast::error_code ignored;
       acceptor_.close(ignored);
     });
@@ -1582,7 +1583,9 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
       absl::MutexLock l(&sse_mu_);
       sse_.clear();
     }
-    // Every connection, with its subscription, goes now: before the store.
+    // What is ready runs once; the connections still open (idle keep-alive,
+    // SSE, with their subscriptions) go when ioc_ is destroyed: the owner
+    // destroys this server right after Shutdown, before the store.
     ioc_.restart();
     ioc_.poll();
   }
@@ -1608,8 +1611,15 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
 
   void Accept() {
     acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
-      if (ec == net::error::operation_aborted) return;
-      if (!ec) {
+      if (ec == net::error::operation_aborted || stopped_.load() || !acceptor_.is_open()) return;
+      if (ec) {
+        // Out of file descriptors, say: try again in a while, not at once.
+        auto timer = std::make_shared<net::steady_timer>(acceptor_.get_executor(),
+                                                         std::chrono::milliseconds(100));
+        timer->async_wait([this, timer](beast::error_code) { Accept(); });
+        return;
+      }
+      {
         // Small writes (an SSE event, a short answer) go out at once, not
         // after the client's delayed ACK (Nagle).
         beast::error_code ignored;
@@ -1633,11 +1643,13 @@ class HttpServerImpl : public HttpServer, public SseRegistry {
   Router router_;
   Deps* const deps_;
   std::unique_ptr<net::ssl::context> tls_;  // with --tls-cert
-  // Where handlers that may wait for an fsync call the engine
-  // (Session::Handle).
-  net::thread_pool handlers_{kHandlerThreads};
   net::io_context ioc_{2};
-  tcp::acceptor acceptor_{ioc_};
+  // On a strand: the accept handler and Shutdown's close never overlap.
+  tcp::acceptor acceptor_{net::make_strand(ioc_)};
+  // Where handlers that may wait for an fsync call the engine
+  // (Session::Handle). Declared after ioc_: destroyed first, so a task it
+  // never ran drops its connection while the io_context still exists.
+  net::thread_pool handlers_{kHandlerThreads};
   int port_ = 0;
   std::vector<std::thread> threads_;
   std::thread pump_;
@@ -1703,7 +1715,7 @@ std::string ErrorJson(const absl::Status& s) {
   }
   w.EndArray();
   w.EndObject();
-  return Done(buf);
+  return Text(buf);
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen, Deps* deps,

@@ -42,7 +42,9 @@ class HttpServer {
                                                            Dispatcher* dispatcher);
   virtual ~HttpServer() = default;
   virtual int port() const = 0;
-  // Stops accepting, closes every connection and joins the threads.
+  // Stops accepting and joins the threads; the open connections (and their
+  // subscriptions) end when the server is destroyed, which must come before
+  // the store's end.
   virtual void Shutdown() = 0;
 };
 

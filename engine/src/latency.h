@@ -25,23 +25,23 @@ class LatencyRecorder {
     const auto& bounds = LatencyHistogram::kBoundsMicros;
     size_t i = std::lower_bound(bounds.begin(), bounds.end(), micros) - bounds.begin();
     counts_[i].fetch_add(1, std::memory_order_relaxed);
-    count_.fetch_add(1, std::memory_order_relaxed);
     sum_.fetch_add(micros, std::memory_order_relaxed);
   }
 
-  // A copy; concurrent records may land in some fields and not yet others.
+  // A copy; a record made meanwhile may be in its bucket and not yet in
+  // the sum.
   LatencyHistogram Read() const {
     LatencyHistogram h;
-    for (size_t i = 0; i < counts_.size(); ++i)
+    for (size_t i = 0; i < counts_.size(); ++i) {
       h.counts[i] = counts_[i].load(std::memory_order_relaxed);
-    h.count = count_.load(std::memory_order_relaxed);
+      h.count += h.counts[i];  // the buckets' sum: _count equals the +Inf bucket
+    }
     h.sum_micros = sum_.load(std::memory_order_relaxed);
     return h;
   }
 
  private:
   std::array<std::atomic<uint64_t>, LatencyHistogram::kBoundsMicros.size() + 1> counts_{};
-  std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> sum_{0};
 };
 

@@ -184,7 +184,9 @@ absl::StatusOr<IngestResult> StoreImpl::Enqueue(Writer& w) {
 void StoreImpl::EnqueueAll(const std::vector<Writer*>& ws) {
   auto start = LatencyRecorder::Clock::now();
   write_queue_.Run(ws, [this](std::vector<Writer*>& group) { return CommitGroup(group); });
-  for (size_t i = 0; i < ws.size(); ++i) ingest_latency_.Record(start);
+  for (const Writer* w : ws) {
+    if (w->status.ok()) ingest_latency_.Record(start);  // committed batches only
+  }
 }
 
 SourceStats& StoreImpl::StatsFor(BatchState* bs, const std::string& source) {
@@ -266,7 +268,7 @@ absl::Status StoreImpl::CommitGroup(std::vector<Writer*>& group) {
   CrashPoint("commit.before_write");
   auto write_start = LatencyRecorder::Clock::now();
   absl::Status s = WriteResuming(wo, wb, "commit");
-  (sync ? commit_sync_latency_ : commit_latency_).Record(write_start);
+  if (s.ok()) (sync ? commit_sync_latency_ : commit_latency_).Record(write_start);
   if (!s.ok()) {
     // Nothing of the group is visible; reload the leader state from disk.
     state_cache_.DropGroup();

@@ -92,8 +92,13 @@ function subscribe(params, onChange) {
   es.addEventListener("change", ev => onChange(JSON.parse(ev.data)));
   es.addEventListener("caught_up", () => { statusLine.textContent = "live: caught up"; });
   es.addEventListener("error", ev => {
-    if (ev.data) statusLine.textContent = `live: ${JSON.parse(ev.data).message}`;
-    else statusLine.textContent = "live: reconnecting...";
+    if (ev.data) {
+      // cairnd ended the stream (retention passed it, say): no reconnecting.
+      es.close();
+      statusLine.textContent = `live: ${JSON.parse(ev.data).message}`;
+    } else {
+      statusLine.textContent = "live: reconnecting...";
+    }
   });
   es.onopen = () => { statusLine.textContent = "live: connected"; };
   cleanup.push(() => es.close());

@@ -150,6 +150,30 @@ def endpoints(args, tmp):
     st, r = call(port, "POST", "/v1/ingest", ndjson(upsert(2002, 40, {"plan": "basic"}),
                                                     upsert(2003, 41, {"x": 1}, source="feed")))
     assert st == 200 and r["applied"] == 2 and r["last_seq"] == 5, r
+
+    # Other sites' pages (a browser's requests) are refused; the console's
+    # own and programs' pass.
+    own = f"http://127.0.0.1:{port}"
+    for headers in [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "http://evil.example"}, {"Origin": f"{own}0"},
+                    {"Host": f"evil.example:{port}"}]:
+        st, err = call(port, "POST", "/v1/ingest", ndjson(upsert(3, 50, {"x": 3})),
+                       headers=headers)
+        assert st == 403 and err["code"] == "PERMISSION_DENIED", (headers, st, err)
+        assert call(port, "GET", "/v1/connector/x/session/s/close/true",
+                    headers=headers)[0] == 403, headers
+    for headers in [{"Sec-Fetch-Site": "same-origin", "Origin": own}, {"Sec-Fetch-Site": "none"},
+                    {"Host": f"localhost:{port}"}]:
+        assert call(port, "GET", "/v1/stats", headers=headers)[0] == 200, headers
+    assert call(port, "GET", "/v1/stats")[1]["last_seq"] == 5  # nothing refused was stored
+
+    # Query values decode '+' as a space (URLSearchParams, HTML forms).
+    assert call(port, "POST", "/v1/ingest?source=app", ndjson(
+        upsert("New York", 60, {"state": "NY"}, collection="cities")))[0] == 200
+    sub = Sse(port, "/v1/subscribe?collection=cities&key=%22New+York%22&from=beginning")
+    e = sub.next()
+    assert e[0] == "change" and e[2]["key"] == "New York", e
+    sub.close()
     s.stop()
 
 

@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cairn/connectors.h"
+#include "cairn/json.h"
+#include "cairn/json_writer.h"
 #include "cairn/status.h"
 #include "destination.h"
 #include "rapidjson/document.h"
@@ -14,43 +16,18 @@
 namespace cairn::connectors {
 namespace {
 
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
-
-void Str(Writer& w, const char* k, std::string_view v) {
-  w.Key(k);
-  w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-}
-
-// A stored document or key (JSON text) as a JSON value; empty is null.
-void Json(Writer& w, const char* k, std::string_view json) {
-  w.Key(k);
-  if (json.empty()) {
-    w.Null();
-  } else {
-    w.RawValue(json.data(), json.size(), rapidjson::kObjectType);
-  }
-}
+using namespace json_writer;  // NOLINT(build/namespaces)
 
 std::string Iso(uint64_t micros) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
                           absl::FromUnixMicros(static_cast<int64_t>(micros)), absl::UTCTimeZone());
 }
 
-void PositionOf(Writer& w, const Change& c) {
-  w.Key("position");
-  w.StartObject();
-  w.Key("timestamp");
-  w.Uint64(c.position.timestamp);
-  w.Key("tick");
-  w.Uint64(c.position.tick);
-  w.EndObject();
-}
-
 void Provenance(Writer& w, std::string_view sink, const Change& c) {
   w.StartObject();
   Str(w, "sink", sink);
   Str(w, "source", c.source);
-  PositionOf(w, c);
+  PositionJson(w, c.position);
   w.Key("seq");
   w.Uint64(c.seq);
   w.EndObject();
@@ -72,6 +49,11 @@ std::string Subject(const SinkDefinition& d, const Change& c) {
 }  // namespace
 
 std::string RenderChange(std::string_view shape, std::string_view sink, const Change& c) {
+  // cairn: the change record (cairn/json.h), with an id for idempotent
+  // receivers.
+  if (shape != "debezium" && shape != "mia-projection-update") {
+    return ChangeJson(c, absl::StrCat(AbslView(sink), "-", c.seq));
+  }
   rapidjson::StringBuffer buf;
   Writer w(buf);
   w.StartObject();
@@ -97,9 +79,10 @@ std::string RenderChange(std::string_view shape, std::string_view sink, const Ch
     w.EndObject();
     w.Key("ts_ms");
     w.Int64(absl::ToUnixMillis(absl::Now()));
-  } else if (shape == "mia-projection-update") {
-    // Mia-Platform Fast Data's Projection Update, with the triggering event's
-    // provenance where Mia has __internal__kafkaInfo.
+  } else {
+    // mia-projection-update: Mia-Platform Fast Data's Projection Update,
+    // with the triggering event's provenance where Mia has
+    // __internal__kafkaInfo.
     Str(w, "operationType", c.before.empty() ? "INSERT" : c.after.empty() ? "DELETE" : "UPDATE");
     Str(w, "operationTimestamp", Iso(c.position.timestamp));
     Str(w, "projectionName", c.collection);
@@ -109,17 +92,6 @@ std::string RenderChange(std::string_view shape, std::string_view sink, const Ch
     Json(w, "after", c.after);
     w.Key("__internal__cairnInfo");
     Provenance(w, sink, c);
-  } else {  // cairn: the change record
-    Str(w, "id", absl::StrCat(AbslView(sink), "-", c.seq));
-    w.Key("seq");
-    w.Uint64(c.seq);
-    Str(w, "collection", c.collection);
-    Json(w, "key", c.key);
-    Str(w, "op", OpName(c.op));
-    Json(w, "before", c.before);
-    Json(w, "after", c.after);
-    PositionOf(w, c);
-    Str(w, "source", c.source);
   }
   w.EndObject();
   return std::string(buf.GetString(), buf.GetSize());
