@@ -83,6 +83,20 @@ struct Reply {
 
 Reply Error(const absl::Status& s) { return {.status = HttpStatusOf(s), .body = ErrorJson(s)}; }
 
+// {"<key>": [write_item(w, item) for each item]}: the list endpoints' body.
+template <class Items, class Fn>
+Reply ListReply(const char* key, const Items& items, Fn write_item) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  w.Key(key);
+  w.StartArray();
+  for (const auto& item : items) write_item(w, item);
+  w.EndArray();
+  w.EndObject();
+  return {.body = Text(buf)};
+}
+
 // %XX decoding of one path segment or (with `plus_is_space`, as HTML forms
 // and URLSearchParams write spaces) query value; nullopt when malformed.
 std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space = false) {
@@ -218,15 +232,30 @@ class Router {
   // Open SSE streams, within --max-subscriptions.
   void ReleaseStream() { streams_.fetch_sub(1); }
 
-  // Whether `req` may wait for an fsync: a durable ingest (asked for, or
-  // cairnd's --durable), a session's close with commit.
-  bool MayWaitForDisk(const http::request<http::string_body>& req) const {
-    auto t = ParseTarget(req);
-    if (!t.ok()) return false;
-    const std::vector<std::string>& seg = t->segments;
+  struct Target {
+    std::vector<std::string> segments;  // the path's, percent-decoded
+    std::string_view query;             // as sent
+  };
+  static absl::StatusOr<Target> ParseTarget(const http::request<http::string_body>& req) {
+    std::string_view target(req.target().data(), req.target().size());
+    std::string_view path = target.substr(0, target.find('?'));
+    Target t;
+    if (path.size() < target.size()) t.query = target.substr(path.size() + 1);
+    for (absl::string_view s : absl::StrSplit(AbslView(path), '/', absl::SkipEmpty())) {
+      auto d = PercentDecode(StdView(s));
+      if (!d) return absl::InvalidArgumentError("path: malformed percent-encoding");
+      t.segments.push_back(*std::move(d));
+    }
+    return t;
+  }
+
+  // Whether the request for `t` may wait for an fsync: a durable ingest
+  // (asked for, or cairnd's --durable), a session's close with commit.
+  bool MayWaitForDisk(const Target& t) const {
+    const std::vector<std::string>& seg = t.segments;
     if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "ingest") {
       bool durable = deps_->options->durable;
-      auto params = ParseQuery(t->query);
+      auto params = ParseQuery(t.query);
       for (const Param& p : params.ok() ? *params : std::vector<Param>()) {
         if (p.name == "durable") durable = p.value == "true" || p.value == "1";
       }
@@ -238,16 +267,15 @@ class Router {
   // Set by the listener: it is bound to a loopback address.
   void set_loopback(bool loopback) { loopback_ = loopback; }
 
-  Reply Handle(const http::request<http::string_body>& req, Caller caller) {
+  // `target` is ParseTarget(req)'s.
+  Reply Handle(const http::request<http::string_body>& req, const Target& target, Caller caller) {
     std::optional<std::string> last_event_id;
     if (auto it = req.find("Last-Event-ID"); it != req.end()) {
       last_event_id = std::string(it->value());
     }
     if (auto s = CheckSameOrigin(req); !s.ok()) return Error(s);
-    auto target = ParseTarget(req);
-    if (!target.ok()) return Error(target.status());
-    const std::vector<std::string>& seg = target->segments;
-    std::string_view query = target->query;
+    const std::vector<std::string>& seg = target.segments;
+    std::string_view query = target.query;
     bool get = req.method() == http::verb::get;
     bool post = req.method() == http::verb::post;
     if (!caller.authorization && get) {
@@ -328,23 +356,6 @@ class Router {
   }
 
  private:
-  struct Target {
-    std::vector<std::string> segments;  // the path's, percent-decoded
-    std::string_view query;             // as sent
-  };
-  static absl::StatusOr<Target> ParseTarget(const http::request<http::string_body>& req) {
-    std::string_view target(req.target().data(), req.target().size());
-    std::string_view path = target.substr(0, target.find('?'));
-    Target t;
-    if (path.size() < target.size()) t.query = target.substr(path.size() + 1);
-    for (absl::string_view s : absl::StrSplit(AbslView(path), '/', absl::SkipEmpty())) {
-      auto d = PercentDecode(StdView(s));
-      if (!d) return absl::InvalidArgumentError("path: malformed percent-encoding");
-      t.segments.push_back(*std::move(d));
-    }
-    return t;
-  }
-
   // Browsers send any site's requests to cairnd too: a page elsewhere could
   // POST events or GET a BitBroker close/true (an <img>) with no token
   // needed when cairnd has none. Refused: a request a browser marks as
@@ -409,13 +420,14 @@ class Router {
     if (auto s = deps_->auth->CanRead(caller, "http.History", {collection}); !s.ok()) {
       return Error(s);
     }
-    auto h = deps_->store->History(collection, KeyOf(key), {});
+    std::string key_json = KeyOf(key);
+    auto h = deps_->store->History(collection, key_json, {});
     if (!h.ok()) return Error(h.status());
     rapidjson::StringBuffer buf;
     Writer w(buf);
     w.StartObject();
     Str(w, "collection", collection);
-    Json(w, "key", KeyOf(key));
+    Json(w, "key", key_json);
     w.Key("versions");
     w.StartArray();
     for (const Version& v : *h) {
@@ -523,7 +535,7 @@ class Router {
                 absl::InvalidArgumentError(absl::StrCat("record ", i, ": id: must be a string")));
           }
           ids.push_back(doc[i].GetString());
-          delete_keys.push_back(KeyOf(JsonQuote(ids.back())));
+          delete_keys.push_back(JsonQuote(ids.back()));
         }
         keys = deps_->store->SessionDelete(sid, std::move(delete_keys));
       }
@@ -983,13 +995,9 @@ class Router {
     }
     auto all = deps_->store->ListSources();
     if (!all.ok()) return Error(all.status());
-    w.StartObject();
-    w.Key("sources");
-    w.StartArray();
-    for (const auto& d : *all) SourceJson(w, d, stats_of(d.name));
-    w.EndArray();
-    w.EndObject();
-    return {.body = Text(buf)};
+    return ListReply("sources", *all, [&](Writer& w, const SourceDefinition& d) {
+      SourceJson(w, d, stats_of(d.name));
+    });
   }
 
   static void CheckpointJson(Writer& w, const std::string& name, const Store::CheckpointInfo& cp) {
@@ -1019,13 +1027,9 @@ class Router {
       if (auto s = deps_->auth->CanAdmin(caller, "http.Checkpoints"); !s.ok()) return Error(s);
       auto all = deps_->store->ListCheckpointInfos();
       if (!all.ok()) return Error(all.status());
-      w.StartObject();
-      w.Key("checkpoints");
-      w.StartArray();
-      for (const auto& [n, cp] : *all) CheckpointJson(w, n, cp);
-      w.EndArray();
-      w.EndObject();
-      return {.body = Text(buf)};
+      return ListReply("checkpoints", *all, [](Writer& w, const auto& entry) {
+        CheckpointJson(w, entry.first, entry.second);
+      });
     }
     if (method == http::verb::get) {
       auto cp = ReadableCheckpoint(deps_, caller, "http.GetCheckpoint", *name);
@@ -1076,67 +1080,53 @@ class Router {
   // its resume point and counters.
   Reply Connectors(const Caller& caller) {
     if (auto s = deps_->auth->CanAdmin(caller, "http.Connectors"); !s.ok()) return Error(s);
-    rapidjson::StringBuffer buf;
-    Writer w(buf);
-    w.StartObject();
-    w.Key("connectors");
-    w.StartArray();
-    for (const connectors::ConnectorStatus& c : deps_->connectors->StatusAll()) {
-      w.StartObject();
-      Str(w, "name", c.name);
-      Str(w, "state", c.state);
-      w.Key("urls");
-      w.StartArray();
-      for (const connectors::UrlStatus& u : c.urls) {
-        w.StartObject();
-        Str(w, "url", u.url);
-        Str(w, "state", u.state);
-        Str(w, "last_event_id", u.last_event_id);
-        PositionJson(w, u.last_position);
-        Uints(w, {{"events", u.events},
-                  {"applied", u.applied},
-                  {"duplicates", u.duplicates},
-                  {"skipped", u.skipped},
-                  {"reconnects", u.reconnects},
-                  {"gaps", u.gaps}});
-        w.Key("last_commit_unix_micros");
-        w.Int64(u.last_commit_unix_micros);
-        Str(w, "last_error", u.last_error);
-        w.EndObject();
-      }
-      w.EndArray();
-      w.EndObject();
-    }
-    w.EndArray();
-    w.EndObject();
-    return {.body = Text(buf)};
+    return ListReply("connectors", deps_->connectors->StatusAll(),
+                     [](Writer& w, const connectors::ConnectorStatus& c) {
+                       w.StartObject();
+                       Str(w, "name", c.name);
+                       Str(w, "state", c.state);
+                       w.Key("urls");
+                       w.StartArray();
+                       for (const connectors::UrlStatus& u : c.urls) {
+                         w.StartObject();
+                         Str(w, "url", u.url);
+                         Str(w, "state", u.state);
+                         Str(w, "last_event_id", u.last_event_id);
+                         PositionJson(w, u.last_position);
+                         Uints(w, {{"events", u.events},
+                                   {"applied", u.applied},
+                                   {"duplicates", u.duplicates},
+                                   {"skipped", u.skipped},
+                                   {"reconnects", u.reconnects},
+                                   {"gaps", u.gaps}});
+                         w.Key("last_commit_unix_micros");
+                         w.Int64(u.last_commit_unix_micros);
+                         Str(w, "last_error", u.last_error);
+                         w.EndObject();
+                       }
+                       w.EndArray();
+                       w.EndObject();
+                     });
   }
 
   // GET /v1/sinks: each sink's state, checkpoint and lag.
   Reply Sinks(const Caller& caller) {
     if (auto s = deps_->auth->CanAdmin(caller, "http.Sinks"); !s.ok()) return Error(s);
-    rapidjson::StringBuffer buf;
-    Writer w(buf);
-    w.StartObject();
-    w.Key("sinks");
-    w.StartArray();
-    for (const connectors::SinkStatus& k : deps_->connectors->SinkStatusAll()) {
-      w.StartObject();
-      Str(w, "name", k.name);
-      Str(w, "state", k.state);
-      Uints(w, {{"checkpoint_seq", k.checkpoint_seq},
-                {"lag_seqs", k.lag_seqs},
-                {"delivered", k.delivered},
-                {"retries", k.retries},
-                {"dead_letters", k.dead_letters}});
-      w.Key("lag_seconds");
-      w.Double(k.lag_seconds);
-      Str(w, "last_error", k.last_error);
-      w.EndObject();
-    }
-    w.EndArray();
-    w.EndObject();
-    return {.body = Text(buf)};
+    return ListReply("sinks", deps_->connectors->SinkStatusAll(),
+                     [](Writer& w, const connectors::SinkStatus& k) {
+                       w.StartObject();
+                       Str(w, "name", k.name);
+                       Str(w, "state", k.state);
+                       Uints(w, {{"checkpoint_seq", k.checkpoint_seq},
+                                 {"lag_seqs", k.lag_seqs},
+                                 {"delivered", k.delivered},
+                                 {"retries", k.retries},
+                                 {"dead_letters", k.dead_letters}});
+                       w.Key("lag_seconds");
+                       w.Double(k.lag_seconds);
+                       Str(w, "last_error", k.last_error);
+                       w.EndObject();
+                     });
   }
 
   // Open subscriptions, gRPC and SSE: what each has delivered and its lag.
@@ -1298,16 +1288,20 @@ class Session : public SseStream, public std::enable_shared_from_this<Session<St
     beast::error_code ec;
     auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) caller.peer = absl::StrCat("ipv4:", peer.address().to_string(), ":", peer.port());
-    if (deps_->shutting_down.load() || !router_->MayWaitForDisk(req)) {
-      return Respond(router_->Handle(req, caller));  // shutting down: 503 at once
+    auto target = Router::ParseTarget(req);
+    if (!target.ok()) return Respond(Error(target.status()));
+    if (deps_->shutting_down.load() || !router_->MayWaitForDisk(*target)) {
+      return Respond(router_->Handle(req, *target, caller));  // shutting down: 503 at once
     }
     // A call that waits for an fsync runs on the handler pool, so that it
     // holds a pool thread, not one of the two io threads every other
     // connection and SSE stream needs. Nothing touches the connection
     // meanwhile (no read is pending). The rest run here: the hop to the pool
     // and back costs a one-event request a third of its rate on 2 cores.
-    net::post(*handlers_, [self = this->shared_from_this(), caller = std::move(caller)] {
-      auto reply = std::make_shared<Reply>(self->router_->Handle(self->parser_->get(), caller));
+    net::post(*handlers_, [self = this->shared_from_this(), target = *std::move(target),
+                           caller = std::move(caller)] {
+      auto reply =
+          std::make_shared<Reply>(self->router_->Handle(self->parser_->get(), target, caller));
       net::post(self->stream_.get_executor(), [self, reply] { self->Respond(std::move(*reply)); });
     });
   }
