@@ -144,8 +144,8 @@ std::string PatchJson(const Fields& f) {
 
 // Column families, in the order cairn registers them (engine/src/config.h).
 enum RawCf : uint8_t { kMeta, kLog, kState, kHistory, kEntitySeq, kChanges, kStaging, kNumCfs };
-constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
-                                           "entity_seq", "changes", "staging"};
+constexpr const char* kCfNames[kNumCfs] = {"default",         "log",     "state",  "history.desc",
+                                           "entity_seq.desc", "changes", "staging"};
 
 // One key-value put of the raw baseline.
 struct RawPut {
@@ -161,19 +161,18 @@ struct RawPut {
 //   history     1 put   43 + ~330 B  the new version, which logs the event
 //                                    (its payload is the version's document
 //                                    or patch: format 3 writes no log
-//                                    record), and a merge operand
-//               1 merge 43 + 8 B     into its predecessor: its next_timestamp
+//                                    record)
 //   state       1 put   18 + ~330 B  with the last change's position
 //   changes     1 put    8 + ~404 B  the after-image, and the before-image
 //                                    as an LZ4 delta against it (format 4)
 //   entity_seq  1 put   26 + ~60 B   the new entry (no document: the state's
 //                                    while current, then the superseding
-//                                    change's before-image), and a merge
-//               1 merge 26 + 8 B     operand into the previous one: its
-//                                    superseded_seq
-// i.e. 4 puts and 2 merges per event (4 puts for an entity's first event),
-// plus 2 small puts per batch in the default family (last_seq, source
-// counters). (Format 1 rewrote the two predecessors whole: 7 puts, ~2.64 KB.)
+//                                    change's before-image)
+// i.e. 4 puts per event, plus 2 small puts per batch in the default family
+// (last_seq, source counters). History and entity_seq are keyed newest first
+// (format 5), so neither predecessor gets a link; formats 2-4 merged one
+// into each (43 + 8 and 26 + 8 B), and format 1 rewrote both whole (7 puts,
+// ~2.64 KB).
 // The baseline's values are not approximations: the generator models each
 // entity and encodes every record with records::Encode outside the timed
 // region, so sizes and compressibility are cairn's own. The timed region only
@@ -315,10 +314,8 @@ class Workload {
     if (ev.op == Op::kPatch) nv.patch = ev.payload;
     puts->push_back(
         {kHistory, keys::HistoryKey(e.prefix, ev.position, kSource), records::Encode(nv)});
-    if (e.seen) {
-      puts->push_back({kHistory, keys::HistoryKey(e.prefix, PositionOf(e.last_index), kSource),
-                       cairn::internal::LinkOperand(ev.position.timestamp), /*merge=*/true});
-    }
+    // No link into the predecessor (format 5: keys are newest first; only a
+    // tombstone gets one, and this workload deletes nothing).
 
     records::StateValue st{.doc = after_doc,
                            .position = ev.position,
@@ -342,10 +339,6 @@ class Workload {
     records::EntitySeqValue es{
         .position = ev.position, .source = kSource, .by_reference = true, .exists = true};
     puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, seq), records::Encode(es)});
-    if (e.seen) {
-      puts->push_back({kEntitySeq, keys::EntitySeqKey(e.prefix, e.last_seq),
-                       cairn::internal::LinkOperand(seq), /*merge=*/true});
-    }
   }
 
   std::vector<Entity> entities_;

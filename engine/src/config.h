@@ -18,14 +18,24 @@ enum Cf : size_t {
   kMeta = 0,   // RocksDB's default family: counters, horizon, registry, sessions
   kLog,        // the log of truncates (and of every event, before format 3)
   kState,      // current state per entity
-  kHistory,    // versions per entity in position order
-  kEntitySeq,  // state per entity per change (transaction time)
+  kHistory,    // versions per entity, newest position first
+  kEntitySeq,  // state per entity per change (transaction time), newest first
   kChanges,    // the change feed by seq
   kStaging,    // records of open accrue/replace sessions
   kNumCfs
 };
-inline constexpr const char* kCfNames[kNumCfs] = {"default",    "log",     "state",  "history",
-                                                  "entity_seq", "changes", "staging"};
+inline constexpr const char* kCfNames[kNumCfs] = {
+    "default", "log", "state", "history.desc", "entity_seq.desc", "changes", "staging"};
+// The families of formats 1-4 that held history and entity_seq oldest
+// first. Opening such a store rewrites them into kHistory and kEntitySeq
+// (MigrateNewestFirst, store_open.cc), then drops them.
+inline constexpr const char* kLegacyHistory = "history";
+inline constexpr const char* kLegacyEntitySeq = "entity_seq";
+// Meta keys of that rewrite while it runs: per legacy family, the last key
+// it copied (so a killed upgrade resumes after it).
+inline constexpr std::string_view kMetaUpgradePrefix = "upgrade/newest_first/";
+// Records the rewrite copies in one write (with its progress key).
+inline constexpr size_t kUpgradeChunkRecords = 64;
 
 inline std::string CfName(size_t cf) { return kCfNames[cf]; }
 
@@ -57,12 +67,16 @@ inline constexpr std::string_view kMetaOpenedBy = "opened_by";
 // fields that rebuilt linked records. Version 3 logs an event in the history
 // version it produced instead of a log record (only truncates keep one).
 // Version 4 may keep a change's before-image as a delta against its
-// after-image (fbs/change.fbs before_delta).
-// Each reads every record of the versions before it as it is, so opening an
-// older store upgrades it in place by recording the current version (one
-// synced write: crash-safe). Any other version is FAILED_PRECONDITION naming
-// both (CheckFormatVersion, store_open.cc).
-inline constexpr uint64_t kFormatVersion = 4;
+// after-image (fbs/change.fbs before_delta). Version 5 keys history and
+// entity_seq newest first (key_codec.h) in new families, and writes
+// retention links only into tombstones.
+// Each reads every record of the versions before it as it is. Opening an
+// older store upgrades it in place: the oldest-first families are rewritten
+// in chunks that record their progress (a killed upgrade resumes), then the
+// current version is recorded (one synced write), then the old families are
+// dropped. Any other version is FAILED_PRECONDITION naming both
+// (CheckFormatVersion, store_open.cc).
+inline constexpr uint64_t kFormatVersion = 5;
 inline constexpr uint64_t kOldestReadableFormat = 1;
 
 // Backups (backup.cc): the checkpoint a backup is taken from, inside the

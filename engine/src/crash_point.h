@@ -16,6 +16,7 @@
 //   checkpoint.after_write  after it is written, before the caller hears of it
 //   retention.after_horizon the new horizon written, before it is in effect
 //   retention.purge         compaction dropping a record retention removes
+//   upgrade.chunk           an older store's upgrade, after each chunk it rewrote
 //   upgrade.before_record   an older store opened, before its new version is recorded
 //   backup.after_checkpoint a backup's checkpoint taken, before it is backed up
 //   restore.before_rename   a restore's files checked in <target>.restoring, before the rename

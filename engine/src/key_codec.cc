@@ -292,18 +292,75 @@ std::string LogKey(std::string_view source, Position pos, std::string_view colle
   return out;
 }
 
+namespace {
+// The position and source part of an ascending (format 4) history key.
+void AppendAscendingVersion(Position pos, std::string_view source, std::string* out) {
+  AppendU64(pos.timestamp, out);
+  AppendU64(pos.tick, out);
+  AppendEscaped(source, out);
+}
+// Complements the bytes of `out` from `from` on: for the prefix-free parts
+// of a key (u64s, escaped strings), the order of the complemented bytes is
+// the reverse of the order of the originals.
+void ComplementFrom(size_t from, std::string* out) {
+  for (size_t i = from; i < out->size(); ++i) (*out)[i] = static_cast<char>(~(*out)[i]);
+}
+std::string Complemented(std::string_view in) {
+  std::string out(in);
+  ComplementFrom(0, &out);
+  return out;
+}
+}  // namespace
+
 std::string HistoryKey(std::string_view entity, Position pos, std::string_view source) {
   std::string out(entity);
-  AppendU64(pos.timestamp, &out);
-  AppendU64(pos.tick, &out);
-  AppendEscaped(source, &out);
+  AppendAscendingVersion(pos, source, &out);
+  ComplementFrom(entity.size(), &out);
   return out;
+}
+
+std::string HistoryPositionPrefix(std::string_view entity, Position pos) {
+  std::string out(entity);
+  AppendU64(~pos.timestamp, &out);
+  AppendU64(~pos.tick, &out);
+  return out;
+}
+
+bool ParseHistorySuffix(std::string_view suffix, Position* pos, std::string* source) {
+  std::string plain = Complemented(suffix);
+  std::string_view in = plain;
+  return ConsumeU64(&in, &pos->timestamp) && ConsumeU64(&in, &pos->tick) &&
+         ConsumeEscaped(&in, source) && in.empty();
 }
 
 std::string EntitySeqKey(std::string_view entity, uint64_t seq) {
   std::string out(entity);
-  AppendU64(seq, &out);
+  AppendU64(~seq, &out);
   return out;
+}
+
+bool ParseEntitySeqSuffix(std::string_view suffix, uint64_t* seq) {
+  if (!ConsumeU64(&suffix, seq) || !suffix.empty()) return false;
+  *seq = ~*seq;
+  return true;
+}
+
+std::string NewestFirstKey(NewestFirstFamily family, std::string_view ascending_key) {
+  size_t n = EntityPrefixLength(ascending_key);
+  if (n == 0) return "";
+  std::string_view rest = ascending_key.substr(n);
+  if (family == NewestFirstFamily::kEntitySeq) {
+    uint64_t seq;
+    if (!ConsumeU64(&rest, &seq) || !rest.empty()) return "";
+    return EntitySeqKey(ascending_key.substr(0, n), seq);
+  }
+  Position pos;
+  std::string source;
+  if (!ConsumeU64(&rest, &pos.timestamp) || !ConsumeU64(&rest, &pos.tick) ||
+      !ConsumeEscaped(&rest, &source) || !rest.empty()) {
+    return "";
+  }
+  return HistoryKey(ascending_key.substr(0, n), pos, source);
 }
 
 std::string SeqKey(uint64_t seq) {
@@ -353,7 +410,8 @@ std::string AtomicTruncateKey(std::string_view session_id, uint64_t index) {
 std::string AtomicEventKey(std::string_view session_id, std::string_view entity, Position pos,
                            std::string_view source, uint64_t index) {
   std::string out = AtomicEventsPrefix(session_id);
-  out.append(HistoryKey(entity, pos, source));
+  out.append(entity);
+  AppendAscendingVersion(pos, source, &out);
   AppendU64(index, &out);
   return out;
 }

@@ -20,8 +20,14 @@
 //
 //   log         <esc source> <u64 ts> <u64 tick> <esc collection> <key>
 //   state       <esc collection> <key>
-//   history     <esc collection> <key> <u64 ts> <u64 tick> <esc source>
-//   entity_seq  <esc collection> <key> <u64 seq>
+//   history     <esc collection> <key> ~<u64 ts> ~<u64 tick> ~<esc source>
+//   entity_seq  <esc collection> <key> ~<u64 seq>
+//
+// where ~ is every byte complemented: an entity's versions and entries sort
+// newest first (format 5; formats 1-4 sorted them oldest first, in the
+// families "history" and "entity_seq", which the upgrade rewrites), so that
+// retention's compaction filter meets a record's successor before the record
+// itself and needs no link to it (retention.cc).
 //   changes     <u64 seq>
 //   staging     <esc session id> <key>                   accrue, replace
 //               <esc session id> 0x01 <u64 index>         atomic: truncates
@@ -80,7 +86,18 @@ size_t EntityPrefixLength(std::string_view cf_key);
 std::string LogKey(std::string_view source, Position pos, std::string_view collection,
                    std::string_view key_bytes);
 std::string HistoryKey(std::string_view entity, Position pos, std::string_view source);
+// What every history key of the entity at `pos` starts with (whatever the
+// source): a Seek to it lands on the newest version at or before `pos`.
+std::string HistoryPositionPrefix(std::string_view entity, Position pos);
+// The position and source of a history key after its entity prefix; false
+// when malformed.
+bool ParseHistorySuffix(std::string_view suffix, Position* pos, std::string* source);
 std::string EntitySeqKey(std::string_view entity, uint64_t seq);
+bool ParseEntitySeqSuffix(std::string_view suffix, uint64_t* seq);
+// A format-4 (oldest first) history or entity_seq key rewritten newest
+// first; "" when malformed.
+enum class NewestFirstFamily { kHistory, kEntitySeq };
+std::string NewestFirstKey(NewestFirstFamily family, std::string_view ascending_key);
 std::string SeqKey(uint64_t seq);
 
 // Staging keys of a session: StagingPrefix(id) starts every one of them.

@@ -8,12 +8,16 @@
 //      state) or RefoldLate (insert it in position order and re-fold the
 //      later versions up to the first upsert or delete);
 //   3. EmitChange when the visible state changed: the next seq, a change
-//      record and an entity_seq entry (the previous entry linked to it);
-//   4. WriteEntity: the predecessor's link, the re-folded versions, the new
-//      version, the new state.
+//      record and an entity_seq entry (a deleted previous entry linked to
+//      it);
+//   4. WriteEntity: a tombstone predecessor's link, the re-folded versions,
+//      the new version, the new state.
 //
-// Links (a version's next_timestamp, an entry's superseded_seq) are merge
-// operands (retention.h), so no record is read or rewritten to set one.
+// History and entity_seq are keyed newest first, so retention finds a
+// record's successor without a link (retention.cc); only a tombstone, which
+// retention drops when it sees no successor, gets one. Links (a version's
+// next_timestamp, an entry's superseded_seq) are merge operands
+// (retention.h), so no record is read or rewritten to set one.
 #include "absl/strings/str_cat.h"
 #include "cairn/status.h"
 #include "json_doc.h"
@@ -107,9 +111,9 @@ absl::Status StoreImpl::FoldInOrder(EntityFold& f) {
   CAIRN_RETURN_IF_ERROR(FoldVersion(f.op, f.payload, state ? state->doc : std::nullopt,
                                     state ? state->complete : true, &f.version.after,
                                     &f.version.complete));
-  if (state && (state->doc || state->position.timestamp >= f.oldest_ts)) {
-    // The predecessor (the newest version) gets its successor's timestamp:
-    // a link merged into it, not a rewrite.
+  if (state && !state->doc && state->position.timestamp >= f.oldest_ts) {
+    // A tombstone predecessor (the newest version) gets its successor's
+    // timestamp, merged into it, unless retention may have dropped it.
     f.pred_link = keys::HistoryKey(f.entity, state->position, state->source);
   }
   f.next.doc = f.version.after;
@@ -120,22 +124,29 @@ absl::Status StoreImpl::FoldInOrder(EntityFold& f) {
 }
 
 absl::Status StoreImpl::RefoldLate(EntityFold& f) {
+  // Versions are keyed newest first: the one before the event is the next
+  // key, the ones after it the keys before, in position order going back.
   rocksdb::ReadOptions ro;
   std::string upper = keys::PrefixSuccessor(f.entity);
-  rocksdb::Slice ub(upper);
+  rocksdb::Slice lb(f.entity), ub(upper);
+  ro.iterate_lower_bound = &lb;
   ro.iterate_upper_bound = &ub;
   std::unique_ptr<rocksdb::Iterator> it(
       batch_->NewIteratorWithBase(cfs_[kHistory], db_->NewIterator(ro, cfs_[kHistory])));
-  // The version before it, if any, is its base and gets its timestamp.
   Doc before;
   bool before_complete = true;
-  it->SeekForPrev(f.version_key);
+  it->Seek(f.version_key);
+  if (it->Valid() && it->key().compare(f.version_key) == 0) {
+    return absl::InternalError("history version exists for an event not logged");
+  }
   if (it->Valid() && it->key().starts_with(f.entity)) {
+    // The version before it, if any, is its base; a tombstone gets its
+    // timestamp as a link.
     CAIRN_ASSIGN_OR_RETURN(records::VersionValue pred,
                            records::DecodeVersion(it->value().ToStringView()));
     before = pred.after;
     before_complete = pred.complete;
-    f.pred_link = it->key().ToString();
+    if (!pred.after) f.pred_link = it->key().ToString();
   }
   CAIRN_RETURN_IF_ERROR(
       FoldVersion(f.op, f.payload, before, before_complete, &f.version.after, &f.version.complete));
@@ -143,17 +154,17 @@ absl::Status StoreImpl::RefoldLate(EntityFold& f) {
   Doc running = f.version.after;
   bool running_complete = f.version.complete;
   bool reached_end = true;
-  it->Seek(f.version_key);
-  if (it->Valid() && it->key().compare(f.version_key) == 0) {
-    return absl::InternalError("history version exists for an event not logged");
-  }
   bool first = true;
-  for (; it->Valid() && it->key().starts_with(f.entity); it->Next()) {
-    std::string_view rest = it->key().ToStringView().substr(f.entity.size());
-    uint64_t ts = 0;
-    keys::ConsumeU64(&rest, &ts);
+  for (it->SeekForPrev(f.version_key); it->Valid() && it->key().starts_with(f.entity); it->Prev()) {
     if (first) {
-      f.version.next_timestamp = ts;
+      // Its own successor's timestamp, in the version itself.
+      Position next;
+      std::string source;
+      if (!keys::ParseHistorySuffix(it->key().ToStringView().substr(f.entity.size()), &next,
+                                    &source)) {
+        return absl::DataLossError("malformed history key");
+      }
+      f.version.next_timestamp = next.timestamp;
       first = false;
     }
     CAIRN_ASSIGN_OR_RETURN(records::VersionValue later,
@@ -220,11 +231,11 @@ absl::StatusOr<uint64_t> StoreImpl::EmitChange(EntityFold& f, BatchState* bs) {
                            .complete = change.complete});
   }
 
-  if (state && state->last_change_seq != 0 &&
-      (state->doc || state->last_change_seq >= f.oldest_seq ||
-       state->change_position.timestamp >= f.oldest_ts)) {
-    // The previous entry (the state as of the last change) is superseded:
-    // a link merged into it, unless retention may have dropped it.
+  if (state && !state->doc && state->last_change_seq != 0 &&
+      (state->last_change_seq >= f.oldest_seq || state->change_position.timestamp >= f.oldest_ts)) {
+    // The previous entry (the state as of the last change) is superseded;
+    // one of a deleted entity gets a link merged into it, unless retention
+    // may have dropped it.
     CAIRN_RETURN_IF_ERROR(BatchMerge(
         kEntitySeq, keys::EntitySeqKey(f.entity, state->last_change_seq), LinkOperand(seq)));
   }

@@ -17,6 +17,37 @@
 namespace cairn::internal {
 namespace {
 
+// The record before this one in a compaction's key order, for the families
+// keyed newest first (history, entity_seq): when it is of the same entity, it
+// is a later version or entry than this one -- the record's successor, or
+// one after it when the successor is in files this compaction does not
+// read. Either bounds the successor from above, which is all retention
+// needs: a record whose bound is older than the window has a successor
+// older than the window too.
+class Successor {
+ public:
+  // Records `key` (with its entity prefix `n` bytes long) and returns the
+  // suffix of the record before it when that one is of the same entity.
+  std::optional<std::string> Advance(std::string_view key, size_t n) {
+    std::optional<std::string> out;
+    if (n > 0 && n <= key.size()) {
+      // Entity prefixes are prefix-free: sharing the first n bytes is being
+      // of the same entity.
+      if (have_ && last_.size() > n && key.compare(0, n, last_, 0, n) == 0 &&
+          std::string_view(last_) != key) {
+        out = last_.substr(n);
+      }
+      last_.assign(key);
+      have_ = true;
+    }
+    return out;
+  }
+
+ private:
+  bool have_ = false;
+  std::string last_;
+};
+
 class RetentionFilter : public rocksdb::CompactionFilter {
  public:
   RetentionFilter(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
@@ -47,26 +78,39 @@ class RetentionFilter : public rocksdb::CompactionFilter {
       }
       case kHistory: {
         // Keep a version while a point inside the window can still see it:
-        // its successor must itself be older than the window.
-        auto next = records::PeekVersionNext(v);
-        if (!next) return false;
-        if (*next != records::kNone) return *next < oldest_ts;
-        // The newest version: removable only as an expired tombstone.
-        auto ver = records::DecodeVersion(v);
+        // its successor must itself be older than the window. The successor
+        // is the record met just before (keys are newest first), or the
+        // version's own link: a tombstone's, a late version's, or one
+        // written before format 5.
         size_t n = keys::EntityPrefixLength(k);
-        uint64_t ts;
-        std::string_view rest = k.substr(n);
-        return ver.ok() && !ver->after && n > 0 && keys::ConsumeU64(&rest, &ts) && ts < oldest_ts;
+        std::optional<std::string> later = successor_.Advance(k, n);
+        auto next = records::PeekVersionNext(v);
+        if (!next || n == 0) return false;
+        if (*next != records::kNone) return *next < oldest_ts;
+        Position pos;
+        std::string source;
+        if (later) {
+          return keys::ParseHistorySuffix(*later, &pos, &source) && pos.timestamp < oldest_ts;
+        }
+        // The newest version as far as this compaction sees: removable only
+        // as an expired tombstone. (One that has a successor has its link,
+        // perhaps not merged yet: a link outliving its tombstone merges into
+        // a stub, NewLinkMergeOperator.)
+        auto ver = records::DecodeVersion(v);
+        return ver.ok() && !ver->after && keys::ParseHistorySuffix(k.substr(n), &pos, &source) &&
+               pos.timestamp < oldest_ts;
       }
       case kEntitySeq: {
+        size_t n = keys::EntityPrefixLength(k);
+        std::optional<std::string> later = successor_.Advance(k, n);
         auto superseded = records::PeekEntitySeqSuperseded(v);
-        if (!superseded) return false;
+        if (!superseded || n == 0) return false;
         if (*superseded != records::kNone) return *superseded <= oldest_seq;
-        auto e = records::DecodeEntitySeq(v);
-        std::string_view rest = k.substr(keys::EntityPrefixLength(k));
         uint64_t seq;
-        return e.ok() && e->deleted() && keys::ConsumeU64(&rest, &seq) && seq < oldest_seq &&
-               e->position.timestamp < oldest_ts;
+        if (later) return keys::ParseEntitySeqSuffix(*later, &seq) && seq <= oldest_seq;
+        auto e = records::DecodeEntitySeq(v);
+        return e.ok() && e->deleted() && keys::ParseEntitySeqSuffix(k.substr(n), &seq) &&
+               seq < oldest_seq && e->position.timestamp < oldest_ts;
       }
       case kState: {
         // Tombstones leave once the delete is older than the window on both
@@ -79,6 +123,25 @@ class RetentionFilter : public rocksdb::CompactionFilter {
     }
   }
 
+  Cf cf_;
+  const Horizon* horizon_;
+  // Only the families keyed newest first use it; a filter made per
+  // compaction (RetentionFilterFactory) sees that compaction's keys in order.
+  mutable Successor successor_;
+};
+
+// One filter per compaction (and per subcompaction), each run by one thread
+// over its keys in order: what Successor needs.
+class RetentionFilterFactory : public rocksdb::CompactionFilterFactory {
+ public:
+  RetentionFilterFactory(Cf cf, const Horizon* h) : cf_(cf), horizon_(h) {}
+  std::unique_ptr<rocksdb::CompactionFilter> CreateCompactionFilter(
+      const rocksdb::CompactionFilter::Context&) override {
+    return std::make_unique<RetentionFilter>(cf_, horizon_);
+  }
+  const char* Name() const override { return "cairn.RetentionFilterFactory"; }
+
+ private:
   Cf cf_;
   const Horizon* horizon_;
 };
@@ -130,6 +193,8 @@ std::shared_ptr<rocksdb::MergeOperator> MergeOperatorOf(std::string_view cf_name
   for (Cf cf : {kHistory, kEntitySeq}) {
     if (cf_name == CfName(cf)) return NewLinkMergeOperator(cf);
   }
+  if (cf_name == kLegacyHistory) return NewLinkMergeOperator(kHistory);
+  if (cf_name == kLegacyEntitySeq) return NewLinkMergeOperator(kEntitySeq);
   return nullptr;
 }
 
@@ -147,6 +212,11 @@ absl::Status OlderThanRetention(std::string_view what, RetentionAxis axis, uint6
 
 std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon) {
   return std::make_unique<RetentionFilter>(cf, horizon);
+}
+
+std::shared_ptr<rocksdb::CompactionFilterFactory> NewRetentionFilterFactory(
+    Cf cf, const Horizon* horizon) {
+  return std::make_shared<RetentionFilterFactory>(cf, horizon);
 }
 
 absl::Status StoreImpl::UpdateHorizon() {

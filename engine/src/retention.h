@@ -27,11 +27,18 @@ struct Horizon {
 // The compaction filter of family `cf`: drops the records of that family
 // that no answerable point can see any more (the rule per family is in
 // retention.cc). Reads `horizon` on every call; it must outlive the filter.
+// History and entity_seq are keyed newest first, and their filter carries
+// the key before from one call to the next (a record's successor): one
+// filter per compaction, from this factory.
 std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horizon* horizon);
+std::shared_ptr<rocksdb::CompactionFilterFactory> NewRetentionFilterFactory(Cf cf,
+                                                                            const Horizon* horizon);
 
 // The merge operator of the history family (`cf` kHistory) or of entity_seq
 // (kEntitySeq). A retention link -- a version's next_timestamp, an entry's
-// superseded_seq -- is written when the successor arrives as a merge operand
+// superseded_seq -- is written, since format 5 only into a tombstone (the
+// newest version or entry of a deleted entity, which retention removes when
+// it sees no successor), when the successor arrives as a merge operand
 // (LinkOperand: the u64, big-endian) instead of rewriting the whole record;
 // the newest operand wins, and the merge sets the field in place
 // (records::SetVersionNext / SetEntitySeqSuperseded). An operand whose record
@@ -40,8 +47,9 @@ std::unique_ptr<rocksdb::CompactionFilter> NewRetentionFilter(Cf cf, const Horiz
 // version (seq 0), or an entry of a deleted entity, with the link set.
 std::shared_ptr<rocksdb::MergeOperator> NewLinkMergeOperator(Cf cf);
 std::string LinkOperand(uint64_t link);
-// The merge operator of the family named `cf_name` (CfName), or null: for
-// tests and tools that open a store's RocksDB directly.
+// The merge operator of the family named `cf_name` (CfName, or a format-4
+// family kLegacyHistory / kLegacyEntitySeq), or null: for tests and tools
+// that open a store's RocksDB directly.
 std::shared_ptr<rocksdb::MergeOperator> MergeOperatorOf(std::string_view cf_name);
 
 // OUT_OF_RANGE for a request point the retention window no longer covers:

@@ -52,8 +52,8 @@ class SnapshotCursorImpl : public SnapshotCursor {
   using Mode = SnapshotMode;
 
   // Entities are enumerated from `state` (one small record per entity, many
-  // to a block); a point-in-time mode then does one SeekForPrev per entity
-  // in `versions` (entity_seq or history). Enumerating from `versions`
+  // to a block); a point-in-time mode then does one Seek per entity in
+  // `versions` (entity_seq or history, newest first). Enumerating from `versions`
   // itself would cost a second seek per entity, to skip the entity's other
   // versions, which lands on another block once an entity has many: with
   // the state CF the cost per entity stays one versions block whatever the
@@ -146,30 +146,27 @@ class SnapshotCursorImpl : public SnapshotCursor {
     // As of a seq, a current entry's document is the state's.
     if (mode_ == Mode::kAsOfSeq) state_value_.assign(it_->value().data(), it_->value().size());
     it_->Next();
-    std::string target = entity;
-    if (mode_ == Mode::kAsOfSeq) {
-      keys::AppendU64(seq_, &target);
-    } else {
-      keys::AppendU64(pos_.timestamp, &target);
-      keys::AppendU64(pos_.tick, &target);
-      target.push_back('\xFF');  // after every source at exactly this position
-    }
-    versions_->SeekForPrev(target);
+    // Versions and entries are keyed newest first: a Seek lands on the
+    // newest one at or before the point.
+    std::string target = mode_ == Mode::kAsOfSeq ? keys::EntitySeqKey(entity, seq_)
+                                                 : keys::HistoryPositionPrefix(entity, pos_);
+    versions_->Seek(target);
     if (!versions_->Valid()) {
       CAIRN_RETURN_IF_ERROR(FromRocks(versions_->status(), "snapshot seek"));
     }
     bool found = false;
     if (versions_->Valid() && versions_->key().starts_with(entity)) {
-      std::string_view k(versions_->key().data(), versions_->key().size());
-      std::string_view rest = k.substr(n);
+      std::string_view rest = versions_->key().ToStringView().substr(n);
       if (mode_ == Mode::kAsOfSeq) {
         CAIRN_ASSIGN_OR_RETURN(records::EntitySeqValue e,
                                records::DecodeEntitySeq(versions_->value().ToStringView()));
         uint64_t seq;
-        keys::ConsumeU64(&rest, &seq);
+        if (!keys::ParseEntitySeqSuffix(rest, &seq)) {
+          return absl::DataLossError("malformed entity_seq key");
+        }
         found = !e.deleted();
         if (found && e.by_reference) {
-          CAIRN_ASSIGN_OR_RETURN(e.doc, ReferencedDoc(e));
+          CAIRN_ASSIGN_OR_RETURN(e.doc, ReferencedDoc(e, entity, seq));
         }
         if (found)
           CAIRN_RETURN_IF_ERROR(Fill(entity, e.doc, e.complete, e.position, e.source, seq));
@@ -178,8 +175,7 @@ class SnapshotCursorImpl : public SnapshotCursor {
                                records::DecodeVersion(versions_->value().ToStringView()));
         Position p;
         std::string source;
-        if (!keys::ConsumeU64(&rest, &p.timestamp) || !keys::ConsumeU64(&rest, &p.tick) ||
-            !keys::ConsumeEscaped(&rest, &source)) {
+        if (!keys::ParseHistorySuffix(rest, &p, &source)) {
           return absl::DataLossError("malformed history key");
         }
         found = v.after.has_value();
@@ -190,20 +186,34 @@ class SnapshotCursorImpl : public SnapshotCursor {
     return found;
   }
 
-  // The document of a format-2 entry that says the entity exists: the
-  // state's (at the snapshot) while nothing superseded it, else the
-  // before-image of the superseding change, which retention keeps while an
-  // answerable seq (>= the oldest) can land on this entry.
-  absl::StatusOr<Doc> ReferencedDoc(const records::EntitySeqValue& e) {
-    if (e.superseded_seq == records::kNone) {
-      CAIRN_ASSIGN_OR_RETURN(records::StateValue s, records::DecodeState(state_value_));
-      return s.doc;
+  // The document of a format-2 entry (at `seq`) that says the entity
+  // exists: the state's (at the snapshot) while nothing superseded it, else
+  // the before-image of the superseding change, which retention keeps while
+  // an answerable seq (>= the oldest) can land on this entry. The
+  // superseding change is the entry's link when it has one (written before
+  // format 5, or into a deleted entry), else the next newer entry: the key
+  // before it (retention keeps that one while this one is answerable).
+  // REQUIRES: versions_ is at the entry.
+  absl::StatusOr<Doc> ReferencedDoc(const records::EntitySeqValue& e, std::string_view entity,
+                                    uint64_t seq) {
+    CAIRN_ASSIGN_OR_RETURN(records::StateValue s, records::DecodeState(state_value_));
+    uint64_t superseded = e.superseded_seq;
+    if (superseded == records::kNone && seq != s.last_change_seq) {
+      versions_->Prev();
+      if (!versions_->Valid() || !versions_->key().starts_with(entity) ||
+          !keys::ParseEntitySeqSuffix(versions_->key().ToStringView().substr(entity.size()),
+                                      &superseded)) {
+        CAIRN_RETURN_IF_ERROR(FromRocks(versions_->status(), "read the superseding entry"));
+        return absl::DataLossError(absl::StrCat("the entity_seq entry at seq ", seq,
+                                                " is not current and nothing supersedes it"));
+      }
     }
-    std::string key = keys::SeqKey(e.superseded_seq);
+    if (superseded == records::kNone) return s.doc;
+    std::string key = keys::SeqKey(superseded);
     changes_it_->Seek(key);
     if (!changes_it_->Valid() || changes_it_->key() != rocksdb::Slice(key)) {
       CAIRN_RETURN_IF_ERROR(FromRocks(changes_it_->status(), "read the superseding change"));
-      return absl::DataLossError(absl::StrCat("the change at seq ", e.superseded_seq,
+      return absl::DataLossError(absl::StrCat("the change at seq ", superseded,
                                               " an entity_seq entry refers to is missing"));
     }
     std::string_view v = changes_it_->value().ToStringView();

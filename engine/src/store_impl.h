@@ -32,17 +32,17 @@
 //
 // Materialization of an event on an entity (see README "Materialization"):
 //  * in order (its position is after the entity's newest version): one new
-//    history version, the predecessor's `next_timestamp` updated, new state.
-//    The state record carries the newest version's fields, so the
-//    predecessor is rewritten without being read: one point read per event;
+//    history version and the new state; the predecessor is not touched
+//    (history is keyed newest first, so retention finds a version's
+//    successor without a link), unless it is a tombstone, which gets a link
+//    merged into it: one point read per event (the state);
 //  * late: the version is inserted in position order and the later versions
 //    are re-folded until the first upsert or delete (whose after-image does
 //    not depend on what came before), so the cost is bounded by the entity's
 //    versions after that position, not by the store.
 // When the state (document, existence, completeness) changes, the commit gets
-// the next seq, a change record, and an entity_seq entry (the previous entry,
-// rebuilt from the state record, is marked superseded so retention knows when
-// it stops being needed).
+// the next seq, a change record, and an entity_seq entry (keyed newest first
+// too; a previous entry of a deleted entity gets a link to it).
 //
 // Reads take a RocksDB snapshot; the published last seq is updated only after
 #ifndef CAIRN_ENGINE_STORE_IMPL_H_
@@ -333,8 +333,8 @@ class StoreImpl : public Store {
     std::string version_key;
     // Versions whose records are rewritten (re-folded), with their new values.
     std::vector<std::pair<std::string, records::VersionValue>> rewrites;
-    // The version before the event's, which gets the event's timestamp as
-    // its next_timestamp (a link merge), if any.
+    // The version before the event's when it is a tombstone, which gets the
+    // event's timestamp as its next_timestamp (a link merge).
     std::optional<std::string> pred_link;
     bool in_order = true;  // after the newest version
     uint64_t oldest_ts = 0;
@@ -366,6 +366,14 @@ class StoreImpl : public Store {
   // FAILED_PRECONDITION for a store of another format version; records the
   // version in a store that has none (see kFormatVersion).
   absl::Status CheckFormatVersion();
+  // Rewrites the format-4 families (legacy_cfs_) newest first into kHistory
+  // and kEntitySeq, in chunks of kUpgradeChunkRecords that each record how
+  // far they got (kMetaUpgradePrefix), so a killed upgrade resumes.
+  // REQUIRES: Init, before anything else reads or writes them.
+  absl::Status MigrateNewestFirst();
+  // Drops the format-4 families once the version that no longer reads them
+  // is recorded (an upgrade killed in between drops them at the next open).
+  absl::Status DropLegacyFamilies();
   // db_->Write, and the way back from a full disk: an I/O error (ENOSPC in
   // the WAL or in a flush) stops RocksDB's writes until the background
   // error is cleared, so a failed write asks RocksDB to resume (DB::Resume:
@@ -404,6 +412,9 @@ class StoreImpl : public Store {
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;  // null without a budget
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   std::vector<std::unique_ptr<rocksdb::CompactionFilter>> filters_;
+  // The format-4 families of a store being upgraded ({history, entity_seq},
+  // oldest first), open until DropLegacyFamilies; empty otherwise.
+  std::vector<rocksdb::ColumnFamilyHandle*> legacy_cfs_;
   // Atomics inside; written by the retention thread, read by everyone.
   Horizon horizon_;
 

@@ -1,4 +1,5 @@
 // Open, recovery of the leader's counters, close.
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -177,11 +178,28 @@ absl::Status StoreImpl::Init() {
       cfo.max_write_buffer_number = kWriteBuffers;
     }
     cfo.memtable_insert_with_hint_prefix_extractor = HintPrefixOf(static_cast<Cf>(cf));
-    filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));
-    if (cf != kMeta) cfo.compaction_filter = filters_.back().get();
-    if (cf == kHistory || cf == kEntitySeq)
+    if (cf == kHistory || cf == kEntitySeq) {
+      cfo.compaction_filter_factory = NewRetentionFilterFactory(static_cast<Cf>(cf), &horizon_);
       cfo.merge_operator = NewLinkMergeOperator(static_cast<Cf>(cf));
+    } else if (cf != kMeta) {
+      filters_.push_back(NewRetentionFilter(static_cast<Cf>(cf), &horizon_));
+      cfo.compaction_filter = filters_.back().get();
+    }
     descriptors.emplace_back(CfName(cf), cfo);
+  }
+  // A store of format 4 or before has history and entity_seq oldest first
+  // in families of their own: opened (every family must be) for the upgrade
+  // to rewrite, with their links' merge operator and no retention.
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(opts), path_, &existing).ok()) {
+    for (const char* legacy : {kLegacyHistory, kLegacyEntitySeq}) {
+      if (std::find(existing.begin(), existing.end(), legacy) == existing.end()) continue;
+      rocksdb::ColumnFamilyOptions cfo(opts);
+      cfo.table_factory = table_factory;
+      cfo.compression = rocksdb::kLZ4Compression;
+      cfo.merge_operator = MergeOperatorOf(legacy);
+      descriptors.emplace_back(legacy, cfo);
+    }
   }
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -205,6 +223,8 @@ absl::Status StoreImpl::Init() {
   }
   CAIRN_RETURN_IF_ERROR(FromRocks(opened, absl::StrCat("open ", path_)));
   db_.reset(raw);
+  legacy_cfs_.assign(handles.begin() + kNumCfs, handles.end());
+  handles.resize(kNumCfs);
   cfs_ = std::move(handles);
   // Without overwrite_key a Put only inserts into the batch index (no search
   // for an older entry of the key): reads still see a key's newest entry, and
@@ -212,6 +232,7 @@ absl::Status StoreImpl::Init() {
   batch_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
                                                           /*overwrite_key=*/false);
   CAIRN_RETURN_IF_ERROR(CheckFormatVersion());
+  CAIRN_RETURN_IF_ERROR(DropLegacyFamilies());
   CAIRN_RETURN_IF_ERROR(LoadMeta());
   if (!recovery_.empty()) absl::StrAppend(&recovery_, " (last seq ", LastSeq(), ")");
   CAIRN_RETURN_IF_ERROR(CleanClosedSessions());
@@ -245,6 +266,7 @@ StoreImpl::~StoreImpl() {
   if (retention_thread_.joinable()) retention_thread_.join();
   if (db_) {
     for (auto* h : cfs_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    for (auto* h : legacy_cfs_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db_->Close().PermitUncheckedError();
   }
 }
@@ -282,12 +304,19 @@ absl::Status StoreImpl::CheckFormatVersion() {
       return absl::DataLossError(
           absl::StrCat("store at ", path_, ": malformed format version (", v.size(), " bytes)"));
     }
-    // Every record of an older readable version reads as it is: the upgrade
-    // is the version key itself (a crash before it leaves the old version,
-    // and the next open upgrades again).
+    // Every record of an older readable version reads as it is, once the
+    // oldest-first families are rewritten newest first: then the upgrade is
+    // the version key itself (a crash before it leaves the old version, and
+    // the next open resumes the rewrite and records it).
     if (version >= kOldestReadableFormat && version < kFormatVersion) {
+      CAIRN_RETURN_IF_ERROR(MigrateNewestFirst());
       CrashPoint("upgrade.before_record");
       CAIRN_RETURN_IF_ERROR(record_format());
+      for (const char* legacy : {kLegacyHistory, kLegacyEntitySeq}) {
+        CAIRN_RETURN_IF_ERROR(
+            FromRocks(wb.Delete(cfs_[kMeta], std::string(kMetaUpgradePrefix) + legacy),
+                      "record the upgrade"));
+      }
     } else if (version != kFormatVersion) {
       return absl::FailedPreconditionError(
           absl::StrCat("store at ", path_, " has on-disk format version ", version,
@@ -313,6 +342,62 @@ absl::Status StoreImpl::CheckFormatVersion() {
   wo.sync = true;
   CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &wb), "record the format version"));
   if (created) created_by_ = kVersion;
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::MigrateNewestFirst() {
+  for (rocksdb::ColumnFamilyHandle* from : legacy_cfs_) {
+    const std::string& name = from->GetName();
+    const auto family = name == kLegacyHistory ? keys::NewestFirstFamily::kHistory
+                                               : keys::NewestFirstFamily::kEntitySeq;
+    rocksdb::ColumnFamilyHandle* to =
+        cfs_[family == keys::NewestFirstFamily::kHistory ? kHistory : kEntitySeq];
+    const std::string progress_key = std::string(kMetaUpgradePrefix) + name;
+    std::string done;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cfs_[kMeta], progress_key, &done);
+    if (!s.IsNotFound()) CAIRN_RETURN_IF_ERROR(FromRocks(s, "read the upgrade's progress"));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), from));
+    if (s.ok()) {
+      it->Seek(done);
+      if (it->Valid() && it->key() == rocksdb::Slice(done)) it->Next();
+    } else {
+      it->SeekToFirst();
+    }
+    rocksdb::WriteBatch wb;
+    size_t records = 0;
+    // The chunk so far, with its progress key (the last key it copied).
+    auto write = [&](std::string_view last) {
+      CAIRN_RETURN_IF_ERROR(
+          FromRocks(wb.Put(cfs_[kMeta], progress_key, last), "record the upgrade's progress"));
+      CAIRN_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &wb), "upgrade"));
+      CrashPoint("upgrade.chunk");
+      wb.Clear();
+      records = 0;
+      return absl::OkStatus();
+    };
+    std::string last;
+    for (; it->Valid(); it->Next()) {
+      std::string key = keys::NewestFirstKey(family, it->key().ToStringView());
+      if (key.empty()) {
+        return absl::DataLossError(absl::StrCat("store at ", path_, ": malformed key in ", name,
+                                                " (", it->key().size(), " bytes)"));
+      }
+      CAIRN_RETURN_IF_ERROR(FromRocks(wb.Put(to, key, it->value()), "upgrade"));
+      last = it->key().ToString();
+      if (++records == kUpgradeChunkRecords) CAIRN_RETURN_IF_ERROR(write(last));
+    }
+    CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("read ", name)));
+    if (records > 0) CAIRN_RETURN_IF_ERROR(write(last));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreImpl::DropLegacyFamilies() {
+  for (rocksdb::ColumnFamilyHandle* h : legacy_cfs_) {
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DropColumnFamily(h), "drop " + h->GetName()));
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DestroyColumnFamilyHandle(h), "drop " + h->GetName()));
+  }
+  legacy_cfs_.clear();
   return absl::OkStatus();
 }
 

@@ -101,28 +101,35 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
   std::string entity = keys::EntityPrefix(collection, *kb);
   std::string upper = keys::PrefixSuccessor(entity);
   rocksdb::ReadOptions ro;
-  rocksdb::Slice ub(upper);
+  rocksdb::Slice lb(entity), ub(upper);
+  ro.iterate_lower_bound = &lb;
   ro.iterate_upper_bound = &ub;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kHistory]));
+  // Versions are keyed newest first: position order is backwards (Prev),
+  // starting from the oldest version, or from the first one at or after
+  // `from_position`, whose `before` is the version after it in key order.
   Doc prev;
   if (o.from_position) {
-    std::string start = keys::HistoryKey(entity, *o.from_position, "");
-    it->SeekForPrev(start);
-    if (it->Valid() && it->key().starts_with(entity) && it->key().compare(start) < 0) {
+    std::string start =
+        keys::PrefixSuccessor(keys::HistoryPositionPrefix(entity, *o.from_position));
+    it->Seek(start);
+    if (it->Valid()) {
       CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
                              records::DecodeVersion(it->value().ToStringView()));
       prev = v.after;
+      it->Prev();
+    } else {
+      CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
+      it->SeekToLast();
     }
-    it->Seek(start);
   } else {
-    it->Seek(entity);
+    it->SeekToLast();
   }
   std::vector<Version> out;
-  for (; it->Valid(); it->Next()) {
-    std::string_view rest = it->key().ToStringView().substr(entity.size());
+  for (; it->Valid(); it->Prev()) {
     Version ver;
-    if (!keys::ConsumeU64(&rest, &ver.position.timestamp) ||
-        !keys::ConsumeU64(&rest, &ver.position.tick) || !keys::ConsumeEscaped(&rest, &ver.source)) {
+    if (!keys::ParseHistorySuffix(it->key().ToStringView().substr(entity.size()), &ver.position,
+                                  &ver.source)) {
       return absl::DataLossError("malformed history key");
     }
     if (o.to_position && ver.position > *o.to_position) break;

@@ -431,7 +431,7 @@ TEST(SnapshotTest, RetentionByAgeKeepsTheWindowExact) {
     }
     EXPECT_EQ(CountEntries(dir.path(), "log"), 0u);
     EXPECT_EQ(CountEntries(dir.path(), "changes"), last - oldest_seq + 1);
-    EXPECT_LT(CountEntries(dir.path(), "history"), versions);
+    EXPECT_LT(CountEntries(dir.path(), internal::CfName(internal::kHistory)), versions);
     if (::testing::Test::HasFailure()) break;
   }
 }
@@ -485,8 +485,8 @@ TEST(SnapshotTest, ExpiredTombstoneIsNotRevivedByALaterEvent) {
   opened->reset();
   // On disk: only the new version; of entity_seq, the delete (seq 2, inside
   // the window by its commit) and the new upsert.
-  EXPECT_EQ(CountEntries(dir.path(), "history"), 1u);
-  EXPECT_EQ(CountEntries(dir.path(), "entity_seq"), 2u);
+  EXPECT_EQ(CountEntries(dir.path(), internal::CfName(internal::kHistory)), 1u);
+  EXPECT_EQ(CountEntries(dir.path(), internal::CfName(internal::kEntitySeq)), 2u);
 }
 
 // A scan as of a seq keeps reading what it started on while retention moves
@@ -525,50 +525,83 @@ TEST(SnapshotTest, AScanAsOfASeqOutlivesTheHorizonMovingPastIt) {
   EXPECT_EQ(n, 40u);
 }
 
-// Retention links are merge operands: an in-order event writes one into its
-// predecessor version and one into the previous entity_seq entry, and does
-// not rewrite either record; read back, the links are set and nothing else
-// of the records changed.
-TEST(SnapshotTest, LinksAreMergedIntoTheRecordsTheyBelongTo) {
+// History and entity_seq are keyed newest first (format 5), so retention
+// meets a record's successor before the record and needs no link: an
+// in-order event writes nothing into its live predecessor version or the
+// previous entity_seq entry. Only a tombstone -- which retention drops when
+// it sees no successor -- gets its successor as a link, a merge operand;
+// read back, the link is set and nothing else of the record changed.
+TEST(SnapshotTest, OnlyATombstoneGetsALinkToItsSuccessor) {
   TempDir dir;
-  auto ev = [](uint64_t at, std::string payload) {
+  auto ev = [](uint64_t at, Op op, std::string payload) {
     return Event{.source = "s",
                  .collection = "acct",
                  .key = "1",
                  .position = {kT0 + at * kStep, 0},
+                 .op = op,
                  .payload = std::move(payload)};
   };
   {
     auto store = Store::Open(dir.path(), {});
     ASSERT_TRUE(store.ok()) << store.status();
-    ASSERT_TRUE((*store)->Ingest({ev(1, R"({"v":1})")}, {}).ok());
-    ASSERT_TRUE((*store)->Ingest({ev(2, R"({"v":2})")}, {}).ok());
+    for (const Event& e : {ev(1, Op::kUpsert, R"({"v":1})"), ev(2, Op::kUpsert, R"({"v":2})"),
+                           ev(3, Op::kDelete, ""), ev(4, Op::kUpsert, R"({"v":4})")}) {
+      ASSERT_TRUE((*store)->Ingest({e}, {}).ok());
+    }
   }
   const std::string entity = keys::EntityPrefix("acct", *keys::EncodeKey("1"));
-  const std::string pred_key = keys::HistoryKey(entity, {kT0 + kStep, 0}, "s");
   WithRawDb(dir.path(), /*writable=*/false, [&](rocksdb::DB* db, auto& cf) {
-    // What the second commit wrote to the predecessor: a merge operand.
-    rocksdb::PinnableSlice values[4];
-    int operands = 0;
-    rocksdb::GetMergeOperandsOptions opts;
-    opts.expected_max_number_of_operands = 4;
-    ASSERT_TRUE(db->GetMergeOperands({}, cf["history"], pred_key, values, &opts, &operands).ok());
-    EXPECT_EQ(operands, 2);  // the version, and its link
+    rocksdb::ColumnFamilyHandle* history = cf[internal::CfName(internal::kHistory)];
+    rocksdb::ColumnFamilyHandle* entity_seq = cf[internal::CfName(internal::kEntitySeq)];
+    auto operands = [&](rocksdb::ColumnFamilyHandle* h, const std::string& key) {
+      rocksdb::PinnableSlice values[4];
+      int n = 0;
+      rocksdb::GetMergeOperandsOptions opts;
+      opts.expected_max_number_of_operands = 4;
+      EXPECT_TRUE(db->GetMergeOperands({}, h, key, values, &opts, &n).ok());
+      return n;
+    };
+    // The live predecessor: its version only, no link.
+    const std::string live = keys::HistoryKey(entity, {kT0 + kStep, 0}, "s");
+    EXPECT_EQ(operands(history, live), 1);
     std::string v;
-    ASSERT_TRUE(db->Get({}, cf["history"], pred_key, &v).ok());
+    ASSERT_TRUE(db->Get({}, history, live, &v).ok());
     auto pred = records::DecodeVersion(v);
     ASSERT_TRUE(pred.ok()) << pred.status();
-    EXPECT_EQ(pred->next_timestamp, kT0 + 2 * kStep);
+    EXPECT_EQ(pred->next_timestamp, records::kNone);
     EXPECT_EQ(pred->after, R"({"v":1})");
-    EXPECT_EQ(pred->seq, 1u);
-    ASSERT_TRUE(db->Get({}, cf["entity_seq"], keys::EntitySeqKey(entity, 1), &v).ok());
+    EXPECT_EQ(operands(entity_seq, keys::EntitySeqKey(entity, 1)), 1);
+    ASSERT_TRUE(db->Get({}, entity_seq, keys::EntitySeqKey(entity, 1), &v).ok());
     auto prev = records::DecodeEntitySeq(v);
     ASSERT_TRUE(prev.ok()) << prev.status();
-    EXPECT_EQ(prev->superseded_seq, 2u);
+    EXPECT_EQ(prev->superseded_seq, records::kNone);
     // Its document is the before-image of change 2, not a copy.
     EXPECT_TRUE(prev->by_reference && prev->exists);
     EXPECT_FALSE(prev->doc.has_value());
     EXPECT_EQ(prev->position.timestamp, kT0 + kStep);
+
+    // The tombstone (the delete at 3) and its entry (seq 3): linked to the
+    // upsert at 4 (seq 4).
+    const std::string tombstone = keys::HistoryKey(entity, {kT0 + 3 * kStep, 0}, "s");
+    EXPECT_EQ(operands(history, tombstone), 2);  // the version, and its link
+    ASSERT_TRUE(db->Get({}, history, tombstone, &v).ok());
+    auto t = records::DecodeVersion(v);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->next_timestamp, kT0 + 4 * kStep);
+    EXPECT_FALSE(t->after.has_value());
+    EXPECT_EQ(t->seq, 3u);
+    EXPECT_EQ(operands(entity_seq, keys::EntitySeqKey(entity, 3)), 2);
+    ASSERT_TRUE(db->Get({}, entity_seq, keys::EntitySeqKey(entity, 3), &v).ok());
+    auto deleted = records::DecodeEntitySeq(v);
+    ASSERT_TRUE(deleted.ok()) << deleted.status();
+    EXPECT_EQ(deleted->superseded_seq, 4u);
+    EXPECT_TRUE(deleted->deleted());
+
+    // Newest first: the entity's first history key is its newest version.
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, history));
+    it->Seek(entity);
+    ASSERT_TRUE(it->Valid());
+    EXPECT_EQ(it->key().ToString(), keys::HistoryKey(entity, {kT0 + 4 * kStep, 0}, "s"));
   });
 }
 

@@ -106,7 +106,7 @@ void RecordSeeds(const fs::path& tmp, Corpus* out) {
     Check((*store)->Ingest(std::move(events), {}).status(), "ingest");
     Check((*store)->PutSource({.name = "dbz", .format = "debezium", .key_fields = {{"t", {"id"}}}}),
           "put source");
-    // Merged: the retention links are folded into the records.
+    // Merged: the retention links (a tombstone's) are folded into the records.
     Check((*store)->CompactNow(), "compact");
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
@@ -117,11 +117,12 @@ void RecordSeeds(const fs::path& tmp, Corpus* out) {
       rocksdb::DB::OpenForReadOnly(rocksdb::Options(), path, cfs, &handles, &raw);
   if (!opened.ok()) Check(absl::InternalError(opened.ToString()), "open read-only");
   std::unique_ptr<rocksdb::DB> db(raw);
-  const std::map<std::string, std::vector<char>> selectors = {{"log", {0}},
-                                                              {"state", {1}},
-                                                              {"history", {2, 10, 12}},
-                                                              {"changes", {3, 4}},
-                                                              {"entity_seq", {5, 11, 13}}};
+  const std::map<std::string, std::vector<char>> selectors = {
+      {internal::CfName(internal::kLog), {0}},
+      {internal::CfName(internal::kState), {1}},
+      {internal::CfName(internal::kHistory), {2, 10, 12}},
+      {internal::CfName(internal::kChanges), {3, 4}},
+      {internal::CfName(internal::kEntitySeq), {5, 11, 13}}};
   for (size_t cf = 0; cf < handles.size(); ++cf) {
     auto sel = selectors.find(internal::kCfNames[cf]);
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[cf]));
