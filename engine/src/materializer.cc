@@ -84,11 +84,9 @@ absl::Status StoreImpl::ApplyToEntity(std::string_view collection, std::string_v
     f.version.logged = true;
     f.version.raw = logged->raw;
     f.version.event_id = logged->event_id;
-    f.version.ingest_micros = group_commit_micros_;
   }
   f.version_key = keys::HistoryKey(entity, at.position, at.source);
   f.next = f.state ? *f.state : records::StateValue{};
-  f.next.versions++;
   // Retention may already have dropped an expired tombstone (the newest
   // version of a deleted entity, or its entity_seq entry): such a record is
   // not written back when it gets a successor.

@@ -144,10 +144,13 @@ std::string Encode(const StateValue& v) {
   r.add_tick(v.position.tick);
   r.add_source(source);
   r.add_seq(v.seq);
-  r.add_versions(v.versions);
-  r.add_last_change_seq(v.last_change_seq);
-  r.add_change_timestamp(v.change_position.timestamp);
-  r.add_change_tick(v.change_position.tick);
+  // Most states were left by their last change: then these equal `seq` and
+  // the position, and are not stored.
+  if (v.last_change_seq != v.seq) r.add_last_change_seq(v.last_change_seq);
+  if (v.change_position != v.position) {
+    r.add_change_timestamp(v.change_position.timestamp);
+    r.add_change_tick(v.change_position.tick);
+  }
   b.Finish(r.Finish(), fbs::StateRecordIdentifier());
   return Finish(b);
 }
@@ -166,7 +169,6 @@ std::string Encode(const VersionValue& v) {
     r.add_logged(true);
     if (!v.raw.empty()) r.add_raw(raw);
     if (!v.event_id.empty()) r.add_event_id(id);
-    r.add_ingest_micros(v.ingest_micros);
   }
   r.add_op(ToFbs(v.op));
   r.add_seq(v.seq);
@@ -174,10 +176,9 @@ std::string Encode(const VersionValue& v) {
   if (v.after) r.add_after(after);
   r.add_complete(v.complete);
   r.add_snapshot(v.snapshot);
-  // Always present, so a link merge sets it in place (SetVersionNext).
-  b.ForceDefaults(true);
+  // Stored only when set: a link merge into a record without it (only a
+  // tombstone gets one) re-encodes the record (SetVersionNext).
   r.add_next_timestamp(v.next_timestamp);
-  b.ForceDefaults(false);
   b.Finish(r.Finish(), fbs::VersionRecordIdentifier());
   return Finish(b);
 }
@@ -225,9 +226,7 @@ std::string Encode(const EntitySeqValue& v) {
   r.add_timestamp(v.position.timestamp);
   r.add_tick(v.position.tick);
   r.add_source(source);
-  b.ForceDefaults(true);  // as next_timestamp above
-  r.add_superseded_seq(v.superseded_seq);
-  b.ForceDefaults(false);
+  r.add_superseded_seq(v.superseded_seq);  // as next_timestamp above
   if (v.by_reference) {
     r.add_by_reference(true);
     r.add_exists(v.exists);
@@ -263,9 +262,9 @@ absl::StatusOr<StateValue> DecodeState(std::string_view bytes) {
   v.position = {p->timestamp(), p->tick()};
   v.source = Str(p->source());
   v.seq = p->seq();
-  v.versions = p->versions();
-  v.last_change_seq = p->last_change_seq();
-  v.change_position = {p->change_timestamp(), p->change_tick()};
+  v.last_change_seq = p->last_change_seq().value_or(v.seq);
+  v.change_position = {p->change_timestamp().value_or(v.position.timestamp),
+                       p->change_tick().value_or(v.position.tick)};
   return v;
 }
 
@@ -286,7 +285,6 @@ absl::StatusOr<VersionValue> DecodeVersion(std::string_view bytes) {
   v.logged = p->logged();
   if (p->raw()) v.raw.assign(reinterpret_cast<const char*>(p->raw()->data()), p->raw()->size());
   v.event_id = Str(p->event_id());
-  v.ingest_micros = p->ingest_micros();
   return v;
 }
 
@@ -518,7 +516,7 @@ std::optional<StatePeek> PeekState(std::string_view bytes) {
   const fbs::StateRecord* p = *r;
   return StatePeek{.deleted = p->doc() == nullptr,
                    .position = {p->timestamp(), p->tick()},
-                   .last_change_seq = p->last_change_seq()};
+                   .last_change_seq = p->last_change_seq().value_or(p->seq())};
 }
 
 std::optional<uint64_t> PeekEntitySeqSuperseded(std::string_view bytes) {

@@ -45,7 +45,6 @@ struct StateValue {
   Position position;
   std::string source;
   uint64_t seq = 0;
-  uint64_t versions = 0;
   uint64_t last_change_seq = 0;
   // Position of the entity_seq entry at last_change_seq: whether retention
   // may have dropped it (see fbs/state.fbs).
@@ -65,7 +64,6 @@ struct VersionValue {
   bool logged = false;
   std::string raw;
   std::string event_id;
-  uint64_t ingest_micros = 0;
 };
 
 // The canonical payload of the event a logged version records: the
@@ -153,8 +151,10 @@ absl::StatusOr<Doc> DecodeChangeBefore(std::string_view bytes);
 absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
 
 // The retention links, set on a stored record without decoding it where the
-// field is stored (every record this format writes): what the link merge
-// operators (retention.h) apply. DATA_LOSS when `bytes` does not verify.
+// field is stored (a record written before format 5, or one linked before),
+// else by re-encoding it (format 5 stores the field only when set; only a
+// tombstone gets a link): what the link merge operators (retention.h) apply. DATA_LOSS when `bytes`
+// does not verify.
 absl::StatusOr<std::string> SetVersionNext(std::string_view bytes, uint64_t next_timestamp);
 absl::StatusOr<std::string> SetEntitySeqSuperseded(std::string_view bytes, uint64_t superseded_seq);
 

@@ -33,7 +33,6 @@ StateValue SampleState() {
           .position = {1700000000000000, 3},
           .source = "billing",
           .seq = 9,
-          .versions = 4,
           .last_change_seq = 8,
           .change_position = {1700000000000000, 2}};
 }
@@ -126,7 +125,6 @@ TEST(RecordsTest, EveryRecordRoundTrips) {
     EXPECT_EQ(out->position, in.position);
     EXPECT_EQ(out->source, in.source);
     EXPECT_EQ(out->seq, in.seq);
-    EXPECT_EQ(out->versions, in.versions);
     EXPECT_EQ(out->last_change_seq, in.last_change_seq);
     EXPECT_EQ(out->change_position, in.change_position);
     auto peek = PeekState(Encode(in));
@@ -134,6 +132,20 @@ TEST(RecordsTest, EveryRecordRoundTrips) {
     EXPECT_FALSE(peek->deleted);
     EXPECT_EQ(peek->position, in.position);
     EXPECT_EQ(peek->last_change_seq, in.last_change_seq);
+  }
+  {
+    // The state its last change left (the usual one): the change's seq and
+    // position are the state's, not stored twice, and read back the same.
+    StateValue in = SampleState();
+    in.last_change_seq = in.seq;
+    in.change_position = in.position;
+    StateValue differs = SampleState();
+    EXPECT_LT(Encode(in).size() + 16, Encode(differs).size());
+    auto out = DecodeState(Encode(in));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->last_change_seq, in.seq);
+    EXPECT_EQ(out->change_position, in.position);
+    EXPECT_EQ(PeekState(Encode(in))->last_change_seq, in.seq);
   }
   {
     // A tombstone: no document.
@@ -361,14 +373,21 @@ TEST(RecordsTest, PeeksOfCorruptedRecordsAreEmpty) {
 TEST(RecordsTest, LinksAreSetWithoutChangingAnythingElse) {
   VersionValue v = SampleVersion();
   v.next_timestamp = kNone;
-  auto linked = SetVersionNext(Encode(v), 1700000000000077);
+  // Format 5 stores no unset link: the first one re-encodes the record,
+  // which then has the field, and the next one is set in place.
+  auto first = SetVersionNext(Encode(v), 1700000000000001);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_GT(first->size(), Encode(v).size());
+  auto linked = SetVersionNext(*first, 1700000000000077);
   ASSERT_TRUE(linked.ok()) << linked.status();
-  EXPECT_EQ(linked->size(), Encode(v).size());  // set in place
+  EXPECT_EQ(linked->size(), first->size());  // set in place
   auto back = DecodeVersion(*linked);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->next_timestamp, 1700000000000077u);
   EXPECT_EQ(back->after, v.after);
   EXPECT_EQ(back->seq, v.seq);
+  EXPECT_EQ(back->patch, v.patch);
+  EXPECT_EQ(back->raw, v.raw);
   EntitySeqValue e = SampleEntitySeq();
   e.superseded_seq = kNone;
   auto superseded = SetEntitySeqSuperseded(Encode(e), 81);
