@@ -816,6 +816,42 @@ void BM_SnapshotAsOfSeq(benchmark::State& state) { SnapshotHalfway(state, true);
 BENCHMARK(BM_SnapshotAsOfPosition)->Apply(SnapshotArgs);
 BENCHMARK(BM_SnapshotAsOfSeq)->Apply(SnapshotArgs);
 
+// History of one entity: every version with its before/after (`whole`), or
+// the versions from the middle round's position on (`from_middle`), of
+// entities picked at random from the snapshot store (cache 256 MiB).
+// time_per_call is the latency of one History call.
+void BM_History(benchmark::State& state) {
+  const int64_t versions = state.range(0);
+  const int64_t entities = state.range(1);
+  const bool from_middle = state.range(2) != 0;
+  SnapshotStore& s = GetSnapshotStore(versions, entities, 256);
+  cairn::HistoryOptions options;
+  if (from_middle) {
+    options.from_position = PositionOf(static_cast<uint64_t>(versions / 2) * entities);
+  }
+  const size_t want = from_middle ? static_cast<size_t>(versions - versions / 2) : versions;
+  uint64_t i = 0;
+  for (auto _ : state) {
+    auto h = s.store->History(kCollection, std::to_string(Mix(i++) % entities), options);
+    if (!h.ok() || h->size() != want) {
+      state.SkipWithError(h.ok() ? "history returned the wrong number of versions"
+                                 : std::string(h.status().message()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(h->data());
+  }
+  state.counters["time_per_call"] =
+      benchmark::Counter(static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_History)
+    ->ArgNames({"versions", "entities", "from_middle"})
+    ->Args({10, 100'000, 0})
+    ->Args({100, 10'000, 0})
+    ->Args({100, 10'000, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // ---------------------------------------------------------------------------
 // Snapshot of a collection whose every entity is deleted: the answer is
 // empty, and what it costs should be at worst one state record read per

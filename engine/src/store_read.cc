@@ -105,36 +105,40 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
   ro.iterate_lower_bound = &lb;
   ro.iterate_upper_bound = &ub;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kHistory]));
-  // Versions are keyed newest first: position order is backwards (Prev),
-  // starting from the oldest version, or from the first one at or after
-  // `from_position`, whose `before` is the version after it in key order.
-  Doc prev;
-  if (o.from_position) {
-    std::string start =
-        keys::PrefixSuccessor(keys::HistoryPositionPrefix(entity, *o.from_position));
-    it->Seek(start);
-    if (it->Valid()) {
-      CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
-                             records::DecodeVersion(it->value().ToStringView()));
-      prev = v.after;
-      it->Prev();
-    } else {
-      CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
-      it->SeekToLast();
-    }
-  } else {
-    it->SeekToLast();
-  }
-  std::vector<Version> out;
-  for (; it->Valid(); it->Prev()) {
-    Version ver;
-    if (!keys::ParseHistorySuffix(it->key().ToStringView().substr(entity.size()), &ver.position,
-                                  &ver.source)) {
+  // Versions are keyed newest first: read forward (faster than backward in
+  // RocksDB) from `to_position`, down to the first version before
+  // `from_position` (it seeds the first one's `before`), then walk them in
+  // position order.
+  struct Read {
+    Position position;
+    std::string source;
+    records::VersionValue version;
+  };
+  std::vector<Read> newest_first;
+  it->Seek(o.to_position ? keys::HistoryPositionPrefix(entity, *o.to_position) : entity);
+  for (; it->Valid(); it->Next()) {
+    Read r;
+    if (!keys::ParseHistorySuffix(it->key().ToStringView().substr(entity.size()), &r.position,
+                                  &r.source)) {
       return absl::DataLossError("malformed history key");
     }
-    if (o.to_position && ver.position > *o.to_position) break;
-    CAIRN_ASSIGN_OR_RETURN(records::VersionValue v,
-                           records::DecodeVersion(it->value().ToStringView()));
+    CAIRN_ASSIGN_OR_RETURN(r.version, records::DecodeVersion(it->value().ToStringView()));
+    bool seed = o.from_position && r.position < *o.from_position;
+    newest_first.push_back(std::move(r));
+    if (seed) break;
+  }
+  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
+  Doc prev;
+  std::vector<Version> out;
+  for (auto r = newest_first.rbegin(); r != newest_first.rend(); ++r) {
+    Version ver;
+    ver.position = r->position;
+    ver.source = std::move(r->source);
+    records::VersionValue& v = r->version;
+    if (o.from_position && ver.position < *o.from_position) {
+      prev = std::move(v.after);  // the seed
+      continue;
+    }
     Doc before = std::exchange(prev, v.after);
     // Versions below the window only seed `before` for the first one inside.
     if (ver.position.timestamp < oldest_ts) continue;
@@ -149,7 +153,6 @@ absl::StatusOr<std::vector<Version>> StoreImpl::History(std::string_view collect
     out.push_back(std::move(ver));
     if (!o.reverse && o.limit && out.size() >= o.limit) break;
   }
-  CAIRN_RETURN_IF_ERROR(FromRocks(it->status(), "history scan"));
   if (o.reverse) {
     std::reverse(out.begin(), out.end());
     if (o.limit && out.size() > o.limit) out.resize(o.limit);
