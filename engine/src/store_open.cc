@@ -393,11 +393,15 @@ absl::Status StoreImpl::MigrateNewestFirst() {
 }
 
 absl::Status StoreImpl::DropLegacyFamilies() {
-  for (rocksdb::ColumnFamilyHandle* h : legacy_cfs_) {
-    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DropColumnFamily(h), "drop " + h->GetName()));
-    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DestroyColumnFamilyHandle(h), "drop " + h->GetName()));
+  while (!legacy_cfs_.empty()) {
+    rocksdb::ColumnFamilyHandle* h = legacy_cfs_.back();
+    const std::string what = "drop " + h->GetName();
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DropColumnFamily(h), what));
+    // Gone from the list before it is destroyed: the destructor destroys
+    // what is left in it.
+    legacy_cfs_.pop_back();
+    CAIRN_RETURN_IF_ERROR(FromRocks(db_->DestroyColumnFamilyHandle(h), what));
   }
-  legacy_cfs_.clear();
   return absl::OkStatus();
 }
 
