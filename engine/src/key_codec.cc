@@ -333,6 +333,12 @@ bool ParseHistorySuffix(std::string_view suffix, Position* pos, std::string* sou
          ConsumeEscaped(&in, source) && in.empty();
 }
 
+bool HistorySuffixTimestamp(std::string_view suffix, uint64_t* timestamp) {
+  if (!ConsumeU64(&suffix, timestamp)) return false;
+  *timestamp = ~*timestamp;
+  return true;
+}
+
 std::string EntitySeqKey(std::string_view entity, uint64_t seq) {
   std::string out(entity);
   AppendU64(~seq, &out);

@@ -92,6 +92,9 @@ std::string HistoryPositionPrefix(std::string_view entity, Position pos);
 // The position and source of a history key after its entity prefix; false
 // when malformed.
 bool ParseHistorySuffix(std::string_view suffix, Position* pos, std::string* source);
+// Only the timestamp of that suffix (what retention and a late event's link
+// need), without decoding the rest; false when malformed.
+bool HistorySuffixTimestamp(std::string_view suffix, uint64_t* timestamp);
 std::string EntitySeqKey(std::string_view entity, uint64_t seq);
 bool ParseEntitySeqSuffix(std::string_view suffix, uint64_t* seq);
 // A format-4 (oldest first) history or entity_seq key rewritten newest

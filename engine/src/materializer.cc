@@ -156,13 +156,10 @@ absl::Status StoreImpl::RefoldLate(EntityFold& f) {
   for (it->SeekForPrev(f.version_key); it->Valid() && it->key().starts_with(f.entity); it->Prev()) {
     if (first) {
       // Its own successor's timestamp, in the version itself.
-      Position next;
-      std::string source;
-      if (!keys::ParseHistorySuffix(it->key().ToStringView().substr(f.entity.size()), &next,
-                                    &source)) {
+      if (!keys::HistorySuffixTimestamp(it->key().ToStringView().substr(f.entity.size()),
+                                        &f.version.next_timestamp)) {
         return absl::DataLossError("malformed history key");
       }
-      f.version.next_timestamp = next.timestamp;
       first = false;
     }
     CAIRN_ASSIGN_OR_RETURN(records::VersionValue later,

@@ -153,8 +153,8 @@ absl::StatusOr<EntitySeqValue> DecodeEntitySeq(std::string_view bytes);
 // The retention links, set on a stored record without decoding it where the
 // field is stored (a record written before format 5, or one linked before),
 // else by re-encoding it (format 5 stores the field only when set; only a
-// tombstone gets a link): what the link merge operators (retention.h) apply. DATA_LOSS when `bytes`
-// does not verify.
+// tombstone gets a link): what the link merge operators (retention.h)
+// apply. DATA_LOSS when `bytes` does not verify.
 absl::StatusOr<std::string> SetVersionNext(std::string_view bytes, uint64_t next_timestamp);
 absl::StatusOr<std::string> SetEntitySeqSuperseded(std::string_view bytes, uint64_t superseded_seq);
 

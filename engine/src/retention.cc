@@ -87,18 +87,15 @@ class RetentionFilter : public rocksdb::CompactionFilter {
         auto next = records::PeekVersionNext(v);
         if (!next || n == 0) return false;
         if (*next != records::kNone) return *next < oldest_ts;
-        Position pos;
-        std::string source;
-        if (later) {
-          return keys::ParseHistorySuffix(*later, &pos, &source) && pos.timestamp < oldest_ts;
-        }
+        uint64_t ts;
+        if (later) return keys::HistorySuffixTimestamp(*later, &ts) && ts < oldest_ts;
         // The newest version as far as this compaction sees: removable only
         // as an expired tombstone. (One that has a successor has its link,
         // perhaps not merged yet: a link outliving its tombstone merges into
         // a stub, NewLinkMergeOperator.)
         auto ver = records::DecodeVersion(v);
-        return ver.ok() && !ver->after && keys::ParseHistorySuffix(k.substr(n), &pos, &source) &&
-               pos.timestamp < oldest_ts;
+        return ver.ok() && !ver->after && keys::HistorySuffixTimestamp(k.substr(n), &ts) &&
+               ts < oldest_ts;
       }
       case kEntitySeq: {
         size_t n = keys::EntityPrefixLength(k);

@@ -187,6 +187,42 @@ TEST(KeyCodecTest, BadKeysNameTheProblem) {
   EXPECT_EQ(KeyLength("\x30\x01"), 0u);  // an integer cut short
 }
 
+// Format 5 keys an entity's versions and entries newest first: a later
+// position (then source) or seq sorts before; each key's suffix reads back
+// as written, and its timestamp alone as ParseHistorySuffix reads it.
+TEST(KeyCodecTest, HistoryAndEntitySeqKeysSortNewestFirst) {
+  const std::string e = EntityPrefix("acct", Key("1"));
+  const std::vector<std::pair<Position, std::string>> ascending = {
+      {{5, 0}, ""},  {{5, 0}, "a"}, {{5, 0}, std::string("a\0", 2)}, {{5, 0}, "b"},
+      {{5, 1}, "a"}, {{6, 0}, "a"}, {{UINT64_MAX, UINT64_MAX}, "z"}};
+  for (size_t i = 0; i + 1 < ascending.size(); ++i) {
+    EXPECT_GT(HistoryKey(e, ascending[i].first, ascending[i].second),
+              HistoryKey(e, ascending[i + 1].first, ascending[i + 1].second))
+        << i;
+  }
+  for (const auto& [pos, source] : ascending) {
+    std::string k = HistoryKey(e, pos, source);
+    ASSERT_TRUE(k.starts_with(HistoryPositionPrefix(e, pos)));
+    Position p;
+    std::string s;
+    ASSERT_TRUE(ParseHistorySuffix(std::string_view(k).substr(e.size()), &p, &s));
+    EXPECT_EQ(p, pos);
+    EXPECT_EQ(s, source);
+    uint64_t ts = 0;
+    ASSERT_TRUE(HistorySuffixTimestamp(std::string_view(k).substr(e.size()), &ts));
+    EXPECT_EQ(ts, pos.timestamp);
+  }
+  uint64_t unused = 0;
+  EXPECT_FALSE(HistorySuffixTimestamp("short", &unused));
+  for (uint64_t seq : {uint64_t{0}, uint64_t{1}, uint64_t{42}, UINT64_MAX - 1}) {
+    EXPECT_GT(EntitySeqKey(e, seq), EntitySeqKey(e, seq + 1));
+    uint64_t back = 0;
+    ASSERT_TRUE(
+        ParseEntitySeqSuffix(std::string_view(EntitySeqKey(e, seq)).substr(e.size()), &back));
+    EXPECT_EQ(back, seq);
+  }
+}
+
 TEST(KeyCodecTest, EntityPrefixesNeverNest) {
   // Every pair of distinct (collection, key) entities: neither prefix starts
   // the other, so per-entity range scans never see another entity.
